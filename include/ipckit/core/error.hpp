@@ -1,0 +1,54 @@
+// Errors: every failure in ipckit is an ipckit::Error, a std::system_error carrying either an
+// ipckit::errc (library conditions such as peer_dead) or an errno (failed system calls), and a
+// message that says what was attempted.
+#pragma once
+
+#include <string>
+#include <system_error>
+
+namespace ipckit {
+
+enum class errc : int {
+  timeout = 1,        // a _for/_until call ran out of time
+  peer_dead,          // the process on the other side exited or was killed
+  owner_dead,         // a robust mutex's previous owner died while holding it
+  barrier_broken,     // a barrier party died or timed out; the barrier is unusable
+  closed,             // the channel/pool was closed
+  message_too_large,  // a message can never fit the transport
+  bad_frame,          // a frame read from another process is truncated or corrupt
+  invalid_argument,   // a parameter is out of range (zero capacity, bad size, ...)
+  invalid_name,       // a shared-memory name is empty, too long or has bad characters
+  not_found,          // a named segment or object does not exist
+  already_exists,     // exclusive create found an existing segment or object
+  size_mismatch,      // an object or segment exists but has a different size/type
+  bad_layout,         // a shared layout's magic/version word does not match
+  out_of_memory,      // a shared segment has no room left
+  child_failed,       // a child process did not exit cleanly
+};
+
+const std::error_category& ipckit_category() noexcept;
+
+inline std::error_code make_error_code(errc e) noexcept {
+  return {static_cast<int>(e), ipckit_category()};
+}
+
+// The exception type of the library. `code()` is either in ipckit_category() or in
+// std::system_category() (errno).
+class Error : public std::system_error {
+ public:
+  Error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
+  Error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
+
+  // True when this error carries the given library condition.
+  [[nodiscard]] bool is(errc e) const noexcept { return code() == make_error_code(e); }
+};
+
+// Throws Error(errno, "<what> failed").
+[[noreturn]] void throw_errno(const std::string& what);
+[[noreturn]] void throw_errno(int err, const std::string& what);
+[[noreturn]] void throw_error(errc e, const std::string& what);
+
+}  // namespace ipckit
+
+template <>
+struct std::is_error_code_enum<ipckit::errc> : std::true_type {};

@@ -1,0 +1,124 @@
+// Process: a forked child running a callable, owned by the parent. The child gets a
+// parent-death signal (SIGKILL by default) so it never outlives the parent, never returns into
+// the caller's stack (it _exits), and turns an escaping exception into exit code 70 with the
+// message on stderr. The parent waits, polls or kills through a pidfd where the kernel has one.
+//
+//   ipckit::Process p = ipckit::Process::spawn([] { return work(); });
+//   ipckit::ExitStatus st = p.wait();
+#pragma once
+
+#include <signal.h>
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/core/unique_fd.hpp"
+
+namespace ipckit {
+
+// How a child ended.
+struct ExitStatus {
+  enum class Kind { exited, signaled };
+  Kind kind = Kind::exited;
+  int value = 0;  // exit code for `exited`, signal number for `signaled`
+
+  [[nodiscard]] bool success() const noexcept { return kind == Kind::exited && value == 0; }
+  [[nodiscard]] bool exited() const noexcept { return kind == Kind::exited; }
+  [[nodiscard]] bool signaled() const noexcept { return kind == Kind::signaled; }
+  // "exited with code 3", "killed by signal 9 (Killed)".
+  [[nodiscard]] std::string describe() const;
+  // Decodes a waitpid() status word.
+  static ExitStatus from_wait_status(int status) noexcept;
+  friend bool operator==(const ExitStatus&, const ExitStatus&) = default;
+};
+
+struct ProcessOptions {
+  // Delivered to the child when the parent thread that forked it exits; 0 disables it.
+  int death_signal = SIGKILL;
+};
+
+class Process {
+ public:
+  // Exit code of a child whose callable threw.
+  static constexpr int kExitException = 70;
+
+  // Forks a child that runs `fn()` and _exits with its int result (or 0 for void). Standard
+  // streams are flushed before the fork and in the child before it exits, so buffered output
+  // is neither lost nor printed twice. Throws Error if fork fails.
+  template <class F>
+  static Process spawn(F&& fn, const ProcessOptions& options = {});
+
+  Process() noexcept = default;
+  Process(Process&&) noexcept;
+  Process& operator=(Process&&) noexcept;
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+  // A child still running is killed with SIGKILL and reaped (bounded: SIGKILL cannot be
+  // caught). Does nothing in a process other than the one that spawned it.
+  ~Process();
+
+  [[nodiscard]] pid_t pid() const noexcept { return pid_; }
+  // -1 when the kernel has no pidfd_open (Linux < 5.3).
+  [[nodiscard]] int pidfd() const noexcept { return pidfd_.get(); }
+  [[nodiscard]] bool valid() const noexcept { return pid_ > 0; }
+  // True until the child has exited (does not reap it).
+  [[nodiscard]] bool running() const noexcept;
+
+  // Blocks until the child exits and reaps it. Calling it again returns the same status.
+  ExitStatus wait();
+  // Like wait(), but gives up at the deadline and returns nullopt (the child keeps running).
+  std::optional<ExitStatus> wait_until(const Deadline& deadline);
+  template <class Rep, class Period>
+  std::optional<ExitStatus> wait_for(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(Deadline::after(timeout));
+  }
+  std::optional<ExitStatus> try_wait() { return wait_until(Deadline::after(std::chrono::seconds(0))); }
+
+  // Sends `sig` to the child; a no-op once the child has been reaped. Throws Error on failure.
+  void kill(int sig = SIGTERM);
+
+ private:
+  static pid_t fork_child(const ProcessOptions& options);  // returns 0 in the child
+  [[noreturn]] static void exit_child(int code) noexcept;
+  [[noreturn]] static void exit_child_exception(const char* what) noexcept;
+  void adopt(pid_t pid);
+
+  pid_t pid_ = -1;
+  pid_t owner_ = -1;  // the process that spawned the child
+  UniqueFd pidfd_;
+  std::optional<ExitStatus> status_;
+};
+
+// True while process `pid` exists and has not exited (a zombie counts as exited).
+[[nodiscard]] bool process_alive(pid_t pid) noexcept;
+
+template <class F>
+Process Process::spawn(F&& fn, const ProcessOptions& options) {
+  const pid_t pid = fork_child(options);
+  if (pid == 0) {
+    try {
+      if constexpr (std::is_void_v<std::invoke_result_t<F&>>) {
+        fn();
+        exit_child(0);
+      } else {
+        exit_child(static_cast<int>(fn()));
+      }
+    } catch (const std::exception& e) {
+      exit_child_exception(e.what());
+    } catch (...) {
+      exit_child_exception("unknown exception");
+    }
+  }
+  Process p;
+  p.adopt(pid);
+  return p;
+}
+
+}  // namespace ipckit

@@ -1,0 +1,96 @@
+// SharedArray<T>: a fixed-size array of trivially copyable T in shared memory, usable as a
+// std::span in the parent and in every forked child. Either it owns an anonymous mapping of
+// its own (zero-filled), or it is a view of named storage in a Segment, reachable from
+// unrelated processes by name.
+//
+//   ipckit::SharedArray<double> a(1024);        // fork; children write a[rank]
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <span>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "ipckit/shm/segment.hpp"
+
+namespace ipckit {
+namespace detail {
+// MAP_SHARED|MAP_ANONYMOUS of `bytes` (rounded up to pages); throws Error on failure.
+void* map_shared_anonymous(std::size_t bytes);
+void unmap(void* p, std::size_t bytes) noexcept;
+[[noreturn]] void throw_array_size(std::string_view name, std::size_t bytes, std::size_t elem);
+}  // namespace detail
+
+template <class T>
+class SharedArray {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "SharedArray<T> needs a trivially copyable T: it is shared as raw bytes");
+
+ public:
+  // n zero-filled elements in an anonymous mapping of their own (n may be 0).
+  explicit SharedArray(std::size_t n)
+      : data_(n ? static_cast<T*>(detail::map_shared_anonymous(n * sizeof(T))) : nullptr),
+        size_(n),
+        owned_(n != 0) {}
+  // n value-initialised elements stored under `name` in `seg` (which must outlive the view).
+  static SharedArray construct(Segment& seg, std::string_view name, std::size_t n) {
+    auto bytes = seg.construct_bytes(name, n * sizeof(T), alignof(T));
+    T* p = reinterpret_cast<T*>(bytes.data());
+    for (std::size_t i = 0; i < n; ++i) ::new (p + i) T{};
+    return SharedArray(p, n);
+  }
+  // The array stored under `name`; throws errc::not_found, or errc::size_mismatch when the
+  // stored bytes are not a whole number of T.
+  static SharedArray find(const Segment& seg, std::string_view name) {
+    const std::span<std::byte> bytes = seg.lookup_bytes(name);
+    if (bytes.size() % sizeof(T) != 0 ||
+        reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(T) != 0) {
+      detail::throw_array_size(name, bytes.size(), sizeof(T));
+    }
+    return SharedArray(std::launder(reinterpret_cast<T*>(bytes.data())), bytes.size() / sizeof(T));
+  }
+
+  SharedArray(SharedArray&& o) noexcept
+      : data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)),
+        owned_(std::exchange(o.owned_, false)) {}
+  SharedArray& operator=(SharedArray&& o) noexcept {
+    if (this != &o) {
+      release();
+      data_ = std::exchange(o.data_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+      owned_ = std::exchange(o.owned_, false);
+    }
+    return *this;
+  }
+  SharedArray(const SharedArray&) = delete;
+  SharedArray& operator=(const SharedArray&) = delete;
+  ~SharedArray() { release(); }
+
+  [[nodiscard]] std::span<T> span() const noexcept { return {data_, size_}; }
+  operator std::span<T>() const noexcept { return span(); }  // NOLINT: a view, like span
+  [[nodiscard]] T* data() const noexcept { return data_; }
+  [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  [[nodiscard]] T* begin() const noexcept { return data_; }
+  [[nodiscard]] T* end() const noexcept { return data_ + size_; }
+
+ private:
+  SharedArray(T* p, std::size_t n) noexcept : data_(p), size_(n), owned_(false) {}
+  void release() noexcept {
+    if (owned_) detail::unmap(data_, size_ * sizeof(T));
+    data_ = nullptr;
+    size_ = 0;
+    owned_ = false;
+  }
+
+  T* data_;
+  std::size_t size_;
+  bool owned_;
+};
+
+}  // namespace ipckit

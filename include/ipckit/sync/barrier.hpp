@@ -1,0 +1,65 @@
+// Barrier: a reusable barrier for N processes in shared memory. Each phase ends when all N
+// parties have arrived. When a party dies (checked between bounded sleeps) or a wait times
+// out, the barrier breaks: every waiting and later caller gets errc::barrier_broken instead
+// of hanging. Parties are the processes that called attach() or have waited at least once.
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+
+class Barrier {
+ public:
+  static constexpr std::uint32_t kMaxParties = 256;
+
+  // Throws Error(errc::invalid_argument) unless 1 <= parties <= kMaxParties.
+  explicit Barrier(std::uint32_t parties, WaitPolicy policy = WaitPolicy::hybrid());
+  Barrier(const Barrier&) = delete;
+  Barrier& operator=(const Barrier&) = delete;
+
+  // Registers `pid` (default: the caller) as a party, so that its death breaks the barrier
+  // even before its first wait. Idempotent. Throws Error(errc::invalid_argument) when more
+  // than parties() distinct processes attach.
+  void attach(pid_t pid = 0);
+
+  // Arrives and blocks until every party has arrived; returns the number of the phase that
+  // completed (0, 1, 2, ...). Throws Error(errc::barrier_broken) if the barrier is or
+  // becomes broken.
+  std::uint32_t arrive_and_wait() { return arrive_and_wait_until(Deadline::never()); }
+  // As above; when the deadline passes first, breaks the barrier and throws
+  // Error(errc::timeout) (the other parties then get barrier_broken).
+  std::uint32_t arrive_and_wait_until(const Deadline& deadline);
+  template <class Rep, class Period>
+  std::uint32_t arrive_and_wait_for(std::chrono::duration<Rep, Period> timeout) {
+    return arrive_and_wait_until(Deadline::after(timeout));
+  }
+
+  // Breaks the barrier on purpose: every waiter and later caller gets barrier_broken.
+  void break_barrier() noexcept;
+  [[nodiscard]] bool broken() const noexcept {
+    return broken_.load(std::memory_order_acquire) != 0;
+  }
+  [[nodiscard]] std::uint32_t parties() const noexcept { return parties_; }
+
+ private:
+  void check_parties_alive();
+
+  std::uint32_t magic_;
+  std::uint32_t parties_;
+  WaitPolicy policy_;
+  alignas(64) std::atomic<std::uint32_t> arrived_{0};
+  std::atomic<std::uint32_t> phase_{0};
+  std::atomic<std::uint32_t> broken_{0};
+  EventCount ec_;
+  alignas(64) std::array<std::atomic<pid_t>, kMaxParties> pids_{};
+};
+
+}  // namespace ipckit

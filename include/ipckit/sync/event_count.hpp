@@ -1,0 +1,131 @@
+// EventCount: the wait strategy under every blocking call in ipckit. A waiter polls its
+// condition for a bounded time (spin), then sleeps on a futex; a notifier pays one fence and
+// one load when nobody sleeps, and a futex wake only when a waiter is registered. Lives in
+// shared memory; waiters and notifiers may be different processes.
+//
+//   while (!ready()) { auto key = ec.prepare_wait(); if (ready()) { ec.cancel_wait(); break; }
+//                      ec.wait(key, deadline); }
+// or simply ec.await(ready, deadline, policy).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <type_traits>
+
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/core/futex.hpp"
+
+namespace ipckit {
+
+// How a blocking call waits. The three named modes are the ones benchmarks report.
+struct WaitPolicy {
+  // Busy polling before the first sleep. Quick producers are met without a kernel wake-up.
+  std::chrono::nanoseconds spin{50'000};
+  // false: never sleep, poll until ready or the deadline (lowest latency, burns a core).
+  bool sleep = true;
+  // Longest single sleep: between sleeps the waiter re-checks liveness of its peers.
+  std::chrono::milliseconds check_interval{20};
+
+  static constexpr WaitPolicy spin_only() noexcept { return {std::chrono::nanoseconds{0}, false}; }
+  static constexpr WaitPolicy hybrid() noexcept { return {}; }
+  static constexpr WaitPolicy block() noexcept { return {std::chrono::nanoseconds{0}, true}; }
+};
+
+class EventCount {
+ public:
+  struct Key {
+    std::uint32_t epoch;
+  };
+
+  EventCount() noexcept = default;
+  EventCount(const EventCount&) = delete;
+  EventCount& operator=(const EventCount&) = delete;
+
+  // Registers the caller as a waiter. Re-check the condition after this, then either
+  // cancel_wait() or wait(key).
+  Key prepare_wait() noexcept {
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in notify()
+    return Key{epoch_.load(std::memory_order_acquire)};
+  }
+  void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
+  // Sleeps unless notified since prepare_wait(), at most until `deadline`; unregisters.
+  FutexResult wait(Key key, const Deadline& deadline = Deadline::never()) noexcept {
+    const FutexResult r = futex_wait(epoch_, key.epoch, deadline);
+    waiters_.fetch_sub(1, std::memory_order_relaxed);
+    return r;
+  }
+
+  // Wakes up to `count` sleepers. Call after making the condition true (release store).
+  void notify(int count) noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with prepare_wait()
+    if (waiters_.load(std::memory_order_relaxed) == 0) return;
+    epoch_.fetch_add(1, std::memory_order_release);
+    futex_wake(epoch_, count);
+  }
+  void notify_all() noexcept { notify(0x7fffffff); }
+
+  // Waits until `ready()` is true or the deadline passes, following `policy`. `check()` runs
+  // between bounded sleeps (and now and then while spinning); it may throw to abandon the
+  // wait, e.g. when a peer died. Returns ready() as of the last poll.
+  template <class Ready, class Check>
+  bool await(Ready&& ready, const Deadline& deadline, const WaitPolicy& policy, Check&& check);
+  template <class Ready>
+  bool await(Ready&& ready, const Deadline& deadline = Deadline::never(),
+             const WaitPolicy& policy = WaitPolicy::hybrid()) {
+    return await(ready, deadline, policy, [] {});
+  }
+
+  [[nodiscard]] std::uint32_t waiters() const noexcept {
+    return waiters_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  alignas(8) std::atomic<std::uint32_t> epoch_{0};  // the futex word
+  std::atomic<std::uint32_t> waiters_{0};
+};
+
+static_assert(std::is_standard_layout_v<EventCount>);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+template <class Ready, class Check>
+bool EventCount::await(Ready&& ready, const Deadline& deadline, const WaitPolicy& policy,
+                       Check&& check) {
+  if (ready()) return true;
+  using clock = Deadline::clock;
+  auto now = clock::now();
+  const auto spin_end = policy.sleep ? now + policy.spin : clock::time_point::max();
+  auto next_check = now + policy.check_interval;
+  // Phase 1: poll. The clock is read every 64 polls to keep the loop tight.
+  for (unsigned i = 1;; ++i) {
+    if (ready()) return true;
+    cpu_relax();
+    if ((i & 63) == 0) {
+      now = clock::now();
+      if (now >= spin_end) break;
+      if (!deadline.is_never() && now >= deadline.when()) return ready();
+      if (now >= next_check) {
+        check();
+        next_check = now + policy.check_interval;
+      }
+    }
+  }
+  // Phase 2: sleep in bounded slices, re-checking peers between them.
+  for (;;) {
+    const Key key = prepare_wait();
+    if (ready()) {
+      cancel_wait();
+      return true;
+    }
+    if (deadline.expired()) {
+      cancel_wait();
+      return ready();
+    }
+    wait(key, deadline.capped(policy.check_interval));
+    if (ready()) return true;
+    check();
+  }
+}
+
+}  // namespace ipckit

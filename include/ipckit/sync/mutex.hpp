@@ -1,0 +1,61 @@
+// Mutex: a process-shared, robust mutex. When a process dies holding it, the next locker gets
+// the lock together with errc::owner_dead, the mutex is made consistent, and nobody
+// deadlocks. Meets BasicLockable/Lockable, so std::lock_guard and std::unique_lock work;
+// ScopedLock also tells whether the previous owner died.
+#pragma once
+
+#include <pthread.h>
+
+#include <chrono>
+#include <cstdint>
+#include <system_error>
+
+#include "ipckit/core/deadline.hpp"
+
+namespace ipckit {
+
+class Mutex {
+ public:
+  Mutex();
+  Mutex(const Mutex&) = delete;
+  Mutex& operator=(const Mutex&) = delete;
+  ~Mutex();
+
+  // Blocks until the caller holds the mutex. Returns errc::owner_dead (still holding it) when
+  // the previous owner died while holding it: the guarded data may be half-updated and should
+  // be repaired before unlock(). Returns an empty error_code otherwise. Throws Error on
+  // misuse reported by the OS (EDEADLK: the calling thread already holds it).
+  std::error_code lock();
+  // Like lock() but gives up at the deadline, returning errc::timeout without the lock.
+  std::error_code lock_until(const Deadline& deadline);
+  template <class Rep, class Period>
+  std::error_code lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return lock_until(Deadline::after(timeout));
+  }
+  // Takes the mutex if free (also when recovering it from a dead owner); never blocks.
+  [[nodiscard]] bool try_lock() noexcept;
+  void unlock() noexcept;
+
+ private:
+  std::error_code finish_lock(int rc, const char* what);
+
+  std::uint32_t magic_;
+  pthread_mutex_t m_;
+};
+
+// RAII lock that records whether the mutex was recovered from a dead owner.
+class ScopedLock {
+ public:
+  explicit ScopedLock(Mutex& m) : m_(m), ec_(m.lock()) {}
+  ScopedLock(const ScopedLock&) = delete;
+  ScopedLock& operator=(const ScopedLock&) = delete;
+  ~ScopedLock() { m_.unlock(); }
+  // True when the previous owner died holding the mutex.
+  [[nodiscard]] bool owner_died() const noexcept { return static_cast<bool>(ec_); }
+
+ private:
+  Mutex& m_;
+  std::error_code ec_;
+};
+
+}  // namespace ipckit

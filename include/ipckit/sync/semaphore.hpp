@@ -1,0 +1,48 @@
+// Semaphore: a process-shared counting semaphore. Place it in shared memory (Segment) before
+// fork, or construct it by name in a named Segment. Waits follow a WaitPolicy (spin, then
+// sleep) and every wait has a timed form.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+
+class Semaphore {
+ public:
+  static constexpr std::uint32_t kMaxValue = 0x7fffffff;
+
+  // Throws Error(errc::invalid_argument) when initial > kMaxValue.
+  explicit Semaphore(std::uint32_t initial = 0, WaitPolicy policy = WaitPolicy::hybrid());
+  Semaphore(const Semaphore&) = delete;
+  Semaphore& operator=(const Semaphore&) = delete;
+
+  // Adds n to the count and wakes up to n sleepers. Throws Error(errc::invalid_argument) if
+  // the count would exceed kMaxValue; the count is unchanged then.
+  void post(std::uint32_t n = 1);
+  // Takes one unit if available; never blocks.
+  [[nodiscard]] bool try_wait() noexcept;
+  // Blocks until a unit is available and takes it.
+  void wait();
+  // Returns false, having taken nothing, if no unit became available before the deadline.
+  [[nodiscard]] bool wait_until(const Deadline& deadline);
+  template <class Rep, class Period>
+  [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+    return wait_until(Deadline::after(timeout));
+  }
+  [[nodiscard]] std::uint32_t value() const noexcept {
+    return count_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  std::uint32_t magic_;
+  WaitPolicy policy_;
+  alignas(64) std::atomic<std::uint32_t> count_;
+  EventCount ec_;
+};
+
+}  // namespace ipckit

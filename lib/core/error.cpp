@@ -1,0 +1,48 @@
+#include "ipckit/core/error.hpp"
+
+#include <cerrno>
+
+namespace ipckit {
+namespace {
+
+class Category final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "ipckit"; }
+  std::string message(int ev) const override {
+    switch (static_cast<errc>(ev)) {
+      case errc::timeout: return "timed out";
+      case errc::peer_dead: return "peer process died";
+      case errc::owner_dead: return "previous owner died holding the mutex";
+      case errc::barrier_broken: return "barrier broken";
+      case errc::closed: return "closed";
+      case errc::message_too_large: return "message too large";
+      case errc::bad_frame: return "bad frame";
+      case errc::invalid_argument: return "invalid argument";
+      case errc::invalid_name: return "invalid name";
+      case errc::not_found: return "not found";
+      case errc::already_exists: return "already exists";
+      case errc::size_mismatch: return "size mismatch";
+      case errc::bad_layout: return "bad shared-memory layout";
+      case errc::out_of_memory: return "shared segment out of memory";
+      case errc::child_failed: return "child process failed";
+    }
+    return "unknown ipckit error " + std::to_string(ev);
+  }
+};
+
+}  // namespace
+
+const std::error_category& ipckit_category() noexcept {
+  static const Category category;
+  return category;
+}
+
+void throw_errno(const std::string& what) { throw_errno(errno, what); }
+
+void throw_errno(int err, const std::string& what) {
+  throw Error(std::error_code(err, std::system_category()), what + " failed");
+}
+
+void throw_error(errc e, const std::string& what) { throw Error(e, what); }
+
+}  // namespace ipckit

@@ -1,0 +1,182 @@
+#include "ipckit/core/process.hpp"
+
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include "ipckit/core/error.hpp"
+
+namespace ipckit {
+namespace {
+
+int open_pidfd(pid_t pid) noexcept {
+#ifdef SYS_pidfd_open
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+#else
+  (void)pid;
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+void flush_all() noexcept {
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+}
+
+}  // namespace
+
+std::string ExitStatus::describe() const {
+  if (kind == Kind::exited) return "exited with code " + std::to_string(value);
+  const char* name = ::strsignal(value);
+  return "killed by signal " + std::to_string(value) + " (" + (name ? name : "?") + ")";
+}
+
+ExitStatus ExitStatus::from_wait_status(int status) noexcept {
+  if (WIFSIGNALED(status)) return {Kind::signaled, WTERMSIG(status)};
+  return {Kind::exited, WEXITSTATUS(status)};
+}
+
+pid_t Process::fork_child(const ProcessOptions& options) {
+  flush_all();
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork()");
+  if (pid == 0) {
+    if (options.death_signal != 0) {
+      if (::prctl(PR_SET_PDEATHSIG, options.death_signal) != 0) ::_exit(Process::kExitException);
+      // The parent may have died between fork() and prctl(): then nobody will signal us.
+      if (::getppid() != parent) ::_exit(Process::kExitException);
+    }
+  }
+  return pid;
+}
+
+void Process::exit_child(int code) noexcept {
+  flush_all();
+  ::_exit(code);
+}
+
+void Process::exit_child_exception(const char* what) noexcept {
+  flush_all();
+  std::fprintf(stderr, "ipckit: child process %d terminated by an exception: %s\n",
+               static_cast<int>(::getpid()), what);
+  std::fflush(stderr);
+  ::_exit(kExitException);
+}
+
+void Process::adopt(pid_t pid) {
+  pid_ = pid;
+  owner_ = ::getpid();
+  const int fd = open_pidfd(pid);
+  if (fd >= 0) pidfd_.reset(fd);
+}
+
+Process::Process(Process&& o) noexcept
+    : pid_(std::exchange(o.pid_, -1)),
+      owner_(std::exchange(o.owner_, -1)),
+      pidfd_(std::move(o.pidfd_)),
+      status_(std::exchange(o.status_, std::nullopt)) {}
+
+Process& Process::operator=(Process&& o) noexcept {
+  if (this != &o) {
+    this->~Process();
+    new (this) Process(std::move(o));
+  }
+  return *this;
+}
+
+Process::~Process() {
+  if (pid_ <= 0 || status_ || owner_ != ::getpid()) return;
+  ::kill(pid_, SIGKILL);
+  int st = 0;
+  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+}
+
+bool Process::running() const noexcept {
+  if (pid_ <= 0 || status_) return false;
+  siginfo_t info{};
+  if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) != 0) {
+    return false;
+  }
+  return info.si_pid == 0;
+}
+
+ExitStatus Process::wait() {
+  if (pid_ <= 0) throw_error(errc::invalid_argument, "Process::wait() on an empty Process");
+  if (status_) return *status_;
+  int st = 0;
+  while (::waitpid(pid_, &st, 0) < 0) {
+    if (errno != EINTR) throw_errno("waitpid(" + std::to_string(pid_) + ")");
+  }
+  status_ = ExitStatus::from_wait_status(st);
+  pidfd_.reset();
+  return *status_;
+}
+
+std::optional<ExitStatus> Process::wait_until(const Deadline& deadline) {
+  if (pid_ <= 0) throw_error(errc::invalid_argument, "Process::wait_until() on an empty Process");
+  if (status_) return status_;
+  for (;;) {
+    int st = 0;
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_) {
+      status_ = ExitStatus::from_wait_status(st);
+      pidfd_.reset();
+      return status_;
+    }
+    if (r < 0 && errno != EINTR) throw_errno("waitpid(" + std::to_string(pid_) + ")");
+    if (deadline.expired()) return std::nullopt;
+    // Sleep until the child exits or the deadline; 10 ms slices keep the no-pidfd path bounded.
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline.remaining());
+    const auto slice = std::min<std::chrono::milliseconds::rep>(left.count(), pidfd_ ? 1000 : 10);
+    if (pidfd_) {
+      pollfd p{pidfd_.get(), POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(slice));
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(slice));
+    }
+  }
+}
+
+void Process::kill(int sig) {
+  if (pid_ <= 0 || status_) return;
+  if (::kill(pid_, sig) != 0 && errno != ESRCH) {
+    throw_errno("kill(" + std::to_string(pid_) + ", " + std::to_string(sig) + ")");
+  }
+}
+
+bool process_alive(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  const int fd = open_pidfd(pid);
+  if (fd >= 0) {
+    pollfd p{fd, POLLIN, 0};
+    const int r = ::poll(&p, 1, 0);
+    ::close(fd);
+    return r == 0;  // readable once the process has exited
+  }
+  if (errno == ESRCH) return false;
+  // No pidfd: existence, then the state letter in /proc/<pid>/stat (Z = zombie).
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  char buf[512];
+  const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = '\0';
+  const char* close_paren = std::strrchr(buf, ')');
+  return !(close_paren && close_paren[1] == ' ' && (close_paren[2] == 'Z' || close_paren[2] == 'X'));
+}
+
+}  // namespace ipckit

@@ -1,0 +1,53 @@
+#include "ipckit/sync/mutex.hpp"
+
+#include <cerrno>
+
+#include "ipckit/core/error.hpp"
+
+namespace ipckit {
+namespace {
+constexpr std::uint32_t kMutexMagic = 0x494d5831;  // "IMX1"
+}
+
+Mutex::Mutex() : magic_(kMutexMagic) {
+  pthread_mutexattr_t attr;
+  pthread_mutexattr_init(&attr);
+  pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
+  pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+  const int rc = pthread_mutex_init(&m_, &attr);
+  pthread_mutexattr_destroy(&attr);
+  if (rc != 0) throw_errno(rc, "pthread_mutex_init(process-shared, robust)");
+}
+
+Mutex::~Mutex() { pthread_mutex_destroy(&m_); }
+
+std::error_code Mutex::finish_lock(int rc, const char* what) {
+  switch (rc) {
+    case 0: return {};
+    case EOWNERDEAD:
+      // We hold it now; mark it usable again and tell the caller to repair the data.
+      pthread_mutex_consistent(&m_);
+      return make_error_code(errc::owner_dead);
+    case ETIMEDOUT: return make_error_code(errc::timeout);
+    default: throw_errno(rc, what);
+  }
+}
+
+std::error_code Mutex::lock() { return finish_lock(pthread_mutex_lock(&m_), "Mutex::lock()"); }
+
+std::error_code Mutex::lock_until(const Deadline& deadline) {
+  if (deadline.is_never()) return lock();
+  const timespec ts = deadline.to_timespec();
+  return finish_lock(pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts), "Mutex::lock_until()");
+}
+
+bool Mutex::try_lock() noexcept {
+  const int rc = pthread_mutex_trylock(&m_);
+  if (rc == EOWNERDEAD) pthread_mutex_consistent(&m_);
+  return rc == 0 || rc == EOWNERDEAD;
+}
+
+void Mutex::unlock() noexcept { pthread_mutex_unlock(&m_); }
+
+}  // namespace ipckit

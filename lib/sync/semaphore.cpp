@@ -1,0 +1,50 @@
+#include "ipckit/sync/semaphore.hpp"
+
+#include <string>
+
+#include "ipckit/core/error.hpp"
+
+namespace ipckit {
+namespace {
+constexpr std::uint32_t kSemaphoreMagic = 0x49534d31;  // "ISM1"
+}
+
+Semaphore::Semaphore(std::uint32_t initial, WaitPolicy policy)
+    : magic_(kSemaphoreMagic), policy_(policy), count_(initial) {
+  if (initial > kMaxValue) {
+    throw_error(errc::invalid_argument,
+                "Semaphore: initial value " + std::to_string(initial) + " exceeds kMaxValue");
+  }
+}
+
+void Semaphore::post(std::uint32_t n) {
+  std::uint32_t c = count_.load(std::memory_order_relaxed);
+  do {
+    if (n > kMaxValue - c) {
+      throw_error(errc::invalid_argument, "Semaphore::post(" + std::to_string(n) +
+                                              ") would exceed kMaxValue (count " +
+                                              std::to_string(c) + ")");
+    }
+  } while (!count_.compare_exchange_weak(c, c + n, std::memory_order_release,
+                                         std::memory_order_relaxed));
+  ec_.notify(static_cast<int>(n));
+}
+
+bool Semaphore::try_wait() noexcept {
+  std::uint32_t c = count_.load(std::memory_order_relaxed);
+  while (c > 0) {
+    if (count_.compare_exchange_weak(c, c - 1, std::memory_order_acquire,
+                                     std::memory_order_relaxed)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Semaphore::wait() { (void)wait_until(Deadline::never()); }
+
+bool Semaphore::wait_until(const Deadline& deadline) {
+  return ec_.await([this] { return try_wait(); }, deadline, policy_);
+}
+
+}  // namespace ipckit

@@ -1,0 +1,28 @@
+# ctest driver: builds tests/consumer/project against ipckit and runs it.
+# -DMODE=install|subdir -DSRC=<ipckit source> -DBIN=<ipckit build> -DWORK=<scratch dir>
+file(REMOVE_RECURSE ${WORK})
+set(gen -G Ninja)
+if(MODE STREQUAL "install")
+  execute_process(COMMAND ${CMAKE_COMMAND} --install ${BIN} --prefix ${WORK}/prefix
+                  RESULT_VARIABLE rc)
+  if(rc)
+    message(FATAL_ERROR "cmake --install failed")
+  endif()
+  set(args -DCMAKE_PREFIX_PATH=${WORK}/prefix)
+else()
+  set(args -DIPCKIT_SOURCE_DIR=${SRC})
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} ${gen} -S ${SRC}/tests/consumer/project -B ${WORK}/build
+                        -DCMAKE_BUILD_TYPE=Release ${args} RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "configuring the consumer failed")
+endif()
+execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK}/build RESULT_VARIABLE rc)
+if(rc)
+  message(FATAL_ERROR "building the consumer failed")
+endif()
+execute_process(COMMAND ${WORK}/build/consumer RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+message(STATUS "${out}")
+if(rc OR NOT out MATCHES "consumer ok")
+  message(FATAL_ERROR "the consumer failed to run")
+endif()
