@@ -97,8 +97,10 @@ bool EventCount::await(Ready&& ready, const Deadline& deadline, const WaitPolicy
   auto now = clock::now();
   const auto spin_end = policy.sleep ? now + policy.spin : clock::time_point::max();
   auto next_check = now + policy.check_interval;
-  // Phase 1: poll. The clock is read every 64 polls to keep the loop tight.
-  for (unsigned i = 1;; ++i) {
+  // Phase 1: poll (skipped in block mode). The clock is read every 64 polls to keep the
+  // loop tight.
+  const bool poll = !policy.sleep || policy.spin > std::chrono::nanoseconds::zero();
+  for (unsigned i = 1; poll; ++i) {
     if (ready()) return true;
     cpu_relax();
     if ((i & 63) == 0) {

@@ -19,7 +19,8 @@ class Mutex {
   Mutex();
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
-  ~Mutex();
+  // No destructor: objects in shared memory are never destroyed (glibc needs no cleanup for a
+  // process-shared mutex).
 
   // Blocks until the caller holds the mutex. Returns errc::owner_dead (still holding it) when
   // the previous owner died while holding it: the guarded data may be half-updated and should
