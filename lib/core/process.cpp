@@ -88,18 +88,24 @@ Process::Process(Process&& o) noexcept
 
 Process& Process::operator=(Process&& o) noexcept {
   if (this != &o) {
-    this->~Process();
-    new (this) Process(std::move(o));
+    reap_or_kill();
+    pid_ = std::exchange(o.pid_, -1);
+    owner_ = std::exchange(o.owner_, -1);
+    pidfd_ = std::move(o.pidfd_);
+    status_ = std::exchange(o.status_, std::nullopt);
   }
   return *this;
 }
 
-Process::~Process() {
+Process::~Process() { reap_or_kill(); }
+
+void Process::reap_or_kill() noexcept {
   if (pid_ <= 0 || status_ || owner_ != ::getpid()) return;
   ::kill(pid_, SIGKILL);
   int st = 0;
   while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
   }
+  status_ = ExitStatus::from_wait_status(st);
 }
 
 bool Process::running() const noexcept {

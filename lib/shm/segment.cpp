@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <chrono>
+#include <thread>
 
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/unique_fd.hpp"
@@ -25,6 +27,9 @@ namespace {
 constexpr std::uint32_t kSegmentMagic = 0x49534731;  // "ISG1"
 constexpr std::uint32_t kSegmentVersion = 1;
 constexpr std::size_t kMaxSize = std::size_t{1} << 40;
+// Boost.Interprocess's first word of a managed segment once it is fully initialised (0 and 1
+// mean "being created"; Boost's open_only spins on those forever).
+constexpr std::uint32_t kBoostSegmentInitialized = 2;
 // Not a valid user name (':' is rejected by validate_name), so it cannot collide.
 constexpr const char* kHeaderName = "ipckit:segment";
 
@@ -187,6 +192,17 @@ Segment Segment::open(std::string_view name, std::optional<std::size_t> expected
     if (expected_size && static_cast<std::size_t>(st.st_size) != *expected_size) {
       throw_error(errc::size_mismatch, what + ": size is " + std::to_string(st.st_size) +
                                            ", expected " + std::to_string(*expected_size));
+    }
+    // A creator killed mid-create, or a file that is not a managed segment, would make Boost
+    // spin forever or read garbage. A creator still initialising gets up to a second.
+    std::uint32_t init = 0;
+    for (int tries = 0;; ++tries) {
+      const bool read = ::pread(fd.get(), &init, sizeof init, 0) == static_cast<ssize_t>(sizeof init);
+      if (read && init == kBoostSegmentInitialized) break;
+      if (!read || init > kBoostSegmentInitialized || tries == 100) {
+        throw_error(errc::bad_layout, what + ": not an initialised ipckit segment");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
   auto impl = std::make_unique<Impl>();

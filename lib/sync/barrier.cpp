@@ -41,10 +41,13 @@ void Barrier::break_barrier() noexcept {
   ec_.notify_all();
 }
 
-void Barrier::check_parties_alive() {
+void Barrier::check_parties_alive(std::uint32_t phase) {
   for (std::uint32_t i = 0; i < parties_; ++i) {
     const pid_t pid = pids_[i].load(std::memory_order_acquire);
     if (pid != 0 && !process_alive(pid)) {
+      // A party may complete the phase and exit just after we polled: its phase store
+      // precedes its exit, so a phase that moved on means nothing is broken.
+      if (phase_.load(std::memory_order_acquire) != phase) return;
       break_barrier();
       throw_error(errc::barrier_broken,
                   "Barrier: party process " + std::to_string(pid) + " died");
@@ -53,10 +56,10 @@ void Barrier::check_parties_alive() {
 }
 
 std::uint32_t Barrier::arrive_and_wait_until(const Deadline& deadline) {
+  if (broken()) throw_error(errc::barrier_broken, "Barrier: broken before arrival");
   attach();
   // Read the phase before arriving: it cannot advance until we have arrived.
   const std::uint32_t phase = phase_.load(std::memory_order_acquire);
-  if (broken()) throw_error(errc::barrier_broken, "Barrier: broken before arrival");
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == parties_) {
     // Last to arrive: reset the count, then publish the new phase (release orders the reset
     // before any party of the next phase reads the phase and arrives).
@@ -69,7 +72,7 @@ std::uint32_t Barrier::arrive_and_wait_until(const Deadline& deadline) {
     return phase_.load(std::memory_order_acquire) != phase ||
            broken_.load(std::memory_order_acquire) != 0;
   };
-  const bool ready = ec_.await(done, deadline, policy_, [this] { check_parties_alive(); });
+  const bool ready = ec_.await(done, deadline, policy_, [&] { check_parties_alive(phase); });
   if (phase_.load(std::memory_order_acquire) != phase) return phase;
   if (!ready) {
     break_barrier();

@@ -89,6 +89,7 @@ class Process {
   [[noreturn]] static void exit_child(int code) noexcept;
   [[noreturn]] static void exit_child_exception(const char* what) noexcept;
   void adopt(pid_t pid);
+  void reap_or_kill() noexcept;
 
   pid_t pid_ = -1;
   pid_t owner_ = -1;  // the process that spawned the child

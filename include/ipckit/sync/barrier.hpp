@@ -50,7 +50,7 @@ class Barrier {
   [[nodiscard]] std::uint32_t parties() const noexcept { return parties_; }
 
  private:
-  void check_parties_alive();
+  void check_parties_alive(std::uint32_t phase);
 
   std::uint32_t magic_;
   std::uint32_t parties_;
