@@ -48,7 +48,14 @@ struct Record {
   std::uint64_t align;
 };
 
-std::string quoted(std::string_view name) { return "\"" + std::string(name) + "\""; }
+std::string quoted(std::string_view name) {
+  std::string q;  // appended piecewise: `"\"" + s + "\""` trips GCC 12's -Wrestrict (PR105651)
+  q.reserve(name.size() + 2);
+  q.push_back('"');
+  q.append(name);
+  q.push_back('"');
+  return q;
+}
 
 [[noreturn]] void rethrow_interprocess(const bip::interprocess_exception& e,
                                        const std::string& what) {

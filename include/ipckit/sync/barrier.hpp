@@ -58,7 +58,7 @@ class Barrier {
   alignas(64) std::atomic<std::uint32_t> arrived_{0};
   std::atomic<std::uint32_t> phase_{0};
   std::atomic<std::uint32_t> broken_{0};
-  EventCount ec_;
+  alignas(64) EventCount ec_;  // own line: notifiers read it without stealing phase_'s line
   alignas(64) std::array<std::atomic<pid_t>, kMaxParties> pids_{};
 };
 

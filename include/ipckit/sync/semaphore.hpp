@@ -42,7 +42,7 @@ class Semaphore {
   std::uint32_t magic_;
   WaitPolicy policy_;
   alignas(64) std::atomic<std::uint32_t> count_;
-  EventCount ec_;
+  alignas(64) EventCount ec_;  // own line: notifiers read it without stealing count_'s line
 };
 
 }  // namespace ipckit
