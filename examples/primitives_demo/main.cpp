@@ -26,16 +26,18 @@ int main(int argc, char** argv) {
   unsigned workers = 4;
   unsigned phases = 1000;
   app.add_option("-w,--workers", workers, "worker processes")->check(CLI::Range(2u, 64u));
-  app.add_option("-p,--phases", phases, "barrier phases per worker")->check(CLI::Range(1u, 1000000u));
+  app.add_option("-p,--phases", phases, "barrier phases per worker")
+      ->check(CLI::Range(1u, 1000000u));
   CLI11_PARSE(app, argc, argv);
 
   auto seg = ipckit::Segment::anonymous(1 << 20);
   auto& sh = seg.make<Shared>(workers);
   ipckit::SharedArray<unsigned> progress(workers);
 
-  std::printf("1. %u workers x %u phases: increment a shared counter under a robust mutex,\n"
-              "   then meet at a barrier; nobody may start phase k+1 before all finish phase k\n",
-              workers, phases);
+  std::printf(
+      "1. %u workers x %u phases: increment a shared counter under a robust mutex,\n"
+      "   then meet at a barrier; nobody may start phase k+1 before all finish phase k\n",
+      workers, phases);
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<ipckit::Process> kids;
   for (unsigned w = 0; w < workers; ++w) {

@@ -10,8 +10,8 @@
 namespace ipckit {
 namespace {
 
-long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val,
-           const timespec* ts, std::uint32_t mask) noexcept {
+long futex(const std::atomic<std::uint32_t>& word, int op, std::uint32_t val, const timespec* ts,
+           std::uint32_t mask) noexcept {
   // The kernel reads the word; the atomic has the same representation as uint32_t.
   auto* addr = const_cast<std::uint32_t*>(reinterpret_cast<const std::uint32_t*>(&word));
   return ::syscall(SYS_futex, addr, op, val, ts, nullptr, mask);

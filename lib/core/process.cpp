@@ -182,7 +182,8 @@ bool process_alive(pid_t pid) noexcept {
   std::fclose(f);
   buf[n] = '\0';
   const char* close_paren = std::strrchr(buf, ')');
-  return !(close_paren && close_paren[1] == ' ' && (close_paren[2] == 'Z' || close_paren[2] == 'X'));
+  return !(close_paren && close_paren[1] == ' ' &&
+           (close_paren[2] == 'Z' || close_paren[2] == 'X'));
 }
 
 }  // namespace ipckit

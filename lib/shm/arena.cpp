@@ -63,8 +63,8 @@ std::size_t Arena::allocate(std::size_t bytes, std::size_t align) {
                                             " is not a power of two <= 4096");
   }
   if (auto off = try_allocate(bytes, align)) return *off;
-  throw_error(errc::out_of_memory, "Arena::allocate(" + std::to_string(bytes) + "): " +
-                                       std::to_string(capacity_ - used()) + " of " +
+  throw_error(errc::out_of_memory, "Arena::allocate(" + std::to_string(bytes) +
+                                       "): " + std::to_string(capacity_ - used()) + " of " +
                                        std::to_string(capacity_) + " bytes left");
 }
 

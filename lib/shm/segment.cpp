@@ -10,9 +10,9 @@
 #include <boost/interprocess/managed_shared_memory.hpp>
 #include <boost/interprocess/permissions.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <chrono>
 #include <thread>
 
 #include "ipckit/core/error.hpp"
@@ -204,7 +204,8 @@ Segment Segment::open(std::string_view name, std::optional<std::size_t> expected
     // spin forever or read garbage. A creator still initialising gets up to a second.
     std::uint32_t init = 0;
     for (int tries = 0;; ++tries) {
-      const bool read = ::pread(fd.get(), &init, sizeof init, 0) == static_cast<ssize_t>(sizeof init);
+      const bool read =
+          ::pread(fd.get(), &init, sizeof init, 0) == static_cast<ssize_t>(sizeof init);
       if (read && init == kBoostSegmentInitialized) break;
       if (!read || init > kBoostSegmentInitialized || tries == 100) {
         throw_error(errc::bad_layout, what + ": not an initialised ipckit segment");
@@ -218,8 +219,7 @@ Segment Segment::open(std::string_view name, std::optional<std::size_t> expected
     impl->shm.emplace(bip::open_only, impl->name.c_str());
     const auto header = impl->shm->find<SegmentHeader>(kHeaderName);
     if (header.first == nullptr || header.second != 1 || header.first->magic != kSegmentMagic ||
-        header.first->version != kSegmentVersion ||
-        header.first->size != impl->shm->get_size()) {
+        header.first->version != kSegmentVersion || header.first->size != impl->shm->get_size()) {
       throw_error(errc::bad_layout, what + ": not an ipckit segment of this version");
     }
   } catch (const bip::interprocess_exception& e) {
@@ -252,14 +252,13 @@ void* Segment::allocate(std::size_t bytes, std::size_t align) {
                 "Segment::allocate: alignment " + std::to_string(align) + " is not a power of two");
   }
   void* p = impl_->with([&](auto& m) {
-    return align <= alignof(std::max_align_t) ? m.allocate(bytes ? bytes : 1, std::nothrow)
-                                              : m.allocate_aligned(bytes ? bytes : 1, align,
-                                                                   std::nothrow);
+    return align <= alignof(std::max_align_t)
+               ? m.allocate(bytes ? bytes : 1, std::nothrow)
+               : m.allocate_aligned(bytes ? bytes : 1, align, std::nothrow);
   });
   if (p == nullptr) {
-    throw_error(errc::out_of_memory, "Segment::allocate(" + std::to_string(bytes) +
-                                         "): only " + std::to_string(free_memory()) +
-                                         " bytes free");
+    throw_error(errc::out_of_memory, "Segment::allocate(" + std::to_string(bytes) + "): only " +
+                                         std::to_string(free_memory()) + " bytes free");
   }
   return p;
 }
@@ -276,7 +275,8 @@ std::span<std::byte> Segment::construct_bytes(std::string_view name, std::size_t
   const Record rec{offset_of(storage), size, align};
   Record* r = nullptr;
   try {
-    r = impl_->with([&](auto& m) { return m.template construct<Record>(key.c_str(), std::nothrow)(rec); });
+    r = impl_->with(
+        [&](auto& m) { return m.template construct<Record>(key.c_str(), std::nothrow)(rec); });
   } catch (const bip::interprocess_exception& e) {
     deallocate(storage);
     rethrow_interprocess(e, "Segment::construct(" + quoted(name) + ")");
@@ -298,7 +298,8 @@ std::optional<std::span<std::byte>> Segment::find_bytes(std::string_view name) c
   if (found.first == nullptr) return std::nullopt;
   const Record rec = *found.first;
   if (rec.offset >= size() || rec.size > size() - rec.offset) {
-    throw_error(errc::bad_layout, "Segment::find(" + quoted(name) + "): entry points outside the segment");
+    throw_error(errc::bad_layout,
+                "Segment::find(" + quoted(name) + "): entry points outside the segment");
   }
   return std::span<std::byte>(static_cast<std::byte*>(at(rec.offset)), rec.size);
 }
@@ -339,8 +340,8 @@ std::size_t Segment::offset_of(const void* p) const {
 
 void* Segment::at(std::size_t offset) const {
   if (offset >= size()) {
-    throw_error(errc::invalid_argument, "Segment::at(" + std::to_string(offset) +
-                                            "): offset is outside the segment");
+    throw_error(errc::invalid_argument,
+                "Segment::at(" + std::to_string(offset) + "): offset is outside the segment");
   }
   return static_cast<std::byte*>(base()) + offset;
 }
@@ -358,9 +359,9 @@ void unmap(void* p, std::size_t bytes) noexcept {
 }
 
 void throw_array_size(std::string_view name, std::size_t bytes, std::size_t elem) {
-  throw_error(errc::size_mismatch, "SharedArray::find(" + quoted(name) + "): " +
-                                       std::to_string(bytes) + " bytes is not a whole number of " +
-                                       std::to_string(elem) + "-byte elements");
+  throw_error(errc::size_mismatch,
+              "SharedArray::find(" + quoted(name) + "): " + std::to_string(bytes) +
+                  " bytes is not a whole number of " + std::to_string(elem) + "-byte elements");
 }
 
 }  // namespace detail

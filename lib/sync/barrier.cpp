@@ -31,9 +31,8 @@ void Barrier::attach(pid_t pid) {
     }
     if (cur == pid) return;  // another thread of ours won the race for this slot
   }
-  throw_error(errc::invalid_argument, "Barrier::attach(" + std::to_string(pid) +
-                                          "): all " + std::to_string(parties_) +
-                                          " party slots are taken");
+  throw_error(errc::invalid_argument, "Barrier::attach(" + std::to_string(pid) + "): all " +
+                                          std::to_string(parties_) + " party slots are taken");
 }
 
 void Barrier::break_barrier() noexcept {
@@ -49,8 +48,7 @@ void Barrier::check_parties_alive(std::uint32_t phase) {
       // precedes its exit, so a phase that moved on means nothing is broken.
       if (phase_.load(std::memory_order_acquire) != phase) return;
       break_barrier();
-      throw_error(errc::barrier_broken,
-                  "Barrier: party process " + std::to_string(pid) + " died");
+      throw_error(errc::barrier_broken, "Barrier: party process " + std::to_string(pid) + " died");
     }
   }
 }

@@ -20,7 +20,6 @@ Mutex::Mutex() : magic_(kMutexMagic) {
   if (rc != 0) throw_errno(rc, "pthread_mutex_init(process-shared, robust)");
 }
 
-
 std::error_code Mutex::finish_lock(int rc, const char* what) {
   switch (rc) {
     case 0: return {};

@@ -33,9 +33,7 @@ TEST(Error, EveryCodeHasAMessage) {
   }
 }
 
-TEST(Error, IsASystemError) {
-  EXPECT_THROW(throw_error(errc::closed, "send"), std::system_error);
-}
+TEST(Error, IsASystemError) { EXPECT_THROW(throw_error(errc::closed, "send"), std::system_error); }
 
 }  // namespace
 }  // namespace ipckit

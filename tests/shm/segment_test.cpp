@@ -23,6 +23,7 @@
 #include "ipckit/shm/arena.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
@@ -30,19 +31,9 @@ namespace {
 using namespace std::chrono_literals;
 using SegmentTest = testing::LeakCheckedTest;
 using ArenaTest = testing::LeakCheckedTest;
+using testing::error_of;
 
 constexpr std::size_t kSize = 1 << 20;
-
-// Runs `f` and returns the error it threw (an empty code when it threw nothing).
-template <class F>
-std::error_code error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return {};
-}
 
 bool shm_exists(const std::string& name) {
   struct stat st {};

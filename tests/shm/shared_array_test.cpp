@@ -15,22 +15,14 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
 
 using namespace std::chrono_literals;
 using SharedArrayTest = testing::LeakCheckedTest;
-
-template <class F>
-std::error_code error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return {};
-}
+using testing::error_of;
 
 struct Point {
   double x;

@@ -17,6 +17,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
@@ -24,26 +25,9 @@ namespace {
 using namespace std::chrono_literals;
 using Flag = std::atomic<std::uint32_t>;
 using BarrierTest = testing::LeakCheckedTest;
-
-template <class F>
-std::error_code error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return {};
-}
-
-template <class Pred>
-bool eventually(Pred&& pred, std::chrono::milliseconds limit = 10s) {
-  const Deadline d = Deadline::after(limit);
-  while (!pred()) {
-    if (d.expired()) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
+using testing::error_of;
+using testing::eventually;
+using testing::Mode;
 
 // Exit codes a child reports for how its barrier call ended.
 enum Outcome : int {
@@ -77,23 +61,10 @@ int exit_code(Process& p) {
   return st->exited() ? st->value : -st->value;
 }
 
-struct Mode {
-  const char* name;
-  WaitPolicy policy;
-};
-// Test names (and ctest names) show the mode, not the bytes of the struct.
-void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
-
 class BarrierModeTest : public testing::LeakCheckedTest,
                         public ::testing::WithParamInterface<Mode> {};
 
-INSTANTIATE_TEST_SUITE_P(Barrier, BarrierModeTest,
-                         ::testing::Values(Mode{"spin_only", WaitPolicy::spin_only()},
-                                           Mode{"hybrid", WaitPolicy::hybrid()},
-                                           Mode{"block", WaitPolicy::block()}),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return std::string(info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(Barrier, BarrierModeTest, testing::all_modes(), testing::mode_name);
 
 TEST_P(BarrierModeTest, NoPartyOvertakesAndPhasesAreConsecutive) {
   constexpr int kParties = 4;

@@ -13,6 +13,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
@@ -21,35 +22,13 @@ using namespace std::chrono_literals;
 using Clock = Deadline::clock;
 using Flag = std::atomic<std::uint32_t>;
 using EventCountTest = testing::LeakCheckedTest;
-
-// Polls `pred` for up to `limit`; true once it holds.
-template <class Pred>
-bool eventually(Pred&& pred, std::chrono::milliseconds limit = 10s) {
-  const Deadline d = Deadline::after(limit);
-  while (!pred()) {
-    if (d.expired()) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
-
-struct Mode {
-  const char* name;
-  WaitPolicy policy;
-};
-// Test names (and ctest names) show the mode, not the bytes of the struct.
-void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
+using testing::eventually;
+using testing::Mode;
 
 class EventCountModeTest : public testing::LeakCheckedTest,
                            public ::testing::WithParamInterface<Mode> {};
 
-INSTANTIATE_TEST_SUITE_P(EventCount, EventCountModeTest,
-                         ::testing::Values(Mode{"spin_only", WaitPolicy::spin_only()},
-                                           Mode{"hybrid", WaitPolicy::hybrid()},
-                                           Mode{"block", WaitPolicy::block()}),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return std::string(info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(EventCount, EventCountModeTest, testing::all_modes(), testing::mode_name);
 
 TEST_P(EventCountModeTest, AwaitReturnsTrueWhenAnotherProcessSetsTheCondition) {
   const WaitPolicy policy = GetParam().policy;
@@ -59,7 +38,7 @@ TEST_P(EventCountModeTest, AwaitReturnsTrueWhenAnotherProcessSetsTheCondition) {
   auto& started = seg.make<Flag>(0u);
   auto child = Process::spawn([&] {
     // Give the waiter time to get past spinning (and asleep, where it sleeps).
-    while (started.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
+    testing::wait_for_start(started);
     const bool sleeps = policy.sleep;
     if (sleeps && !eventually([&] { return ec.waiters() > 0; })) return 1;
     if (!sleeps) std::this_thread::sleep_for(20ms);

@@ -16,6 +16,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
@@ -24,18 +25,9 @@ using namespace std::chrono_literals;
 using Clock = Deadline::clock;
 using Flag = std::atomic<std::uint32_t>;
 using MutexTest = testing::LeakCheckedTest;
+using testing::eventually;
 
 static_assert(std::is_trivially_destructible_v<Mutex>, "Segment::make<Mutex> needs this");
-
-template <class Pred>
-bool eventually(Pred&& pred, std::chrono::milliseconds limit = 10s) {
-  const Deadline d = Deadline::after(limit);
-  while (!pred()) {
-    if (d.expired()) return false;
-    std::this_thread::sleep_for(100us);
-  }
-  return true;
-}
 
 // Shared state for the tests: the mutex, the data it guards and flags for the handshakes.
 struct Shared {
@@ -72,7 +64,7 @@ TEST_F(MutexTest, EightProcessesIncrementPlainCounterExactly) {
   auto seg = Segment::anonymous(1 << 16);
   auto& s = seg.make<Shared>();
   auto kids = testing::spawn_n(kProcs, [&](int) {
-    while (s.go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
+    testing::wait_for_start(s.go);
     for (int i = 0; i < kIters; ++i) {
       if (s.mutex.lock()) return 1;
       s.data = s.data + 1;

@@ -15,6 +15,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "leak_check.hpp"
+#include "test_util.hpp"
 
 namespace ipckit {
 namespace {
@@ -22,23 +23,9 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = Deadline::clock;
 using SemaphoreTest = testing::LeakCheckedTest;
-
-template <class F>
-std::error_code error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.code();
-  }
-  return {};
-}
-
-struct Mode {
-  const char* name;
-  WaitPolicy policy;
-};
-// Test names (and ctest names) show the mode, not the bytes of the struct.
-void PrintTo(const Mode& m, std::ostream* os) { *os << m.name; }
+using testing::error_of;
+using testing::Mode;
+using testing::wait_for_start;
 
 class SemaphoreModeTest : public testing::LeakCheckedTest,
                           public ::testing::WithParamInterface<Mode> {};
@@ -46,14 +33,7 @@ class SemaphoreModeTest : public testing::LeakCheckedTest,
 INSTANTIATE_TEST_SUITE_P(Semaphore, SemaphoreModeTest,
                          ::testing::Values(Mode{"hybrid", WaitPolicy::hybrid()},
                                            Mode{"block", WaitPolicy::block()}),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return std::string(info.param.name);
-                         });
-
-// Children block on this until the parent has forked them all, so that they really overlap.
-void wait_for_start(const std::atomic<std::uint32_t>& go) {
-  while (go.load(std::memory_order_acquire) == 0) std::this_thread::sleep_for(100us);
-}
+                         testing::mode_name);
 
 TEST_P(SemaphoreModeTest, CountingLockAroundPlainCounterGivesExactTotal) {
   constexpr int kProcs = 8;

@@ -47,8 +47,7 @@ class Deadline {
   [[nodiscard]] timespec to_timespec() const noexcept {
     const auto ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(t_.time_since_epoch()).count();
-    return timespec{static_cast<time_t>(ns / 1'000'000'000),
-                    static_cast<long>(ns % 1'000'000'000)};
+    return timespec{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   }
 
  private:

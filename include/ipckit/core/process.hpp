@@ -79,7 +79,9 @@ class Process {
   std::optional<ExitStatus> wait_for(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(Deadline::after(timeout));
   }
-  std::optional<ExitStatus> try_wait() { return wait_until(Deadline::after(std::chrono::seconds(0))); }
+  std::optional<ExitStatus> try_wait() {
+    return wait_until(Deadline::after(std::chrono::seconds(0)));
+  }
 
   // Sends `sig` to the child; a no-op once the child has been reaped. Throws Error on failure.
   void kill(int sig = SIGTERM);

@@ -34,9 +34,7 @@ class Arena {
     return reinterpret_cast<std::byte*>(this) + offset;
   }
   [[nodiscard]] std::size_t capacity() const noexcept { return capacity_; }
-  [[nodiscard]] std::size_t used() const noexcept {
-    return used_.load(std::memory_order_relaxed);
-  }
+  [[nodiscard]] std::size_t used() const noexcept { return used_.load(std::memory_order_relaxed); }
 
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;

@@ -55,8 +55,10 @@ class Barrier {
   std::uint32_t magic_;
   std::uint32_t parties_;
   WaitPolicy policy_;
+  // Arrivals are read-modify-written by every party; waiters poll only the phase line, so
+  // the arrivals of a round do not bounce the line the waiters are watching.
   alignas(64) std::atomic<std::uint32_t> arrived_{0};
-  std::atomic<std::uint32_t> phase_{0};
+  alignas(64) std::atomic<std::uint32_t> phase_{0};
   std::atomic<std::uint32_t> broken_{0};
   alignas(64) EventCount ec_;  // own line: notifiers read it without stealing phase_'s line
   alignas(64) std::array<std::atomic<pid_t>, kMaxParties> pids_{};

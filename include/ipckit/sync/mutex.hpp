@@ -41,7 +41,7 @@ class Mutex {
   std::error_code finish_lock(int rc, const char* what);
 
   std::uint32_t magic_;
-  pthread_mutex_t m_;
+  pthread_mutex_t m_{};
 };
 
 // RAII lock that records whether the mutex was recovered from a dead owner.
