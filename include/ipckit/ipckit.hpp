@@ -1,6 +1,12 @@
 // The umbrella header: every public ipckit type.
 #pragma once
 
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/channel/channel.hpp"
+#include "ipckit/channel/codec.hpp"
+#include "ipckit/channel/mpmc_queue.hpp"
+#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/futex.hpp"

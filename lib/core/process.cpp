@@ -1,6 +1,7 @@
 #include "ipckit/core/process.hpp"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -159,6 +160,21 @@ void Process::kill(int sig) {
   if (::kill(pid_, sig) != 0 && errno != ESRCH) {
     throw_errno("kill(" + std::to_string(pid_) + ", " + std::to_string(sig) + ")");
   }
+}
+
+namespace {
+pid_t g_pid = 0;
+void refresh_pid() noexcept { g_pid = ::getpid(); }
+const bool g_pid_hook = [] {
+  refresh_pid();
+  ::pthread_atfork(nullptr, nullptr, refresh_pid);
+  return true;
+}();
+}  // namespace
+
+pid_t current_pid() noexcept {
+  (void)g_pid_hook;
+  return g_pid != 0 ? g_pid : ::getpid();
 }
 
 bool process_alive(pid_t pid) noexcept {

@@ -102,6 +102,10 @@ class Process {
 // True while process `pid` exists and has not exited (a zombie counts as exited).
 [[nodiscard]] bool process_alive(pid_t pid) noexcept;
 
+// The caller's pid without a system call: cached, and refreshed in a child after fork() (by a
+// pthread_atfork handler). Hot paths use it to notice that they now run in a forked child.
+[[nodiscard]] pid_t current_pid() noexcept;
+
 template <class F>
 Process Process::spawn(F&& fn, const ProcessOptions& options) {
   const pid_t pid = fork_child(options);

@@ -1,0 +1,176 @@
+// Channel<T>: the typed one-way channel most code wants. Values go through codec (raw bytes
+// for trivially copyable T and vectors/strings of them, cereal for the rest) over one of two
+// transports chosen at creation: a shared-memory ByteRing (default; trivially copyable
+// values are written straight into the ring) or a PipeChannel (kernel socket). Make it
+// before fork; one process sends, one receives.
+//  - send blocks while the ring is full, recv while it is empty, following the wait mode:
+//    spin (poll, lowest latency, burns a core), hybrid (default: poll ~50 µs, then sleep on a
+//    futex), block (sleep at once). The pipe transport always sleeps in poll().
+//  - close(): no more sends (errc::closed); recv drains what was sent, then throws
+//    errc::closed.
+//  - a peer that died: the waiting side gets errc::peer_dead (checked between bounded
+//    sleeps, every WaitPolicy::check_interval, 20 ms by default).
+//
+//   ipckit::Channel<std::string> ch;                      // shm ring, hybrid
+//   auto kid = ipckit::Process::spawn([&] { ch.send("hello"); ch.close(); });
+//   std::string s = ch.recv();
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/channel/codec.hpp"
+#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/core/error.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+
+enum class Transport { shm, pipe };
+enum class WaitMode { spin, hybrid, block };
+
+// The WaitPolicy of a named mode.
+constexpr WaitPolicy policy_for(WaitMode m) noexcept {
+  switch (m) {
+    case WaitMode::spin: return WaitPolicy::spin_only();
+    case WaitMode::block: return WaitPolicy::block();
+    case WaitMode::hybrid: break;
+  }
+  return WaitPolicy::hybrid();
+}
+
+struct ChannelOptions {
+  Transport transport = Transport::shm;
+  WaitMode mode = WaitMode::hybrid;
+  // shm: ring bytes, a power of two >= 64; a message may take up to half (minus 8 bytes).
+  std::uint64_t capacity = std::uint64_t{1} << 20;
+  // pipe: the longest message accepted.
+  std::size_t max_message = std::size_t{1} << 30;
+};
+
+template <class T>
+class Channel {
+  static_assert(codec::is_encodable_v<T>,
+                "Channel<T>: T is neither trivially copyable, a vector/string of trivially "
+                "copyable elements, nor serialisable by cereal (give it a serialize() member)");
+
+ public:
+  // Throws Error(errc::invalid_argument) for a bad capacity.
+  explicit Channel(ChannelOptions options = {}) : options_(options) {
+    if (options.transport == Transport::shm) {
+      ring_.emplace(options.capacity, policy_for(options.mode));
+    } else {
+      pipe_.emplace(PipeChannel::Options{options.max_message});
+    }
+  }
+  // A shm channel stored under `name` in `seg` for unrelated processes, and its lookup.
+  static Channel create(Segment& seg, std::string_view name, ChannelOptions options = {}) {
+    return Channel(ByteRing::create(seg, name, options.capacity, policy_for(options.mode)));
+  }
+  static Channel open(Segment& seg, std::string_view name) {
+    return Channel(ByteRing::open(seg, name));
+  }
+
+  [[nodiscard]] Transport transport() const noexcept { return options_.transport; }
+  // The longest encoded message this channel carries.
+  [[nodiscard]] std::size_t max_message_size() const noexcept {
+    return ring_ ? ring_->max_message_size() : pipe_->max_message_size();
+  }
+
+  // Blocks while full. Throws errc::message_too_large (nothing sent), errc::closed,
+  // errc::peer_dead.
+  void send(const T& v) { (void)send_until(v, Deadline::never()); }
+  // False when there is no room now (nothing sent). Throws as send() does.
+  [[nodiscard]] bool try_send(const T& v) { return send_until(v, Deadline::after(std::chrono::seconds(0))); }
+  template <class Rep, class Period>
+  [[nodiscard]] bool send_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+    return send_until(v, Deadline::after(timeout));
+  }
+  [[nodiscard]] bool send_until(const T& v, const Deadline& deadline) {
+    if (ring_) {
+      if (ring_->closed()) detail::throw_closed("Channel::send");
+      if constexpr (codec::is_trivial_v<T> || codec::is_raw_range_v<T>) {
+        const std::size_t n = codec::raw_size(v);
+        auto buf = ring_->try_reserve(n);
+        if (!buf && !(buf = ring_->reserve_until(n, deadline))) return false;
+        codec::encode_raw(v, *buf);
+        ring_->commit();
+        return true;
+      } else {
+        codec::encode(v, scratch_);
+        return ring_->send_until(scratch_, deadline);
+      }
+    }
+    codec::encode(v, scratch_);
+    return pipe_->send_until(scratch_, deadline);
+  }
+
+  // Blocks while empty. Throws errc::closed once closed and drained, errc::peer_dead,
+  // errc::bad_frame when a message does not decode as a T (the message is dropped).
+  T recv() {
+    T v{};
+    (void)recv_until(v, Deadline::never());
+    return v;
+  }
+  [[nodiscard]] std::optional<T> try_recv() { return recv_for(std::chrono::seconds(0)); }
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<T> recv_for(std::chrono::duration<Rep, Period> timeout) {
+    T v{};
+    if (!recv_until(v, Deadline::after(timeout))) return std::nullopt;
+    return v;
+  }
+  [[nodiscard]] bool recv_until(T& out, const Deadline& deadline) {
+    if (ring_) {
+      auto msg = ring_->try_peek();
+      if (!msg && !(msg = ring_->peek_until(deadline))) return false;
+      try {
+        codec::decode_into(*msg, out);
+      } catch (...) {
+        ring_->release();
+        throw;
+      }
+      ring_->release();
+      return true;
+    }
+    if (!pipe_->recv_until(scratch_, deadline)) return false;
+    codec::decode_into(std::span<const std::byte>(scratch_), out);
+    return true;
+  }
+
+  // No more sends; the receiver drains, then gets errc::closed.
+  void close() noexcept {
+    if (ring_) {
+      ring_->close();
+    } else {
+      pipe_->close();
+    }
+  }
+  // Registers the caller's side now (shm), so the other side can tell when it dies before
+  // its first send/recv.
+  void attach_sender() {
+    if (ring_) ring_->attach_producer();
+  }
+  void attach_receiver() {
+    if (ring_) ring_->attach_consumer();
+  }
+  // The transports underneath, for batching and zero-copy use (empty for the other kind).
+  [[nodiscard]] ByteRing* ring() noexcept { return ring_ ? &*ring_ : nullptr; }
+  [[nodiscard]] PipeChannel* pipe() noexcept { return pipe_ ? &*pipe_ : nullptr; }
+
+ private:
+  explicit Channel(ByteRing ring) : ring_(std::move(ring)) {}
+
+  ChannelOptions options_;
+  std::optional<ByteRing> ring_;
+  std::optional<PipeChannel> pipe_;
+  std::vector<std::byte> scratch_;
+};
+
+}  // namespace ipckit

@@ -1,0 +1,234 @@
+// codec: how values cross a channel as bytes.
+//  - trivially copyable T: its bytes, exactly sizeof(T) of them;
+//  - std::vector<U> and std::basic_string<C> of trivially copyable elements: the elements'
+//    bytes (the length is the message length);
+//  - anything else cereal can serialise (std::map, std::tuple, std::optional, nested
+//    containers, user types with a serialize() member or function): cereal, through
+//    ipckit's own binary archives, whose reader checks every length against the bytes left
+//    before it allocates or copies.
+// decode() throws Error(errc::bad_frame) on input that is short, long or inconsistent; it
+// never reads outside the span and never allocates more than a small multiple of its size.
+//
+//   std::vector<std::byte> bytes; ipckit::codec::encode(value, bytes);
+//   auto back = ipckit::codec::decode<Value>(bytes);
+#pragma once
+
+#include <cereal/cereal.hpp>
+#include <cereal/types/array.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/set.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/unordered_map.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/variant.hpp>
+#include <cereal/types/vector.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "ipckit/core/error.hpp"
+
+namespace ipckit {
+namespace detail {
+
+[[noreturn]] void throw_codec(const std::string& what);
+
+// Appends to a byte vector.
+class CodecOutputArchive
+    : public cereal::OutputArchive<CodecOutputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  explicit CodecOutputArchive(std::vector<std::byte>& out)
+      : cereal::OutputArchive<CodecOutputArchive, cereal::AllowEmptyClassElision>(this),
+        out_(out) {}
+  void save_bytes(const void* p, std::size_t n) {
+    const std::size_t at = out_.size();
+    out_.resize(at + n);
+    if (n != 0) std::memcpy(out_.data() + at, p, n);
+  }
+
+ private:
+  std::vector<std::byte>& out_;
+};
+
+// Reads from a span, never past its end.
+class CodecInputArchive
+    : public cereal::InputArchive<CodecInputArchive, cereal::AllowEmptyClassElision> {
+ public:
+  explicit CodecInputArchive(std::span<const std::byte> in)
+      : cereal::InputArchive<CodecInputArchive, cereal::AllowEmptyClassElision>(this), in_(in) {}
+  void load_bytes(void* p, std::size_t n) {
+    if (n > remaining()) {
+      throw_codec("codec: needs " + std::to_string(n) + " more bytes, " +
+                  std::to_string(remaining()) + " left (truncated message)");
+    }
+    if (n != 0) std::memcpy(p, in_.data() + pos_, n);
+    pos_ += n;
+  }
+  [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - pos_; }
+
+ private:
+  std::span<const std::byte> in_;
+  std::size_t pos_ = 0;
+};
+
+template <class T>
+std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar,
+                                                                     const T& t) {
+  ar.save_bytes(&t, sizeof t);
+}
+template <class T>
+std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar, T& t) {
+  ar.load_bytes(&t, sizeof t);
+}
+template <class Archive, class T>
+CEREAL_ARCHIVE_RESTRICT(CodecInputArchive, CodecOutputArchive)
+CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, cereal::NameValuePair<T>& t) {
+  ar(t.value);
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar, const cereal::SizeTag<T>& t) {
+  ar(t.size);
+}
+// The one place a length enters from outside: a container of n elements needs at least n
+// more bytes (every element is at least one byte), so n is checked before anyone resizes.
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar, cereal::SizeTag<T>& t) {
+  ar(t.size);
+  if (static_cast<std::uint64_t>(t.size) > ar.remaining()) {
+    throw_codec("codec: a length of " + std::to_string(static_cast<std::uint64_t>(t.size)) +
+                " exceeds the " + std::to_string(ar.remaining()) + " bytes left");
+  }
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar, const cereal::BinaryData<T>& bd) {
+  ar.save_bytes(bd.data, static_cast<std::size_t>(bd.size));
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar, cereal::BinaryData<T>& bd) {
+  ar.load_bytes(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+template <class T>
+struct is_raw_range : std::false_type {};
+template <class U, class A>
+struct is_raw_range<std::vector<U, A>>
+    : std::bool_constant<std::is_trivially_copyable_v<U> && !std::is_same_v<U, bool>> {};
+template <class C, class Tr, class A>
+struct is_raw_range<std::basic_string<C, Tr, A>> : std::true_type {};
+
+}  // namespace detail
+}  // namespace ipckit
+
+CEREAL_REGISTER_ARCHIVE(ipckit::detail::CodecOutputArchive)
+CEREAL_REGISTER_ARCHIVE(ipckit::detail::CodecInputArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(ipckit::detail::CodecInputArchive, ipckit::detail::CodecOutputArchive)
+
+namespace ipckit::codec {
+
+// How T is encoded: raw bytes of one value, raw bytes of a contiguous range, or cereal.
+template <class T>
+inline constexpr bool is_trivial_v = std::is_trivially_copyable_v<T>;
+template <class T>
+inline constexpr bool is_raw_range_v = detail::is_raw_range<T>::value;
+template <class T>
+inline constexpr bool is_serializable_v =
+    cereal::traits::is_output_serializable<T, detail::CodecOutputArchive>::value &&
+    cereal::traits::is_input_serializable<T, detail::CodecInputArchive>::value;
+// True when a T can cross a channel at all.
+template <class T>
+inline constexpr bool is_encodable_v = is_trivial_v<T> || is_raw_range_v<T> || is_serializable_v<T>;
+
+// Bytes `v` will take when that is known without encoding (trivial values and raw ranges),
+// else 0 with `known` false.
+template <class T>
+constexpr std::size_t raw_size(const T& v) noexcept {
+  if constexpr (is_trivial_v<T>) {
+    return sizeof(T);
+  } else if constexpr (is_raw_range_v<T>) {
+    return v.size() * sizeof(typename T::value_type);
+  } else {
+    return 0;
+  }
+}
+
+// Writes the encoding of `v` to `dst`, which has exactly raw_size(v) bytes (raw kinds only).
+template <class T>
+void encode_raw(const T& v, std::span<std::byte> dst) noexcept {
+  static_assert(is_trivial_v<T> || is_raw_range_v<T>);
+  if constexpr (is_trivial_v<T>) {
+    std::memcpy(dst.data(), &v, sizeof(T));
+  } else {
+    if (!dst.empty()) std::memcpy(dst.data(), v.data(), dst.size());
+  }
+}
+
+// Replaces `out` with the encoding of `v`.
+template <class T>
+void encode(const T& v, std::vector<std::byte>& out) {
+  static_assert(is_encodable_v<T>,
+                "ipckit::codec: T is neither trivially copyable, a vector/string of trivially "
+                "copyable elements, nor serialisable by cereal (give it a serialize() member)");
+  out.clear();
+  if constexpr (is_trivial_v<T> || is_raw_range_v<T>) {
+    out.resize(raw_size(v));
+    encode_raw(v, out);
+  } else {
+    detail::CodecOutputArchive ar(out);
+    ar(v);
+  }
+}
+template <class T>
+std::vector<std::byte> encode(const T& v) {
+  std::vector<std::byte> out;
+  encode(v, out);
+  return out;
+}
+
+// Decodes a whole message into `out`. Throws Error(errc::bad_frame) when the bytes are not a
+// complete encoding of a T (too short, trailing bytes, a length beyond the input).
+template <class T>
+void decode_into(std::span<const std::byte> in, T& out) {
+  static_assert(is_encodable_v<T>, "ipckit::codec: T cannot be decoded (see encode)");
+  if constexpr (is_trivial_v<T>) {
+    if (in.size() != sizeof(T)) {
+      detail::throw_codec("codec: expected " + std::to_string(sizeof(T)) + " bytes, got " +
+                          std::to_string(in.size()));
+    }
+    std::memcpy(static_cast<void*>(&out), in.data(), sizeof(T));
+  } else if constexpr (is_raw_range_v<T>) {
+    using U = typename T::value_type;
+    if (in.size() % sizeof(U) != 0) {
+      detail::throw_codec("codec: " + std::to_string(in.size()) +
+                          " bytes is not a whole number of " + std::to_string(sizeof(U)) +
+                          "-byte elements");
+    }
+    out.resize(in.size() / sizeof(U));
+    if (!in.empty()) std::memcpy(static_cast<void*>(out.data()), in.data(), in.size());
+  } else {
+    detail::CodecInputArchive ar(in);
+    try {
+      ar(out);
+    } catch (const cereal::Exception& e) {
+      detail::throw_codec(std::string("codec: ") + e.what());
+    }
+    if (ar.remaining() != 0) {
+      detail::throw_codec("codec: " + std::to_string(ar.remaining()) +
+                          " trailing bytes after the value");
+    }
+  }
+}
+template <class T>
+T decode(std::span<const std::byte> in) {
+  static_assert(std::is_default_constructible_v<T>, "ipckit::codec::decode needs a default-constructible T");
+  T out{};
+  decode_into(in, out);
+  return out;
+}
+
+}  // namespace ipckit::codec

@@ -1,0 +1,223 @@
+// MpmcQueue<T>: a bounded multi-producer multi-consumer queue of trivially copyable T in
+// shared memory, capacity chosen at run time. Each slot carries a sequence number that says
+// whose turn it is (producer of lap k, or consumer of lap k), so producers and consumers
+// claim slots with one CAS on their own cursor and never touch the other side's cursor.
+// Every element pushed is popped exactly once. Blocking calls follow the queue's WaitPolicy,
+// end with errc::closed after close() (consumers drain first) and with errc::peer_dead when
+// every process on the other side has exited.
+//
+// A process killed between claiming a slot and publishing it (a window of one memcpy) leaves
+// that slot unpublished: consumers behind it stop there. This is the price of a bounded
+// queue with run-time capacity that unrelated processes can map at different addresses
+// (Boost.Lockfree's run-time-sized queue keeps raw pointers, see bench/README).
+//
+//   ipckit::MpmcQueue<Job> jobs(4096);      // fork producers and consumers
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+
+#include "ipckit/channel/detail/control.hpp"
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/shm/segment.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+namespace detail {
+
+struct MpmcQueueHeader {
+  static constexpr std::uint32_t kMagic = 0x494d5131;  // "IMQ1"
+  MpmcQueueHeader(std::uint64_t cap, std::uint64_t elem, const WaitPolicy& p) noexcept
+      : capacity(cap), elem_size(elem), control(p) {}
+
+  std::uint32_t magic = kMagic;
+  std::uint32_t version = 1;
+  std::uint64_t capacity;
+  std::uint64_t elem_size;
+  alignas(kCacheLine) std::atomic<std::uint64_t> enqueue{0};  // next slot producers claim
+  alignas(kCacheLine) std::atomic<std::uint64_t> dequeue{0};  // next slot consumers claim
+  alignas(kCacheLine) ChannelControl control;
+};
+static_assert(std::is_standard_layout_v<MpmcQueueHeader>);
+
+}  // namespace detail
+
+template <class T>
+class MpmcQueue {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "MpmcQueue<T> copies T as bytes between processes: T must be trivially copyable");
+
+  using Header = detail::MpmcQueueHeader;
+  struct Cell {
+    // seq == pos: free for the producer of position pos; seq == pos + 1: holds pos's value.
+    std::atomic<std::uint64_t> seq;
+    T value;
+  };
+  static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+  static constexpr std::size_t kCellsOffset =
+      (sizeof(Header) + alignof(Cell) + detail::kCacheLine - 1) / detail::kCacheLine *
+      detail::kCacheLine;
+
+ public:
+  static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
+
+  static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
+    return kCellsOffset + capacity * sizeof(Cell);
+  }
+
+  // `capacity` slots, a power of two in [2, kMaxCapacity]; otherwise throws
+  // Error(errc::invalid_argument). Own anonymous mapping: make it before fork.
+  explicit MpmcQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
+      : MpmcQueue(checked(capacity), policy,
+                  [&] { return detail::Region::anonymous(bytes_for(capacity)); }) {}
+  static MpmcQueue in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid()) {
+    return MpmcQueue(checked(capacity), policy,
+                     [&] { return detail::Region::in(seg, bytes_for(capacity)); });
+  }
+  static MpmcQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
+                          WaitPolicy policy = WaitPolicy::hybrid()) {
+    return MpmcQueue(checked(capacity), policy,
+                     [&] { return detail::Region::create(seg, name, bytes_for(capacity)); });
+  }
+  // Throws errc::not_found, or errc::bad_layout when the bytes are not an MpmcQueue of T.
+  static MpmcQueue open(Segment& seg, std::string_view name) {
+    return MpmcQueue(detail::Region::find(seg, name));
+  }
+
+  MpmcQueue(MpmcQueue&&) noexcept = default;
+  MpmcQueue& operator=(MpmcQueue&&) noexcept = default;
+
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
+  [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
+
+  // Any number of producers. False when full; never blocks.
+  [[nodiscard]] bool try_push(const T& v) {
+    attach_producer_(h_->control.producers, "MpmcQueue producer");
+    std::uint64_t pos = h_->enqueue.load(std::memory_order_relaxed);
+    for (;;) {
+      Cell& c = cells_[pos & mask_];
+      const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // pairs with pop's release
+      const auto diff = static_cast<std::int64_t>(seq - pos);
+      if (diff == 0) {
+        if (h_->enqueue.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+          std::memcpy(static_cast<void*>(&c.value), &v, sizeof(T));
+          c.seq.store(pos + 1, std::memory_order_release);
+          wake(h_->control.readable);
+          return true;
+        }
+      } else if (diff < 0) {
+        return false;  // the slot still holds last lap's value: full
+      } else {
+        pos = h_->enqueue.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  void push(const T& v) { (void)push_until(v, Deadline::never()); }
+  [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
+    return detail::wait_side(h_->control, h_->control.writable, h_->control.consumers, deadline, "MpmcQueue::push",
+                     [&] { return try_push(v); }, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+    return push_until(v, Deadline::after(timeout));
+  }
+
+  // Any number of consumers.
+  [[nodiscard]] bool try_pop(T& out) {
+    attach_consumer_(h_->control.consumers, "MpmcQueue consumer");
+    std::uint64_t pos = h_->dequeue.load(std::memory_order_relaxed);
+    for (;;) {
+      Cell& c = cells_[pos & mask_];
+      const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // pairs with push's release
+      const auto diff = static_cast<std::int64_t>(seq - (pos + 1));
+      if (diff == 0) {
+        if (h_->dequeue.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+          std::memcpy(static_cast<void*>(&out), &c.value, sizeof(T));
+          c.seq.store(pos + mask_ + 1, std::memory_order_release);
+          wake(h_->control.writable);
+          return true;
+        }
+      } else if (diff < 0) {
+        return false;  // not yet published: empty
+      } else {
+        pos = h_->dequeue.load(std::memory_order_relaxed);
+      }
+    }
+  }
+  [[nodiscard]] std::optional<T> try_pop() {
+    T v;
+    if (!try_pop(v)) return std::nullopt;
+    return v;
+  }
+  T pop() {
+    T v;
+    (void)pop_until(v, Deadline::never());
+    return v;
+  }
+  [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
+    return detail::wait_side(h_->control, h_->control.readable, h_->control.producers, deadline, "MpmcQueue::pop",
+                     [&] { return try_pop(out); }, false);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+    T v;
+    if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
+    return v;
+  }
+
+  void close() noexcept { h_->control.close(); }
+  [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
+  void attach_producer() { attach_producer_(h_->control.producers, "MpmcQueue producer"); }
+  void attach_consumer() { attach_consumer_(h_->control.consumers, "MpmcQueue consumer"); }
+  [[nodiscard]] std::uint64_t size() const noexcept {
+    const std::uint64_t d = h_->dequeue.load(std::memory_order_acquire);
+    const std::uint64_t e = h_->enqueue.load(std::memory_order_acquire);
+    return e > d ? e - d : 0;
+  }
+
+ private:
+  template <class Make>
+  MpmcQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
+    h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);
+    bind();
+    for (std::uint64_t i = 0; i < capacity; ++i) {
+      ::new (static_cast<void*>(&cells_[i].seq)) std::atomic<std::uint64_t>(i);
+    }
+  }
+  explicit MpmcQueue(detail::Region r) : region_(std::move(r)) {
+    h_ = std::launder(reinterpret_cast<Header*>(region_.data()));
+    if (region_.size() < sizeof(Header) || h_->magic != Header::kMagic || h_->version != 1) {
+      detail::throw_bad_layout("MpmcQueue::open", "not an MpmcQueue (magic/version)");
+    }
+    if (h_->elem_size != sizeof(T) || region_.size() < bytes_for(h_->capacity)) {
+      detail::throw_bad_layout("MpmcQueue::open", "element size or capacity does not match T");
+    }
+    bind();
+  }
+  void bind() noexcept {
+    mask_ = h_->capacity - 1;
+    cells_ = reinterpret_cast<Cell*>(region_.data() + kCellsOffset);
+  }
+  static std::uint64_t checked(std::uint64_t capacity) {
+    detail::check_capacity(capacity, 2, kMaxCapacity, "MpmcQueue capacity");
+    return capacity;
+  }
+  void wake(EventCount& ec) noexcept {
+    if (h_->control.policy.sleep) ec.notify(1);
+  }
+  detail::Region region_;
+  Header* h_ = nullptr;
+  Cell* cells_ = nullptr;
+  std::uint64_t mask_ = 0;
+  detail::AttachOnce attach_producer_;
+  detail::AttachOnce attach_consumer_;
+};
+
+}  // namespace ipckit

@@ -1,0 +1,187 @@
+#include "ipckit/channel/byte_ring.hpp"
+
+#include <new>
+#include <string>
+
+#include "ipckit/core/error.hpp"
+#include "ipckit/shm/segment.hpp"
+
+namespace ipckit {
+namespace {
+constexpr std::size_t kDataOffset =
+    (sizeof(detail::ByteRingHeader) + detail::kCacheLine - 1) / detail::kCacheLine *
+    detail::kCacheLine;
+
+std::uint64_t checked(std::uint64_t capacity) {
+  detail::check_capacity(capacity, ByteRing::kMinCapacity, ByteRing::kMaxCapacity,
+                         "ByteRing capacity");
+  return capacity;
+}
+}  // namespace
+
+std::size_t ByteRing::bytes_for(std::uint64_t capacity) noexcept {
+  return kDataOffset + static_cast<std::size_t>(capacity);
+}
+
+ByteRing::ByteRing(std::uint64_t capacity, WaitPolicy policy)
+    : ByteRing(checked(capacity), policy, detail::Region::anonymous(bytes_for(capacity))) {}
+
+ByteRing ByteRing::in(Segment& seg, std::uint64_t capacity, WaitPolicy policy) {
+  checked(capacity);
+  return ByteRing(capacity, policy, detail::Region::in(seg, bytes_for(capacity)));
+}
+
+ByteRing ByteRing::create(Segment& seg, std::string_view name, std::uint64_t capacity,
+                          WaitPolicy policy) {
+  checked(capacity);
+  return ByteRing(capacity, policy, detail::Region::create(seg, name, bytes_for(capacity)));
+}
+
+ByteRing ByteRing::open(Segment& seg, std::string_view name) {
+  return ByteRing(detail::Region::find(seg, name));
+}
+
+ByteRing::ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Region r)
+    : region_(std::move(r)) {
+  h_ = ::new (region_.data()) detail::ByteRingHeader(capacity, policy);
+  bind();
+}
+
+ByteRing::ByteRing(detail::Region r) : region_(std::move(r)) {
+  h_ = std::launder(reinterpret_cast<detail::ByteRingHeader*>(region_.data()));
+  if (region_.size() < sizeof(detail::ByteRingHeader) ||
+      h_->magic != detail::ByteRingHeader::kMagic || h_->version != 1) {
+    detail::throw_bad_layout("ByteRing::open", "not a ByteRing (magic/version)");
+  }
+  const std::uint64_t cap = h_->capacity;
+  if (cap < kMinCapacity || cap > kMaxCapacity || (cap & (cap - 1)) != 0 ||
+      region_.size() < bytes_for(cap)) {
+    detail::throw_bad_layout("ByteRing::open", "capacity does not match the stored size");
+  }
+  bind();
+}
+
+void ByteRing::bind() noexcept {
+  mask_ = h_->capacity - 1;
+  max_message_ = max_message_for(h_->capacity);
+  data_ = region_.data() + kDataOffset;
+  whead_ = h_->head.load(std::memory_order_acquire);
+  tail_cache_ = h_->tail.load(std::memory_order_acquire);
+  rpos_ = tail_cache_;
+  head_cache_ = whead_;
+}
+
+std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
+                                                           const Deadline& deadline) {
+  begin_produce();
+  check_reservation(n);  // errors before any wait
+  std::optional<std::span<std::byte>> out;
+  if (!detail::wait_side(h_->control, h_->control.writable, h_->control.consumers, deadline,
+                         "ByteRing::reserve", [&] { return (out = try_reserve(n)).has_value(); },
+                         true)) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+void ByteRing::stage(std::size_t used) {
+  if (reserved_ == kNone) {
+    throw_error(errc::invalid_argument, "ByteRing::commit: no open reservation");
+  }
+  if (used > reserved_) {
+    throw_error(errc::invalid_argument, "ByteRing::commit(" + std::to_string(used) +
+                                            "): more than the " + std::to_string(reserved_) +
+                                            " bytes reserved");
+  }
+  write_header(whead_ & mask_, static_cast<std::uint32_t>(used), detail::RecordHeader::kData);
+  whead_ += kRecordHeader + round8(used);
+  reserved_ = kNone;
+}
+
+bool ByteRing::try_send(std::span<const std::byte> msg) {
+  if (closed()) detail::throw_closed("ByteRing::try_send");
+  const auto buf = try_reserve(msg.size());
+  if (!buf) return false;
+  if (!msg.empty()) std::memcpy(buf->data(), msg.data(), msg.size());
+  commit();
+  return true;
+}
+
+bool ByteRing::send_until(std::span<const std::byte> msg, const Deadline& deadline) {
+  const auto buf = reserve_until(msg.size(), deadline);
+  if (!buf) return false;
+  if (!msg.empty()) std::memcpy(buf->data(), msg.data(), msg.size());
+  commit();
+  return true;
+}
+
+void ByteRing::send_batch(std::span<const std::span<const std::byte>> msgs) {
+  for (const auto& m : msgs) check_reservation(m.size());
+  for (const auto& m : msgs) {
+    auto buf = try_reserve(m.size());
+    if (!buf) {
+      publish();  // let the consumer drain what is staged, then wait for room
+      buf = reserve(m.size());
+    }
+    if (!m.empty()) std::memcpy(buf->data(), m.data(), m.size());
+    stage(m.size());
+  }
+  publish();
+}
+
+std::optional<std::span<const std::byte>> ByteRing::peek_until(const Deadline& deadline) {
+  begin_consume();
+  std::optional<std::span<const std::byte>> out;
+  if (!detail::wait_side(h_->control, h_->control.readable, h_->control.producers, deadline,
+                         "ByteRing::peek", [&] { return (out = try_peek()).has_value(); },
+                         false)) {
+    return std::nullopt;
+  }
+  return out;
+}
+
+bool ByteRing::try_recv(std::vector<std::byte>& out) {
+  const auto msg = try_peek();
+  if (!msg) return false;
+  out.assign(msg->begin(), msg->end());
+  release();
+  return true;
+}
+
+std::vector<std::byte> ByteRing::recv() {
+  std::vector<std::byte> out;
+  (void)recv_until(out, Deadline::never());
+  return out;
+}
+
+bool ByteRing::recv_until(std::vector<std::byte>& out, const Deadline& deadline) {
+  const auto msg = peek_until(deadline);
+  if (!msg) return false;
+  out.assign(msg->begin(), msg->end());
+  release();
+  return true;
+}
+
+void ByteRing::too_large(std::size_t n) const {
+  throw_error(errc::message_too_large,
+              "ByteRing: a message of " + std::to_string(n) + " bytes can never fit a ring of " +
+                  std::to_string(capacity()) + " bytes (at most " +
+                  std::to_string(max_message_) + ")");
+}
+
+void ByteRing::reserve_twice() {
+  throw_error(errc::invalid_argument,
+              "ByteRing::reserve: a reservation is already open; commit() it first");
+}
+
+void ByteRing::release_without_peek() {
+  throw_error(errc::invalid_argument, "ByteRing::release: no message was peeked");
+}
+
+void ByteRing::corrupt(const detail::RecordHeader& rh) const {
+  throw_error(errc::bad_frame, "ByteRing: corrupt record (kind " + std::to_string(rh.kind) +
+                                   ", size " + std::to_string(rh.size) + ", at most " +
+                                   std::to_string(max_message_) + ")");
+}
+
+}  // namespace ipckit

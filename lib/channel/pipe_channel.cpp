@@ -1,0 +1,264 @@
+#include "ipckit/channel/pipe_channel.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "ipckit/core/error.hpp"
+#include "ipckit/core/process.hpp"
+
+namespace ipckit {
+namespace {
+
+constexpr std::uint32_t kFrameMagic = 0x49504631;  // "IPF1"
+constexpr std::uint32_t kKindData = 1;
+constexpr std::uint32_t kKindClose = 2;
+constexpr std::size_t kReadChunk = 64 * 1024;
+// Longest single poll(): bounds how long a wait goes without re-reading the clock.
+constexpr int kPollSliceMs = 1000;
+
+struct FrameHeader {
+  std::uint32_t magic;
+  std::uint32_t kind;
+  std::uint64_t length;
+};
+static_assert(sizeof(FrameHeader) == PipeChannel::kFrameHeader);
+
+void set_nonblocking(int fd) {
+  if (fd < 0) return;
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    throw_errno("PipeChannel: fcntl(O_NONBLOCK)");
+  }
+}
+
+int poll_ms(const Deadline& deadline) {
+  if (deadline.is_never()) return kPollSliceMs;
+  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline.remaining()).count();
+  return static_cast<int>(std::min<long long>(left, kPollSliceMs));
+}
+
+// Waits for `events` on fd until the deadline (slices of kPollSliceMs); false on timeout.
+bool wait_fd(int fd, short events, const Deadline& deadline) {
+  for (;;) {
+    if (deadline.expired()) return false;
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, poll_ms(deadline));
+    if (r > 0) return true;
+    if (r < 0 && errno != EINTR) throw_errno("PipeChannel: poll()");
+  }
+}
+
+}  // namespace
+
+PipeChannel::PipeChannel(Options options) : options_(options) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    throw_errno("PipeChannel: socketpair(AF_UNIX, SOCK_STREAM)");
+  }
+  read_.reset(sv[0]);
+  write_.reset(sv[1]);
+  ::shutdown(read_.get(), SHUT_WR);  // one-way: the reader never writes
+  set_nonblocking(read_.get());
+  set_nonblocking(write_.get());
+}
+
+PipeChannel::PipeChannel(UniqueFd r, UniqueFd w, Options options) noexcept
+    : options_(options), read_(std::move(r)), write_(std::move(w)) {}
+
+PipeChannel PipeChannel::from_fds(UniqueFd read_end, UniqueFd write_end, Options options) {
+  set_nonblocking(read_end.get());
+  set_nonblocking(write_end.get());
+  return PipeChannel(std::move(read_end), std::move(write_end), options);
+}
+
+void PipeChannel::become_sender() {
+  const int me = current_pid();
+  if (role_pid_send_ == me) return;
+  role_pid_send_ = me;
+  if (role_pid_recv_ != me) read_.reset();
+}
+
+void PipeChannel::become_receiver() {
+  const int me = current_pid();
+  if (role_pid_recv_ == me) return;
+  role_pid_recv_ = me;
+  if (role_pid_send_ != me) write_.reset();
+}
+
+bool PipeChannel::try_send(std::span<const std::byte> msg) {
+  return send_until(msg, Deadline::after(std::chrono::seconds(0)));
+}
+
+bool PipeChannel::send_until(std::span<const std::byte> msg, const Deadline& deadline) {
+  if (msg.size() > options_.max_message) {
+    throw_error(errc::message_too_large,
+                "PipeChannel::send: a message of " + std::to_string(msg.size()) +
+                    " bytes exceeds max_message " + std::to_string(options_.max_message));
+  }
+  become_sender();
+  if (sent_close_) throw_error(errc::closed, "PipeChannel::send: the channel is closed");
+  if (!write_) throw_error(errc::closed, "PipeChannel::send: this process holds no sending end");
+  return write_frame(kKindData, msg, deadline, true);
+}
+
+bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> payload,
+                              const Deadline& deadline, bool may_give_up) {
+  const FrameHeader h{kFrameMagic, kind, payload.size()};
+  iovec iov[2] = {{const_cast<FrameHeader*>(&h), sizeof h},
+                  {const_cast<std::byte*>(payload.data()), payload.size()}};
+  int first = 0;
+  const int count = payload.empty() ? 1 : 2;
+  std::size_t written = 0;
+  for (;;) {
+    msghdr m{};
+    m.msg_iov = iov + first;
+    m.msg_iovlen = static_cast<std::size_t>(count - first);
+    ssize_t n = ::sendmsg(write_.get(), &m, MSG_NOSIGNAL);
+    if (n < 0 && errno == ENOTSOCK) n = ::writev(write_.get(), iov + first, count - first);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        // A started frame is always finished: giving up halfway would corrupt the stream.
+        const Deadline& d = (written == 0 && may_give_up) ? deadline : Deadline::never();
+        if (!wait_fd(write_.get(), POLLOUT, d)) return false;
+        continue;
+      }
+      if (errno == EPIPE || errno == ECONNRESET) {
+        throw_error(errc::peer_dead, "PipeChannel::send: the receiver has exited");
+      }
+      throw_errno("PipeChannel::send: sendmsg()");
+    }
+    written += static_cast<std::size_t>(n);
+    auto left = static_cast<std::size_t>(n);
+    while (first < count && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+    if (first == count) return true;
+    iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + left;
+    iov[first].iov_len -= left;
+  }
+}
+
+bool PipeChannel::fill(std::size_t n, const Deadline& deadline, bool frame_started) {
+  while (rend_ - rbeg_ < n) {
+    if (rbuf_.size() - rbeg_ < n) {  // make room: move the unread part to the front, grow
+      std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
+      rend_ -= rbeg_;
+      rbeg_ = 0;
+      if (rbuf_.size() < n) rbuf_.resize(std::max(n, kReadChunk));
+    }
+    const ssize_t r = ::read(read_.get(), rbuf_.data() + rend_, rbuf_.size() - rend_);
+    if (r > 0) {
+      rend_ += static_cast<std::size_t>(r);
+      continue;
+    }
+    if (r == 0) {
+      if (!frame_started && rend_ == rbeg_) {
+        throw_error(errc::peer_dead,
+                    "PipeChannel::recv: the sender exited without closing the channel");
+      }
+      fail_frame("the stream ended in the middle of a frame (truncated frame)");
+    }
+    if (errno == EINTR) continue;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno("PipeChannel::recv: read()");
+    const bool empty = rend_ == rbeg_;
+    if (!wait_fd(read_.get(), POLLIN, (frame_started || !empty) ? Deadline::never() : deadline)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool PipeChannel::try_recv(std::vector<std::byte>& out) {
+  return recv_until(out, Deadline::after(std::chrono::seconds(0)));
+}
+
+std::vector<std::byte> PipeChannel::recv() {
+  std::vector<std::byte> out;
+  (void)recv_until(out, Deadline::never());
+  return out;
+}
+
+bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadline) {
+  become_receiver();
+  if (broken_) throw_error(errc::bad_frame, "PipeChannel::recv: the channel saw a bad frame");
+  if (got_close_) throw_error(errc::closed, "PipeChannel::recv: the channel is closed");
+  if (!read_) throw_error(errc::closed, "PipeChannel::recv: this process holds no receiving end");
+  if (!fill(kFrameHeader, deadline, false)) return false;
+  FrameHeader h;
+  std::memcpy(&h, rbuf_.data() + rbeg_, sizeof h);
+  if (h.magic != kFrameMagic) fail_frame("bad magic word");
+  if (h.kind == kKindClose) {
+    if (h.length != 0) fail_frame("a close frame with a payload");
+    rbeg_ += kFrameHeader;
+    got_close_ = true;
+    throw_error(errc::closed, "PipeChannel::recv: the channel is closed");
+  }
+  if (h.kind != kKindData) fail_frame("unknown frame kind");
+  if (h.length > options_.max_message) fail_frame("frame length exceeds max_message");
+  const auto len = static_cast<std::size_t>(h.length);
+  rbeg_ += kFrameHeader;
+  if (len <= kReadChunk) {
+    fill(len, Deadline::never(), true);
+    out.assign(rbuf_.data() + rbeg_, rbuf_.data() + rbeg_ + len);
+    rbeg_ += len;
+    return true;
+  }
+  // Large payloads go straight into `out`, not through the read-ahead buffer.
+  out.resize(len);
+  const std::size_t have = std::min(len, rend_ - rbeg_);
+  std::memcpy(out.data(), rbuf_.data() + rbeg_, have);
+  rbeg_ += have;
+  std::size_t got = have;
+  while (got < len) {
+    const ssize_t r = ::read(read_.get(), out.data() + got, len - got);
+    if (r > 0) {
+      got += static_cast<std::size_t>(r);
+    } else if (r == 0) {
+      fail_frame("the stream ended in the middle of a frame (truncated frame)");
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      wait_fd(read_.get(), POLLIN, Deadline::never());
+    } else if (errno != EINTR) {
+      throw_errno("PipeChannel::recv: read()");
+    }
+  }
+  return true;
+}
+
+void PipeChannel::fail_frame(const char* why) {
+  broken_ = true;
+  throw_error(errc::bad_frame, std::string("PipeChannel::recv: ") + why);
+}
+
+void PipeChannel::close() noexcept {
+  const int me = current_pid();
+  if (role_pid_recv_ == me && role_pid_send_ != me) {
+    read_.reset();
+    return;
+  }
+  if (write_ && !sent_close_) {
+    sent_close_ = true;
+    try {
+      // Bounded: a receiver that stopped reading must not hang the closer.
+      (void)write_frame(kKindClose, {}, Deadline::after(std::chrono::seconds(1)), true);
+    } catch (...) {  // the receiver is gone: nothing to tell it
+    }
+    ::shutdown(write_.get(), SHUT_WR);
+  }
+  sent_close_ = true;
+  write_.reset();
+  if (role_pid_recv_ != me) read_.reset();
+}
+
+void PipeChannel::disown() noexcept {
+  read_.reset();
+  write_.reset();
+}
+
+}  // namespace ipckit
