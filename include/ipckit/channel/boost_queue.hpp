@@ -1,0 +1,157 @@
+// BoostSpscQueue<T, N> and BoostMpmcQueue<T, N>: Boost.Lockfree's compile-time-capacity
+// queues (spsc_queue<T, capacity<N>> and queue<T, capacity<N>>) placed in shared memory,
+// behind the same interface as SpscQueue<T> / MpmcQueue<T> (try_push, push_until, pop, close,
+// peer_dead, wait policies). Their storage is inline (indices, not pointers), so they work
+// across fork and between unrelated processes mapping a segment at different addresses;
+// Boost's run-time-capacity variants keep raw pointers and do not.
+//
+// They are the comparison the channel benchmark measures ipckit's own rings against; the
+// run-time-capacity SpscQueue/MpmcQueue are the default. This header includes Boost (not
+// part of the umbrella header ipckit.hpp). MPMC capacity is below 65535 (Boost's tagged
+// 16-bit indices).
+//
+//   ipckit::BoostSpscQueue<Msg, 1024> q;    // fork, then push / pop
+#pragma once
+
+#include <boost/lockfree/queue.hpp>
+#include <boost/lockfree/spsc_queue.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <new>
+#include <optional>
+#include <string_view>
+#include <type_traits>
+
+#include "ipckit/channel/detail/control.hpp"
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/shm/segment.hpp"
+
+namespace ipckit {
+namespace detail {
+
+// The shared part: a control block and the Boost queue, never destroyed (shared memory).
+template <class Q>
+struct BoostQueueShared {
+  static constexpr std::uint32_t kMagic = 0x49425131;  // "IBQ1"
+  BoostQueueShared(std::uint64_t elem, std::uint64_t cap, const WaitPolicy& p)
+      : elem_size(elem), capacity(cap), control(p) {}
+
+  std::uint32_t magic = kMagic;
+  std::uint32_t version = 1;
+  std::uint64_t elem_size;
+  std::uint64_t capacity;
+  alignas(kCacheLine) ChannelControl control;
+  alignas(kCacheLine) Q queue;
+};
+
+template <class T, std::size_t N, class Q, bool kMulti>
+class BoostQueue {
+  static_assert(std::is_trivially_copyable_v<T>,
+                "Boost queues in shared memory copy T as bytes: T must be trivially copyable");
+  using Shared = BoostQueueShared<Q>;
+  static constexpr const char* kName = kMulti ? "BoostMpmcQueue" : "BoostSpscQueue";
+
+ public:
+  static constexpr std::uint64_t kCapacity = N;
+
+  explicit BoostQueue(WaitPolicy policy = WaitPolicy::hybrid())
+      : BoostQueue(Region::anonymous(sizeof(Shared)), policy) {}
+  static BoostQueue in(Segment& seg, WaitPolicy policy = WaitPolicy::hybrid()) {
+    return BoostQueue(Region::in(seg, sizeof(Shared)), policy);
+  }
+  static BoostQueue create(Segment& seg, std::string_view name,
+                           WaitPolicy policy = WaitPolicy::hybrid()) {
+    return BoostQueue(Region::create(seg, name, sizeof(Shared)), policy);
+  }
+  // Throws errc::not_found, or errc::bad_layout unless `name` holds this queue type.
+  static BoostQueue open(Segment& seg, std::string_view name) {
+    return BoostQueue(Region::find(seg, name));
+  }
+
+  BoostQueue(BoostQueue&&) noexcept = default;
+  BoostQueue& operator=(BoostQueue&&) noexcept = default;
+
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return N; }
+  [[nodiscard]] const WaitPolicy& policy() const noexcept { return s_->control.policy; }
+
+  [[nodiscard]] bool try_push(const T& v) {
+    attach_producer_(s_->control.producers, kName);
+    if (!s_->queue.push(v)) return false;
+    wake(s_->control.readable);
+    return true;
+  }
+  void push(const T& v) { (void)push_until(v, Deadline::never()); }
+  [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
+    return wait_side(s_->control, s_->control.writable, s_->control.consumers, deadline, kName,
+                     [&] { return try_push(v); }, true);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+    return push_until(v, Deadline::after(timeout));
+  }
+
+  [[nodiscard]] bool try_pop(T& out) {
+    attach_consumer_(s_->control.consumers, kName);
+    if (!s_->queue.pop(out)) return false;
+    wake(s_->control.writable);
+    return true;
+  }
+  [[nodiscard]] std::optional<T> try_pop() {
+    T v;
+    if (!try_pop(v)) return std::nullopt;
+    return v;
+  }
+  T pop() {
+    T v;
+    (void)pop_until(v, Deadline::never());
+    return v;
+  }
+  [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
+    return wait_side(s_->control, s_->control.readable, s_->control.producers, deadline, kName,
+                     [&] { return try_pop(out); }, false);
+  }
+  template <class Rep, class Period>
+  [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
+    T v;
+    if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
+    return v;
+  }
+
+  void close() noexcept { s_->control.close(); }
+  [[nodiscard]] bool closed() const noexcept { return s_->control.is_closed(); }
+  void attach_producer() { attach_producer_(s_->control.producers, kName); }
+  void attach_consumer() { attach_consumer_(s_->control.consumers, kName); }
+
+ private:
+  BoostQueue(Region r, const WaitPolicy& policy) : region_(std::move(r)) {
+    s_ = ::new (region_.data()) Shared(sizeof(T), N, policy);
+  }
+  explicit BoostQueue(Region r) : region_(std::move(r)) {
+    s_ = std::launder(reinterpret_cast<Shared*>(region_.data()));
+    if (region_.size() < sizeof(Shared) || s_->magic != Shared::kMagic || s_->version != 1 ||
+        s_->elem_size != sizeof(T) || s_->capacity != N) {
+      throw_bad_layout(kName, "not a queue of this element type and capacity");
+    }
+  }
+  void wake(EventCount& ec) noexcept {
+    if (s_->control.policy.sleep) ec.notify(1);
+  }
+
+  Region region_;
+  Shared* s_ = nullptr;
+  AttachOnce attach_producer_;
+  AttachOnce attach_consumer_;
+};
+
+}  // namespace detail
+
+template <class T, std::size_t N>
+using BoostSpscQueue =
+    detail::BoostQueue<T, N, boost::lockfree::spsc_queue<T, boost::lockfree::capacity<N>>, false>;
+
+template <class T, std::size_t N>
+using BoostMpmcQueue =
+    detail::BoostQueue<T, N, boost::lockfree::queue<T, boost::lockfree::capacity<N>>, true>;
+
+}  // namespace ipckit
