@@ -148,7 +148,7 @@ bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> pay
 bool PipeChannel::fill(std::size_t n, const Deadline& deadline, bool frame_started) {
   while (rend_ - rbeg_ < n) {
     if (rbuf_.size() - rbeg_ < n) {  // make room: move the unread part to the front, grow
-      std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
+      if (rend_ > rbeg_) std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
       rend_ -= rbeg_;
       rbeg_ = 0;
       if (rbuf_.size() < n) rbuf_.resize(std::max(n, kReadChunk));

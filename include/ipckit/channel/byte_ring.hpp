@@ -159,7 +159,13 @@ class ByteRing {
         rpos_ += capacity() - (rpos_ & mask_);
         continue;
       }
-      if (rh.kind != detail::RecordHeader::kData || rh.size > max_message_) corrupt(rh);
+      // Checked before use: a record must be a data record that ends inside the ring and
+      // inside what the producer published.
+      if (rh.kind != detail::RecordHeader::kData || rh.size > max_message_ ||
+          (rpos_ & mask_) + kRecordHeader + rh.size > capacity() ||
+          rpos_ + kRecordHeader + round8(rh.size) > head_cache_) [[unlikely]] {
+        corrupt(rh);
+      }
       peeked_ = true;
       peek_size_ = rh.size;
       return current();

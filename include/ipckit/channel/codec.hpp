@@ -29,6 +29,7 @@
 #include <cstring>
 #include <span>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -132,8 +133,15 @@ CEREAL_SETUP_ARCHIVE_TRAITS(ipckit::detail::CodecInputArchive, ipckit::detail::C
 namespace ipckit::codec {
 
 // How T is encoded: raw bytes of one value, raw bytes of a contiguous range, or cereal.
+// Pointers and views are trivially copyable but mean nothing in another process: rejected.
 template <class T>
-inline constexpr bool is_trivial_v = std::is_trivially_copyable_v<T>;
+struct is_view : std::bool_constant<std::is_pointer_v<T> || std::is_member_pointer_v<T>> {};
+template <class C, class Tr>
+struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
+template <class U, std::size_t E>
+struct is_view<std::span<U, E>> : std::true_type {};
+template <class T>
+inline constexpr bool is_trivial_v = std::is_trivially_copyable_v<T> && !is_view<T>::value;
 template <class T>
 inline constexpr bool is_raw_range_v = detail::is_raw_range<T>::value;
 template <class T>
@@ -142,7 +150,8 @@ inline constexpr bool is_serializable_v =
     cereal::traits::is_input_serializable<T, detail::CodecInputArchive>::value;
 // True when a T can cross a channel at all.
 template <class T>
-inline constexpr bool is_encodable_v = is_trivial_v<T> || is_raw_range_v<T> || is_serializable_v<T>;
+inline constexpr bool is_encodable_v =
+    !is_view<T>::value && (is_trivial_v<T> || is_raw_range_v<T> || is_serializable_v<T>);
 
 // Bytes `v` will take when that is known without encoding (trivial values and raw ranges),
 // else 0 with `known` false.
