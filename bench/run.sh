@@ -1,13 +1,58 @@
 #!/usr/bin/env bash
 # Runs every benchmark program with 5 repetitions, writes Google Benchmark JSON to
-# bench/results/ and prints the report (medians and ratios to the anchors of the same run).
+# bench/results/ and prints the reports (medians and ratios to the anchors of the same run):
+#   sync_bench     -> sync.json, sync.md
+#   channel_bench  -> channels.json;  mpi_pingpong (under mpirun, if present) -> mpi.json;
+#   channels_report.py -> channels.md, channels_summary.csv, channels_*.png
 # Usage: bench/run.sh [build-dir]   (default build/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build/release}
 out=bench/results
 mkdir -p "$out"
-common=(--benchmark_repetitions=5 --benchmark_min_time=0.2 --benchmark_report_aggregates_only=true
+common=(--benchmark_repetitions=5 --benchmark_report_aggregates_only=true
         --benchmark_out_format=json)
-"$build/bench/sync_bench" "${common[@]}" --benchmark_out="$out/sync.json" >/dev/null
+"$build/bench/sync_bench" "${common[@]}" --benchmark_min_time=0.2 \
+  --benchmark_out="$out/sync.json" >/dev/null
 python3 bench/report.py "$out/sync.json" | tee "$out/sync.md"
+
+# Repetitions are interleaved at random: this VM's core-to-core cost drifts during a run (the
+# host moves the vCPUs), and interleaving spreads that drift over every benchmark alike.
+echo "run.sh: channel_bench (about 4 minutes; console output in $build/bench/channel_bench.log)"
+"$build/bench/channel_bench" "${common[@]}" --benchmark_min_time=0.2 \
+  --benchmark_enable_random_interleaving=true \
+  --benchmark_out="$out/channels.json" >"$build/bench/channel_bench.log"
+
+# The MPI anchor. Open MPI leaves its shared-memory segments in /dev/shm when a rank dies:
+# remove the ones this run made, and only those.
+mpi_segments() { (cd /dev/shm && ls -d vader_segment.* sm_segment.* 2>/dev/null) || true; }
+if ! command -v mpirun >/dev/null 2>&1; then
+  echo "run.sh: mpirun not found, skipping the MPI anchor (scripts/install-deps installs it)" >&2
+  rm -f "$out/mpi.json"
+elif [[ ! -x "$build/bench/mpi_pingpong" ]]; then
+  echo "run.sh: $build/bench/mpi_pingpong not built (no MPI found by CMake), skipping it" >&2
+  rm -f "$out/mpi.json"
+else
+  before=$(mpi_segments)
+  cleanup_mpi() {
+    local s
+    for s in $(mpi_segments); do
+      grep -qxF "$s" <<<"$before" || rm -f "/dev/shm/$s"
+    done
+  }
+  trap cleanup_mpi EXIT
+  if [[ $(id -u) -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  fi
+  echo "run.sh: mpi_pingpong under mpirun -np 2"
+  mpirun -np 2 --oversubscribe --bind-to core --mca btl self,vader \
+    "$build/bench/mpi_pingpong" "$out/mpi.json" >"$build/bench/mpi_pingpong.log"
+  cleanup_mpi
+fi
+
+# Debian's matplotlib lives with the system interpreter; prefer it when `python3` lacks it.
+py=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null && [[ -x /usr/bin/python3 ]]; then
+  py=/usr/bin/python3
+fi
+"$py" bench/channels_report.py "$out/channels.json" "$out/mpi.json"
