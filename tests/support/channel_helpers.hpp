@@ -92,7 +92,7 @@ inline int exit_code(Process& p, std::chrono::seconds limit = std::chrono::secon
 class Payloads {
  public:
   Payloads(std::size_t max_size, std::uint64_t seed) : max_(max_size), seed_(seed) {
-    pattern_.resize(kPeriod + max_size + 8);
+    pattern_.resize((kPeriod + max_size + 7) / 8 * 8);  // whole 8-byte words
     for (std::size_t i = 0; i < pattern_.size(); i += 8) {
       const std::uint64_t w = mix64(seed ^ (i * 0x51ed27u));
       std::memcpy(pattern_.data() + i, &w, 8);
