@@ -87,6 +87,11 @@ Record record(std::uint64_t seq) {
 class ChannelKindTest : public testing::LeakCheckedTest,
                         public ::testing::WithParamInterface<Kind> {
  protected:
+  // As ByteRingModeTest::large_count: spin runs carry fewer large messages.
+  static std::uint64_t large_count(std::uint64_t n) {
+    const bool spins = GetParam().transport == Transport::shm && GetParam().mode == WaitMode::spin;
+    return testing::scaled(spins ? n / 4 : n);
+  }
   // This process forks the two sides and uses neither: it must not hold the pipe's ends.
   template <class T>
   static void step_aside(Channel<T>& ch) {
@@ -235,7 +240,7 @@ TEST_P(ChannelKindTest, PingPongBetweenTwoProcesses) {
 }
 
 TEST_P(ChannelKindTest, StringsOfRandomSizesArriveIntactAndInOrder) {
-  const std::uint64_t kCount = testing::scaled(100'000);
+  const std::uint64_t kCount = large_count(100'000);
   Channel<std::string> ch(options(GetParam()));
   const Payloads p(8192, 31);
   auto sender = Process::spawn([&] {
@@ -257,7 +262,7 @@ TEST_P(ChannelKindTest, StringsOfRandomSizesArriveIntactAndInOrder) {
 }
 
 TEST_P(ChannelKindTest, VectorsOfRandomSizesArriveIntactAndInOrder) {
-  const std::uint64_t kCount = testing::scaled(20'000);
+  const std::uint64_t kCount = large_count(20'000);
   Channel<std::vector<std::uint32_t>> ch(options(GetParam()));
   const auto make = [](std::uint64_t seq) {
     std::vector<std::uint32_t> v(testing::mix64(seq) % 2048);
