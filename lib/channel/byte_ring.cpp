@@ -24,7 +24,7 @@ std::size_t ByteRing::bytes_for(std::uint64_t capacity) noexcept {
 }
 
 ByteRing::ByteRing(std::uint64_t capacity, WaitPolicy policy)
-    : ByteRing(checked(capacity), policy, detail::Region::anonymous(bytes_for(capacity))) {}
+    : ByteRing(capacity, policy, detail::Region::anonymous(bytes_for(checked(capacity)))) {}
 
 ByteRing ByteRing::in(Segment& seg, std::uint64_t capacity, WaitPolicy policy) {
   checked(capacity);
@@ -45,6 +45,7 @@ ByteRing::ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Reg
     : region_(std::move(r)) {
   h_ = ::new (region_.data()) detail::ByteRingHeader(capacity, policy);
   bind();
+  header_at(0).store(0, std::memory_order_relaxed);  // segment memory may hold old bytes
 }
 
 ByteRing::ByteRing(detail::Region r) : region_(std::move(r)) {
@@ -68,7 +69,6 @@ void ByteRing::bind() noexcept {
   whead_ = h_->head.load(std::memory_order_acquire);
   tail_cache_ = h_->tail.load(std::memory_order_acquire);
   rpos_ = tail_cache_;
-  head_cache_ = whead_;
 }
 
 std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
@@ -93,9 +93,43 @@ void ByteRing::stage(std::size_t used) {
                                             "): more than the " + std::to_string(reserved_) +
                                             " bytes reserved");
   }
-  write_header(whead_ & mask_, static_cast<std::uint32_t>(used), detail::RecordHeader::kData);
-  whead_ += kRecordHeader + round8(used);
+  // Order matters: the slot after the record is zeroed before the record's header is
+  // stored, and a padding record is stored after the record it leads to, so the consumer
+  // never reads a header slot holding bytes of an older lap. The first record of a batch
+  // (and its padding) is held back until publish(): the consumer stops at it, so the whole
+  // batch appears at once or not at all.
+  const std::uint64_t rec = whead_ + skip_;
+  const std::uint64_t next = rec + kRecordHeader + round8(used);
+  const std::uint64_t word =
+      detail::RecordHeader::pack(static_cast<std::uint32_t>(used), detail::RecordHeader::kData);
+  const std::uint64_t pad = detail::RecordHeader::pack(0, detail::RecordHeader::kPadding);
+  header_at(next & mask_).store(0, std::memory_order_relaxed);
+  if (!holding_) {
+    holding_ = true;
+    held_at_ = rec & mask_;
+    held_word_ = word;
+    held_pad_at_ = skip_ != 0 ? (whead_ & mask_) : kNoPad;
+  } else {
+    header_at(rec & mask_).store(word, std::memory_order_release);
+    if (skip_ != 0) header_at(whead_ & mask_).store(pad, std::memory_order_release);
+  }
+  whead_ = next;
   reserved_ = kNone;
+  skip_ = 0;
+}
+
+void ByteRing::publish() noexcept {
+  if (holding_) {
+    header_at(held_at_).store(held_word_, std::memory_order_release);  // pairs with try_peek()
+    if (held_pad_at_ != kNoPad) {
+      header_at(held_pad_at_)
+          .store(detail::RecordHeader::pack(0, detail::RecordHeader::kPadding),
+                 std::memory_order_release);
+    }
+    holding_ = false;
+  }
+  h_->head.store(whead_, std::memory_order_relaxed);  // for used_bytes() and a later producer
+  wake(h_->control.readable);
 }
 
 bool ByteRing::try_send(std::span<const std::byte> msg) {

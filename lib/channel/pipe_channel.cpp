@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -54,6 +56,28 @@ bool wait_fd(int fd, short events, const Deadline& deadline) {
     if (r > 0) return true;
     if (r < 0 && errno != EINTR) throw_errno("PipeChannel: poll()");
   }
+}
+
+// writev() on a pipe(2) whose reader is gone raises SIGPIPE, which kills the process by
+// default. Blocks SIGPIPE for the call and takes back a SIGPIPE the call raised (one that
+// was pending before stays pending), so the caller sees EPIPE instead.
+ssize_t writev_nosignal(int fd, const iovec* iov, int count) {
+  sigset_t pipe_set, old_mask, pending;
+  sigemptyset(&pipe_set);
+  sigaddset(&pipe_set, SIGPIPE);
+  sigpending(&pending);
+  const bool was_pending = sigismember(&pending, SIGPIPE) == 1;
+  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_mask);
+  const ssize_t n = ::writev(fd, iov, count);
+  const int err = errno;
+  if (n < 0 && err == EPIPE && !was_pending) {
+    const timespec zero{0, 0};
+    while (sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  errno = err;
+  return n;
 }
 
 }  // namespace
@@ -122,7 +146,7 @@ bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> pay
     m.msg_iov = iov + first;
     m.msg_iovlen = static_cast<std::size_t>(count - first);
     ssize_t n = ::sendmsg(write_.get(), &m, MSG_NOSIGNAL);
-    if (n < 0 && errno == ENOTSOCK) n = ::writev(write_.get(), iov + first, count - first);
+    if (n < 0 && errno == ENOTSOCK) n = writev_nosignal(write_.get(), iov + first, count - first);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {

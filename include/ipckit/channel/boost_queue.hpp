@@ -75,8 +75,10 @@ class BoostQueue {
   [[nodiscard]] std::uint64_t capacity() const noexcept { return N; }
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return s_->control.policy; }
 
+  // False when full; throws Error(errc::closed) after close().
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(s_->control.producers, kName);
+    if (s_->control.is_closed()) [[unlikely]] throw_closed(kName);
     if (!s_->queue.push(v)) return false;
     wake(s_->control.readable);
     return true;

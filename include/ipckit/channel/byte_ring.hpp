@@ -1,12 +1,17 @@
 // ByteRing: a single-producer single-consumer ring of variable-size messages (0 bytes up to
 // max_message_size()) in shared memory. Zero-copy: the producer reserve()s a contiguous span
 // inside the ring, writes the payload there and commit()s; the consumer peek()s a span of
-// the oldest message and release()s it. A message is never split: when it does not fit
-// before the end of the ring, the producer leaves a padding record and starts again at the
-// front, which is why a message may take at most half the capacity. Records are 8-byte
-// aligned (an 8-byte header, then the payload). Batched calls publish many messages with one
-// store and one wake-up. Blocking calls follow the ring's WaitPolicy, end with errc::closed
-// after close() (the consumer drains first) and errc::peer_dead when the other side died.
+// the oldest message and release()s it.
+//
+// Layout: each record is an 8-byte header {size, kind} and the payload, 8-byte aligned. The
+// consumer learns that a record is there from its header alone (a zero header means "not
+// yet": the producer zeroes the next header slot before it publishes a record), so it never
+// reads the producer's index and a small message costs one cache-line transfer. A message
+// is never split: when it does not fit before the end of the ring, the producer leaves a
+// padding record and starts again at the front, which is why a message may take at most
+// half the capacity (less 16 bytes). Batched calls stage many messages and wake the consumer
+// once. Blocking calls follow the ring's WaitPolicy, end with errc::closed after close()
+// (the consumer drains first) and errc::peer_dead when the other side died.
 //
 //   ipckit::ByteRing ring(1 << 20);              // fork, then in the producer:
 //   auto buf = ring.reserve(n); fill(buf); ring.commit();
@@ -41,19 +46,33 @@ struct ByteRingHeader {
   std::uint32_t magic = kMagic;
   std::uint32_t version = 1;
   std::uint64_t capacity;
-  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};  // bytes published (producer)
-  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};  // bytes released (consumer)
+  // Bytes published / released so far, each written by its own side only. The consumer never
+  // reads head (records carry their own headers); the producer reads tail only when its
+  // private copy says the ring is too full.
+  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};
   alignas(kCacheLine) ChannelControl control;
 };
 static_assert(std::is_standard_layout_v<ByteRingHeader>);
 
+// A record header is one 64-bit word, read and written atomically: size in the low half,
+// kind in the high half (little-endian: {uint32 size, uint32 kind} in memory). Zero: no
+// record here yet.
 struct RecordHeader {
   std::uint32_t size;  // payload bytes (data records)
   std::uint32_t kind;  // kData or kPadding
   static constexpr std::uint32_t kData = 0x44415441;     // "DATA"
   static constexpr std::uint32_t kPadding = 0x50414444;  // "PADD": skip to the ring's start
+
+  static constexpr std::uint64_t pack(std::uint32_t size, std::uint32_t kind) noexcept {
+    return std::uint64_t{size} | (std::uint64_t{kind} << 32);
+  }
+  static constexpr RecordHeader unpack(std::uint64_t w) noexcept {
+    return {static_cast<std::uint32_t>(w), static_cast<std::uint32_t>(w >> 32)};
+  }
 };
 static_assert(sizeof(RecordHeader) == 8);
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 
 }  // namespace detail
 
@@ -65,9 +84,9 @@ class ByteRing {
 
   // Bytes of shared memory a ring of `capacity` bytes occupies.
   static std::size_t bytes_for(std::uint64_t capacity) noexcept;
-  // The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 8.
+  // The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 16.
   static constexpr std::size_t max_message_for(std::uint64_t capacity) noexcept {
-    return static_cast<std::size_t>(capacity / 2 - kRecordHeader);
+    return static_cast<std::size_t>(capacity / 2 - 2 * kRecordHeader);
   }
 
   // A ring of `capacity` bytes (a power of two in [kMinCapacity, kMaxCapacity], otherwise
@@ -92,23 +111,24 @@ class ByteRing {
   // ---- producer ---------------------------------------------------------------------------
   // A writable span of exactly n bytes inside the ring, or nullopt when there is no room
   // now. Throws Error(errc::message_too_large) when n > max_message_size() (nothing
-  // changes), Error(errc::invalid_argument) when a reservation is already open.
+  // changes), Error(errc::invalid_argument) when a reservation is already open,
+  // Error(errc::closed) after close().
   [[nodiscard]] std::optional<std::span<std::byte>> try_reserve(std::size_t n) {
     begin_produce();
     check_reservation(n);
-    const std::uint64_t need = kRecordHeader + round8(n);
+    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("ByteRing::reserve");
+    const std::uint64_t record = kRecordHeader + round8(n);
     const std::uint64_t at = whead_ & mask_;
-    const std::uint64_t skip = need <= capacity() - at ? 0 : capacity() - at;
-    if (capacity() - (whead_ - tail_cache_) < skip + need) {
+    const std::uint64_t skip = record <= capacity() - at ? 0 : capacity() - at;
+    // Room for the padding, the record and the zeroed header slot after it.
+    const std::uint64_t need = skip + record + kRecordHeader;
+    if (capacity() - (whead_ - tail_cache_) < need) {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);  // pairs with release()
-      if (capacity() - (whead_ - tail_cache_) < skip + need) return std::nullopt;
-    }
-    if (skip != 0) {
-      write_header(at, 0, detail::RecordHeader::kPadding);
-      whead_ += skip;
+      if (capacity() - (whead_ - tail_cache_) < need) return std::nullopt;
     }
     reserved_ = n;
-    return std::span<std::byte>(data_ + (whead_ & mask_) + kRecordHeader, n);
+    skip_ = skip;
+    return std::span<std::byte>(data_ + ((whead_ + skip) & mask_) + kRecordHeader, n);
   }
   // Blocks until there is room. Throws errc::closed, errc::peer_dead (every consumer died),
   // and what try_reserve() throws.
@@ -122,13 +142,10 @@ class ByteRing {
     stage(used);
     publish();
   }
-  // Like commit(), but leaves the message unpublished until the next publish() or commit():
-  // a batch of staged messages costs one store and one wake-up.
+  // Like commit(), but the message stays invisible until the next publish() or commit(): a
+  // batch of staged messages appears to the consumer at once, with one wake-up.
   void stage(std::size_t used);
-  void publish() noexcept {
-    h_->head.store(whead_, std::memory_order_release);  // pairs with acquire in try_peek()
-    wake(h_->control.readable);
-  }
+  void publish() noexcept;
 
   // Copies a whole message in. try_send returns false when there is no room now.
   [[nodiscard]] bool try_send(std::span<const std::byte> msg);
@@ -149,21 +166,18 @@ class ByteRing {
     begin_consume();
     if (peeked_) return current();
     for (;;) {
-      if (rpos_ == head_cache_) {
-        head_cache_ = h_->head.load(std::memory_order_acquire);  // pairs with publish()
-        if (rpos_ == head_cache_) return std::nullopt;
-      }
-      detail::RecordHeader rh;
-      std::memcpy(&rh, data_ + (rpos_ & mask_), sizeof rh);
+      const std::uint64_t at = rpos_ & mask_;
+      const std::uint64_t word = header_at(at).load(std::memory_order_acquire);  // pairs with stage()
+      if (word == 0) return std::nullopt;
+      const detail::RecordHeader rh = detail::RecordHeader::unpack(word);
       if (rh.kind == detail::RecordHeader::kPadding) {
-        rpos_ += capacity() - (rpos_ & mask_);
+        rpos_ += capacity() - at;
         continue;
       }
-      // Checked before use: a record must be a data record that ends inside the ring and
-      // inside what the producer published.
+      // Checked before use: a data record no larger than a message can be, ending inside
+      // the ring.
       if (rh.kind != detail::RecordHeader::kData || rh.size > max_message_ ||
-          (rpos_ & mask_) + kRecordHeader + rh.size > capacity() ||
-          rpos_ + kRecordHeader + round8(rh.size) > head_cache_) [[unlikely]] {
+          at + kRecordHeader + rh.size > capacity()) [[unlikely]] {
         corrupt(rh);
       }
       peeked_ = true;
@@ -228,26 +242,25 @@ class ByteRing {
   void bind() noexcept;
   static constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
   void begin_produce() {
-    if (attach_producer_(h_->control.producers, "ByteRing producer")) {
+    if (attach_producer_(h_->control.producers, "ByteRing producer")) [[unlikely]] {
       whead_ = h_->head.load(std::memory_order_acquire);
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
       reserved_ = kNone;
+      holding_ = false;
     }
   }
   void begin_consume() {
-    if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) {
+    if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) [[unlikely]] {
       rpos_ = h_->tail.load(std::memory_order_acquire);
-      head_cache_ = h_->head.load(std::memory_order_acquire);
       peeked_ = false;
     }
+  }
+  std::atomic_ref<std::uint64_t> header_at(std::uint64_t offset) const noexcept {
+    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset));
   }
   void check_reservation(std::size_t n) const {
     if (n > max_message_) [[unlikely]] too_large(n);
     if (reserved_ != kNone) [[unlikely]] reserve_twice();
-  }
-  void write_header(std::uint64_t at, std::uint32_t size, std::uint32_t kind) noexcept {
-    const detail::RecordHeader rh{size, kind};
-    std::memcpy(data_ + at, &rh, sizeof rh);
   }
   std::span<const std::byte> current() const noexcept {
     return {data_ + (rpos_ & mask_) + kRecordHeader, peek_size_};
@@ -272,14 +285,21 @@ class ByteRing {
   std::byte* data_ = nullptr;
   std::uint64_t mask_ = 0;
   std::size_t max_message_ = 0;
-  // Producer-local: the next write position (ahead of head while staging), the last tail
-  // seen, and the open reservation's size.
+  // Producer-local: the next write position, the last tail seen, the open reservation's
+  // size and the padding it needs before it.
   std::uint64_t whead_ = 0;
   std::uint64_t tail_cache_ = 0;
   std::size_t reserved_ = kNone;
-  // Consumer-local: the current record's position, the last head seen, the peeked record.
+  std::uint64_t skip_ = 0;
+  // The first staged, unpublished record: its header word, where it goes, and where its
+  // padding record goes (kNoPad: none).
+  static constexpr std::uint64_t kNoPad = UINT64_MAX;
+  bool holding_ = false;
+  std::uint64_t held_at_ = 0;
+  std::uint64_t held_word_ = 0;
+  std::uint64_t held_pad_at_ = kNoPad;
+  // Consumer-local: the current record's position and the peeked record's size.
   std::uint64_t rpos_ = 0;
-  std::uint64_t head_cache_ = 0;
   std::size_t peek_size_ = 0;
   bool peeked_ = false;
   detail::AttachOnce attach_producer_;

@@ -85,7 +85,15 @@ std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(CodecOutputA
 }
 template <class T>
 std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar, T& t) {
-  ar.load_bytes(&t, sizeof t);
+  if constexpr (std::is_same_v<T, bool>) {
+    // A bool is one byte, 0 or 1; any other byte would be undefined behaviour as a bool.
+    std::uint8_t b = 0;
+    ar.load_bytes(&b, 1);
+    if (b > 1) throw_codec("codec: a bool byte of " + std::to_string(b) + " (not 0 or 1)");
+    t = b != 0;
+  } else {
+    ar.load_bytes(&t, sizeof t);
+  }
 }
 template <class Archive, class T>
 CEREAL_ARCHIVE_RESTRICT(CodecInputArchive, CodecOutputArchive)

@@ -75,16 +75,16 @@ class MpmcQueue {
   // `capacity` slots, a power of two in [2, kMaxCapacity]; otherwise throws
   // Error(errc::invalid_argument). Own anonymous mapping: make it before fork.
   explicit MpmcQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
-      : MpmcQueue(checked(capacity), policy,
-                  [&] { return detail::Region::anonymous(bytes_for(capacity)); }) {}
+      : MpmcQueue(capacity, policy,
+                  [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
   static MpmcQueue in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid()) {
-    return MpmcQueue(checked(capacity), policy,
-                     [&] { return detail::Region::in(seg, bytes_for(capacity)); });
+    return MpmcQueue(capacity, policy,
+                     [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
   }
   static MpmcQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid()) {
-    return MpmcQueue(checked(capacity), policy,
-                     [&] { return detail::Region::create(seg, name, bytes_for(capacity)); });
+    return MpmcQueue(capacity, policy,
+                     [&] { return detail::Region::create(seg, name, bytes_for(checked(capacity))); });
   }
   // Throws errc::not_found, or errc::bad_layout when the bytes are not an MpmcQueue of T.
   static MpmcQueue open(Segment& seg, std::string_view name) {
@@ -97,9 +97,11 @@ class MpmcQueue {
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
 
-  // Any number of producers. False when full; never blocks.
+  // Any number of producers. False when full; never blocks. Throws Error(errc::closed)
+  // after close() (nothing pushed).
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(h_->control.producers, "MpmcQueue producer");
+    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("MpmcQueue::try_push");
     std::uint64_t pos = h_->enqueue.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cells_[pos & mask_];

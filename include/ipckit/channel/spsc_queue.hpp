@@ -1,9 +1,12 @@
 // SpscQueue<T>: a bounded single-producer single-consumer queue of trivially copyable T in
-// shared memory, with a capacity chosen at run time. One process pushes, one pops; each side
-// keeps a private copy of the other side's index and reads the shared one only when the copy
-// says full/empty, so a steady stream moves about one cache line per slot. try_ calls never
-// block; push/pop wait by the queue's WaitPolicy (spin, hybrid, block), end with errc::closed
-// after close() and with errc::peer_dead when every process on the other side has exited.
+// shared memory, with a capacity chosen at run time. One process pushes, one pops. Each slot
+// carries a sequence number next to its value, so the consumer learns that a slot is full
+// from the slot itself and never reads the producer's index: a message costs one cache-line
+// transfer, as close to the hardware floor as a queue gets. The producer reads the
+// consumer's index only when its private copy says the queue is full. try_ calls never
+// block; push/pop wait by the queue's WaitPolicy (spin, hybrid, block), end with
+// errc::closed after close() and with errc::peer_dead when every process on the other side
+// has exited.
 //
 //   ipckit::SpscQueue<Msg> q(1024);        // own shared mapping; fork, then push / pop
 //   auto seg = ipckit::Segment::create(name, 1 << 20);
@@ -39,8 +42,11 @@ struct SpscQueueHeader {
   std::uint32_t version = 1;
   std::uint64_t capacity;
   std::uint64_t elem_size;
-  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};  // written by the producer only
-  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};  // written by the consumer only
+  // Messages pushed / popped so far. Each is written by its own side only; the consumer
+  // never reads head (slots carry their own sequence numbers), the producer reads tail only
+  // when it believes the queue is full.
+  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};
   alignas(kCacheLine) ChannelControl control;
 };
 static_assert(std::is_standard_layout_v<SpscQueueHeader>);
@@ -54,32 +60,40 @@ class SpscQueue {
                 "SpscQueue<T> copies T as bytes between processes: T must be trivially copyable");
 
   using Header = detail::SpscQueueHeader;
+  struct Cell {
+    // pos + 1 once the value of position pos is in; anything else: not yet.
+    std::atomic<std::uint64_t> seq;
+    T value;
+  };
+  static_assert(std::is_standard_layout_v<Cell>);
   static constexpr std::size_t kSlotsOffset =
-      (sizeof(Header) + alignof(T) + detail::kCacheLine - 1) / detail::kCacheLine *
-      detail::kCacheLine;
+      (sizeof(Header) + detail::kCacheLine - 1) / detail::kCacheLine * detail::kCacheLine;
+  static_assert(alignof(Cell) <= detail::kCacheLine);
 
  public:
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
 
   // Bytes of shared memory a queue of `capacity` slots occupies.
   static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
-    return kSlotsOffset + capacity * sizeof(T);
+    return kSlotsOffset + capacity * sizeof(Cell);
   }
 
   // A queue in an anonymous shared mapping of its own: make it before fork. `capacity` slots,
   // a power of two in [1, kMaxCapacity]; otherwise throws Error(errc::invalid_argument).
   explicit SpscQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
-      : SpscQueue(checked(capacity), policy, [&] { return detail::Region::anonymous(bytes_for(capacity)); }) {}
+      : SpscQueue(capacity, policy,
+                  [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
   // A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
   static SpscQueue in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid()) {
-    return SpscQueue(checked(capacity), policy, [&] { return detail::Region::in(seg, bytes_for(capacity)); });
+    return SpscQueue(capacity, policy,
+                     [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
   }
   // A queue stored under `name` in `seg`, for unrelated processes. Throws as
   // Segment::construct_bytes does (errc::already_exists, ...).
   static SpscQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid()) {
-    return SpscQueue(checked(capacity), policy,
-                     [&] { return detail::Region::create(seg, name, bytes_for(capacity)); });
+    return SpscQueue(capacity, policy,
+                     [&] { return detail::Region::create(seg, name, bytes_for(checked(capacity))); });
   }
   // The queue create() made under `name`. Throws errc::not_found, or errc::bad_layout when
   // the bytes there are not an SpscQueue of this T.
@@ -93,34 +107,35 @@ class SpscQueue {
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
 
-  // Producer side. Returns false when the queue is full. Never blocks, never throws (a
-  // process attaching as producer for the first time may throw errc::invalid_argument when
-  // too many processes attached).
+  // Producer side. Returns false when the queue is full; never blocks. Throws
+  // Error(errc::closed) after close() (nothing pushed).
   [[nodiscard]] bool try_push(const T& v) {
-    attach_producer_(h_->control.producers, "SpscQueue producer");
-    const std::uint64_t head = h_->head.load(std::memory_order_relaxed);
-    if (head - tail_cache_ > mask_) {
+    begin_produce();
+    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("SpscQueue::try_push");
+    if (head_ - tail_cache_ > mask_) {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);  // pairs with release in pop
-      if (head - tail_cache_ > mask_) return false;
+      if (head_ - tail_cache_ > mask_) return false;
     }
-    std::memcpy(static_cast<void*>(slots_ + (head & mask_)), &v, sizeof(T));
-    h_->head.store(head + 1, std::memory_order_release);
+    put(head_, v);
+    ++head_;
+    h_->head.store(head_, std::memory_order_relaxed);
     wake(h_->control.readable);
     return true;
   }
-  // Pushes as many leading elements of `vs` as fit with one publication; returns how many.
+  // Pushes as many leading elements of `vs` as fit, with one wake-up; returns how many.
   std::size_t try_push_n(std::span<const T> vs) {
-    attach_producer_(h_->control.producers, "SpscQueue producer");
-    const std::uint64_t head = h_->head.load(std::memory_order_relaxed);
-    std::uint64_t room = capacity() - (head - tail_cache_);
+    begin_produce();
+    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("SpscQueue::try_push_n");
+    std::uint64_t room = capacity() - (head_ - tail_cache_);
     if (room < vs.size()) {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
-      room = capacity() - (head - tail_cache_);
+      room = capacity() - (head_ - tail_cache_);
     }
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(room, vs.size()));
     if (n == 0) return 0;
-    copy_in(head, vs.data(), n);
-    h_->head.store(head + n, std::memory_order_release);
+    for (std::size_t i = 0; i < n; ++i) put(head_ + i, vs[i]);
+    head_ += n;
+    h_->head.store(head_, std::memory_order_relaxed);
     wake(h_->control.readable);
     return n;
   }
@@ -144,27 +159,21 @@ class SpscQueue {
     return v;
   }
   [[nodiscard]] bool try_pop(T& out) {
-    attach_consumer_(h_->control.consumers, "SpscQueue consumer");
-    const std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
-    if (tail == head_cache_) {
-      head_cache_ = h_->head.load(std::memory_order_acquire);  // pairs with release in push
-      if (tail == head_cache_) return false;
-    }
-    std::memcpy(static_cast<void*>(&out), slots_ + (tail & mask_), sizeof(T));
-    h_->tail.store(tail + 1, std::memory_order_release);
+    begin_consume();
+    if (!take(tail_, out)) return false;
+    ++tail_;
+    h_->tail.store(tail_, std::memory_order_release);  // pairs with acquire in push
     wake(h_->control.writable);
     return true;
   }
-  // Pops up to out.size() elements with one publication; returns how many.
+  // Pops up to out.size() elements with one store of the index; returns how many.
   std::size_t try_pop_n(std::span<T> out) {
-    attach_consumer_(h_->control.consumers, "SpscQueue consumer");
-    const std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
-    if (head_cache_ - tail < out.size()) head_cache_ = h_->head.load(std::memory_order_acquire);
-    const std::size_t n =
-        static_cast<std::size_t>(std::min<std::uint64_t>(head_cache_ - tail, out.size()));
+    begin_consume();
+    std::size_t n = 0;
+    while (n < out.size() && take(tail_ + n, out[n])) ++n;
     if (n == 0) return 0;
-    copy_out(tail, out.data(), n);
-    h_->tail.store(tail + n, std::memory_order_release);
+    tail_ += n;
+    h_->tail.store(tail_, std::memory_order_release);
     wake(h_->control.writable);
     return n;
   }
@@ -192,8 +201,8 @@ class SpscQueue {
   [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
   // Registers the caller as the producer/consumer now, so that the other side's waits can
   // tell when it dies even before its first push/pop.
-  void attach_producer() { attach_producer_(h_->control.producers, "SpscQueue producer"); }
-  void attach_consumer() { attach_consumer_(h_->control.consumers, "SpscQueue consumer"); }
+  void attach_producer() { begin_produce(); }
+  void attach_consumer() { begin_consume(); }
   // Elements in the queue now (a snapshot).
   [[nodiscard]] std::uint64_t size() const noexcept {
     return h_->head.load(std::memory_order_acquire) - h_->tail.load(std::memory_order_acquire);
@@ -204,6 +213,7 @@ class SpscQueue {
   SpscQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
     h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);
     bind();
+    init_cells();
   }
   explicit SpscQueue(detail::Region r) : region_(std::move(r)) {
     h_ = std::launder(reinterpret_cast<Header*>(region_.data()));
@@ -217,9 +227,35 @@ class SpscQueue {
   }
   void bind() noexcept {
     mask_ = h_->capacity - 1;
-    slots_ = reinterpret_cast<T*>(region_.data() + kSlotsOffset);
-    tail_cache_ = h_->tail.load(std::memory_order_acquire);
-    head_cache_ = h_->head.load(std::memory_order_acquire);
+    cells_ = reinterpret_cast<Cell*>(region_.data() + kSlotsOffset);
+  }
+  void init_cells() noexcept {
+    for (std::uint64_t i = 0; i <= mask_; ++i) {
+      ::new (static_cast<void*>(&cells_[i].seq)) std::atomic<std::uint64_t>(0);
+    }
+  }
+  // A handle inherited through fork (or opened anew) starts from the shared indices.
+  void begin_produce() {
+    if (attach_producer_(h_->control.producers, "SpscQueue producer")) [[unlikely]] {
+      head_ = h_->head.load(std::memory_order_acquire);
+      tail_cache_ = h_->tail.load(std::memory_order_acquire);
+    }
+  }
+  void begin_consume() {
+    if (attach_consumer_(h_->control.consumers, "SpscQueue consumer")) [[unlikely]] {
+      tail_ = h_->tail.load(std::memory_order_acquire);
+    }
+  }
+  void put(std::uint64_t pos, const T& v) noexcept {
+    Cell& c = cells_[pos & mask_];
+    std::memcpy(static_cast<void*>(&c.value), &v, sizeof(T));
+    c.seq.store(pos + 1, std::memory_order_release);  // pairs with acquire in take()
+  }
+  bool take(std::uint64_t pos, T& out) noexcept {
+    const Cell& c = cells_[pos & mask_];
+    if (c.seq.load(std::memory_order_acquire) != pos + 1) return false;
+    std::memcpy(static_cast<void*>(&out), &c.value, sizeof(T));
+    return true;
   }
   static std::uint64_t checked(std::uint64_t capacity) {
     detail::check_capacity(capacity, 1, kMaxCapacity, "SpscQueue capacity");
@@ -228,25 +264,14 @@ class SpscQueue {
   void wake(EventCount& ec) noexcept {
     if (h_->control.policy.sleep) ec.notify(1);
   }
-  void copy_in(std::uint64_t head, const T* src, std::size_t n) noexcept {
-    const std::size_t at = static_cast<std::size_t>(head & mask_);
-    const std::size_t first = std::min<std::size_t>(n, static_cast<std::size_t>(capacity()) - at);
-    std::memcpy(static_cast<void*>(slots_ + at), src, first * sizeof(T));
-    std::memcpy(static_cast<void*>(slots_), src + first, (n - first) * sizeof(T));
-  }
-  void copy_out(std::uint64_t tail, T* dst, std::size_t n) noexcept {
-    const std::size_t at = static_cast<std::size_t>(tail & mask_);
-    const std::size_t first = std::min<std::size_t>(n, static_cast<std::size_t>(capacity()) - at);
-    std::memcpy(static_cast<void*>(dst), slots_ + at, first * sizeof(T));
-    std::memcpy(static_cast<void*>(dst + first), slots_, (n - first) * sizeof(T));
-  }
 
   detail::Region region_;
   Header* h_ = nullptr;
-  T* slots_ = nullptr;
+  Cell* cells_ = nullptr;
   std::uint64_t mask_ = 0;
-  std::uint64_t tail_cache_ = 0;  // producer's copy of tail
-  std::uint64_t head_cache_ = 0;  // consumer's copy of head
+  std::uint64_t head_ = 0;        // producer: next position to fill
+  std::uint64_t tail_cache_ = 0;  // producer: the consumer's index as last read
+  std::uint64_t tail_ = 0;        // consumer: next position to take
   detail::AttachOnce attach_producer_;
   detail::AttachOnce attach_consumer_;
 };
