@@ -351,12 +351,20 @@ TEST_F(MpmcQueueTest, ProcessesThatOpenTheSegmentByNameShareTheQueue) {
   const std::string name = shm_name();
   auto seg = Segment::create(name, 1 << 20);
   auto q = MpmcQueue<Msg>::create(seg, "jobs", 32, WaitPolicy::block());
+  (void)seg.construct<Flag>("attached", 0u);
   auto producers = testing::spawn_n(2, [&name](int rank) {
     auto mine = Segment::open(name);
     auto jobs = MpmcQueue<Msg>::open(mine, "jobs");
     if (jobs.capacity() != 32) return 1;
-    for (std::uint64_t i = 0; i < 100; ++i)
+    // Both attach before either pushes: otherwise the first to finish could leave the
+    // consumer facing an empty queue whose every known producer has exited (peer_dead).
+    auto& attached = mine.find<Flag>("attached");
+    jobs.attach_producer();
+    attached.fetch_add(1, std::memory_order_acq_rel);
+    while (attached.load(std::memory_order_acquire) < 2) std::this_thread::yield();
+    for (std::uint64_t i = 0; i < 100; ++i) {
       jobs.push(msg(static_cast<std::uint64_t>(rank) * 100 + i));
+    }
     return 0;
   });
   std::vector<std::uint64_t> got;
