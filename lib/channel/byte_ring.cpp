@@ -8,9 +8,8 @@
 
 namespace ipckit {
 namespace {
-constexpr std::size_t kDataOffset =
-    (sizeof(detail::ByteRingHeader) + detail::kCacheLine - 1) / detail::kCacheLine *
-    detail::kCacheLine;
+constexpr std::size_t kDataOffset = (sizeof(detail::ByteRingHeader) + detail::kCacheLine - 1) /
+                                    detail::kCacheLine * detail::kCacheLine;
 
 std::uint64_t checked(std::uint64_t capacity) {
   detail::check_capacity(capacity, ByteRing::kMinCapacity, ByteRing::kMaxCapacity,
@@ -72,13 +71,13 @@ void ByteRing::bind() noexcept {
 }
 
 std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
-                                                           const Deadline& deadline) {
+                                                            const Deadline& deadline) {
   begin_produce();
   check_reservation(n);  // errors before any wait
   std::optional<std::span<std::byte>> out;
-  if (!detail::wait_side(h_->control, h_->control.writable, h_->control.consumers, deadline,
-                         "ByteRing::reserve", [&] { return (out = try_reserve(n)).has_value(); },
-                         true)) {
+  if (!detail::wait_side(
+          h_->control, h_->control.writable, h_->control.consumers, deadline, "ByteRing::reserve",
+          [&] { return (out = try_reserve(n)).has_value(); }, true)) {
     return std::nullopt;
   }
   return out;
@@ -166,9 +165,9 @@ void ByteRing::send_batch(std::span<const std::span<const std::byte>> msgs) {
 std::optional<std::span<const std::byte>> ByteRing::peek_until(const Deadline& deadline) {
   begin_consume();
   std::optional<std::span<const std::byte>> out;
-  if (!detail::wait_side(h_->control, h_->control.readable, h_->control.producers, deadline,
-                         "ByteRing::peek", [&] { return (out = try_peek()).has_value(); },
-                         false)) {
+  if (!detail::wait_side(
+          h_->control, h_->control.readable, h_->control.producers, deadline, "ByteRing::peek",
+          [&] { return (out = try_peek()).has_value(); }, false)) {
     return std::nullopt;
   }
   return out;
@@ -197,10 +196,10 @@ bool ByteRing::recv_until(std::vector<std::byte>& out, const Deadline& deadline)
 }
 
 void ByteRing::too_large(std::size_t n) const {
-  throw_error(errc::message_too_large,
-              "ByteRing: a message of " + std::to_string(n) + " bytes can never fit a ring of " +
-                  std::to_string(capacity()) + " bytes (at most " +
-                  std::to_string(max_message_) + ")");
+  throw_error(errc::message_too_large, "ByteRing: a message of " + std::to_string(n) +
+                                           " bytes can never fit a ring of " +
+                                           std::to_string(capacity()) + " bytes (at most " +
+                                           std::to_string(max_message_) + ")");
 }
 
 void ByteRing::reserve_twice() {

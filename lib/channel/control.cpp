@@ -97,9 +97,9 @@ void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max
   if ((capacity & (capacity - 1)) != 0) {
     std::uint64_t next = 1;
     while (next < capacity && next < max) next <<= 1;
-    throw_error(errc::invalid_argument, std::string(what) + " " + std::to_string(capacity) +
-                                            " is not a power of two (next: " +
-                                            std::to_string(next) + ")");
+    throw_error(errc::invalid_argument,
+                std::string(what) + " " + std::to_string(capacity) +
+                    " is not a power of two (next: " + std::to_string(next) + ")");
   }
   if (capacity < min || capacity > max) {
     throw_error(errc::invalid_argument, std::string(what) + " " + std::to_string(capacity) +
@@ -117,8 +117,7 @@ void throw_closed(const char* what) {
 }
 
 void throw_peer_dead(const char* what) {
-  throw_error(errc::peer_dead,
-              std::string(what) + ": every process on the other side has exited");
+  throw_error(errc::peer_dead, std::string(what) + ": every process on the other side has exited");
 }
 
 }  // namespace ipckit::detail

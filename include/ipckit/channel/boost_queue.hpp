@@ -78,15 +78,17 @@ class BoostQueue {
   // False when full; throws Error(errc::closed) after close().
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(s_->control.producers, kName);
-    if (s_->control.is_closed()) [[unlikely]] throw_closed(kName);
+    if (s_->control.is_closed()) [[unlikely]]
+      throw_closed(kName);
     if (!s_->queue.push(v)) return false;
     wake(s_->control.readable);
     return true;
   }
   void push(const T& v) { (void)push_until(v, Deadline::never()); }
   [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return wait_side(s_->control, s_->control.writable, s_->control.consumers, deadline, kName,
-                     [&] { return try_push(v); }, true);
+    return wait_side(
+        s_->control, s_->control.writable, s_->control.consumers, deadline, kName,
+        [&] { return try_push(v); }, true);
   }
   template <class Rep, class Period>
   [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -110,8 +112,9 @@ class BoostQueue {
     return v;
   }
   [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return wait_side(s_->control, s_->control.readable, s_->control.producers, deadline, kName,
-                     [&] { return try_pop(out); }, false);
+    return wait_side(
+        s_->control, s_->control.readable, s_->control.producers, deadline, kName,
+        [&] { return try_pop(out); }, false);
   }
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {

@@ -59,8 +59,8 @@ static_assert(std::is_standard_layout_v<ByteRingHeader>);
 // kind in the high half (little-endian: {uint32 size, uint32 kind} in memory). Zero: no
 // record here yet.
 struct RecordHeader {
-  std::uint32_t size;  // payload bytes (data records)
-  std::uint32_t kind;  // kData or kPadding
+  std::uint32_t size;                                    // payload bytes (data records)
+  std::uint32_t kind;                                    // kData or kPadding
   static constexpr std::uint32_t kData = 0x44415441;     // "DATA"
   static constexpr std::uint32_t kPadding = 0x50414444;  // "PADD": skip to the ring's start
 
@@ -94,7 +94,8 @@ class ByteRing {
   // before fork.
   explicit ByteRing(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid());
   // On `seg`'s heap, unnamed (anonymous segments shared by fork).
-  static ByteRing in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid());
+  static ByteRing in(Segment& seg, std::uint64_t capacity,
+                     WaitPolicy policy = WaitPolicy::hybrid());
   // Under `name` in `seg`, for unrelated processes; open() finds it (errc::not_found,
   // errc::bad_layout when the bytes there are not a ByteRing).
   static ByteRing create(Segment& seg, std::string_view name, std::uint64_t capacity,
@@ -116,7 +117,8 @@ class ByteRing {
   [[nodiscard]] std::optional<std::span<std::byte>> try_reserve(std::size_t n) {
     begin_produce();
     check_reservation(n);
-    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("ByteRing::reserve");
+    if (h_->control.is_closed()) [[unlikely]]
+      detail::throw_closed("ByteRing::reserve");
     const std::uint64_t record = kRecordHeader + round8(n);
     const std::uint64_t at = whead_ & mask_;
     const std::uint64_t skip = record <= capacity() - at ? 0 : capacity() - at;
@@ -134,7 +136,7 @@ class ByteRing {
   // and what try_reserve() throws.
   std::span<std::byte> reserve(std::size_t n) { return *reserve_until(n, Deadline::never()); }
   [[nodiscard]] std::optional<std::span<std::byte>> reserve_until(std::size_t n,
-                                                                 const Deadline& deadline);
+                                                                  const Deadline& deadline);
   // Publishes the reserved message with its first `used` bytes (default: all of them).
   // Throws Error(errc::invalid_argument) without a reservation or when used > reserved.
   void commit() { commit(reserved_); }
@@ -167,7 +169,8 @@ class ByteRing {
     if (peeked_) return current();
     for (;;) {
       const std::uint64_t at = rpos_ & mask_;
-      const std::uint64_t word = header_at(at).load(std::memory_order_acquire);  // pairs with stage()
+      const std::uint64_t word =
+          header_at(at).load(std::memory_order_acquire);  // pairs with stage()
       if (word == 0) return std::nullopt;
       const detail::RecordHeader rh = detail::RecordHeader::unpack(word);
       if (rh.kind == detail::RecordHeader::kPadding) {
@@ -240,7 +243,9 @@ class ByteRing {
   ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Region r);
   explicit ByteRing(detail::Region r);
   void bind() noexcept;
-  static constexpr std::uint64_t round8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+  static constexpr std::uint64_t round8(std::uint64_t n) noexcept {
+    return (n + 7) & ~std::uint64_t{7};
+  }
   void begin_produce() {
     if (attach_producer_(h_->control.producers, "ByteRing producer")) [[unlikely]] {
       whead_ = h_->head.load(std::memory_order_acquire);
@@ -259,14 +264,17 @@ class ByteRing {
     return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(data_ + offset));
   }
   void check_reservation(std::size_t n) const {
-    if (n > max_message_) [[unlikely]] too_large(n);
-    if (reserved_ != kNone) [[unlikely]] reserve_twice();
+    if (n > max_message_) [[unlikely]]
+      too_large(n);
+    if (reserved_ != kNone) [[unlikely]]
+      reserve_twice();
   }
   std::span<const std::byte> current() const noexcept {
     return {data_ + (rpos_ & mask_) + kRecordHeader, peek_size_};
   }
   void advance() {
-    if (!peeked_) [[unlikely]] release_without_peek();
+    if (!peeked_) [[unlikely]]
+      release_without_peek();
     rpos_ += kRecordHeader + round8(peek_size_);
     peeked_ = false;
   }

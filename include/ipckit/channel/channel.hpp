@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string_view>
@@ -67,7 +68,7 @@ class Channel {
     if (options.transport == Transport::shm) {
       ring_.emplace(options.capacity, policy_for(options.mode));
     } else {
-      pipe_.emplace(PipeChannel::Options{options.max_message});
+      pipe_ = std::make_unique<PipeChannel>(PipeChannel::Options{options.max_message});
     }
   }
   // A shm channel stored under `name` in `seg` for unrelated processes, and its lookup.
@@ -88,7 +89,9 @@ class Channel {
   // errc::peer_dead.
   void send(const T& v) { (void)send_until(v, Deadline::never()); }
   // False when there is no room now (nothing sent). Throws as send() does.
-  [[nodiscard]] bool try_send(const T& v) { return send_until(v, Deadline::after(std::chrono::seconds(0))); }
+  [[nodiscard]] bool try_send(const T& v) {
+    return send_until(v, Deadline::after(std::chrono::seconds(0)));
+  }
   template <class Rep, class Period>
   [[nodiscard]] bool send_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
     return send_until(v, Deadline::after(timeout));
@@ -162,14 +165,14 @@ class Channel {
   }
   // The transports underneath, for batching and zero-copy use (empty for the other kind).
   [[nodiscard]] ByteRing* ring() noexcept { return ring_ ? &*ring_ : nullptr; }
-  [[nodiscard]] PipeChannel* pipe() noexcept { return pipe_ ? &*pipe_ : nullptr; }
+  [[nodiscard]] PipeChannel* pipe() noexcept { return pipe_.get(); }
 
  private:
   explicit Channel(ByteRing ring) : ring_(std::move(ring)) {}
 
   ChannelOptions options_;
   std::optional<ByteRing> ring_;
-  std::optional<PipeChannel> pipe_;
+  std::unique_ptr<PipeChannel> pipe_;  // (not an optional: GCC 12 warns falsely about one)
   std::vector<std::byte> scratch_;
 };
 

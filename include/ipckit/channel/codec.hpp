@@ -80,7 +80,7 @@ class CodecInputArchive
 
 template <class T>
 std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar,
-                                                                     const T& t) {
+                                                                    const T& t) {
   ar.save_bytes(&t, sizeof t);
 }
 template <class T>
@@ -154,8 +154,8 @@ template <class T>
 inline constexpr bool is_raw_range_v = detail::is_raw_range<T>::value;
 template <class T>
 inline constexpr bool is_serializable_v =
-    cereal::traits::is_output_serializable<T, detail::CodecOutputArchive>::value &&
-    cereal::traits::is_input_serializable<T, detail::CodecInputArchive>::value;
+    cereal::traits::is_output_serializable<T, detail::CodecOutputArchive>::value&&
+        cereal::traits::is_input_serializable<T, detail::CodecInputArchive>::value;
 // True when a T can cross a channel at all.
 template <class T>
 inline constexpr bool is_encodable_v =
@@ -242,7 +242,8 @@ void decode_into(std::span<const std::byte> in, T& out) {
 }
 template <class T>
 T decode(std::span<const std::byte> in) {
-  static_assert(std::is_default_constructible_v<T>, "ipckit::codec::decode needs a default-constructible T");
+  static_assert(std::is_default_constructible_v<T>,
+                "ipckit::codec::decode needs a default-constructible T");
   T out{};
   decode_into(in, out);
   return out;

@@ -77,14 +77,16 @@ class MpmcQueue {
   explicit MpmcQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
       : MpmcQueue(capacity, policy,
                   [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
-  static MpmcQueue in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid()) {
+  static MpmcQueue in(Segment& seg, std::uint64_t capacity,
+                      WaitPolicy policy = WaitPolicy::hybrid()) {
     return MpmcQueue(capacity, policy,
                      [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
   }
   static MpmcQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid()) {
-    return MpmcQueue(capacity, policy,
-                     [&] { return detail::Region::create(seg, name, bytes_for(checked(capacity))); });
+    return MpmcQueue(capacity, policy, [&] {
+      return detail::Region::create(seg, name, bytes_for(checked(capacity)));
+    });
   }
   // Throws errc::not_found, or errc::bad_layout when the bytes are not an MpmcQueue of T.
   static MpmcQueue open(Segment& seg, std::string_view name) {
@@ -101,7 +103,8 @@ class MpmcQueue {
   // after close() (nothing pushed).
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(h_->control.producers, "MpmcQueue producer");
-    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("MpmcQueue::try_push");
+    if (h_->control.is_closed()) [[unlikely]]
+      detail::throw_closed("MpmcQueue::try_push");
     std::uint64_t pos = h_->enqueue.load(std::memory_order_relaxed);
     for (;;) {
       Cell& c = cells_[pos & mask_];
@@ -123,8 +126,9 @@ class MpmcQueue {
   }
   void push(const T& v) { (void)push_until(v, Deadline::never()); }
   [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return detail::wait_side(h_->control, h_->control.writable, h_->control.consumers, deadline, "MpmcQueue::push",
-                     [&] { return try_push(v); }, true);
+    return detail::wait_side(
+        h_->control, h_->control.writable, h_->control.consumers, deadline, "MpmcQueue::push",
+        [&] { return try_push(v); }, true);
   }
   template <class Rep, class Period>
   [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -164,8 +168,9 @@ class MpmcQueue {
     return v;
   }
   [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return detail::wait_side(h_->control, h_->control.readable, h_->control.producers, deadline, "MpmcQueue::pop",
-                     [&] { return try_pop(out); }, false);
+    return detail::wait_side(
+        h_->control, h_->control.readable, h_->control.producers, deadline, "MpmcQueue::pop",
+        [&] { return try_pop(out); }, false);
   }
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {

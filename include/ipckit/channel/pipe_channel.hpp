@@ -84,8 +84,8 @@ class PipeChannel {
   void become_receiver();
   // Writes all of `iov` (header + payload) by the deadline; false if nothing was written
   // when it passed. `started` frames are always finished.
-  bool write_frame(std::uint32_t kind, std::span<const std::byte> payload,
-                   const Deadline& deadline, bool may_give_up);
+  bool write_frame(std::uint32_t kind, std::span<const std::byte> payload, const Deadline& deadline,
+                   bool may_give_up);
   // Makes `n` buffered bytes available; false on timeout before anything of a new frame.
   bool fill(std::size_t n, const Deadline& deadline, bool frame_started);
   [[noreturn]] void fail_frame(const char* why);

@@ -10,7 +10,8 @@
 //
 //   ipckit::SpscQueue<Msg> q(1024);        // own shared mapping; fork, then push / pop
 //   auto seg = ipckit::Segment::create(name, 1 << 20);
-//   auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);   // elsewhere: ::open(seg, "jobs")
+//   auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);   // elsewhere: ::open(seg,
+//   "jobs")
 #pragma once
 
 #include <algorithm>
@@ -84,7 +85,8 @@ class SpscQueue {
       : SpscQueue(capacity, policy,
                   [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
   // A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
-  static SpscQueue in(Segment& seg, std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid()) {
+  static SpscQueue in(Segment& seg, std::uint64_t capacity,
+                      WaitPolicy policy = WaitPolicy::hybrid()) {
     return SpscQueue(capacity, policy,
                      [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
   }
@@ -92,8 +94,9 @@ class SpscQueue {
   // Segment::construct_bytes does (errc::already_exists, ...).
   static SpscQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid()) {
-    return SpscQueue(capacity, policy,
-                     [&] { return detail::Region::create(seg, name, bytes_for(checked(capacity))); });
+    return SpscQueue(capacity, policy, [&] {
+      return detail::Region::create(seg, name, bytes_for(checked(capacity)));
+    });
   }
   // The queue create() made under `name`. Throws errc::not_found, or errc::bad_layout when
   // the bytes there are not an SpscQueue of this T.
@@ -111,7 +114,8 @@ class SpscQueue {
   // Error(errc::closed) after close() (nothing pushed).
   [[nodiscard]] bool try_push(const T& v) {
     begin_produce();
-    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("SpscQueue::try_push");
+    if (h_->control.is_closed()) [[unlikely]]
+      detail::throw_closed("SpscQueue::try_push");
     if (head_ - tail_cache_ > mask_) {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);  // pairs with release in pop
       if (head_ - tail_cache_ > mask_) return false;
@@ -125,7 +129,8 @@ class SpscQueue {
   // Pushes as many leading elements of `vs` as fit, with one wake-up; returns how many.
   std::size_t try_push_n(std::span<const T> vs) {
     begin_produce();
-    if (h_->control.is_closed()) [[unlikely]] detail::throw_closed("SpscQueue::try_push_n");
+    if (h_->control.is_closed()) [[unlikely]]
+      detail::throw_closed("SpscQueue::try_push_n");
     std::uint64_t room = capacity() - (head_ - tail_cache_);
     if (room < vs.size()) {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
@@ -144,8 +149,9 @@ class SpscQueue {
   void push(const T& v) { (void)push_until(v, Deadline::never()); }
   // As push(); returns false, having pushed nothing, when the deadline passes first.
   [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return detail::wait_side(h_->control, h_->control.writable, h_->control.consumers, deadline, "SpscQueue::push",
-                     [&] { return try_push(v); }, /*fail_if_closed=*/true);
+    return detail::wait_side(
+        h_->control, h_->control.writable, h_->control.consumers, deadline, "SpscQueue::push",
+        [&] { return try_push(v); }, /*fail_if_closed=*/true);
   }
   template <class Rep, class Period>
   [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
@@ -186,8 +192,9 @@ class SpscQueue {
     return v;
   }
   [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return detail::wait_side(h_->control, h_->control.readable, h_->control.producers, deadline, "SpscQueue::pop",
-                     [&] { return try_pop(out); }, /*fail_if_closed=*/false);
+    return detail::wait_side(
+        h_->control, h_->control.readable, h_->control.producers, deadline, "SpscQueue::pop",
+        [&] { return try_pop(out); }, /*fail_if_closed=*/false);
   }
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {

@@ -100,8 +100,7 @@ class Region {
 
 // Rejects capacities that are zero, not a power of two or above `max`, naming `what`
 // ("SpscQueue capacity") in the message. Throws Error(errc::invalid_argument).
-void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max,
-                    const char* what);
+void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max, const char* what);
 // Throws Error(errc::bad_layout) when a layout found in shared memory is not what `what`
 // expects (magic, version, element size).
 [[noreturn]] void throw_bad_layout(const char* what, std::string_view detail);
@@ -115,8 +114,7 @@ void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max
 // still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
 template <class Attempt>
 bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
-               const Deadline& deadline, const char* what, Attempt&& attempt,
-               bool fail_if_closed) {
+               const Deadline& deadline, const char* what, Attempt&& attempt, bool fail_if_closed) {
   if (fail_if_closed && ctl.is_closed()) throw_closed(what);
   if (attempt()) return true;
   bool done = false;
@@ -137,7 +135,8 @@ class AttachOnce {
  public:
   bool operator()(PeerTable& table, const char* who) {
     const pid_t me = current_pid();
-    if (me == attached_) [[likely]] return false;
+    if (me == attached_) [[likely]]
+      return false;
     table.attach(me, who);
     attached_ = me;
     return true;
