@@ -1,7 +1,8 @@
 // Figures for the channel layer beside its anchors, all between two processes (parent pinned
 // to CPU 0, a forked partner pinned to CPU 1) and all in this one binary:
 //  - BM_RTT/<transport>/<mode>/<bytes>: round trips; every round is timed with the TSC and
-//    the counters carry median, p99, p99.9 and max of that repetition.
+//    the counters carry median, p99, p99.9 and max of that repetition, and the spin and
+//    futex floors timed with the same partner in slices between its rounds.
 //  - BM_Throughput/<transport>/<mode>/<bytes>: one way, the parent produces and the child
 //    consumes; the clock stops when the child has consumed the last message.
 //  - BM_IdleCPU/<transport>/<mode>: CPU a receiver burns blocked 0.5 s on an empty channel.
@@ -13,9 +14,9 @@
 // it (Process kills it if the parent throws), and the message queues are unlinked as soon as
 // both ends exist, so a run leaves no process and nothing in /dev/shm.
 #include <benchmark/benchmark.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
-#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <span>
 #include <stdexcept>
@@ -167,8 +169,7 @@ std::unique_ptr<bip::message_queue> anonymous_message_queue(std::size_t max_msgs
   const std::string name =
       "ipckit-bench-mq-" + std::to_string(::getpid()) + "-" + std::to_string(++serial);
   bip::message_queue::remove(name.c_str());
-  auto q = std::make_unique<bip::message_queue>(bip::create_only, name.c_str(), max_msgs,
-                                                msg_size);
+  auto q = std::make_unique<bip::message_queue>(bip::create_only, name.c_str(), max_msgs, msg_size);
   bip::message_queue::remove(name.c_str());
   return q;
 }
@@ -217,10 +218,13 @@ void stop_when_a_partner_fails() {
 
 // ---- harnesses ---------------------------------------------------------------------------
 
-// The floors again, inside every round-trip benchmark, just before and just after its timed
-// rounds and with the same partner: on this VM the cost of moving a line between the two
-// vCPUs changes by several times over a run (the host moves them), so each figure is set
-// beside the floors measured at the same moment (counters x_floor_spin, x_floor_futex).
+// The floors again, inside every round-trip benchmark, with the same partner, in short
+// slices between tenths of its timed rounds (and before and after them). On this VM both
+// floors move during a run: the host moves the vCPUs (a line round trip is ~70 ns or
+// ~350 ns), and the guest's haltpoll cpuidle governor learns to poll after a series of
+// short sleeps (a futex round trip is then ~0.4 us instead of ~30-60 us, the cost of the
+// host waking a halted vCPU). Slices spread over the benchmark sample the same states as
+// its own rounds; counters x_floor_spin and x_floor_futex set the figure beside them.
 struct Floors {
   alignas(kLine) std::atomic<std::uint64_t> line{0};
   alignas(kLine) std::atomic<std::uint32_t> ping{0};
@@ -229,12 +233,13 @@ struct Floors {
 
 class FloorProbe {
  public:
-  static constexpr int kSpinRounds = 5000;
-  static constexpr int kFutexRounds = 200;
+  static constexpr int kSlices = 10;  // the timed rounds are cut into this many parts
+  static constexpr int kSpinRounds = 500;
+  static constexpr int kFutexRounds = 20;
 
   explicit FloorProbe(Floors& f) noexcept : f_(f) {}
 
-  // Parent: times the rounds, appending TSC samples.
+  // Parent: times one slice of rounds, appending TSC samples.
   void measure(std::vector<std::uint64_t>& spin, std::vector<std::uint64_t>& futex) {
     std::uint64_t prev = bench::ticks();
     for (int k = 0; k < kSpinRounds; ++k) {
@@ -250,13 +255,15 @@ class FloorProbe {
       ++word_;
       f_.ping.store(word_, std::memory_order_release);
       ipckit::futex_wake(f_.ping, 1);
-      while (f_.pong.load(std::memory_order_acquire) != word_) ipckit::futex_wait(f_.pong, word_ - 1);
+      while (f_.pong.load(std::memory_order_acquire) != word_) {
+        ipckit::futex_wait(f_.pong, word_ - 1);
+      }
       const std::uint64_t now = bench::ticks();
       futex.push_back(now - prev);
       prev = now;
     }
   }
-  // Partner: answers the same rounds.
+  // Partner: answers one slice.
   void answer() {
     for (int k = 0; k < kSpinRounds; ++k) {
       ++line_;
@@ -265,7 +272,9 @@ class FloorProbe {
     }
     for (int k = 0; k < kFutexRounds; ++k) {
       ++word_;
-      while (f_.ping.load(std::memory_order_acquire) != word_) ipckit::futex_wait(f_.ping, word_ - 1);
+      while (f_.ping.load(std::memory_order_acquire) != word_) {
+        ipckit::futex_wait(f_.ping, word_ - 1);
+      }
       f_.pong.store(word_, std::memory_order_release);
       ipckit::futex_wake(f_.pong, 1);
     }
@@ -277,36 +286,46 @@ class FloorProbe {
   std::uint32_t word_ = 0;
 };
 
-// Round trips. The child runs echo(total) and answers exactly total = warm + iterations
-// messages; the parent first runs warm rounds (warm(k): fills buffers and faults pages in),
-// then times each of state.max_iterations calls of round(i) with the TSC. Both floors are
-// measured with the same partner before and after.
+// Round trips. The child answers exactly warm + iterations messages through echo(count),
+// called once per slice; the parent first runs warm rounds (warm(k): fills buffers and
+// faults pages in), then times each of state.max_iterations calls of round(i) with the TSC.
+// Floor slices run before, between tenths, and after (outside the clock).
 template <class Echo, class Warm, class Round>
 void rtt(benchmark::State& state, const Point& pt, IterationCount warm_rounds, Echo&& echo,
          Warm&& warm, Round&& round) {
   const IterationCount n = state.max_iterations;
+  const IterationCount slice = (n + FloorProbe::kSlices - 1) / FloorProbe::kSlices;
   std::vector<std::uint64_t> samples(static_cast<std::size_t>(n));
   std::vector<std::uint64_t> spin_floor, futex_floor;
-  spin_floor.reserve(2 * FloorProbe::kSpinRounds);
-  futex_floor.reserve(2 * FloorProbe::kFutexRounds);
+  spin_floor.reserve((FloorProbe::kSlices + 1) * FloorProbe::kSpinRounds);
+  futex_floor.reserve((FloorProbe::kSlices + 1) * FloorProbe::kFutexRounds);
   SharedMemory mem(sizeof(Floors));
   FloorProbe probe(mem.make<Floors>(0));
   bench::pin(0);
   auto child = Process::spawn([&] {
     bench::pin(1);
     probe.answer();
-    echo(warm_rounds + n);
-    probe.answer();
+    echo(warm_rounds);
+    for (IterationCount done = 0; done < n; done += slice) {
+      echo(std::min(slice, n - done));
+      probe.answer();
+    }
   });
   probe.measure(spin_floor, futex_floor);
   for (IterationCount k = 0; k < warm_rounds; ++k) warm(k);
-  std::size_t i = 0;
+  IterationCount i = 0;
   std::uint64_t prev = bench::ticks();
   for (auto _ : state) {
-    round(static_cast<IterationCount>(i));
+    round(i);
     const std::uint64_t now = bench::ticks();
-    samples[i++] = now - prev;
+    samples[static_cast<std::size_t>(i++)] = now - prev;
     prev = now;
+    if (i % slice == 0 && i < n) {
+      state.PauseTiming();
+      probe.measure(spin_floor, futex_floor);
+      state.ResumeTiming();
+      prev = bench::ticks();
+    }
   }
   probe.measure(spin_floor, futex_floor);  // the loop has stopped the clock
   check_child(state, child);
@@ -354,8 +373,8 @@ void throughput(benchmark::State& state, const Point& pt, std::size_t msgs_per_i
   bench::unpin();
   const double msgs = static_cast<double>(n) * static_cast<double>(msgs_per_iter);
   state.counters["msgs_per_s"] = benchmark::Counter(msgs, benchmark::Counter::kIsRate);
-  state.counters["gb_per_s"] = benchmark::Counter(msgs * static_cast<double>(pt.bytes) / 1e9,
-                                                  benchmark::Counter::kIsRate);
+  state.counters["gb_per_s"] =
+      benchmark::Counter(msgs * static_cast<double>(pt.bytes) / 1e9, benchmark::Counter::kIsRate);
   state.SetBytesProcessed(static_cast<std::int64_t>(msgs * static_cast<double>(pt.bytes)));
   state.SetLabel(label_of(pt));
 }
@@ -374,10 +393,11 @@ void rtt_floor_spin_line(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
-        for (std::uint64_t i = 1; i <= static_cast<std::uint64_t>(total); ++i) {
-          while (line.load(std::memory_order_acquire) != 2 * i - 1) ipckit::cpu_relax();
-          line.store(2 * i, std::memory_order_release);
+      [&](IterationCount count) {  // in the child: `seq` is the child's own copy
+        for (IterationCount k = 0; k < count; ++k) {
+          ++seq;
+          while (line.load(std::memory_order_acquire) != 2 * seq - 1) ipckit::cpu_relax();
+          line.store(2 * seq, std::memory_order_release);
         }
       },
       round, round);
@@ -415,7 +435,7 @@ void rtt_floor_payload(benchmark::State& state, const Point& pt, bool sleep) {
     word.store(v, std::memory_order_release);
     if (sleep) ipckit::futex_wake(word, 1);
   };
-  const auto slot = [&](std::uint32_t seq) { return (seq % slots) * stride; };
+  const auto slot = [&](std::uint32_t k) { return (k % slots) * stride; };
   std::uint32_t seq = 0;
   const auto round = [&](IterationCount i) {
     ++seq;
@@ -426,11 +446,12 @@ void rtt_floor_payload(benchmark::State& state, const Point& pt, bool sleep) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
-        for (std::uint32_t i = 1; i <= static_cast<std::uint32_t>(total); ++i) {
-          wait_for(sh.ping, i);
-          if (!inline_payload) std::memcpy(rep + slot(i), req + slot(i), n);
-          raise(sh.pong, i);
+      [&](IterationCount count) {  // in the child: `seq` is the child's own copy
+        for (IterationCount k = 0; k < count; ++k) {
+          ++seq;
+          wait_for(sh.ping, seq);
+          if (!inline_payload) std::memcpy(rep + slot(seq), req + slot(seq), n);
+          raise(sh.pong, seq);
         }
       },
       round, round);
@@ -452,8 +473,8 @@ void rtt_spsc(benchmark::State& state, const Point& pt, WaitPolicy policy) {
   };
   rtt(
       state, pt, static_cast<IterationCount>(cap + 100),
-      [&](IterationCount total) {
-        for (IterationCount k = 0; k < total; ++k) rep.push(req.pop());
+      [&](IterationCount count) {
+        for (IterationCount k = 0; k < count; ++k) rep.push(req.pop());
       },
       round, round);
 }
@@ -471,9 +492,9 @@ void rtt_byte_ring_copy(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
+      [&](IterationCount count) {
         Bytes m;
-        for (IterationCount k = 0; k < total; ++k) {
+        for (IterationCount k = 0; k < count; ++k) {
           (void)req.recv_until(m, kNever);
           rep.send(m);
         }
@@ -504,8 +525,8 @@ void rtt_byte_ring_zc(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
-        for (IterationCount k = 0; k < total; ++k) {
+      [&](IterationCount count) {
+        for (IterationCount k = 0; k < count; ++k) {
           const auto in = req.peek();
           auto out = rep.reserve(in.size());
           std::memcpy(out.data(), in.data(), in.size());
@@ -530,9 +551,9 @@ void rtt_channel(benchmark::State& state, const Point& pt, ChannelOptions opt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
+      [&](IterationCount count) {
         Bytes m;
-        for (IterationCount k = 0; k < total; ++k) {
+        for (IterationCount k = 0; k < count; ++k) {
           (void)req.recv_until(m, kNever);
           rep.send(m);
         }
@@ -560,9 +581,9 @@ void rtt_pipe_channel(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
+      [&](IterationCount count) {
         Bytes m;
-        for (IterationCount k = 0; k < total; ++k) {
+        for (IterationCount k = 0; k < count; ++k) {
           (void)req.recv_until(m, kNever);
           rep.send(m);
         }
@@ -585,9 +606,9 @@ void rtt_fds(benchmark::State& state, const Point& pt, int out, int in, int chil
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
+      [&](IterationCount count) {
         Bytes m(n);
-        for (IterationCount k = 0; k < total; ++k) {
+        for (IterationCount k = 0; k < count; ++k) {
           read_all(child_in, m.data(), n);
           write_all(child_out, m.data(), n);
         }
@@ -621,9 +642,9 @@ void rtt_boost_mq(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1000,
-      [&](IterationCount total) {
+      [&](IterationCount count) {
         Bytes m(n);
-        for (IterationCount k = 0; k < total; ++k) {
+        for (IterationCount k = 0; k < count; ++k) {
           bip::message_queue::size_type got;
           unsigned prio;
           req->receive(m.data(), n, got, prio);
@@ -651,8 +672,8 @@ void rtt_boost_spsc(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 1100,
-      [&](IterationCount total) {
-        for (IterationCount k = 0; k < total; ++k) {
+      [&](IterationCount count) {
+        for (IterationCount k = 0; k < count; ++k) {
           M m;
           while (!req.pop(m)) ipckit::cpu_relax();
           while (!rep.push(m)) ipckit::cpu_relax();
@@ -677,8 +698,8 @@ void zero_copy_latency(benchmark::State& state, const Point& pt) {
   };
   rtt(
       state, pt, 8,
-      [&](IterationCount total) {
-        for (IterationCount k = 0; k < total; ++k) {
+      [&](IterationCount count) {
+        for (IterationCount k = 0; k < count; ++k) {
           const auto in = req.peek();
           auto out = rep.reserve(64);
           std::memcpy(out.data(), in.data(), 64);
@@ -729,7 +750,8 @@ void tput_spsc_batch(benchmark::State& state, const Point& pt) {
       [&, out = std::array<M, kBatch>{}](IterationCount i) mutable {
         for (auto& m : out) m.b[0] = static_cast<std::byte>(i);
         for (std::size_t sent = 0; sent < kBatch;) {
-          const std::size_t put = q.try_push_n(std::span<const M>(out.data() + sent, kBatch - sent));
+          const std::size_t put =
+              q.try_push_n(std::span<const M>(out.data() + sent, kBatch - sent));
           if (put == 0) ipckit::cpu_relax();
           sent += put;
         }
@@ -778,7 +800,9 @@ void tput_boost_spsc(benchmark::State& state, const Point& pt) {
 
 // A ring big enough for the message (at most half the ring) and at least 1 MiB, the Channel
 // default; warm-up messages go round it once so that every page is faulted in before timing.
-std::uint64_t ring_capacity(std::size_t n) { return std::max<std::uint64_t>(kMiB, std::bit_ceil(2 * n + 16)); }
+std::uint64_t ring_capacity(std::size_t n) {
+  return std::max<std::uint64_t>(kMiB, std::bit_ceil(2 * n + 16));
+}
 IterationCount ring_warm(std::size_t n) {
   return static_cast<IterationCount>(ring_capacity(n) / (8 + (n + 7) / 8 * 8) + 4);
 }
@@ -918,9 +942,9 @@ void mem_bandwidth(benchmark::State& state, const Point& pt) {
     benchmark::ClobberMemory();
     at = (at + n) % (4 * n);
   }
-  state.counters["gb_per_s"] = benchmark::Counter(
-      static_cast<double>(state.iterations()) * static_cast<double>(n) / 1e9,
-      benchmark::Counter::kIsRate);
+  state.counters["gb_per_s"] =
+      benchmark::Counter(static_cast<double>(state.iterations()) * static_cast<double>(n) / 1e9,
+                         benchmark::Counter::kIsRate);
   state.counters["msgs_per_s"] =
       benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * n));
@@ -933,8 +957,7 @@ template <class F>
 benchmark::internal::Benchmark* add(const std::string& kind, Point pt, F fn) {
   const std::string name = kind + "/" + pt.transport + (pt.mode.empty() ? "" : "/" + pt.mode) +
                            "/" + std::to_string(pt.bytes);
-  return benchmark::RegisterBenchmark(name.c_str(),
-                                      [pt, fn](benchmark::State& s) { fn(s, pt); })
+  return benchmark::RegisterBenchmark(name.c_str(), [pt, fn](benchmark::State& s) { fn(s, pt); })
       ->UseRealTime();
 }
 
@@ -948,29 +971,29 @@ void register_rtt() {
     if (n == 8) {
       add("BM_RTT", {"floor_spin", "spin", n}, rtt_floor_spin_line)->Iterations(spin_rounds(n));
     } else {
-      add("BM_RTT", {"floor_spin", "spin", n},
-          [](benchmark::State& s, const Point& p) { rtt_floor_payload(s, p, false); })
-          ->Iterations(spin_rounds(n));
+      add("BM_RTT", {"floor_spin", "spin", n}, [](benchmark::State& s, const Point& p) {
+        rtt_floor_payload(s, p, false);
+      })->Iterations(spin_rounds(n));
     }
-    add("BM_RTT", {"floor_futex", "block", n},
-        [](benchmark::State& s, const Point& p) { rtt_floor_payload(s, p, true); })
-        ->Iterations(kernel_rounds(n));
+    add("BM_RTT", {"floor_futex", "block", n}, [](benchmark::State& s, const Point& p) {
+      rtt_floor_payload(s, p, true);
+    })->Iterations(kernel_rounds(n));
   }
-  add("BM_RTT", {"spsc_queue", "spin", 8},
-      [](benchmark::State& s, const Point& p) { rtt_spsc<8>(s, p, WaitPolicy::spin_only()); })
-      ->Iterations(spin_rounds(8));
-  add("BM_RTT", {"spsc_queue", "hybrid", 8},
-      [](benchmark::State& s, const Point& p) { rtt_spsc<8>(s, p, WaitPolicy::hybrid()); })
-      ->Iterations(spin_rounds(8));
-  add("BM_RTT", {"spsc_queue", "block", 8},
-      [](benchmark::State& s, const Point& p) { rtt_spsc<8>(s, p, WaitPolicy::block()); })
-      ->Iterations(kernel_rounds(8));
-  add("BM_RTT", {"spsc_queue", "spin", 64},
-      [](benchmark::State& s, const Point& p) { rtt_spsc<64>(s, p, WaitPolicy::spin_only()); })
-      ->Iterations(spin_rounds(64));
-  add("BM_RTT", {"spsc_queue", "spin", kKiB},
-      [](benchmark::State& s, const Point& p) { rtt_spsc<kKiB>(s, p, WaitPolicy::spin_only()); })
-      ->Iterations(spin_rounds(kKiB));
+  add("BM_RTT", {"spsc_queue", "spin", 8}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<8>(s, p, WaitPolicy::spin_only());
+  })->Iterations(spin_rounds(8));
+  add("BM_RTT", {"spsc_queue", "hybrid", 8}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<8>(s, p, WaitPolicy::hybrid());
+  })->Iterations(spin_rounds(8));
+  add("BM_RTT", {"spsc_queue", "block", 8}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<8>(s, p, WaitPolicy::block());
+  })->Iterations(kernel_rounds(8));
+  add("BM_RTT", {"spsc_queue", "spin", 64}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<64>(s, p, WaitPolicy::spin_only());
+  })->Iterations(spin_rounds(64));
+  add("BM_RTT", {"spsc_queue", "spin", kKiB}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<kKiB>(s, p, WaitPolicy::spin_only());
+  })->Iterations(spin_rounds(kKiB));
   add("BM_RTT", {"boost_spsc", "spin", 8}, rtt_boost_spsc<8>)->Iterations(spin_rounds(8));
   add("BM_RTT", {"boost_spsc", "spin", 64}, rtt_boost_spsc<64>)->Iterations(spin_rounds(64));
   add("BM_RTT", {"boost_spsc", "spin", kKiB}, rtt_boost_spsc<kKiB>)->Iterations(spin_rounds(kKiB));
@@ -980,17 +1003,13 @@ void register_rtt() {
     add("BM_RTT", {"byte_ring_zc", "spin", n}, rtt_byte_ring_zc)->Iterations(spin_rounds(n));
     for (const WaitMode m : {WaitMode::spin, WaitMode::hybrid, WaitMode::block}) {
       const char* mode = m == WaitMode::spin ? "spin" : m == WaitMode::hybrid ? "hybrid" : "block";
-      add("BM_RTT", {"channel", mode, n},
-          [m](benchmark::State& s, const Point& p) {
-            rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::shm, .mode = m});
-          })
-          ->Iterations(m == WaitMode::block ? kernel_rounds(n) : spin_rounds(n));
+      add("BM_RTT", {"channel", mode, n}, [m](benchmark::State& s, const Point& p) {
+        rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::shm, .mode = m});
+      })->Iterations(m == WaitMode::block ? kernel_rounds(n) : spin_rounds(n));
     }
-    add("BM_RTT", {"channel_pipe", "kernel", n},
-        [](benchmark::State& s, const Point& p) {
-          rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::pipe});
-        })
-        ->Iterations(kernel_rounds(n));
+    add("BM_RTT", {"channel_pipe", "kernel", n}, [](benchmark::State& s, const Point& p) {
+      rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::pipe});
+    })->Iterations(kernel_rounds(n));
     add("BM_RTT", {"pipe_channel", "kernel", n}, rtt_pipe_channel)->Iterations(kernel_rounds(n));
     add("BM_RTT", {"pipe", "kernel", n}, rtt_pipe)->Iterations(kernel_rounds(n));
     add("BM_RTT", {"socketpair", "kernel", n}, rtt_socketpair)->Iterations(kernel_rounds(n));
@@ -1030,9 +1049,10 @@ void register_other() {
   add("BM_MemWrite", {"memset", "local", 4 * kMiB}, mem_bandwidth<false>);
   add("BM_MemCopy", {"memcpy", "local", 4 * kMiB}, mem_bandwidth<true>);
   const auto idle = [](const char* transport, const char* mode, ChannelOptions opt) {
-    benchmark::RegisterBenchmark(
-        (std::string("BM_IdleCPU/") + transport + "/" + mode).c_str(),
-        [=](benchmark::State& s) { idle_cpu(s, {transport, mode, 0}, opt); })
+    benchmark::RegisterBenchmark((std::string("BM_IdleCPU/") + transport + "/" + mode).c_str(),
+                                 [=](benchmark::State& s) {
+                                   idle_cpu(s, {transport, mode, 0}, opt);
+                                 })
         ->Iterations(1)
         ->UseRealTime();
   };

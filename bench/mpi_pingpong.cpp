@@ -197,13 +197,14 @@ int main(int argc, char** argv) {
   std::vector<RttRow> rtts;
   {
     SpinFloor floor;
-    for (const std::size_t b : {std::size_t{8}, std::size_t{64}, std::size_t{1024}, 64 * std::size_t{1024}}) {
+    for (const std::size_t b :
+         {std::size_t{8}, std::size_t{64}, std::size_t{1024}, 64 * std::size_t{1024}}) {
       rtts.push_back(rtt(rank, b, floor));
     }
   }
   std::vector<TputRow> tputs;
-  for (const std::size_t b : {std::size_t{8}, std::size_t{64}, std::size_t{512}, 4 * std::size_t{1024},
-                              64 * std::size_t{1024}, kMiB, 4 * kMiB}) {
+  for (const std::size_t b : {std::size_t{8}, std::size_t{64}, std::size_t{512},
+                              4 * std::size_t{1024}, 64 * std::size_t{1024}, kMiB, 4 * kMiB}) {
     tputs.push_back(throughput(rank, b));
   }
 
@@ -222,32 +223,37 @@ int main(int argc, char** argv) {
       std::perror(path);
       MPI_Abort(MPI_COMM_WORLD, 1);
     }
-    std::fprintf(f, "{\n  \"context\": {\"date\": \"%s\", \"library\": \"%s\", \"transport\": \"mpi\", "
-                    "\"mode\": \"spin\", \"repetitions\": %d, \"round_trips\": %d},\n  \"rtt\": [\n",
-                 date, lib.c_str(), kReps, kRounds);
+    std::fprintf(
+        f,
+        "{\n  \"context\": {\"date\": \"%s\", \"library\": \"%s\", \"transport\": \"mpi\", "
+        "\"mode\": \"spin\", \"repetitions\": %d, \"round_trips\": %d},\n  \"rtt\": [\n",
+        date, lib.c_str(), kReps, kRounds);
     for (std::size_t i = 0; i < rtts.size(); ++i) {
       const auto& r = rtts[i];
-      std::fprintf(f,
-                   "    {\"transport\": \"mpi\", \"mode\": \"spin\", \"bytes\": %zu, \"median_ns\": %.1f, "
-                   "\"p99_ns\": %.1f, \"p999_ns\": %.1f, \"max_ns\": %.1f, \"floor_spin_ns\": %.1f, "
-                   "\"x_floor_spin\": %.3f}%s\n",
-                   r.bytes, r.p.median, r.p.p99, r.p.p999, r.p.max, r.floor_spin, r.x_floor_spin,
-                   i + 1 < rtts.size() ? "," : "");
+      std::fprintf(
+          f,
+          "    {\"transport\": \"mpi\", \"mode\": \"spin\", \"bytes\": %zu, \"median_ns\": %.1f, "
+          "\"p99_ns\": %.1f, \"p999_ns\": %.1f, \"max_ns\": %.1f, \"floor_spin_ns\": %.1f, "
+          "\"x_floor_spin\": %.3f}%s\n",
+          r.bytes, r.p.median, r.p.p99, r.p.p999, r.p.max, r.floor_spin, r.x_floor_spin,
+          i + 1 < rtts.size() ? "," : "");
     }
     std::fprintf(f, "  ],\n  \"throughput\": [\n");
     for (std::size_t i = 0; i < tputs.size(); ++i) {
       const auto& t = tputs[i];
-      std::fprintf(f,
-                   "    {\"transport\": \"mpi\", \"mode\": \"spin\", \"bytes\": %zu, \"msgs_per_s\": %.1f, "
-                   "\"gb_per_s\": %.4f}%s\n",
-                   t.bytes, t.msgs_per_s, t.gb_per_s, i + 1 < tputs.size() ? "," : "");
+      std::fprintf(
+          f,
+          "    {\"transport\": \"mpi\", \"mode\": \"spin\", \"bytes\": %zu, \"msgs_per_s\": %.1f, "
+          "\"gb_per_s\": %.4f}%s\n",
+          t.bytes, t.msgs_per_s, t.gb_per_s, i + 1 < tputs.size() ? "," : "");
     }
     std::fprintf(f, "  ]\n}\n");
     std::fclose(f);
     for (const auto& r : rtts) {
-      std::printf("mpi rtt %7zu B: median %9.1f ns  p99 %9.1f  p99.9 %9.1f  max %9.1f  "
-                  "(spin floor %.1f ns)\n",
-                  r.bytes, r.p.median, r.p.p99, r.p.p999, r.p.max, r.floor_spin);
+      std::printf(
+          "mpi rtt %7zu B: median %9.1f ns  p99 %9.1f  p99.9 %9.1f  max %9.1f  "
+          "(spin floor %.1f ns)\n",
+          r.bytes, r.p.median, r.p.p99, r.p.p999, r.p.max, r.floor_spin);
     }
     for (const auto& t : tputs) {
       std::printf("mpi one-way %7zu B: %12.0f msgs/s  %7.3f GB/s\n", t.bytes, t.msgs_per_s,

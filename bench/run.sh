@@ -55,4 +55,10 @@ py=python3
 if ! python3 -c 'import matplotlib' 2>/dev/null && [[ -x /usr/bin/python3 ]]; then
   py=/usr/bin/python3
 fi
+# Which library the figures belong to (the tree may hold uncommitted library changes).
+IPCKIT_BENCH_REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+if ! git diff --quiet HEAD -- include lib 2>/dev/null; then
+  IPCKIT_BENCH_REVISION+=" + uncommitted changes in include/ or lib/"
+fi
+export IPCKIT_BENCH_REVISION
 "$py" bench/channels_report.py "$out/channels.json" "$out/mpi.json"
