@@ -347,21 +347,28 @@ void rtt(benchmark::State& state, const Point& pt, IterationCount warm_rounds, E
 // One-way throughput. The child runs consume(k) for the warm-up units, raises `ready`, then
 // consume(iterations) and raises `done`; the parent runs produce(i) once per iteration and
 // waits for `done` inside the last one, so the time covers delivery, not just queueing.
+// A floor slice before and after records the machine's state (counter floor_spin_ns).
 // One iteration moves msgs_per_iter messages of pt.bytes.
 template <class Consume, class Produce>
 void throughput(benchmark::State& state, const Point& pt, std::size_t msgs_per_iter,
                 IterationCount warm, Consume&& consume, Produce&& produce) {
-  SharedMemory mem(sizeof(Control));
+  SharedMemory mem(sizeof(Control) + sizeof(Floors));
   auto& ctl = mem.make<Control>(0);
+  FloorProbe probe(mem.make<Floors>(sizeof(Control)));
+  std::vector<std::uint64_t> spin_floor, futex_floor;
   const IterationCount n = state.max_iterations;
   bench::pin(0);
   auto child = Process::spawn([&] {
     bench::pin(1);
+    probe.answer();
     consume(warm);
     ctl.ready.store(1, std::memory_order_release);
     consume(n);
     ctl.done.store(1, std::memory_order_release);
+    probe.answer();
   });
+  // The line floor before and after: cross-core bandwidth moves with it on this VM.
+  probe.measure(spin_floor, futex_floor);
   for (IterationCount k = 0; k < warm; ++k) produce(k);
   spin_until_set(ctl.ready);
   IterationCount i = 0;
@@ -369,12 +376,14 @@ void throughput(benchmark::State& state, const Point& pt, std::size_t msgs_per_i
     produce(i);
     if (++i == n) spin_until_set(ctl.done);
   }
+  probe.measure(spin_floor, futex_floor);
   check_child(state, child);
   bench::unpin();
   const double msgs = static_cast<double>(n) * static_cast<double>(msgs_per_iter);
   state.counters["msgs_per_s"] = benchmark::Counter(msgs, benchmark::Counter::kIsRate);
   state.counters["gb_per_s"] =
       benchmark::Counter(msgs * static_cast<double>(pt.bytes) / 1e9, benchmark::Counter::kIsRate);
+  state.counters["floor_spin_ns"] = bench::percentiles(spin_floor).median;
   state.SetBytesProcessed(static_cast<std::int64_t>(msgs * static_cast<double>(pt.bytes)));
   state.SetLabel(label_of(pt));
 }

@@ -82,7 +82,8 @@ def load_bench(path):
                         "floor_futex": b.get("floor_futex_ns"),
                         "x_futex": b.get("x_floor_futex")}
         elif kind in ("BM_Throughput", "BM_MemWrite", "BM_MemCopy"):
-            tput[key] = {"msgs": b["msgs_per_s"], "gb": b["gb_per_s"], "ns_per_msg": real_ns}
+            tput[key] = {"msgs": b["msgs_per_s"], "gb": b["gb_per_s"], "ns_per_msg": real_ns,
+                         "floor_spin": b.get("floor_spin_ns")}
     return data.get("context", {}), lat, tput, idle, cv, busy
 
 
@@ -98,7 +99,8 @@ def load_mpi(path):
                                             "floor_futex": None, "x_futex": None}
            for r in data["rtt"]}
     tput = {("mpi", r["mode"], r["bytes"]): {"msgs": r["msgs_per_s"], "gb": r["gb_per_s"],
-                                             "ns_per_msg": 1e9 / r["msgs_per_s"]}
+                                             "ns_per_msg": 1e9 / r["msgs_per_s"],
+                                             "floor_spin": None}
             for r in data["throughput"]}
     return data.get("context", {}), lat, tput
 
@@ -275,6 +277,20 @@ def markdown(ctx, mpi_ctx, lat, tput, idle, cv, busy, rows):
           + "). A spinning process that shares its core loses whole time slices, and a "
           "sleeping one is woken faster when its vCPU is busy than when it has halted, so "
           "both spin and block figures move; rerun on a quiet machine.\n")
+    floors = sorted(v["floor_spin"] for v in list(lat.values()) + list(tput.values())
+                    if v.get("floor_spin") and v.get("mean", 0) is not None)
+    if floors:
+        typical = floors[len(floors) // 2]
+        far = sorted(k for k, v in list(lat.items()) + list(tput.items())
+                     if v.get("floor_spin") and v["floor_spin"] >= 2 * typical)
+        p(f"Line floor (one cache-line round trip between the two pinned processes) over the "
+          f"run: median {ns(typical)}, range {ns(floors[0])} – {ns(floors[-1])}. The host "
+          "places the two vCPUs near each other (~70 ns) or far apart (~350 ns, when "
+          "cross-core bandwidth also drops many times); "
+          + (f"{len(far)} point(s) were measured with a floor of at least twice the median: "
+             + ", ".join("/".join(str(x) for x in k) for k in far[:12])
+             + (" …" if len(far) > 12 else "") + "."
+             if far else "every point was measured near the median floor.") + "\n")
     p("## Targets\n")
     p("| check | measured | target | status |")
     p("|---|---|---|---|")
@@ -315,9 +331,10 @@ def markdown(ctx, mpi_ctx, lat, tput, idle, cv, busy, rows):
     p("The parent produces, the partner consumes; the clock stops when the last message is "
       "consumed. Copying paths copy the payload in and out; the zero-copy path memsets it in "
       "place and the consumer reads one word per cache line. cv: coefficient of variation of "
-      "the 5 repetitions.\n")
-    p("| transport | mode | bytes | msgs/s | GB/s | × pipe | cv |")
-    p("|---|---|---|---|---|---|---|")
+      "the 5 repetitions; line floor: the cache-line round trip timed with the same partner "
+      "before and after (cross-core bandwidth falls by up to 20× when it is high).\n")
+    p("| transport | mode | bytes | msgs/s | GB/s | × pipe | cv | line floor |")
+    p("|---|---|---|---|---|---|---|---|")
     for b in sorted({k[2] for k in tput}):
         pipe = tput.get(("pipe", "kernel", b), {}).get("msgs")
         for k in sorted((k for k in tput if k[2] == b), key=lambda k: -tput[k]["gb"]):
@@ -325,7 +342,7 @@ def markdown(ctx, mpi_ctx, lat, tput, idle, cv, busy, rows):
             c = cv.get(k)
             p(f"| {NAMES.get(k[0], k[0])} | {k[1]} | {size(b)} | {rate(v['msgs'])} | "
               f"{v['gb']:.3f} | {ratio(v['msgs'], pipe)} | "
-              f"{'–' if c is None else f'{100 * c:.0f} %'} |")
+              f"{'–' if c is None else f'{100 * c:.0f} %'} | {ns(v.get('floor_spin'))} |")
     p("")
 
     p("## Idle receiver\n")
