@@ -162,20 +162,19 @@ void Process::kill(int sig) {
   }
 }
 
-namespace {
-pid_t g_pid = 0;
-void refresh_pid() noexcept { g_pid = ::getpid(); }
-const bool g_pid_hook = [] {
-  refresh_pid();
-  ::pthread_atfork(nullptr, nullptr, refresh_pid);
-  return true;
-}();
-}  // namespace
+namespace detail {
+pid_t cached_pid = 0;
 
-pid_t current_pid() noexcept {
-  (void)g_pid_hook;
-  return g_pid != 0 ? g_pid : ::getpid();
+pid_t init_cached_pid() noexcept {
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { cached_pid = ::getpid(); });
+    return true;
+  }();
+  (void)registered;
+  cached_pid = ::getpid();
+  return cached_pid;
 }
+}  // namespace detail
 
 bool process_alive(pid_t pid) noexcept {
   if (pid <= 0) return false;

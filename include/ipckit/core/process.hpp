@@ -102,9 +102,17 @@ class Process {
 // True while process `pid` exists and has not exited (a zombie counts as exited).
 [[nodiscard]] bool process_alive(pid_t pid) noexcept;
 
+namespace detail {
+extern pid_t cached_pid;               // 0 until first use; refreshed in children by atfork
+pid_t init_cached_pid() noexcept;
+}  // namespace detail
+
 // The caller's pid without a system call: cached, and refreshed in a child after fork() (by a
 // pthread_atfork handler). Hot paths use it to notice that they now run in a forked child.
-[[nodiscard]] pid_t current_pid() noexcept;
+[[nodiscard]] inline pid_t current_pid() noexcept {
+  const pid_t p = detail::cached_pid;
+  return p != 0 ? p : detail::init_cached_pid();
+}
 
 template <class F>
 Process Process::spawn(F&& fn, const ProcessOptions& options) {

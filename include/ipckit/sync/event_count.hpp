@@ -94,17 +94,20 @@ bool EventCount::await(Ready&& ready, const Deadline& deadline, const WaitPolicy
                        Check&& check) {
   if (ready()) return true;
   using clock = Deadline::clock;
-  auto now = clock::now();
-  const auto spin_end = policy.sleep ? now + policy.spin : clock::time_point::max();
-  auto next_check = now + policy.check_interval;
-  // Phase 1: poll (skipped in block mode). The clock is read every 64 polls to keep the
-  // loop tight.
+  // Phase 1: poll (skipped in block mode). The clock is read every 64 polls, the first time
+  // after 64 of them, so an answer that comes quickly never pays for a clock read.
   const bool poll = !policy.sleep || policy.spin > std::chrono::nanoseconds::zero();
+  clock::time_point spin_end{};
+  clock::time_point next_check{};
   for (unsigned i = 1; poll; ++i) {
     if (ready()) return true;
     cpu_relax();
     if ((i & 63) == 0) {
-      now = clock::now();
+      const auto now = clock::now();
+      if (i == 64) {
+        spin_end = policy.sleep ? now + policy.spin : clock::time_point::max();
+        next_check = now + policy.check_interval;
+      }
       if (now >= spin_end) break;
       if (!deadline.is_never() && now >= deadline.when()) return ready();
       if (now >= next_check) {
