@@ -417,7 +417,7 @@ void rtt_floor_spin_line(benchmark::State& state, const Point& pt) {
 // its flag; the parent reads the answer (a word per line). A ring without its bookkeeping:
 // slots advance through the same footprint as the 1 MiB rings, so caches behave alike. With
 // `sleep`, both sides wait on the flags with a raw futex (the blocking floor), otherwise
-// they spin with PAUSE. At 8 B the payload is the flag itself (no slots).
+// they spin with PAUSE. At 8 B the payload is the flag itself (no slots): one line each way.
 struct FloorShared {
   alignas(kLine) std::atomic<std::uint32_t> ping{0};
   alignas(kLine) std::atomic<std::uint32_t> pong{0};
@@ -979,6 +979,10 @@ void register_rtt() {
   for (const std::size_t n : sizes) {
     if (n == 8) {
       add("BM_RTT", {"floor_spin", "spin", n}, rtt_floor_spin_line)->Iterations(spin_rounds(n));
+      // One line per direction, as any pair of queues needs: the floor for a request/answer.
+      add("BM_RTT", {"floor_spin_2line", "spin", n}, [](benchmark::State& s, const Point& p) {
+        rtt_floor_payload(s, p, false);
+      })->Iterations(spin_rounds(n));
     } else {
       add("BM_RTT", {"floor_spin", "spin", n}, [](benchmark::State& s, const Point& p) {
         rtt_floor_payload(s, p, false);

@@ -19,6 +19,7 @@ import sys
 # Display names, in the order the tables list them.
 NAMES = {
     "floor_spin": "floor: shm cache-line ping-pong",
+    "floor_spin_2line": "floor: shm ping-pong, one line each way",
     "floor_futex": "floor: raw futex ping-pong",
     "spsc_queue": "ipckit SpscQueue<T> (push/pop)",
     "spsc_queue_batch": "ipckit SpscQueue<T> (try_push_n/try_pop_n, 64)",
@@ -194,6 +195,13 @@ def targets(lat, tput, idle):
                     ("byte_ring_zc", "ByteRing zero-copy")):
         vs_floor(f"{name} spin RTT 8 B", L(t, "spin", 8), "floor_spin", "x_spin", 1.3,
                  "spin floor")
+    two = L("floor_spin_2line", "spin", 8)
+    if two and L("channel", "spin", 8) and two.get("x_spin"):
+        c = L("channel", "spin", 8)
+        rows.append(("(context) two-line floor RTT 8 B", f"{ns(two['median'])} = "
+                     f"{two['x_spin']:.2f} × spin floor", "none: a request/answer pair of "
+                     f"queues moves two lines; Channel spin is {c['median'] / two['median']:.2f} × "
+                     "this floor", "INFO"))
     vs_other("Channel spin RTT 8 B vs MPI", L("channel", "spin", 8), L("mpi", "spin", 8),
              "MPI RTT 8 B", strict=True)
     vs_other("Channel hybrid RTT 8 B vs spin", L("channel", "hybrid", 8), L("channel", "spin", 8),
