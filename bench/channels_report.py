@@ -189,7 +189,9 @@ def targets(lat, tput, idle):
                          f"{ns(fb)} (floors differ: compared as multiples of each)", status(ok)))
             return
         ok = a["median"] < limit * b["median"] if strict else a["median"] <= limit * b["median"]
-        rows.append((what, ns(a["median"]), f"{op} {lim}{b_name}: {ns(b['median'])}", status(ok)))
+        bound = "" if limit == 1.0 else f" = {ns(limit * b['median'])}"
+        rows.append((what, ns(a["median"]), f"{op} {lim}{b_name} ({ns(b['median'])}){bound}",
+                     status(ok)))
 
     for t, name in (("channel", "Channel"), ("spsc_queue", "SpscQueue"),
                     ("byte_ring_zc", "ByteRing zero-copy")):
