@@ -38,10 +38,12 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "bench_util.hpp"
+#include "ipckit/channel/boost_queue.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/pipe_channel.hpp"
@@ -468,12 +470,22 @@ void rtt_floor_payload(benchmark::State& state, const Point& pt, bool sleep) {
 
 // ---- round trips: ipckit -----------------------------------------------------------------
 
-template <std::size_t N>
+// SpscQueue<T> and, through the same interface, ipckit::BoostSpscQueue<T, N> (Boost.Lockfree
+// with its control block): the same blocking push/pop on both queue kinds.
+template <std::size_t N, bool kBoost = false>
 void rtt_spsc(benchmark::State& state, const Point& pt, WaitPolicy policy) {
   using M = Msg<N>;
-  const std::uint64_t cap = N >= 1024 ? 64 : 1024;
-  ipckit::SpscQueue<M> req(cap, policy);
-  ipckit::SpscQueue<M> rep(cap, policy);
+  constexpr std::uint64_t cap = N >= 1024 ? 64 : 1024;
+  using Q = std::conditional_t<kBoost, ipckit::BoostSpscQueue<M, cap>, ipckit::SpscQueue<M>>;
+  auto make = [&] {
+    if constexpr (kBoost) {
+      return Q(policy);
+    } else {
+      return Q(cap, policy);
+    }
+  };
+  Q req = make();
+  Q rep = make();
   M msg{};
   const auto round = [&](IterationCount i) {
     msg.b[0] = static_cast<std::byte>(i);
@@ -1007,6 +1019,9 @@ void register_rtt() {
   add("BM_RTT", {"spsc_queue", "spin", kKiB}, [](benchmark::State& s, const Point& p) {
     rtt_spsc<kKiB>(s, p, WaitPolicy::spin_only());
   })->Iterations(spin_rounds(kKiB));
+  add("BM_RTT", {"ipckit_boost_spsc", "spin", 8}, [](benchmark::State& s, const Point& p) {
+    rtt_spsc<8, true>(s, p, WaitPolicy::spin_only());
+  })->Iterations(spin_rounds(8));
   add("BM_RTT", {"boost_spsc", "spin", 8}, rtt_boost_spsc<8>)->Iterations(spin_rounds(8));
   add("BM_RTT", {"boost_spsc", "spin", 64}, rtt_boost_spsc<64>)->Iterations(spin_rounds(64));
   add("BM_RTT", {"boost_spsc", "spin", kKiB}, rtt_boost_spsc<kKiB>)->Iterations(spin_rounds(kKiB));

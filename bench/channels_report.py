@@ -30,6 +30,7 @@ NAMES = {
     "channel_pipe": "ipckit Channel<vector<byte>> (Transport::pipe)",
     "pipe_channel": "ipckit PipeChannel",
     "boost_spsc": "boost::lockfree::spsc_queue in shm",
+    "ipckit_boost_spsc": "ipckit BoostSpscQueue<T, N> (push/pop)",
     "boost_spsc_batch": "boost::lockfree::spsc_queue in shm (batch of 64)",
     "boost_mq": "Boost.Interprocess message_queue",
     "pipe": "POSIX pipe",

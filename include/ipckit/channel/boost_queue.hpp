@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "ipckit/channel/detail/control.hpp"
+#include "ipckit/channel/detail/queue_ops.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/shm/segment.hpp"
 
@@ -46,7 +47,8 @@ struct BoostQueueShared {
 };
 
 template <class T, std::size_t N, class Q, bool kMulti>
-class BoostQueue {
+class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
+  friend class BlockingQueue<BoostQueue<T, N, Q, kMulti>, T>;
   static_assert(std::is_trivially_copyable_v<T>,
                 "Boost queues in shared memory copy T as bytes: T must be trivially copyable");
   using Shared = BoostQueueShared<Q>;
@@ -73,7 +75,6 @@ class BoostQueue {
   BoostQueue& operator=(BoostQueue&&) noexcept = default;
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return N; }
-  [[nodiscard]] const WaitPolicy& policy() const noexcept { return s_->control.policy; }
 
   // False when full; throws Error(errc::closed) after close().
   [[nodiscard]] bool try_push(const T& v) {
@@ -84,51 +85,21 @@ class BoostQueue {
     wake(s_->control.readable);
     return true;
   }
-  void push(const T& v) { (void)push_until(v, Deadline::never()); }
-  [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return wait_side(
-        s_->control, s_->control.writable, s_->control.consumers, deadline, kName,
-        [&] { return try_push(v); }, true);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
-    return push_until(v, Deadline::after(timeout));
-  }
-
+  using BlockingQueue<BoostQueue<T, N, Q, kMulti>, T>::try_pop;
   [[nodiscard]] bool try_pop(T& out) {
     attach_consumer_(s_->control.consumers, kName);
     if (!s_->queue.pop(out)) return false;
     wake(s_->control.writable);
     return true;
   }
-  [[nodiscard]] std::optional<T> try_pop() {
-    T v;
-    if (!try_pop(v)) return std::nullopt;
-    return v;
-  }
-  T pop() {
-    T v;
-    (void)pop_until(v, Deadline::never());
-    return v;
-  }
-  [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return wait_side(
-        s_->control, s_->control.readable, s_->control.producers, deadline, kName,
-        [&] { return try_pop(out); }, false);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
-    T v;
-    if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
-    return v;
-  }
-
-  void close() noexcept { s_->control.close(); }
-  [[nodiscard]] bool closed() const noexcept { return s_->control.is_closed(); }
   void attach_producer() { attach_producer_(s_->control.producers, kName); }
   void attach_consumer() { attach_consumer_(s_->control.consumers, kName); }
 
  private:
+  static constexpr const char* kPushWhat = kMulti ? "BoostMpmcQueue::push" : "BoostSpscQueue::push";
+  static constexpr const char* kPopWhat = kMulti ? "BoostMpmcQueue::pop" : "BoostSpscQueue::pop";
+  ChannelControl& control() const noexcept { return s_->control; }
+
   BoostQueue(Region r, const WaitPolicy& policy) : region_(std::move(r)) {
     s_ = ::new (region_.data()) Shared(sizeof(T), N, policy);
   }

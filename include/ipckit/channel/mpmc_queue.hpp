@@ -25,6 +25,7 @@
 #include <type_traits>
 
 #include "ipckit/channel/detail/control.hpp"
+#include "ipckit/channel/detail/queue_ops.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/event_count.hpp"
@@ -50,7 +51,8 @@ static_assert(std::is_standard_layout_v<MpmcQueueHeader>);
 }  // namespace detail
 
 template <class T>
-class MpmcQueue {
+class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
+  friend class detail::BlockingQueue<MpmcQueue<T>, T>;
   static_assert(std::is_trivially_copyable_v<T>,
                 "MpmcQueue<T> copies T as bytes between processes: T must be trivially copyable");
 
@@ -97,7 +99,6 @@ class MpmcQueue {
   MpmcQueue& operator=(MpmcQueue&&) noexcept = default;
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
-  [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
 
   // Any number of producers. False when full; never blocks. Throws Error(errc::closed)
   // after close() (nothing pushed).
@@ -124,18 +125,9 @@ class MpmcQueue {
       }
     }
   }
-  void push(const T& v) { (void)push_until(v, Deadline::never()); }
-  [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return detail::wait_side(
-        h_->control, h_->control.writable, h_->control.consumers, deadline, "MpmcQueue::push",
-        [&] { return try_push(v); }, true);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
-    return push_until(v, Deadline::after(timeout));
-  }
-
-  // Any number of consumers.
+  // Any number of consumers. False when empty; never blocks. (try_pop() returns an
+  // optional; push/pop/_until/_for/close come from detail::BlockingQueue.)
+  using detail::BlockingQueue<MpmcQueue<T>, T>::try_pop;
   [[nodiscard]] bool try_pop(T& out) {
     attach_consumer_(h_->control.consumers, "MpmcQueue consumer");
     std::uint64_t pos = h_->dequeue.load(std::memory_order_relaxed);
@@ -157,30 +149,6 @@ class MpmcQueue {
       }
     }
   }
-  [[nodiscard]] std::optional<T> try_pop() {
-    T v;
-    if (!try_pop(v)) return std::nullopt;
-    return v;
-  }
-  T pop() {
-    T v;
-    (void)pop_until(v, Deadline::never());
-    return v;
-  }
-  [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return detail::wait_side(
-        h_->control, h_->control.readable, h_->control.producers, deadline, "MpmcQueue::pop",
-        [&] { return try_pop(out); }, false);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
-    T v;
-    if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
-    return v;
-  }
-
-  void close() noexcept { h_->control.close(); }
-  [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
   void attach_producer() { attach_producer_(h_->control.producers, "MpmcQueue producer"); }
   void attach_consumer() { attach_consumer_(h_->control.consumers, "MpmcQueue consumer"); }
   [[nodiscard]] std::uint64_t size() const noexcept {
@@ -190,6 +158,10 @@ class MpmcQueue {
   }
 
  private:
+  static constexpr const char* kPushWhat = "MpmcQueue::push";
+  static constexpr const char* kPopWhat = "MpmcQueue::pop";
+  detail::ChannelControl& control() const noexcept { return h_->control; }
+
   template <class Make>
   MpmcQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
     h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);

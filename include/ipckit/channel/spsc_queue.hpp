@@ -27,6 +27,7 @@
 #include <type_traits>
 
 #include "ipckit/channel/detail/control.hpp"
+#include "ipckit/channel/detail/queue_ops.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/event_count.hpp"
@@ -56,7 +57,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 }  // namespace detail
 
 template <class T>
-class SpscQueue {
+class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
+  friend class detail::BlockingQueue<SpscQueue<T>, T>;
   static_assert(std::is_trivially_copyable_v<T>,
                 "SpscQueue<T> copies T as bytes between processes: T must be trivially copyable");
 
@@ -108,7 +110,6 @@ class SpscQueue {
   SpscQueue& operator=(SpscQueue&&) noexcept = default;
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
-  [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
 
   // Producer side. Returns false when the queue is full; never blocks. Throws
   // Error(errc::closed) after close() (nothing pushed).
@@ -144,26 +145,9 @@ class SpscQueue {
     wake(h_->control.readable);
     return n;
   }
-  // Blocks while full. Throws Error(errc::closed) once the queue is closed,
-  // Error(errc::peer_dead) when every consumer that attached has exited.
-  void push(const T& v) { (void)push_until(v, Deadline::never()); }
-  // As push(); returns false, having pushed nothing, when the deadline passes first.
-  [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
-    return detail::wait_side(
-        h_->control, h_->control.writable, h_->control.consumers, deadline, "SpscQueue::push",
-        [&] { return try_push(v); }, /*fail_if_closed=*/true);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] bool push_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
-    return push_until(v, Deadline::after(timeout));
-  }
-
-  // Consumer side. Empty optional when the queue is empty.
-  [[nodiscard]] std::optional<T> try_pop() {
-    T v;
-    if (!try_pop(v)) return std::nullopt;
-    return v;
-  }
+  // Consumer side. False when the queue is empty; never blocks. (try_pop() returns an
+  // optional; push/pop/_until/_for/close come from detail::BlockingQueue.)
+  using detail::BlockingQueue<SpscQueue<T>, T>::try_pop;
   [[nodiscard]] bool try_pop(T& out) {
     begin_consume();
     if (!take(tail_, out)) return false;
@@ -183,29 +167,6 @@ class SpscQueue {
     wake(h_->control.writable);
     return n;
   }
-  // Blocks while empty. Elements pushed before close() are still delivered; then throws
-  // Error(errc::closed). Throws Error(errc::peer_dead) when the queue is empty and every
-  // producer that attached has exited.
-  T pop() {
-    T v;
-    (void)pop_until(v, Deadline::never());
-    return v;
-  }
-  [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
-    return detail::wait_side(
-        h_->control, h_->control.readable, h_->control.producers, deadline, "SpscQueue::pop",
-        [&] { return try_pop(out); }, /*fail_if_closed=*/false);
-  }
-  template <class Rep, class Period>
-  [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
-    T v;
-    if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
-    return v;
-  }
-
-  // Either side: no more pushes; pop() drains what is there, then throws errc::closed.
-  void close() noexcept { h_->control.close(); }
-  [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
   // Registers the caller as the producer/consumer now, so that the other side's waits can
   // tell when it dies even before its first push/pop.
   void attach_producer() { begin_produce(); }
@@ -216,6 +177,10 @@ class SpscQueue {
   }
 
  private:
+  static constexpr const char* kPushWhat = "SpscQueue::push";
+  static constexpr const char* kPopWhat = "SpscQueue::pop";
+  detail::ChannelControl& control() const noexcept { return h_->control; }
+
   template <class Make>
   SpscQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
     h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);
