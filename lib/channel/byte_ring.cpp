@@ -74,7 +74,11 @@ std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
                                                             const Deadline& deadline) {
   begin_produce();
   check_reservation(n);  // errors before any wait
-  std::optional<std::span<std::byte>> out;
+  std::optional<std::span<std::byte>> out = try_reserve(n);
+  if (out) return out;
+  // The consumer cannot free room it cannot see: a staged batch goes out before we wait.
+  if (holding_) publish();
+  out.reset();
   if (!detail::wait_side(
           h_->control, h_->control.writable, h_->control.consumers, deadline, "ByteRing::reserve",
           [&] { return (out = try_reserve(n)).has_value(); }, true)) {
@@ -129,6 +133,20 @@ void ByteRing::publish() noexcept {
   }
   h_->head.store(whead_, std::memory_order_relaxed);  // for used_bytes() and a later producer
   wake(h_->control.readable);
+}
+
+void ByteRing::skip_published() noexcept {
+  while (whead_ - tail_cache_ < capacity()) {
+    const std::uint64_t at = whead_ & mask_;
+    const auto rh = detail::RecordHeader::unpack(header_at(at).load(std::memory_order_acquire));
+    if (rh.kind == detail::RecordHeader::kPadding && at != 0) {
+      whead_ += capacity() - at;
+    } else if (rh.kind == detail::RecordHeader::kData && rh.size <= max_message_) {
+      whead_ += kRecordHeader + round8(rh.size);
+    } else {
+      break;
+    }
+  }
 }
 
 bool ByteRing::try_send(std::span<const std::byte> msg) {

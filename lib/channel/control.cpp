@@ -37,10 +37,13 @@ bool PeerTable::any_attached() const noexcept {
 }
 
 bool PeerTable::all_dead() const noexcept {
+  // The caller is not its own peer: a process that once pushed and now waits as a consumer
+  // must still learn that the real producers died.
+  const pid_t me = current_pid();
   bool any = false;
   for (const auto& slot : pids_) {
     const pid_t p = slot.load(std::memory_order_acquire);
-    if (p == 0) continue;
+    if (p == 0 || p == me) continue;
     any = true;
     if (process_alive(p)) return false;
   }

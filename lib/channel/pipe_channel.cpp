@@ -266,6 +266,13 @@ void PipeChannel::close() noexcept {
     read_.reset();
     return;
   }
+  // A process that has sent, or holds nothing but a sending end, is the sender; any other
+  // is a bystander and must not end the real sender's stream.
+  const bool sender = role_pid_send_ == me || (write_ && !read_);
+  if (!sender) {
+    disown();
+    return;
+  }
   if (write_ && !sent_close_) {
     sent_close_ = true;
     try {

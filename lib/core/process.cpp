@@ -163,16 +163,18 @@ void Process::kill(int sig) {
 }
 
 namespace detail {
-pid_t cached_pid = 0;
+std::atomic<pid_t> cached_pid{0};
 
 pid_t init_cached_pid() noexcept {
   static const bool registered = [] {
-    ::pthread_atfork(nullptr, nullptr, [] { cached_pid = ::getpid(); });
+    ::pthread_atfork(nullptr, nullptr,
+                     [] { cached_pid.store(::getpid(), std::memory_order_relaxed); });
     return true;
   }();
   (void)registered;
-  cached_pid = ::getpid();
-  return cached_pid;
+  const pid_t me = ::getpid();
+  cached_pid.store(me, std::memory_order_relaxed);
+  return me;
 }
 }  // namespace detail
 
@@ -191,7 +193,7 @@ bool process_alive(pid_t pid) noexcept {
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   FILE* f = std::fopen(path, "re");
-  if (!f) return false;
+  if (!f) return errno != ENOENT;  // out of fds is no proof of death
   char buf[512];
   const size_t n = std::fread(buf, 1, sizeof buf - 1, f);
   std::fclose(f);

@@ -36,8 +36,7 @@ Msg msg(std::uint64_t seq) { return {seq, testing::mix64(seq)}; }
 
 class BoostQueueModeTest : public testing::LeakCheckedTest,
                            public ::testing::WithParamInterface<Mode> {};
-INSTANTIATE_TEST_SUITE_P(BoostQueue, BoostQueueModeTest, testing::all_modes(),
-                         testing::mode_name);
+INSTANTIATE_TEST_SUITE_P(BoostQueue, BoostQueueModeTest, testing::all_modes(), testing::mode_name);
 
 TEST_F(BoostQueueTest, TryCallsOnEmptyAndFullReturnFalse) {
   BoostSpscQueue<int, 4> q;
@@ -165,8 +164,7 @@ TEST_F(BoostQueueTest, OpenOfOtherElementTypeOrCapacityIsBadLayout) {
   auto seg = Segment::anonymous(1 << 20);
   auto q = BoostSpscQueue<Msg, 64>::create(seg, "q");
   EXPECT_EQ(error_of([&] { (void)BoostSpscQueue<int, 64>::open(seg, "q"); }), errc::bad_layout);
-  EXPECT_EQ(error_of([&] { (void)BoostSpscQueue<Msg, 128>::open(seg, "q"); }),
-            errc::bad_layout);
+  EXPECT_EQ(error_of([&] { (void)BoostSpscQueue<Msg, 128>::open(seg, "q"); }), errc::bad_layout);
   EXPECT_EQ(error_of([&] { (void)BoostSpscQueue<Msg, 64>::open(seg, "missing"); }),
             errc::not_found);
 }

@@ -262,6 +262,41 @@ TEST_F(ByteRingTest, CorruptRecordInSharedMemoryIsBadFrame) {
   EXPECT_EQ(peek_corrupted(1000, kData), errc::bad_frame) << "larger than the ring";
 }
 
+// A producer that stages (never publishing) more than the ring holds: the blocking reserve()
+// that finds the ring full publishes the staged batch, so the consumer can make room.
+TEST_F(ByteRingTest, BlockingReserveWithAFullStagedBatchPublishesItInsteadOfDeadlocking) {
+  ByteRing ring(1024, WaitPolicy::hybrid());
+  constexpr int kCount = 200;  // ~16 KiB of records through a 1 KiB ring
+  auto consumer = Process::spawn([&] {
+    for (int i = 0; i < kCount; ++i) {
+      const auto m = ring.recv_for(10s);
+      if (!m || *m != bytes(56, static_cast<std::uint8_t>(i))) return 1;
+    }
+    return 0;
+  });
+  for (int i = 0; i < kCount; ++i) {
+    auto buf = ring.reserve(56);
+    std::memset(buf.data(), i & 0xff, buf.size());
+    ring.stage(buf.size());
+  }
+  ring.publish();
+  EXPECT_EQ(exit_code(consumer), 0);
+}
+
+TEST_F(ByteRingTest, MaxMessageStaysBelowTheRecordHeadersFourGiB) {
+  EXPECT_EQ(ByteRing::max_message_for(ByteRing::kMaxCapacity), 0xFFFF'FFF8u);
+  EXPECT_EQ(ByteRing::max_message_for(std::uint64_t{1} << 33), (std::uint64_t{1} << 32) - 16);
+}
+
+TEST_F(ByteRingTest, PaddingRecordAtTheRingStartIsBadFrameNotALoop) {
+  auto seg = Segment::anonymous(1 << 16);
+  auto ring = ByteRing::create(seg, "ring", 1024);
+  const auto storage = seg.lookup_bytes("ring");
+  const std::uint32_t header[2] = {0, 0x50414444};  // "PADD" at offset 0
+  std::memcpy(storage.data() + storage.size() - ring.capacity(), header, sizeof header);
+  EXPECT_EQ(error_of([&] { (void)ring.try_peek(); }), errc::bad_frame);
+}
+
 // ---- non-blocking and timed calls ---------------------------------------------------------
 
 TEST_F(ByteRingTest, TryCallsOnEmptyAndFullReturnFalse) {

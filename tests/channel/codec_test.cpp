@@ -309,5 +309,15 @@ TEST_F(CodecTest, BoolFieldWithAByteOtherThanZeroOrOneIsBadFrame) {
   EXPECT_EQ(error_of([&] { (void)codec::decode<std::vector<bool>>(flags); }), errc::bad_frame);
 }
 
+TEST_F(CodecTest, RawBoolOtherThanZeroOrOneIsBadFrameAndViewsInsideVectorsAreRefused) {
+  const std::vector<std::byte> two{std::byte{2}};
+  EXPECT_EQ(error_of([&] { (void)codec::decode<bool>(two); }), errc::bad_frame);
+  EXPECT_TRUE(codec::decode<bool>(std::vector<std::byte>{std::byte{1}}));
+  // Not copied as raw bytes (cereal then refuses them when they are used).
+  static_assert(!codec::is_raw_range_v<std::vector<std::string_view>>);
+  static_assert(!codec::is_raw_range_v<std::vector<const char*>>);
+  static_assert(!codec::is_raw_range_v<std::vector<std::span<int>>>);
+}
+
 }  // namespace
 }  // namespace ipckit

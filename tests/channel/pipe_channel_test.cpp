@@ -422,5 +422,29 @@ TEST_F(PipeChannelTest, SenderBlockedOnFullSocketGetsPeerDeadWhenReceiverIsKille
   EXPECT_TRUE(receiver.wait().signaled());
 }
 
+// The parent forked both ends and then calls close(): it only drops its own ends; the
+// stream between the two children is untouched.
+TEST_F(PipeChannelTest, CloseByAProcessThatNeitherSentNorReceivedDoesNotEndTheStream) {
+  PipeChannel ch;
+  auto seg = Segment::anonymous(1 << 16);
+  auto& go = seg.make<Flag>(0u);
+  auto sender = Process::spawn([&] {
+    wait_for_start(go);
+    for (int i = 0; i < 100; ++i) ch.send(bytes(16, static_cast<std::uint8_t>(i)));
+    ch.close();
+    return 0;
+  });
+  auto receiver = Process::spawn([&] {
+    for (int i = 0; i < 100; ++i) {
+      if (ch.recv() != bytes(16, static_cast<std::uint8_t>(i))) return 1;
+    }
+    return outcome_of([&] { (void)ch.recv(); });
+  });
+  ch.close();  // a bystander
+  go.store(1, std::memory_order_release);
+  EXPECT_EQ(exit_code(sender), 0);
+  EXPECT_EQ(exit_code(receiver), testing::kClosed);
+}
+
 }  // namespace
 }  // namespace ipckit

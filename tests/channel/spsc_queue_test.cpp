@@ -444,6 +444,25 @@ TEST_F(SpscQueueTest, ReplacementProducerForkedLaterDoesNotOverwriteUnconsumedEl
 
 // ---- named segments -----------------------------------------------------------------------
 
+TEST_F(SpscQueueTest, WaiterThatOncePushedStillGetsPeerDeadWhenTheRealProducerDies) {
+  SpscQueue<int> q(8, WaitPolicy::hybrid());
+  q.push(1);  // this process is now registered as a producer too
+  EXPECT_EQ(q.pop(), 1);
+  auto seg = Segment::anonymous(1 << 16);
+  auto& attached = seg.make<Flag>(0u);
+  auto producer = Process::spawn([&] {
+    q.attach_producer();
+    attached.store(1, std::memory_order_release);
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(eventually([&] { return attached.load(std::memory_order_acquire) == 1; }));
+  producer.kill(SIGKILL);
+  EXPECT_TRUE(producer.wait().signaled());
+  int v = 0;
+  EXPECT_EQ(error_of([&] { (void)q.pop_until(v, Deadline::after(10s)); }), errc::peer_dead)
+      << "the waiter counted itself as a live producer";
+}
+
 TEST_F(SpscQueueTest, ProcessThatOpensTheSegmentByNameExchangesElements) {
   const std::string name = shm_name();
   auto seg = Segment::create(name, 1 << 20);

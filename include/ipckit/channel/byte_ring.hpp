@@ -81,12 +81,15 @@ class ByteRing {
   static constexpr std::uint64_t kMinCapacity = 64;
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 40;
   static constexpr std::size_t kRecordHeader = sizeof(detail::RecordHeader);
+  static constexpr std::uint64_t kMaxRecord = 0xFFFF'FFF8;  // largest 8-aligned 32-bit size
 
   // Bytes of shared memory a ring of `capacity` bytes occupies.
   static std::size_t bytes_for(std::uint64_t capacity) noexcept;
-  // The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 16.
+  // The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 16, and below
+  // 4 GiB (a record header holds a 32-bit size).
   static constexpr std::size_t max_message_for(std::uint64_t capacity) noexcept {
-    return static_cast<std::size_t>(capacity / 2 - 2 * kRecordHeader);
+    const std::uint64_t half = capacity / 2 - 2 * kRecordHeader;
+    return static_cast<std::size_t>(half < kMaxRecord ? half : kMaxRecord);
   }
 
   // A ring of `capacity` bytes (a power of two in [kMinCapacity, kMaxCapacity], otherwise
@@ -145,7 +148,9 @@ class ByteRing {
     publish();
   }
   // Like commit(), but the message stays invisible until the next publish() or commit(): a
-  // batch of staged messages appears to the consumer at once, with one wake-up.
+  // batch of staged messages appears to the consumer at once, with one wake-up. (A blocking
+  // reserve() that finds the ring full publishes the staged batch first, so that the
+  // consumer can make room.)
   void stage(std::size_t used);
   void publish() noexcept;
 
@@ -173,7 +178,7 @@ class ByteRing {
           header_at(at).load(std::memory_order_acquire);  // pairs with stage()
       if (word == 0) return std::nullopt;
       const detail::RecordHeader rh = detail::RecordHeader::unpack(word);
-      if (rh.kind == detail::RecordHeader::kPadding) {
+      if (rh.kind == detail::RecordHeader::kPadding && at != 0) {  // at 0 it would loop
         rpos_ += capacity() - at;
         continue;
       }
@@ -252,8 +257,12 @@ class ByteRing {
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
       reserved_ = kNone;
       holding_ = false;
+      skip_published();
     }
   }
+  // A producer killed between publishing records and storing head left head behind: step
+  // over the published records (their chain ends at a zeroed header slot).
+  void skip_published() noexcept;
   void begin_consume() {
     if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) [[unlikely]] {
       rpos_ = h_->tail.load(std::memory_order_acquire);

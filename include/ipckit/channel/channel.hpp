@@ -50,7 +50,7 @@ constexpr WaitPolicy policy_for(WaitMode m) noexcept {
 struct ChannelOptions {
   Transport transport = Transport::shm;
   WaitMode mode = WaitMode::hybrid;
-  // shm: ring bytes, a power of two >= 64; a message may take up to half (minus 8 bytes).
+  // shm: ring bytes, a power of two >= 64; a message may take up to half (minus 16 bytes).
   std::uint64_t capacity = std::uint64_t{1} << 20;
   // pipe: the longest message accepted.
   std::size_t max_message = std::size_t{1} << 30;
@@ -155,13 +155,21 @@ class Channel {
       pipe_->close();
     }
   }
-  // Registers the caller's side now (shm), so the other side can tell when it dies before
-  // its first send/recv.
+  // Registers the caller's side now, so the other side can tell when it dies before its
+  // first send/recv (shm), or so that a sender that sends nothing can still close() (pipe).
   void attach_sender() {
-    if (ring_) ring_->attach_producer();
+    if (ring_) {
+      ring_->attach_producer();
+    } else {
+      pipe_->attach_sender();
+    }
   }
   void attach_receiver() {
-    if (ring_) ring_->attach_consumer();
+    if (ring_) {
+      ring_->attach_consumer();
+    } else {
+      pipe_->attach_receiver();
+    }
   }
   // The transports underneath, for batching and zero-copy use (empty for the other kind).
   [[nodiscard]] ByteRing* ring() noexcept { return ring_ ? &*ring_ : nullptr; }

@@ -7,7 +7,9 @@
 //    ipckit's own binary archives, whose reader checks every length against the bytes left
 //    before it allocates or copies.
 // decode() throws Error(errc::bad_frame) on input that is short, long or inconsistent; it
-// never reads outside the span and never allocates more than a small multiple of its size.
+// never reads outside the span, and a container's element count is checked against the
+// bytes left before it is resized (so an allocation is at most sizeof(element) per input
+// byte). Raw structs are copied as they are: a bool member is not validated there.
 //
 //   std::vector<std::byte> bytes; ipckit::codec::encode(value, bytes);
 //   auto back = ipckit::codec::decode<Value>(bytes);
@@ -27,7 +29,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <new>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -123,11 +127,21 @@ void CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar, cereal::BinaryData<T>& bd)
   ar.load_bytes(bd.data, static_cast<std::size_t>(bd.size));
 }
 
+// Pointers and views are trivially copyable but mean nothing in another process: rejected,
+// at the top level and as elements of a raw range.
+template <class T>
+struct is_view : std::bool_constant<std::is_pointer_v<T> || std::is_member_pointer_v<T>> {};
+template <class C, class Tr>
+struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
+template <class U, std::size_t E>
+struct is_view<std::span<U, E>> : std::true_type {};
+
 template <class T>
 struct is_raw_range : std::false_type {};
 template <class U, class A>
 struct is_raw_range<std::vector<U, A>>
-    : std::bool_constant<std::is_trivially_copyable_v<U> && !std::is_same_v<U, bool>> {};
+    : std::bool_constant<std::is_trivially_copyable_v<U> && !std::is_same_v<U, bool> &&
+                         !is_view<U>::value> {};
 template <class C, class Tr, class A>
 struct is_raw_range<std::basic_string<C, Tr, A>> : std::true_type {};
 
@@ -141,13 +155,8 @@ CEREAL_SETUP_ARCHIVE_TRAITS(ipckit::detail::CodecInputArchive, ipckit::detail::C
 namespace ipckit::codec {
 
 // How T is encoded: raw bytes of one value, raw bytes of a contiguous range, or cereal.
-// Pointers and views are trivially copyable but mean nothing in another process: rejected.
 template <class T>
-struct is_view : std::bool_constant<std::is_pointer_v<T> || std::is_member_pointer_v<T>> {};
-template <class C, class Tr>
-struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
-template <class U, std::size_t E>
-struct is_view<std::span<U, E>> : std::true_type {};
+using is_view = detail::is_view<T>;
 template <class T>
 inline constexpr bool is_trivial_v = std::is_trivially_copyable_v<T> && !is_view<T>::value;
 template <class T>
@@ -217,6 +226,10 @@ void decode_into(std::span<const std::byte> in, T& out) {
       detail::throw_codec("codec: expected " + std::to_string(sizeof(T)) + " bytes, got " +
                           std::to_string(in.size()));
     }
+    if constexpr (std::is_same_v<T, bool>) {
+      if (std::to_integer<unsigned>(in[0]) > 1)
+        detail::throw_codec("codec: a bool byte not 0 or 1");
+    }
     std::memcpy(static_cast<void*>(&out), in.data(), sizeof(T));
   } else if constexpr (is_raw_range_v<T>) {
     using U = typename T::value_type;
@@ -233,6 +246,10 @@ void decode_into(std::span<const std::byte> in, T& out) {
       ar(out);
     } catch (const cereal::Exception& e) {
       detail::throw_codec(std::string("codec: ") + e.what());
+    } catch (const std::length_error& e) {  // a checked but still too large element count
+      detail::throw_codec(std::string("codec: ") + e.what());
+    } catch (const std::bad_alloc&) {
+      detail::throw_codec("codec: a length in the message needs more memory than there is");
     }
     if (ar.remaining() != 0) {
       detail::throw_codec("codec: " + std::to_string(ar.remaining()) +

@@ -6,8 +6,11 @@
 // end with errc::closed after close() (consumers drain first) and with errc::peer_dead when
 // every process on the other side has exited.
 //
-// A process killed between claiming a slot and publishing it (a window of one memcpy) leaves
-// that slot unpublished: consumers behind it stop there. This is the price of a bounded
+// A producer killed between claiming a slot and publishing it (a window of one memcpy)
+// leaves that slot unpublished: consumers stop there. A consumer killed between claiming and
+// freeing a slot leaves it full for good: producers stop there one lap later. Producers
+// count for peer_dead from their first push: fork them all and have each attach_producer()
+// before any may finish. This is the price of a bounded
 // queue with run-time capacity that unrelated processes can map at different addresses
 // (Boost.Lockfree's run-time-sized queue keeps raw pointers, see bench/README).
 //
@@ -63,6 +66,8 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     T value;
   };
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+  static_assert(std::is_standard_layout_v<Cell>);
+  static_assert(alignof(Cell) <= detail::kCacheLine);
   static constexpr std::size_t kCellsOffset =
       (sizeof(Header) + alignof(Cell) + detail::kCacheLine - 1) / detail::kCacheLine *
       detail::kCacheLine;

@@ -46,7 +46,8 @@ class PipeChannel {
   PipeChannel& operator=(PipeChannel&&) noexcept = default;
 
   // Writes one frame. try_send returns false when the frame could not start without
-  // blocking; once started, a frame is always finished. Throws Error(errc::message_too_large)
+  // blocking; once started, a frame is always finished (so a frame larger than the socket
+  // buffer may block until the receiver reads it). Throws Error(errc::message_too_large)
   // (nothing written), errc::closed after close(), errc::peer_dead when the receiver is gone.
   [[nodiscard]] bool try_send(std::span<const std::byte> msg);
   void send(std::span<const std::byte> msg) { (void)send_until(msg, Deadline::never()); }
@@ -69,11 +70,18 @@ class PipeChannel {
     return recv_until(out, Deadline::after(timeout));
   }
 
-  // Sender: writes a close frame and shuts the stream; the receiver drains, then gets
-  // errc::closed. Receiver: drops its end (the sender then gets peer_dead). Idempotent.
+  // Sender (a process that has sent, or holds only a sending end): writes a close frame and
+  // shuts the stream; the
+  // receiver drains, then gets errc::closed. Receiver: drops its end (the sender then gets
+  // peer_dead). A process that did neither only drops its ends (disown()). Idempotent.
   void close() noexcept;
   // Drops both ends in this process (for a process that only forked the two sides).
   void disown() noexcept;
+  // Takes the sending / receiving role now (drops the other end in this process), as the
+  // first send() / recv() would. A sender that may close() without sending anything calls
+  // attach_sender() first, or its close() counts as a bystander's.
+  void attach_sender() { become_sender(); }
+  void attach_receiver() { become_receiver(); }
   [[nodiscard]] int read_fd() const noexcept { return read_.get(); }
   [[nodiscard]] int write_fd() const noexcept { return write_.get(); }
   [[nodiscard]] std::size_t max_message_size() const noexcept { return options_.max_message; }

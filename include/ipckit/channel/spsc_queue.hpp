@@ -128,7 +128,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     return true;
   }
   // Pushes as many leading elements of `vs` as fit, with one wake-up; returns how many.
-  std::size_t try_push_n(std::span<const T> vs) {
+  [[nodiscard]] std::size_t try_push_n(std::span<const T> vs) {
     begin_produce();
     if (h_->control.is_closed()) [[unlikely]]
       detail::throw_closed("SpscQueue::try_push_n");
@@ -157,7 +157,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     return true;
   }
   // Pops up to out.size() elements with one store of the index; returns how many.
-  std::size_t try_pop_n(std::span<T> out) {
+  [[nodiscard]] std::size_t try_pop_n(std::span<T> out) {
     begin_consume();
     std::size_t n = 0;
     while (n < out.size() && take(tail_ + n, out[n])) ++n;
@@ -211,6 +211,8 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     if (attach_producer_(h_->control.producers, "SpscQueue producer")) [[unlikely]] {
       head_ = h_->head.load(std::memory_order_acquire);
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
+      // A producer killed between publishing a slot and storing head left head behind.
+      for (std::uint64_t i = 0; i <= mask_ && published(head_); ++i) ++head_;
     }
   }
   void begin_consume() {
@@ -222,6 +224,9 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     Cell& c = cells_[pos & mask_];
     std::memcpy(static_cast<void*>(&c.value), &v, sizeof(T));
     c.seq.store(pos + 1, std::memory_order_release);  // pairs with acquire in take()
+  }
+  bool published(std::uint64_t pos) const noexcept {
+    return cells_[pos & mask_].seq.load(std::memory_order_acquire) == pos + 1;
   }
   bool take(std::uint64_t pos, T& out) noexcept {
     const Cell& c = cells_[pos & mask_];

@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <exception>
@@ -103,14 +104,16 @@ class Process {
 [[nodiscard]] bool process_alive(pid_t pid) noexcept;
 
 namespace detail {
-extern pid_t cached_pid;               // 0 until first use; refreshed in children by atfork
+// 0 until first use; refreshed in children by a pthread_atfork handler (glibc fork() only:
+// not after vfork, _Fork or a raw clone).
+extern std::atomic<pid_t> cached_pid;
 pid_t init_cached_pid() noexcept;
 }  // namespace detail
 
 // The caller's pid without a system call: cached, and refreshed in a child after fork() (by a
 // pthread_atfork handler). Hot paths use it to notice that they now run in a forked child.
 [[nodiscard]] inline pid_t current_pid() noexcept {
-  const pid_t p = detail::cached_pid;
+  const pid_t p = detail::cached_pid.load(std::memory_order_relaxed);
   return p != 0 ? p : detail::init_cached_pid();
 }
 

@@ -36,7 +36,10 @@ class PeerTable {
   void attach(pid_t pid, const char* who);
   // True when at least one process has attached.
   [[nodiscard]] bool any_attached() const noexcept;
-  // True when some process attached and every attached process has exited.
+  // True when some process other than the caller attached and every such process has
+  // exited. Processes count from their first operation (or attach): when several producers
+  // are forked, have each attach before any may finish, or a consumer that drained the
+  // early ones sees peer_dead before the late ones start.
   [[nodiscard]] bool all_dead() const noexcept;
 
  private:
@@ -57,6 +60,8 @@ struct ChannelControl {
   [[nodiscard]] bool is_closed() const noexcept {
     return closed.load(std::memory_order_acquire) != 0;
   }
+  // Closing is for the sending side after its last send (or for tearing down): a send that
+  // races a close() from another process may land after the receiver's final drain.
   void close() noexcept {
     closed.store(1, std::memory_order_release);
     readable.notify_all();
