@@ -65,8 +65,9 @@ void ByteRing::bind() noexcept {
   mask_ = h_->capacity - 1;
   max_message_ = max_message_for(h_->capacity);
   data_ = region_.data() + kDataOffset;
-  whead_ = h_->head.load(std::memory_order_acquire);
+  // Cursors are set for real when a process first produces or consumes (begin_*).
   tail_cache_ = h_->tail.load(std::memory_order_acquire);
+  whead_ = tail_cache_;
   rpos_ = tail_cache_;
 }
 
@@ -131,22 +132,23 @@ void ByteRing::publish() noexcept {
     }
     holding_ = false;
   }
-  h_->head.store(whead_, std::memory_order_relaxed);  // for used_bytes() and a later producer
   wake(h_->control.readable);
 }
 
-void ByteRing::skip_published() noexcept {
-  while (whead_ - tail_cache_ < capacity()) {
-    const std::uint64_t at = whead_ & mask_;
+std::uint64_t ByteRing::published_end(std::uint64_t from) const noexcept {
+  std::uint64_t pos = from;
+  while (pos - from < capacity()) {
+    const std::uint64_t at = pos & mask_;
     const auto rh = detail::RecordHeader::unpack(header_at(at).load(std::memory_order_acquire));
     if (rh.kind == detail::RecordHeader::kPadding && at != 0) {
-      whead_ += capacity() - at;
+      pos += capacity() - at;
     } else if (rh.kind == detail::RecordHeader::kData && rh.size <= max_message_) {
-      whead_ += kRecordHeader + round8(rh.size);
+      pos += kRecordHeader + round8(rh.size);
     } else {
       break;
     }
   }
+  return pos;
 }
 
 bool ByteRing::try_send(std::span<const std::byte> msg) {

@@ -46,10 +46,10 @@ struct ByteRingHeader {
   std::uint32_t magic = kMagic;
   std::uint32_t version = 1;
   std::uint64_t capacity;
-  // Bytes published / released so far, each written by its own side only. The consumer never
-  // reads head (records carry their own headers); the producer reads tail only when its
-  // private copy says the ring is too full.
-  alignas(kCacheLine) std::atomic<std::uint64_t> head{0};
+  // Bytes released so far, written by the consumer only; the producer reads it only when its
+  // private copy says the ring is too full. There is no shared producer index: records carry
+  // their own headers, and a producer that attaches finds its position by walking the
+  // published records after tail.
   alignas(kCacheLine) std::atomic<std::uint64_t> tail{0};
   alignas(kCacheLine) ChannelControl control;
 };
@@ -239,9 +239,11 @@ class ByteRing {
   [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
   void attach_producer() { begin_produce(); }
   void attach_consumer() { begin_consume(); }
-  // Bytes in use now (messages, headers and padding; a snapshot).
+  // Bytes in use by published messages now (headers and padding included; a snapshot that
+  // walks the records, O(messages)).
   [[nodiscard]] std::uint64_t used_bytes() const noexcept {
-    return h_->head.load(std::memory_order_acquire) - h_->tail.load(std::memory_order_acquire);
+    const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+    return published_end(tail) - tail;
   }
 
  private:
@@ -253,16 +255,15 @@ class ByteRing {
   }
   void begin_produce() {
     if (attach_producer_(h_->control.producers, "ByteRing producer")) [[unlikely]] {
-      whead_ = h_->head.load(std::memory_order_acquire);
       tail_cache_ = h_->tail.load(std::memory_order_acquire);
+      whead_ = published_end(tail_cache_);
       reserved_ = kNone;
       holding_ = false;
-      skip_published();
     }
   }
-  // A producer killed between publishing records and storing head left head behind: step
-  // over the published records (their chain ends at a zeroed header slot).
-  void skip_published() noexcept;
+  // The end of the published records that start at `from` (a record boundary the consumer
+  // released up to): their chain ends at a zeroed header slot.
+  [[nodiscard]] std::uint64_t published_end(std::uint64_t from) const noexcept;
   void begin_consume() {
     if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) [[unlikely]] {
       rpos_ = h_->tail.load(std::memory_order_acquire);
