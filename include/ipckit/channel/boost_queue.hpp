@@ -102,6 +102,7 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
 
   BoostQueue(Region r, const WaitPolicy& policy) : region_(std::move(r)) {
     s_ = ::new (region_.data()) Shared(sizeof(T), N, policy);
+    sleep_ = policy.sleep;
   }
   explicit BoostQueue(Region r) : region_(std::move(r)) {
     s_ = std::launder(reinterpret_cast<Shared*>(region_.data()));
@@ -109,13 +110,15 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
         s_->elem_size != sizeof(T) || s_->capacity != N) {
       throw_bad_layout(kName, "not a queue of this element type and capacity");
     }
+    sleep_ = s_->control.policy.sleep;
   }
   void wake(EventCount& ec) noexcept {
-    if (s_->control.policy.sleep) ec.notify(1);
+    if (sleep_) ec.notify(1);
   }
 
   Region region_;
   Shared* s_ = nullptr;
+  bool sleep_ = false;  // the policy's, copied: the hot path stays off the control line
   AttachOnce attach_producer_;
   AttachOnce attach_consumer_;
 };

@@ -18,7 +18,9 @@ class BlockingQueue {
  public:
   // Blocks while full. Throws Error(errc::closed) once the queue is closed,
   // Error(errc::peer_dead) when every consumer that attached has exited.
-  void push(const T& v) { (void)push_until(v, Deadline::never()); }
+  void push(const T& v) {
+    if (!self().try_push(v)) (void)push_until(v, Deadline::never());
+  }
   // As push(); returns false, having pushed nothing, when the deadline passes first.
   [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
     ChannelControl& c = self().control();
@@ -42,7 +44,7 @@ class BlockingQueue {
   // producer that attached has exited (after delivering what they pushed).
   T pop() {
     T v;
-    (void)pop_until(v, Deadline::never());
+    if (!self().try_pop(v)) (void)pop_until(v, Deadline::never());
     return v;
   }
   [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
