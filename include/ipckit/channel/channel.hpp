@@ -98,7 +98,7 @@ class Channel {
   }
   [[nodiscard]] bool send_until(const T& v, const Deadline& deadline) {
     if (ring_) {
-      if (ring_->closed()) detail::throw_closed("Channel::send");
+      // try_reserve()/reserve_until() throw errc::closed themselves.
       if constexpr (codec::is_trivial_v<T> || codec::is_raw_range_v<T>) {
         const std::size_t n = codec::raw_size(v);
         auto buf = ring_->try_reserve(n);
