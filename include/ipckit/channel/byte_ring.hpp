@@ -5,8 +5,8 @@
 //
 // Layout: each record is an 8-byte header {size, kind} and the payload, 8-byte aligned. The
 // consumer learns that a record is there from its header alone (a zero header means "not
-// yet": the producer zeroes the next header slot before it publishes a record), so it never
-// reads the producer's index and a small message costs one cache-line transfer. A message
+// yet": the producer zeroes the next header slot before it publishes a record), so there is
+// no producer index to read or keep up to date. A message
 // is never split: when it does not fit before the end of the ring, the producer leaves a
 // padding record and starts again at the front, which is why a message may take at most
 // half the capacity (less 16 bytes). Batched calls stage many messages and wake the consumer
