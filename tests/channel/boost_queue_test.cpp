@@ -116,22 +116,12 @@ TEST_P(BoostQueueModeTest, MpmcTwoByTwoDeliversEveryMessageExactlyOnce) {
 
 TEST_P(BoostQueueModeTest, ConsumerBlockedInPopGetsPeerDeadWhenProducerIsKilled) {
   BoostSpscQueue<int, 8> q(GetParam().policy);
-  auto seg = Segment::anonymous(1 << 16);
-  auto& attached = seg.make<Flag>(0u);
-  auto producer = Process::spawn([&] {
-    q.attach_producer();
-    attached.store(1, std::memory_order_release);
-    for (;;) ::pause();
-  });
-  ASSERT_TRUE(eventually([&] { return attached.load(std::memory_order_acquire) == 1; }));
-  auto consumer = Process::spawn([&] {
-    int v = 0;
-    return outcome_of([&] { return q.pop_until(v, Deadline::after(10s)); });
-  });
-  std::this_thread::sleep_for(10ms);
-  producer.kill(SIGKILL);
-  EXPECT_EQ(exit_code(consumer), testing::kPeerDead);
-  EXPECT_TRUE(producer.wait().signaled());
+  EXPECT_EQ(testing::outcome_when_peer_is_killed([&] { q.attach_producer(); },
+                                                 [&] {
+                                                   int v = 0;
+                                                   return q.pop_until(v, Deadline::after(10s));
+                                                 }),
+            testing::kPeerDead);
 }
 
 TEST_F(BoostQueueTest, ProcessThatOpensTheSegmentByNameExchangesElements) {

@@ -609,24 +609,10 @@ TEST_P(ByteRingModeTest, ReserveCommitAndPeekReleaseKeepEveryMessageInOrder) {
 
 TEST_P(ByteRingModeTest, ConsumerBlockedInPeekGetsPeerDeadWhenProducerIsKilled) {
   ByteRing ring(1024, GetParam().policy);
-  auto seg = Segment::anonymous(1 << 16);
-  auto& attached = seg.make<Flag>(0u);
-  auto& waiting = seg.make<Flag>(0u);
-  auto producer = Process::spawn([&] {
-    ring.attach_producer();
-    attached.store(1, std::memory_order_release);
-    for (;;) ::pause();
-  });
-  ASSERT_TRUE(eventually([&] { return attached.load(std::memory_order_acquire) == 1; }));
-  auto consumer = Process::spawn([&] {
-    waiting.store(1, std::memory_order_release);
-    return outcome_of([&] { return ring.peek_until(Deadline::after(10s)).has_value(); });
-  });
-  ASSERT_TRUE(eventually([&] { return waiting.load(std::memory_order_acquire) == 1; }));
-  std::this_thread::sleep_for(10ms);
-  producer.kill(SIGKILL);
-  EXPECT_EQ(exit_code(consumer), testing::kPeerDead);
-  EXPECT_TRUE(producer.wait().signaled());
+  EXPECT_EQ(testing::outcome_when_peer_is_killed(
+                [&] { ring.attach_producer(); },
+                [&] { return ring.peek_until(Deadline::after(10s)).has_value(); }),
+            testing::kPeerDead);
 }
 
 TEST_P(ByteRingModeTest, ProducerBlockedInSendGetsPeerDeadWhenConsumerIsKilled) {

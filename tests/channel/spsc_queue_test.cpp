@@ -322,50 +322,24 @@ TEST_P(SpscQueueModeTest, BatchedPushNAndPopNAcrossProcessesKeepEveryElementInOr
 
 TEST_P(SpscQueueModeTest, ConsumerBlockedInPopGetsPeerDeadWhenProducerIsKilled) {
   SpscQueue<int> q(8, GetParam().policy);
-  auto seg = Segment::anonymous(1 << 16);
-  auto& attached = seg.make<Flag>(0u);
-  auto& waiting = seg.make<Flag>(0u);
-  auto producer = Process::spawn([&] {
-    q.attach_producer();
-    attached.store(1, std::memory_order_release);
-    for (;;) ::pause();
-  });
-  ASSERT_TRUE(eventually([&] { return attached.load(std::memory_order_acquire) == 1; }));
-  auto consumer = Process::spawn([&] {
-    waiting.store(1, std::memory_order_release);
-    int v = 0;
-    return outcome_of([&] { return q.pop_until(v, Deadline::after(10s)); });
-  });
-  ASSERT_TRUE(eventually([&] { return waiting.load(std::memory_order_acquire) == 1; }));
-  std::this_thread::sleep_for(10ms);  // most likely asleep in pop now; either way is fine
-  producer.kill(SIGKILL);
-  EXPECT_EQ(exit_code(consumer), testing::kPeerDead)
+  EXPECT_EQ(testing::outcome_when_peer_is_killed([&] { q.attach_producer(); },
+                                                 [&] {
+                                                   int v = 0;
+                                                   return q.pop_until(v, Deadline::after(10s));
+                                                 }),
+            testing::kPeerDead)
       << "11: timed out instead of noticing the dead producer";
-  EXPECT_TRUE(producer.wait().signaled());
 }
 
 TEST_P(SpscQueueModeTest, ProducerBlockedInPushGetsPeerDeadWhenConsumerIsKilled) {
   SpscQueue<int> q(4, GetParam().policy);
-  auto seg = Segment::anonymous(1 << 16);
-  auto& attached = seg.make<Flag>(0u);
-  auto& waiting = seg.make<Flag>(0u);
-  auto consumer = Process::spawn([&] {
-    q.attach_consumer();
-    attached.store(1, std::memory_order_release);
-    for (;;) ::pause();
-  });
-  ASSERT_TRUE(eventually([&] { return attached.load(std::memory_order_acquire) == 1; }));
-  auto producer = Process::spawn([&] {
-    while (q.try_push(1)) {
-    }
-    waiting.store(1, std::memory_order_release);
-    return outcome_of([&] { return q.push_until(2, Deadline::after(10s)); });
-  });
-  ASSERT_TRUE(eventually([&] { return waiting.load(std::memory_order_acquire) == 1; }));
-  std::this_thread::sleep_for(10ms);
-  consumer.kill(SIGKILL);
-  EXPECT_EQ(exit_code(producer), testing::kPeerDead);
-  EXPECT_TRUE(consumer.wait().signaled());
+  EXPECT_EQ(testing::outcome_when_peer_is_killed([&] { q.attach_consumer(); },
+                                                 [&] {
+                                                   while (q.try_push(1)) {
+                                                   }
+                                                   return q.push_until(2, Deadline::after(10s));
+                                                 }),
+            testing::kPeerDead);
 }
 
 TEST_P(SpscQueueModeTest, ElementsPushedBeforeProducerDiedAreDeliveredBeforePeerDead) {

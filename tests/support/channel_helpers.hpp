@@ -16,8 +16,14 @@
 #include <type_traits>
 #include <vector>
 
+#include <unistd.h>
+
+#include <thread>
+
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/process.hpp"
+#include "ipckit/shm/segment.hpp"
+#include "test_util.hpp"
 
 namespace ipckit::testing {
 
@@ -128,5 +134,32 @@ class Payloads {
 
 // A flag in shared memory that a child raises and the parent waits for.
 using Flag = std::atomic<std::uint32_t>;
+
+// The peer-death scenario every channel is tested with: a child runs `attach()` (it joins
+// one side of the channel) and then idles; a second child runs `blocked()`, a call that
+// waits for that side (a bool-returning call with a long deadline, or a void one). Once the
+// waiter is in its call, the first child is killed with SIGKILL. Returns the waiter's
+// Outcome (kPeerDead is what the tests expect), -1000 if either child hung.
+template <class Attach, class Blocked>
+int outcome_when_peer_is_killed(Attach&& attach, Blocked&& blocked) {
+  auto seg = Segment::anonymous(1 << 16);
+  auto& attached = seg.make<Flag>(0u);
+  auto& waiting = seg.make<Flag>(0u);
+  auto peer = Process::spawn([&] {
+    attach();
+    attached.store(1, std::memory_order_release);
+    for (;;) ::pause();
+  });
+  if (!eventually([&] { return attached.load(std::memory_order_acquire) == 1; })) return -1000;
+  auto waiter = Process::spawn([&] {
+    waiting.store(1, std::memory_order_release);
+    return outcome_of(blocked);
+  });
+  if (!eventually([&] { return waiting.load(std::memory_order_acquire) == 1; })) return -1000;
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));  // most likely asleep by now
+  peer.kill(SIGKILL);
+  const int code = exit_code(waiter);
+  return peer.wait().signaled() ? code : -1000;
+}
 
 }  // namespace ipckit::testing
