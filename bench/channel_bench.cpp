@@ -500,11 +500,14 @@ void rtt_spsc(benchmark::State& state, const Point& pt, WaitPolicy policy) {
       round, round);
 }
 
-void rtt_byte_ring_copy(benchmark::State& state, const Point& pt) {
-  ByteRing req(kMiB, WaitPolicy::spin_only());
-  ByteRing rep(kMiB, WaitPolicy::spin_only());
+// A copying request/answer over any pair of ipckit channels with send(Bytes) and
+// recv_until(Bytes&, Deadline): ByteRing, Channel<Bytes>, PipeChannel. The first two rounds of
+// the parent's warm-up send a message of `big` bytes (when not 0), so that every page of a
+// ring is touched before timing.
+template <class Ch>
+void rtt_echo(benchmark::State& state, const Point& pt, Ch& req, Ch& rep, std::size_t big) {
   Bytes msg(pt.bytes, std::byte{1});
-  Bytes big(req.max_message_size(), std::byte{2});
+  const Bytes large(big, std::byte{2});
   Bytes back;
   const auto round = [&](IterationCount i) {
     msg[0] = static_cast<std::byte>(i);
@@ -521,14 +524,20 @@ void rtt_byte_ring_copy(benchmark::State& state, const Point& pt) {
         }
       },
       [&](IterationCount k) {
-        if (k < 2) {
-          req.send(big);
+        if (k < 2 && big != 0) {
+          req.send(large);
           (void)rep.recv_until(back, kNever);
         } else {
           round(k);
         }
       },
       round);
+}
+
+void rtt_byte_ring_copy(benchmark::State& state, const Point& pt) {
+  ByteRing req(kMiB, WaitPolicy::spin_only());
+  ByteRing rep(kMiB, WaitPolicy::spin_only());
+  rtt_echo(state, pt, req, rep, req.max_message_size());
 }
 
 // Zero-copy: the parent builds the message in the ring, the child copies it from the peeked
@@ -562,54 +571,14 @@ void rtt_byte_ring_zc(benchmark::State& state, const Point& pt) {
 void rtt_channel(benchmark::State& state, const Point& pt, ChannelOptions opt) {
   Channel<Bytes> req(opt);
   Channel<Bytes> rep(opt);
-  Bytes msg(pt.bytes, std::byte{1});
-  Bytes big(opt.transport == ipckit::Transport::shm ? req.max_message_size() : 0, std::byte{2});
-  Bytes back;
-  const auto round = [&](IterationCount i) {
-    msg[0] = static_cast<std::byte>(i);
-    req.send(msg);
-    (void)rep.recv_until(back, kNever);
-  };
-  rtt(
-      state, pt, 1000,
-      [&](IterationCount count) {
-        Bytes m;
-        for (IterationCount k = 0; k < count; ++k) {
-          (void)req.recv_until(m, kNever);
-          rep.send(m);
-        }
-      },
-      [&](IterationCount k) {
-        if (k < 2 && !big.empty()) {
-          req.send(big);
-          (void)rep.recv_until(back, kNever);
-        } else {
-          round(k);
-        }
-      },
-      round);
+  rtt_echo(state, pt, req, rep,
+           opt.transport == ipckit::Transport::shm ? req.max_message_size() : 0);
 }
 
 void rtt_pipe_channel(benchmark::State& state, const Point& pt) {
   ipckit::PipeChannel req;
   ipckit::PipeChannel rep;
-  Bytes msg(pt.bytes, std::byte{1});
-  Bytes back;
-  const auto round = [&](IterationCount i) {
-    msg[0] = static_cast<std::byte>(i);
-    req.send(msg);
-    (void)rep.recv_until(back, kNever);
-  };
-  rtt(
-      state, pt, 1000,
-      [&](IterationCount count) {
-        Bytes m;
-        for (IterationCount k = 0; k < count; ++k) {
-          (void)req.recv_until(m, kNever);
-          rep.send(m);
-        }
-      },
-      round, round);
+  rtt_echo(state, pt, req, rep, 0);
 }
 
 // ---- round trips: kernel and Boost anchors -------------------------------------------------

@@ -124,7 +124,3 @@ void throw_peer_dead(const char* what) {
 }
 
 }  // namespace ipckit::detail
-
-namespace ipckit::detail {
-void throw_codec(const std::string& what) { throw_error(errc::bad_frame, what); }
-}  // namespace ipckit::detail
