@@ -12,6 +12,8 @@
 #include "ipckit/core/futex.hpp"
 #include "ipckit/core/process.hpp"
 #include "ipckit/core/unique_fd.hpp"
+#include "ipckit/pool/pool.hpp"
+#include "ipckit/pool/progress.hpp"
 #include "ipckit/shm/arena.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/shm/shared_array.hpp"

@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <cstring>
 #include <new>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -264,6 +265,76 @@ T decode(std::span<const std::byte> in) {
   T out{};
   decode_into(in, out);
   return out;
+}
+
+// A sequence of values whose count travels beside the bytes (a pool chunk): the raw bytes of
+// each value one after another for trivially copyable T, one cereal archive for the rest.
+template <class T>
+class SeqWriter {
+  static_assert(is_encodable_v<T>, "ipckit::codec: T cannot cross a channel (see encode)");
+
+ public:
+  explicit SeqWriter(std::vector<std::byte>& out) : out_(out) {
+    if constexpr (!is_trivial_v<T>) ar_.emplace(out);
+  }
+  void add(const T& v) {
+    if constexpr (is_trivial_v<T>) {
+      const std::size_t at = out_.size();
+      out_.resize(at + sizeof(T));
+      std::memcpy(out_.data() + at, &v, sizeof(T));
+    } else {
+      (*ar_)(v);
+    }
+  }
+
+ private:
+  std::vector<std::byte>& out_;
+  std::optional<detail::CodecOutputArchive> ar_;
+};
+
+// Decodes `count` values written by a SeqWriter<T> and hands each to fn(T&), in order.
+// Throws Error(errc::bad_frame) when the bytes are not exactly `count` encodings of T.
+template <class T, class Fn>
+void decode_each(std::span<const std::byte> in, std::size_t count, Fn&& fn) {
+  static_assert(is_encodable_v<T>, "ipckit::codec: T cannot be decoded (see encode)");
+  if constexpr (is_trivial_v<T>) {
+    if (count > in.size() || in.size() != count * sizeof(T)) {
+      detail::throw_codec("codec: " + std::to_string(count) + " values of " +
+                          std::to_string(sizeof(T)) + " bytes do not make " +
+                          std::to_string(in.size()) + " bytes");
+    }
+    // Trivially copyable: copying the bytes into suitably aligned storage makes the object.
+    alignas(T) unsigned char storage[sizeof(T)];
+    for (std::size_t i = 0; i < count; ++i) {
+      std::memcpy(storage, in.data() + i * sizeof(T), sizeof(T));
+      if constexpr (std::is_same_v<T, bool>) {
+        if (storage[0] > 1) detail::throw_codec("codec: a bool byte not 0 or 1");
+      }
+      fn(*std::launder(reinterpret_cast<T*>(storage)));
+    }
+  } else {
+    static_assert(std::is_default_constructible_v<T>,
+                  "ipckit::codec: a cereal-encoded T must be default-constructible");
+    detail::CodecInputArchive ar(in);
+    for (std::size_t i = 0; i < count; ++i) {
+      T v{};
+      // Only decoding errors are translated; what fn throws passes through untouched.
+      try {
+        ar(v);
+      } catch (const cereal::Exception& e) {
+        detail::throw_codec(std::string("codec: ") + e.what());
+      } catch (const std::length_error& e) {
+        detail::throw_codec(std::string("codec: ") + e.what());
+      } catch (const std::bad_alloc&) {
+        detail::throw_codec("codec: a length in the message needs more memory than there is");
+      }
+      fn(v);
+    }
+    if (ar.remaining() != 0) {
+      detail::throw_codec("codec: " + std::to_string(ar.remaining()) +
+                          " trailing bytes after " + std::to_string(count) + " values");
+    }
+  }
 }
 
 }  // namespace ipckit::codec

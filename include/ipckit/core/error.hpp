@@ -24,6 +24,9 @@ enum class errc : int {
   bad_layout,         // a shared layout's magic/version word does not match
   out_of_memory,      // a shared segment has no room left
   child_failed,       // a child process did not exit cleanly
+  remote_error,       // a pool task threw in its worker (ipckit::RemoteError)
+  worker_lost,        // a pool worker died while running the task (ipckit::WorkerLost)
+  interrupted,        // a blocking pool call was interrupted by SIGINT (Ctrl-C)
 };
 
 const std::error_category& ipckit_category() noexcept;

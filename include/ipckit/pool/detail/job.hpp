@@ -1,0 +1,422 @@
+// The pool's jobs, as its driver thread sees them: a source of chunks (inputs already
+// encoded) and a sink for each chunk's results or error. MapJob serves map/starmap/apply and
+// their _async forms (inputs encoded up front, results in order into one vector); ImapJob
+// serves imap/imap_unordered (inputs pulled lazily, results handed out one at a time).
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <atomic>
+#include <cstdio>
+#include <iterator>
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <utility>
+#include <vector>
+
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/core/error.hpp"
+#include "ipckit/core/unique_fd.hpp"
+#include "ipckit/pool/detail/task.hpp"
+
+namespace ipckit::detail {
+
+using ProgressFn = std::function<void(std::size_t done, std::size_t total)>;
+
+// What jobs and results share with their pool: the driver's doorbell (an eventfd) and the
+// count of threads blocked in a pool call (SIGINT interrupts a pool only while someone waits).
+struct PoolLink {
+  UniqueFd doorbell;
+  std::atomic<int> blocking{0};
+  bool handle_sigint = true;
+  // Wakes the driver thread (write to the eventfd).
+  void wake() const noexcept;
+};
+
+// For the duration of a blocking pool call: counts the caller as blocked (arming SIGINT
+// handling while anyone is), and refuses calls from the driver thread (a callback), which
+// would wait for itself. Throws Error(errc::invalid_argument) there.
+class BlockingScope {
+ public:
+  explicit BlockingScope(PoolLink* link);
+  ~BlockingScope();
+  BlockingScope(const BlockingScope&) = delete;
+  BlockingScope& operator=(const BlockingScope&) = delete;
+
+ private:
+  PoolLink* link_;
+};
+
+// Calls a user callback from the driver thread; what it throws is reported on stderr and
+// dropped (the driver must go on).
+void run_callback(const char* what, const std::function<void()>& fn) noexcept;
+
+class JobBase;
+
+// One task message: the unit of dispatch, of retry and of failure.
+struct Chunk {
+  std::shared_ptr<JobBase> job;
+  std::uint64_t index = 0;          // chunk number within the job
+  std::uint64_t first = 0;          // index of its first input
+  std::uint32_t count = 0;          // inputs
+  std::span<const std::byte> args;  // encoded inputs: into the job's storage or `owned`
+  std::vector<std::byte> owned;
+  int attempts = 0;                 // times a worker began it and died
+  std::uint64_t id = 0;             // the driver's id for the current dispatch
+};
+
+class JobBase {
+ public:
+  JobBase(Invoker inv, std::vector<std::byte> callable) : invoker(inv), fn(std::move(callable)) {}
+  virtual ~JobBase() = default;
+  JobBase(const JobBase&) = delete;
+  JobBase& operator=(const JobBase&) = delete;
+
+  const Invoker invoker;
+  const std::vector<std::byte> fn;
+  ProgressFn progress;
+  std::size_t total_items = 0;  // 0 when unknown (imap)
+  // Driver thread only.
+  std::size_t items_done = 0;
+  std::size_t outstanding = 0;  // chunks taken by next_chunk() and not yet resolved
+  bool finished = false;        // finish() or abort() was called
+
+  // All of these run on the driver thread.
+  // The next chunk to run now (fills index/first/count/args), or false when none now.
+  virtual bool next_chunk(Chunk& c) = 0;
+  // True when next_chunk() will never give another chunk.
+  virtual bool drained() = 0;
+  // A chunk's results (may throw Error(bad_frame); the driver then calls on_error).
+  virtual void on_result(const Chunk& c, std::span<const std::byte> results) = 0;
+  virtual void on_error(const Chunk& c, std::exception_ptr e) = 0;
+  // Drained, and every chunk resolved.
+  virtual void finish() = 0;
+  // The pool stopped (terminate, SIGINT, destructor): fail whatever is not done.
+  virtual void abort(std::exception_ptr e) = 0;
+
+  void report_progress(std::size_t items) {
+    items_done += items;
+    if (progress) run_callback("progress callback", [&] { progress(items_done, total_items); });
+  }
+};
+
+// A single outcome that threads wait for: ready or not, and failed with an exception or not.
+// Outcome<S> adds the value.
+class OutcomeBase {
+ public:
+  void set_error(std::exception_ptr e) {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != kPending) return;
+      error_ = std::move(e);
+      state_ = kFailed;
+    }
+    cv_.notify_all();
+  }
+  // True once ready; false when the deadline passed first.
+  bool wait_until(const Deadline& d) {
+    std::unique_lock lk(mu_);
+    if (d.is_never()) {
+      cv_.wait(lk, [&] { return state_ != kPending; });
+      return true;
+    }
+    return cv_.wait_until(lk, d.when(), [&] { return state_ != kPending; });
+  }
+  [[nodiscard]] bool ready() const {
+    std::lock_guard lk(mu_);
+    return state_ != kPending;
+  }
+  [[nodiscard]] bool ok() const {
+    std::lock_guard lk(mu_);
+    return state_ == kOk;
+  }
+  // Once ready: rethrows the error, if any.
+  void check() const {
+    std::lock_guard lk(mu_);
+    if (state_ == kFailed) std::rethrow_exception(error_);
+  }
+
+ protected:
+  enum State { kPending, kOk, kFailed };
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  State state_ = kPending;
+  std::exception_ptr error_;
+};
+
+template <class S>
+class Outcome final : public OutcomeBase {
+ public:
+  void set_value(S v) {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != kPending) return;
+      value_.emplace(std::move(v));
+      state_ = kOk;
+    }
+    cv_.notify_all();
+  }
+  // Once ready: the value, or the error rethrown.
+  S& value() {
+    check();
+    return *value_;
+  }
+
+ private:
+  std::optional<S> value_;
+};
+
+// map, starmap, apply: inputs encoded up front (the caller's range may go away), results in
+// input order. S is what the caller gets: std::vector<R> (map) or R (apply).
+template <class R, class S>
+class MapJob final : public JobBase {
+ public:
+  struct Piece {
+    std::size_t offset;
+    std::size_t size;
+    std::uint64_t first;
+    std::uint32_t count;
+  };
+  using Callback = std::function<void(const S&)>;
+  using ErrorCallback = std::function<void(const Error&)>;
+
+  MapJob(Invoker inv, std::vector<std::byte> callable, std::vector<std::byte> blob,
+         std::vector<Piece> pieces, std::size_t n, std::shared_ptr<Outcome<S>> out)
+      : JobBase(inv, std::move(callable)),
+        blob_(std::move(blob)),
+        pieces_(std::move(pieces)),
+        results_(n),
+        out_(std::move(out)) {
+    total_items = n;
+  }
+
+  Callback callback;
+  ErrorCallback error_callback;
+
+  bool next_chunk(Chunk& c) override {
+    if (failed_ || next_ == pieces_.size()) return false;
+    const Piece& p = pieces_[next_];
+    c.index = next_++;
+    c.first = p.first;
+    c.count = p.count;
+    c.args = std::span<const std::byte>(blob_).subspan(p.offset, p.size);
+    return true;
+  }
+  bool drained() override { return failed_ || next_ == pieces_.size(); }
+  void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
+    if (failed_) return;
+    decode_results<R>(bytes, c.count, results_.begin() + static_cast<std::ptrdiff_t>(c.first));
+    report_progress(c.count);
+  }
+  void on_error(const Chunk&, std::exception_ptr e) override { fail(std::move(e)); }
+  void finish() override {
+    if (failed_ || finished_) return;
+    finished_ = true;
+    S value = take();
+    if (callback) run_callback("callback", [&] { callback(value); });
+    out_->set_value(std::move(value));
+  }
+  void abort(std::exception_ptr e) override { fail(std::move(e)); }
+
+ private:
+  S take() {
+    if constexpr (std::is_same_v<S, std::vector<R>>) {
+      return std::move(results_);
+    } else {
+      return std::move(results_.front());
+    }
+  }
+  void fail(std::exception_ptr e) {
+    if (failed_ || finished_) return;
+    failed_ = true;
+    blob_ = {};
+    if (error_callback) {
+      run_callback("error_callback", [&] {
+        try {
+          std::rethrow_exception(e);
+        } catch (const Error& err) {
+          error_callback(err);
+        }
+      });
+    }
+    out_->set_error(std::move(e));
+  }
+
+  std::vector<std::byte> blob_;
+  std::vector<Piece> pieces_;
+  std::size_t next_ = 0;
+  std::vector<R> results_;
+  bool failed_ = false;
+  bool finished_ = false;
+  std::shared_ptr<Outcome<S>> out_;
+};
+
+// Encodes the next chunk of a lazily read input range; false when the range is exhausted.
+struct ChunkSource {
+  virtual ~ChunkSource() = default;
+  virtual bool next(std::vector<std::byte>& args, std::uint32_t& count) = 0;
+};
+
+// imap, imap_unordered: inputs pulled from the caller's range as workers need them (at most
+// `ahead` chunks beyond what the consumer has taken), results handed out one by one.
+template <class R>
+class ImapJob final : public JobBase {
+ public:
+  ImapJob(Invoker inv, std::vector<std::byte> callable, std::unique_ptr<ChunkSource> src,
+          bool ordered, std::size_t ahead, std::shared_ptr<PoolLink> link)
+      : JobBase(inv, std::move(callable)),
+        src_(std::move(src)),
+        ordered_(ordered),
+        ahead_(ahead),
+        link_(std::move(link)) {}
+
+  // ---- driver thread ----
+  bool next_chunk(Chunk& c) override {
+    std::lock_guard lk(mu_);
+    if (!src_) return false;
+    if (pulled_ - taken_ >= ahead_) {
+      throttled_ = true;
+      return false;
+    }
+    try {
+      if (!src_->next(c.owned, c.count)) {
+        src_.reset();
+        return false;
+      }
+    } catch (...) {
+      // The caller's range threw: everything before this point is still delivered.
+      input_error_ = std::current_exception();
+      error_at_ = pulled_;
+      src_.reset();
+      cv_.notify_all();
+      return false;
+    }
+    c.index = pulled_++;
+    c.args = c.owned;
+    return true;
+  }
+  bool drained() override {
+    std::lock_guard lk(mu_);
+    return !src_;
+  }
+  void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
+    Entry e;
+    e.values.reserve(c.count);
+    decode_results<R>(bytes, c.count, std::back_inserter(e.values));
+    store(c, std::move(e));
+    report_progress(c.count);
+  }
+  void on_error(const Chunk& c, std::exception_ptr err) override {
+    Entry e;
+    e.error = std::move(err);
+    store(c, std::move(e));
+  }
+  void finish() override {
+    {
+      std::lock_guard lk(mu_);
+      finished_ = true;
+    }
+    cv_.notify_all();
+  }
+  void abort(std::exception_ptr e) override {
+    {
+      std::lock_guard lk(mu_);
+      if (finished_) return;
+      aborted_ = std::move(e);
+      src_.reset();
+    }
+    cv_.notify_all();
+  }
+
+  // ---- consumer ----
+  // The next result, nullopt at the end; rethrows a chunk's error at its place (iteration
+  // may go on after it), the input range's exception after the inputs before it, and the
+  // pool's stop error. Throws Error(errc::timeout) at the deadline.
+  std::optional<R> next(const Deadline& d) {
+    for (;;) {
+      if (pos_ < cur_.size()) return std::move(cur_[pos_++]);
+      Entry e;
+      {
+        std::unique_lock lk(mu_);
+        const auto have = [&] {
+          return ready_.count(next_key_) != 0 || (input_error_ && next_key_ == error_at_) ||
+                 aborted_ || (finished_ && next_key_ >= pulled_);
+        };
+        if (d.is_never()) {
+          cv_.wait(lk, have);
+        } else if (!cv_.wait_until(lk, d.when(), have)) {
+          throw Error(errc::timeout, "Pool::imap: no result within the timeout");
+        }
+        auto it = ready_.find(next_key_);
+        if (it == ready_.end()) {
+          if (input_error_ && next_key_ == error_at_) {
+            ++next_key_;  // reported once; the job ends after it
+            std::exception_ptr err = std::exchange(input_error_, nullptr);
+            std::rethrow_exception(err);
+          }
+          if (aborted_) std::rethrow_exception(aborted_);
+          return std::nullopt;
+        }
+        e = std::move(it->second);
+        ready_.erase(it);
+        ++next_key_;
+        ++taken_;
+        if (std::exchange(throttled_, false)) link_->wake();
+      }
+      cur_ = std::move(e.values);
+      pos_ = 0;
+      if (e.error) std::rethrow_exception(e.error);
+    }
+  }
+  // The consumer is gone: pull no more inputs (the range may be dead) and drop results.
+  void cancel() {
+    std::lock_guard lk(mu_);
+    src_.reset();
+    cancelled_ = true;
+    ready_.clear();
+  }
+
+ private:
+  struct Entry {
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  void store(const Chunk& c, Entry e) {
+    {
+      std::lock_guard lk(mu_);
+      if (cancelled_) return;
+      ready_.emplace(ordered_ ? c.index : arrivals_, std::move(e));
+      ++arrivals_;
+    }
+    cv_.notify_all();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unique_ptr<ChunkSource> src_;
+  const bool ordered_;
+  const std::size_t ahead_;
+  std::shared_ptr<PoolLink> link_;
+  std::uint64_t pulled_ = 0;    // chunks taken from the source
+  std::uint64_t taken_ = 0;     // chunks handed to the consumer
+  std::uint64_t arrivals_ = 0;  // chunks resolved
+  bool throttled_ = false;
+  bool finished_ = false;
+  bool cancelled_ = false;
+  std::exception_ptr input_error_;
+  std::uint64_t error_at_ = 0;
+  std::exception_ptr aborted_;
+  std::map<std::uint64_t, Entry> ready_;
+  // Consumer-only: the chunk being handed out.
+  std::uint64_t next_key_ = 0;
+  std::vector<R> cur_;
+  std::size_t pos_ = 0;
+};
+
+}  // namespace ipckit::detail

@@ -1,0 +1,48 @@
+// The two ways a pool task fails that a local call cannot: the task threw in its worker
+// (RemoteError: the original exception's type name and message), or the worker died while
+// running it (WorkerLost: which worker, and how it ended). Both are ipckit::Error, with
+// errc::remote_error and errc::worker_lost.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+
+#include "ipckit/core/error.hpp"
+#include "ipckit/core/process.hpp"
+
+namespace ipckit {
+
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string type_name, std::string message, pid_t worker);
+
+  // The exception's type as the worker saw it, demangled ("std::runtime_error").
+  [[nodiscard]] const std::string& type_name() const noexcept { return type_; }
+  // Its what() (empty for exceptions that are not std::exception).
+  [[nodiscard]] const std::string& message() const noexcept { return message_; }
+  [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
+
+ private:
+  std::string type_;
+  std::string message_;
+  pid_t worker_;
+};
+
+class WorkerLost : public Error {
+ public:
+  WorkerLost(pid_t worker, ExitStatus status, int attempts);
+
+  [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
+  // How the worker ended (killed by signal 9, exited with code 1, ...).
+  [[nodiscard]] const ExitStatus& status() const noexcept { return status_; }
+  // How many times the task was run (1 + the retries it used).
+  [[nodiscard]] int attempts() const noexcept { return attempts_; }
+
+ private:
+  pid_t worker_;
+  ExitStatus status_;
+  int attempts_;
+};
+
+}  // namespace ipckit

@@ -1,0 +1,1147 @@
+// The pool's machinery. One driver thread per pool owns the workers: it forks them, feeds
+// each its own task ring (a ByteRing, parent -> worker), drains each result ring (worker ->
+// parent), notices deaths through pidfds, and respawns. Because every worker has its own
+// rings and runs its chunks in order, the driver always knows which chunk a dead worker was
+// running: the last one it began (WorkerShared::started), and which chunks it had not begun
+// (those go to other workers).
+//
+// The driver never blocks on a ring (only try_ calls), so a worker blocked on a full result
+// ring always gets drained. It sleeps in poll() on an eventfd (the doorbell) and the workers'
+// pidfds: workers ring the doorbell after publishing a result, but only while the driver has
+// said it sleeps (a flag in shared memory, Dekker-style with a fence on each side), so a busy
+// pool makes no system calls per task.
+#include "ipckit/pool/pool.hpp"
+
+#include <cxxabi.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <unordered_set>
+
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/channel/detail/control.hpp"
+#include "ipckit/core/process.hpp"
+
+namespace ipckit {
+
+namespace {
+std::string remote_what(const std::string& type, const std::string& message, pid_t pid) {
+  std::string s = "task raised " + type;
+  if (!message.empty()) s += ": " + message;
+  return s + " (in worker " + std::to_string(pid) + ")";
+}
+std::string lost_what(pid_t pid, const ExitStatus& st, int attempts) {
+  std::string s = "worker " + std::to_string(pid) + " " + st.describe() + " while running the task";
+  if (attempts > 1) s += " (" + std::to_string(attempts) + " attempts)";
+  return s;
+}
+}  // namespace
+
+RemoteError::RemoteError(std::string type_name, std::string message, pid_t worker)
+    : Error(errc::remote_error, remote_what(type_name, message, worker)),
+      type_(std::move(type_name)),
+      message_(std::move(message)),
+      worker_(worker) {}
+
+WorkerLost::WorkerLost(pid_t worker, ExitStatus status, int attempts)
+    : Error(errc::worker_lost, lost_what(worker, status, attempts)),
+      worker_(worker),
+      status_(status),
+      attempts_(attempts) {}
+
+namespace detail {
+
+// ---- SIGINT ----------------------------------------------------------------------------------
+namespace {
+
+constexpr int kMaxPools = 64;
+// Doorbell fds of pools that handle SIGINT, stored as fd + 1 (0: free slot).
+std::atomic<int> g_doorbells[kMaxPools];
+std::atomic<std::uint64_t> g_sigint_count{0};
+std::mutex g_sig_mu;
+int g_blocked = 0;
+bool g_installed = false;
+struct sigaction g_previous {};
+
+extern "C" void on_sigint(int) {
+  const int saved = errno;
+  g_sigint_count.fetch_add(1, std::memory_order_seq_cst);
+  for (auto& slot : g_doorbells) {
+    const int v = slot.load(std::memory_order_acquire);
+    if (v > 0) {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t r = ::write(v - 1, &one, sizeof one);
+    }
+  }
+  errno = saved;
+}
+
+void register_doorbell(int fd) {
+  for (auto& slot : g_doorbells) {
+    int expected = 0;
+    if (slot.compare_exchange_strong(expected, fd + 1)) return;
+  }
+  // More than kMaxPools pools handling SIGINT at once: this one just is not interrupted.
+}
+void unregister_doorbell(int fd) {
+  for (auto& slot : g_doorbells) {
+    int expected = fd + 1;
+    if (slot.compare_exchange_strong(expected, 0)) return;
+  }
+}
+
+thread_local bool t_in_driver = false;
+
+void write_doorbell(int fd) noexcept {
+  const std::uint64_t one = 1;
+  [[maybe_unused]] const ssize_t r = ::write(fd, &one, sizeof one);
+}
+
+}  // namespace
+
+void PoolLink::wake() const noexcept { write_doorbell(doorbell.get()); }
+
+BlockingScope::BlockingScope(PoolLink* link) : link_(nullptr) {
+  if (t_in_driver) {
+    throw Error(errc::invalid_argument,
+                "a blocking pool call from a pool callback would wait for the thread that "
+                "runs it (callbacks run on the pool's driver thread)");
+  }
+  if (link == nullptr || !link->handle_sigint) return;
+  link_ = link;
+  link_->blocking.fetch_add(1, std::memory_order_seq_cst);
+  std::lock_guard lk(g_sig_mu);
+  if (g_blocked++ == 0) {
+    struct sigaction sa {};
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;
+    if (::sigaction(SIGINT, &sa, &g_previous) == 0) {
+      g_installed = true;
+      if (g_previous.sa_handler == SIG_IGN) {  // the program ignores SIGINT: keep it so
+        ::sigaction(SIGINT, &g_previous, nullptr);
+        g_installed = false;
+      }
+    }
+  }
+}
+
+BlockingScope::~BlockingScope() {
+  if (link_ == nullptr) return;
+  link_->blocking.fetch_sub(1, std::memory_order_seq_cst);
+  std::lock_guard lk(g_sig_mu);
+  if (--g_blocked == 0 && g_installed) {
+    ::sigaction(SIGINT, &g_previous, nullptr);
+    g_installed = false;
+  }
+}
+
+void run_callback(const char* what, const std::function<void()>& fn) noexcept {
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ipckit::Pool: a %s threw (ignored): %s\n", what, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "ipckit::Pool: a %s threw a non-standard exception (ignored)\n", what);
+  }
+}
+
+std::size_t check_chunksize(std::optional<std::size_t> chunksize, std::size_t n,
+                            std::size_t workers, const char* what) {
+  if (chunksize) {
+    if (*chunksize == 0) {
+      throw Error(errc::invalid_argument, std::string(what) + ": chunksize must be at least 1");
+    }
+    if (*chunksize > UINT32_MAX) {
+      throw Error(errc::invalid_argument, std::string(what) + ": chunksize " +
+                                              std::to_string(*chunksize) + " exceeds 2^32 - 1");
+    }
+    return *chunksize;
+  }
+  // Python's rule: about four chunks per worker.
+  const std::size_t per = 4 * std::max<std::size_t>(workers, 1);
+  const std::size_t c = n / per + (n % per != 0 ? 1 : 0);
+  return std::clamp<std::size_t>(c, 1, UINT32_MAX);
+}
+
+// ---- shared memory and wire helpers ------------------------------------------------------------
+namespace {
+
+constexpr std::uint64_t kRingBytes = std::uint64_t{1} << 20;
+constexpr int kExitInitFailed = 71;
+constexpr int kExitProtocol = 72;
+
+struct alignas(kCacheLine) WorkerShared {
+  // The id of the last chunk the worker began (ids grow along each worker's queue).
+  std::atomic<std::uint64_t> started{0};
+};
+struct alignas(kCacheLine) PoolShared {
+  std::atomic<std::uint32_t> driver_sleeping{0};
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// Rings the doorbell if the driver said it sleeps. Call after publishing.
+void notify_driver(PoolShared* sh, int fd) noexcept {
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the driver's
+  if (sh->driver_sleeping.load(std::memory_order_relaxed) != 0) write_doorbell(fd);
+}
+
+std::string demangle(const char* name) {
+  int status = 0;
+  char* s = abi::__cxa_demangle(name, nullptr, nullptr, &status);
+  std::string out = (status == 0 && s != nullptr) ? s : name;
+  std::free(s);
+  return out;
+}
+
+void put_string(std::vector<std::byte>& out, const std::string& s) {
+  const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(s.size(), 1u << 20));
+  const std::size_t at = out.size();
+  out.resize(at + 4 + n);
+  std::memcpy(out.data() + at, &n, 4);
+  std::memcpy(out.data() + at + 4, s.data(), n);
+}
+std::string get_string(std::span<const std::byte>& in) {
+  std::uint32_t n = 0;
+  if (in.size() < 4) throw_codec("pool: truncated error record");
+  std::memcpy(&n, in.data(), 4);
+  if (in.size() - 4 < n) throw_codec("pool: truncated error record");
+  std::string s(reinterpret_cast<const char*>(in.data() + 4), n);
+  in = in.subspan(4 + n);
+  return s;
+}
+
+// The exception being handled, as type name and message.
+void encode_current_exception(std::vector<std::byte>& out) {
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  std::string type = t != nullptr ? demangle(t->name()) : "unknown exception";
+  std::string message;
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    message = e.what();
+  } catch (...) {
+  }
+  out.clear();
+  put_string(out, type);
+  put_string(out, message);
+}
+
+std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid) {
+  std::string type = get_string(in);
+  std::string message = get_string(in);
+  return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), pid));
+}
+
+// Sends one message (head then body) on a ring the caller produces into, in fragments when it
+// is larger than one record. Blocks while the ring is full.
+void send_message(ByteRing& ring, std::span<const std::byte> head, std::span<const std::byte> body,
+                  PoolShared* sh, int fd) {
+  const std::size_t total = head.size() + body.size();
+  std::size_t done = 0;
+  do {
+    const std::size_t n = std::min(total - done, kFragmentBytes);
+    const std::uint64_t word = done + n < total ? kMore : 0;
+    std::span<std::byte> rec = ring.reserve(8 + n);
+    std::memcpy(rec.data(), &word, 8);
+    std::size_t at = 8;
+    for (std::size_t k = done; k < done + n;) {  // copy [done, done + n) of head ++ body
+      if (k < head.size()) {
+        const std::size_t m = std::min(head.size() - k, done + n - k);
+        std::memcpy(rec.data() + at, head.data() + k, m);
+        at += m;
+        k += m;
+      } else {
+        const std::size_t m = done + n - k;
+        if (m != 0) std::memcpy(rec.data() + at, body.data() + (k - head.size()), m);
+        at += m;
+        k += m;
+      }
+    }
+    done += n;
+    ring.commit();
+    notify_driver(sh, fd);
+  } while (done < total);
+}
+
+// ---- the worker process ------------------------------------------------------------------------
+struct WorkerEnv {
+  ByteRing* tasks;
+  ByteRing* results;
+  WorkerShared* me;
+  PoolShared* sh;
+  int doorbell;
+  const PoolOptions* options;
+  int cpu;  // -1: not pinned
+};
+
+int worker_main(const WorkerEnv& env) {
+  ::signal(SIGINT, SIG_IGN);
+  if (env.cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(env.cpu, &set);
+    (void)::sched_setaffinity(0, sizeof set, &set);
+  }
+  ByteRing& tasks = *env.tasks;
+  ByteRing& results = *env.results;
+  std::vector<std::byte> out;
+  std::vector<std::byte> acc;
+  try {
+    tasks.attach_consumer();
+    results.attach_producer();
+    if (env.options->initializer) {
+      try {
+        env.options->initializer();
+      } catch (...) {
+        encode_current_exception(out);
+        const ResultFrame rf{0, ResultFrame::kInitError, 0, 0};
+        send_message(results, std::as_bytes(std::span(&rf, 1)), out, env.sh, env.doorbell);
+        return kExitInitFailed;
+      }
+    }
+    const std::size_t max_tasks = env.options->maxtasksperchild;
+    std::size_t done = 0;
+    for (;;) {
+      // Throws closed when the pool is done, peer_dead when the parent died.
+      const std::span<const std::byte> rec = tasks.peek();
+      if (rec.size() < 8) return kExitProtocol;
+      std::uint64_t word = 0;
+      std::memcpy(&word, rec.data(), 8);
+      const std::span<const std::byte> body = rec.subspan(8);
+      bool in_ring = true;
+      std::span<const std::byte> msg = body;
+      if ((word & kMore) != 0 || !acc.empty()) {
+        acc.insert(acc.end(), body.begin(), body.end());
+        tasks.release();
+        notify_driver(env.sh, env.doorbell);  // room for the next fragment
+        if ((word & kMore) != 0) continue;
+        msg = acc;
+        in_ring = false;
+      }
+      if (msg.size() < sizeof(TaskFrame)) return kExitProtocol;
+      TaskFrame tf;
+      std::memcpy(&tf, msg.data(), sizeof tf);
+      const std::size_t fn_end = sizeof(TaskFrame) + pad8(tf.fn_size);
+      if (fn_end > msg.size()) return kExitProtocol;
+      env.me->started.store(tf.id, std::memory_order_release);
+      const auto t0 = std::chrono::steady_clock::now();
+      ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
+      out.clear();
+      try {
+        reinterpret_cast<Invoker>(tf.invoker)(msg.subspan(sizeof(TaskFrame), tf.fn_size),
+                                             msg.subspan(fn_end), tf.count, out);
+      } catch (...) {
+        rf.status = ResultFrame::kError;
+        encode_current_exception(out);
+      }
+      rf.busy_ns = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() -
+                                                               t0)
+              .count());
+      if (in_ring) {
+        tasks.release();
+      } else {
+        acc.clear();
+      }
+      // Published at once, never held back for a batch: a result that waited behind the next
+      // task would be lost with the worker, and the driver would count its task as lost.
+      send_message(results, std::as_bytes(std::span(&rf, 1)), out, env.sh, env.doorbell);
+      if (max_tasks != 0 && ++done >= max_tasks) return 0;
+    }
+  } catch (const Error&) {
+    // closed (the pool shut down) or peer_dead (the parent is gone): either way, done.
+    return 0;
+  }
+}
+
+}  // namespace
+
+// ---- the driver ------------------------------------------------------------------------------
+class PoolCore {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore();
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  void start();
+  void submit(std::shared_ptr<JobBase> job, const char* what);
+  void close();
+  void join();
+  void terminate() noexcept;
+  std::vector<WorkerStats> stats() const;
+
+  const PoolOptions options;
+  const std::size_t n;
+  std::shared_ptr<PoolLink> link;
+
+ private:
+  enum class State { running, closed, stopping, done };
+
+  struct Worker {
+    std::size_t slot = 0;
+    Process proc;
+    pid_t pid = -1;
+    std::optional<ByteRing> tasks;
+    std::optional<ByteRing> results;
+    std::deque<Chunk> inflight;  // dispatched, in the order the worker runs them
+    std::uint64_t budget = UINT64_MAX;
+    std::vector<std::byte> outbox;  // a task message too large for one record, being sent
+    std::size_t out_pos = 0;
+    bool staged = false;            // records staged on `tasks`, not yet published
+    std::vector<std::byte> acc;     // fragments of a result
+    double avg_ns = -1;
+    std::size_t window = 2;
+    bool alive = false;
+    bool init_failed = false;
+  };
+
+  void run() noexcept;
+  void loop();
+  void spawn(Worker& w);
+  bool intake(State& st);
+  bool collect(Worker& w);
+  void handle_result(Worker& w, std::span<const std::byte> msg);
+  bool check_deaths(int timeout_ms);
+  void on_exit(Worker& w);
+  bool dispatch();
+  bool next_chunk(Chunk& c);
+  void send_chunk(Worker& w, Chunk c);
+  bool flush_outbox(Worker& w);
+  Worker* pick_worker();
+  void resolve(Chunk& c);
+  void fail(Chunk& c, std::exception_ptr e);
+  bool idle() const;
+  bool anything_ready();
+  void sleep();
+  void stop_all(std::exception_ptr e);
+  void shutdown_workers();
+  void set_state(State s);
+
+  detail::Region shared_;
+  PoolShared* sh_ = nullptr;
+  WorkerShared* slots_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::condition_variable state_cv_;
+  State state_ = State::running;
+  std::deque<std::shared_ptr<JobBase>> submitted_;
+  std::exception_ptr broken_;
+  bool interrupted_ = false;
+  std::atomic<bool> poke_{false};
+
+  std::mutex join_mu_;
+  std::thread driver_;
+
+  // Driver thread only.
+  std::vector<Worker> workers_;
+  std::deque<std::shared_ptr<JobBase>> jobs_;  // may still give chunks
+  std::deque<Chunk> retry_;                    // chunks to run again first
+  std::uint64_t next_id_ = 1;
+  std::uint64_t sigint_seen_ = 0;
+  std::chrono::steady_clock::time_point next_death_check_{};
+  bool stop_requested_ = false;
+
+  mutable std::mutex stats_mu_;
+  std::vector<WorkerStats> stats_;
+};
+
+PoolCore::PoolCore(PoolOptions opts)
+    : options(std::move(opts)),
+      n(options.processes != 0 ? options.processes
+                               : std::max(1u, std::thread::hardware_concurrency())),
+      link(std::make_shared<PoolLink>()) {
+  if (options.task_retries < 0) {
+    throw Error(errc::invalid_argument, "Pool: task_retries must not be negative");
+  }
+  if (n > 4096) {
+    throw Error(errc::invalid_argument,
+                "Pool: " + std::to_string(n) + " processes is more than the 4096 supported");
+  }
+  if (!options.cpu_affinity.empty()) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) throw_errno("sched_getaffinity");
+    for (int cpu : options.cpu_affinity) {
+      if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        throw Error(errc::invalid_argument, "Pool: cpu_affinity names CPU " +
+                                                std::to_string(cpu) +
+                                                ", which this process may not run on");
+      }
+    }
+  }
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw_errno("eventfd");
+  link->doorbell.reset(fd);
+  link->handle_sigint = options.handle_sigint;
+  shared_ = Region::anonymous(sizeof(PoolShared) + n * sizeof(WorkerShared));
+  sh_ = new (shared_.data()) PoolShared();
+  slots_ = reinterpret_cast<WorkerShared*>(shared_.data() + sizeof(PoolShared));
+  for (std::size_t i = 0; i < n; ++i) new (slots_ + i) WorkerShared();
+  workers_.resize(n);
+  stats_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    workers_[i].slot = i;
+    stats_[i].slot = i;
+  }
+  if (options.handle_sigint) register_doorbell(fd);
+}
+
+PoolCore::~PoolCore() {
+  terminate();
+  if (options.handle_sigint) unregister_doorbell(link->doorbell.get());
+}
+
+void PoolCore::start() {
+  std::promise<void> started;
+  auto ready = started.get_future();
+  // The driver forks every worker (the first ones too): a child's parent-death signal
+  // follows the thread that forked it, and the driver lives as long as the pool.
+  driver_ = std::thread([this, &started] {
+    t_in_driver = true;
+    sigint_seen_ = g_sigint_count.load();
+    try {
+      for (Worker& w : workers_) spawn(w);
+    } catch (...) {
+      stop_all(std::current_exception());
+      set_state(State::done);
+      started.set_exception(std::current_exception());
+      return;
+    }
+    started.set_value();
+    run();
+  });
+  try {
+    ready.get();
+  } catch (...) {
+    driver_.join();
+    throw;
+  }
+}
+
+void PoolCore::set_state(State s) {
+  {
+    std::lock_guard lk(mu_);
+    state_ = s;
+  }
+  state_cv_.notify_all();
+}
+
+void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
+  {
+    std::lock_guard lk(mu_);
+    if (broken_) {
+      try {
+        std::rethrow_exception(broken_);
+      } catch (const Error& e) {
+        throw Error(errc::child_failed, std::string(what) + ": " + e.what());
+      }
+    }
+    if (state_ != State::running) {
+      throw Error(errc::closed, std::string(what) + ": the pool is " +
+                                    (interrupted_ ? "stopped (interrupted by SIGINT)"
+                                                  : "closed or terminated"));
+    }
+    submitted_.push_back(std::move(job));
+  }
+  poke_.store(true, std::memory_order_release);
+  notify_driver(sh_, link->doorbell.get());
+}
+
+void PoolCore::close() {
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::running) state_ = State::closed;
+  }
+  poke_.store(true, std::memory_order_release);
+  link->wake();
+}
+
+void PoolCore::join() {
+  BlockingScope scope(link.get());
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::running) {
+      throw Error(errc::invalid_argument, "Pool::join: call close() or terminate() first");
+    }
+  }
+  {
+    std::lock_guard lk(join_mu_);
+    if (driver_.joinable()) driver_.join();
+  }
+  std::lock_guard lk(mu_);
+  if (interrupted_) throw Error(errc::interrupted, "Pool::join: interrupted by SIGINT");
+}
+
+void PoolCore::terminate() noexcept {
+  {
+    std::lock_guard lk(mu_);
+    if (state_ != State::done) state_ = State::stopping;
+  }
+  poke_.store(true, std::memory_order_release);
+  link->wake();
+  std::lock_guard lk(join_mu_);
+  if (driver_.joinable() && driver_.get_id() != std::this_thread::get_id()) driver_.join();
+}
+
+std::vector<WorkerStats> PoolCore::stats() const {
+  std::lock_guard lk(stats_mu_);
+  return stats_;
+}
+
+void PoolCore::spawn(Worker& w) {
+  w.tasks.reset();
+  w.results.reset();
+  w.tasks.emplace(kRingBytes, WaitPolicy::hybrid());
+  w.results.emplace(kRingBytes, WaitPolicy::hybrid());
+  w.tasks->attach_producer();
+  w.results->attach_consumer();
+  slots_[w.slot].started.store(0, std::memory_order_relaxed);
+  w.inflight.clear();
+  w.outbox.clear();
+  w.out_pos = 0;
+  w.staged = false;
+  w.acc.clear();
+  w.avg_ns = -1;
+  w.window = 2;
+  w.init_failed = false;
+  w.budget = options.maxtasksperchild != 0 ? options.maxtasksperchild : UINT64_MAX;
+  const WorkerEnv env{&*w.tasks,
+                      &*w.results,
+                      &slots_[w.slot],
+                      sh_,
+                      link->doorbell.get(),
+                      &options,
+                      options.cpu_affinity.empty()
+                          ? -1
+                          : options.cpu_affinity[w.slot % options.cpu_affinity.size()]};
+  w.proc = Process::spawn([env] { return worker_main(env); });
+  w.pid = w.proc.pid();
+  w.alive = true;
+  std::lock_guard lk(stats_mu_);
+  stats_[w.slot].pid = w.pid;
+}
+
+void PoolCore::run() noexcept {
+  try {
+    loop();
+  } catch (const std::exception& e) {
+    // Not expected: a bug or resource exhaustion in the driver. Fail everything rather than
+    // leave anyone waiting.
+    std::fprintf(stderr, "ipckit::Pool: driver failed: %s\n", e.what());
+    stop_all(std::make_exception_ptr(Error(errc::closed, std::string("Pool driver failed: ") +
+                                                             e.what())));
+  }
+  set_state(State::done);
+}
+
+bool PoolCore::intake(State& st) {
+  poke_.store(false, std::memory_order_relaxed);
+  std::lock_guard lk(mu_);
+  st = state_;
+  if (submitted_.empty()) return false;
+  for (auto& j : submitted_) jobs_.push_back(std::move(j));
+  submitted_.clear();
+  return true;
+}
+
+void PoolCore::loop() {
+  using clock = std::chrono::steady_clock;
+  for (;;) {
+    State st;
+    bool progress = intake(st);
+    if (st == State::stopping) {
+      stop_all(std::make_exception_ptr(Error(errc::closed, "the pool was terminated")));
+      return;
+    }
+    const std::uint64_t sig = g_sigint_count.load(std::memory_order_acquire);
+    if (sig != sigint_seen_) {
+      sigint_seen_ = sig;
+      if (link->blocking.load() > 0) {
+        {
+          std::lock_guard lk(mu_);
+          interrupted_ = true;
+          state_ = State::stopping;
+        }
+        stop_all(std::make_exception_ptr(Error(errc::interrupted, "interrupted by SIGINT")));
+        return;
+      }
+    }
+    for (Worker& w : workers_) {
+      if (w.alive) progress |= collect(w);
+    }
+    if (broken_) {
+      stop_all(broken_);
+      return;
+    }
+    const auto now = clock::now();
+    if (now >= next_death_check_) {
+      progress |= check_deaths(0);
+      next_death_check_ = now + std::chrono::milliseconds(1);
+    }
+    progress |= dispatch();
+    if (st == State::closed && idle()) {
+      shutdown_workers();
+      return;
+    }
+    if (!progress) sleep();
+  }
+}
+
+bool PoolCore::idle() const {
+  if (!jobs_.empty() || !retry_.empty()) return false;
+  for (const Worker& w : workers_) {
+    if (!w.inflight.empty()) return false;
+  }
+  return true;
+}
+
+// ---- results ----
+bool PoolCore::collect(Worker& w) {
+  bool any = false;
+  for (;;) {
+    std::optional<std::span<const std::byte>> rec;
+    try {
+      rec = w.results->try_peek();
+    } catch (const Error&) {  // a corrupt record: the worker is not trustworthy
+      w.proc.kill(SIGKILL);
+      return any;
+    }
+    if (!rec) return any;
+    any = true;
+    if (rec->size() < 8) {
+      w.results->release();
+      w.proc.kill(SIGKILL);
+      return any;
+    }
+    std::uint64_t word = 0;
+    std::memcpy(&word, rec->data(), 8);
+    const auto body = rec->subspan(8);
+    if ((word & kMore) != 0 || !w.acc.empty()) {
+      w.acc.insert(w.acc.end(), body.begin(), body.end());
+      w.results->release();
+      if ((word & kMore) != 0) continue;
+      std::vector<std::byte> msg = std::move(w.acc);
+      w.acc.clear();
+      handle_result(w, msg);
+    } else {
+      handle_result(w, body);
+      w.results->release();
+    }
+  }
+}
+
+void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
+  ResultFrame rf{};
+  if (msg.size() < sizeof rf) {
+    w.proc.kill(SIGKILL);
+    return;
+  }
+  std::memcpy(&rf, msg.data(), sizeof rf);
+  const auto payload = msg.subspan(sizeof rf);
+  if (rf.status == ResultFrame::kInitError) {
+    w.init_failed = true;
+    std::exception_ptr e;
+    try {
+      std::span<const std::byte> p = payload;
+      std::string type = get_string(p);
+      std::string message = get_string(p);
+      e = std::make_exception_ptr(Error(
+          errc::child_failed, "the pool's initializer raised " + type +
+                                  (message.empty() ? "" : ": " + message) + " (in worker " +
+                                  std::to_string(w.pid) + ")"));
+    } catch (...) {
+      e = std::make_exception_ptr(Error(errc::child_failed, "the pool's initializer failed"));
+    }
+    std::lock_guard lk(mu_);
+    broken_ = e;
+    return;
+  }
+  if (w.inflight.empty() || w.inflight.front().id != rf.id) {
+    w.proc.kill(SIGKILL);  // out of protocol: treat the worker as lost
+    return;
+  }
+  Chunk c = std::move(w.inflight.front());
+  w.inflight.pop_front();
+  {
+    std::lock_guard lk(stats_mu_);
+    WorkerStats& s = stats_[w.slot];
+    ++s.tasks;
+    s.items += rf.count;
+    s.busy += std::chrono::nanoseconds(rf.busy_ns);
+  }
+  const double busy = static_cast<double>(rf.busy_ns);
+  w.avg_ns = w.avg_ns < 0 ? busy : 0.8 * w.avg_ns + 0.2 * busy;
+  // Enough queued work per worker to cover ~100 us of driver latency, one when tasks are
+  // long (a chunk queued behind a long one cannot move to an idle worker).
+  if (w.avg_ns >= 10e6) {
+    w.window = 1;
+  } else {
+    w.window = static_cast<std::size_t>(std::clamp(100e3 / std::max(w.avg_ns, 1.0), 2.0, 128.0));
+  }
+  if (rf.status == ResultFrame::kOk) {
+    try {
+      c.job->on_result(c, payload);
+    } catch (...) {
+      fail(c, std::current_exception());
+      return;
+    }
+    resolve(c);
+  } else {
+    std::exception_ptr e;
+    try {
+      e = decode_remote_error(payload, w.pid);
+    } catch (...) {
+      e = std::current_exception();
+    }
+    fail(c, e);
+  }
+}
+
+void PoolCore::resolve(Chunk& c) {
+  JobBase& j = *c.job;
+  if (--j.outstanding == 0 && j.drained()) {
+    if (!j.finished) {
+      j.finished = true;
+      j.finish();
+    }
+  }
+}
+
+void PoolCore::fail(Chunk& c, std::exception_ptr e) {
+  c.job->on_error(c, std::move(e));
+  resolve(c);
+}
+
+// ---- deaths ----
+bool PoolCore::check_deaths(int timeout_ms) {
+  pollfd fds[64];
+  bool any = false;
+  for (std::size_t base = 0; base < workers_.size(); base += 64) {
+    nfds_t k = 0;
+    std::size_t idx[64];
+    for (std::size_t i = base; i < std::min(base + 64, workers_.size()); ++i) {
+      Worker& w = workers_[i];
+      if (!w.alive) continue;
+      if (w.proc.pidfd() < 0) {  // no pidfd (old kernel): ask waitpid
+        if (w.proc.try_wait()) {
+          on_exit(w);
+          any = true;
+        }
+        continue;
+      }
+      fds[k] = {w.proc.pidfd(), POLLIN, 0};
+      idx[k++] = i;
+    }
+    if (k == 0) continue;
+    if (::poll(fds, k, timeout_ms) <= 0) continue;
+    for (nfds_t i = 0; i < k; ++i) {
+      if (fds[i].revents != 0) {
+        on_exit(workers_[idx[i]]);
+        any = true;
+      }
+    }
+  }
+  return any;
+}
+
+void PoolCore::on_exit(Worker& w) {
+  const ExitStatus st = w.proc.wait();
+  w.alive = false;
+  collect(w);  // what it published before it died still counts
+  const std::uint64_t started = slots_[w.slot].started.load(std::memory_order_acquire);
+  std::deque<Chunk> lost = std::move(w.inflight);
+  w.inflight.clear();
+  std::deque<Chunk> again;
+  for (Chunk& c : lost) {
+    if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
+      ++c.attempts;
+      if (c.attempts <= options.task_retries) {
+        again.push_back(std::move(c));
+      } else {
+        fail(c, std::make_exception_ptr(WorkerLost(w.pid, st, c.attempts)));
+      }
+    } else {
+      again.push_back(std::move(c));  // never began: run it elsewhere, no attempt used
+    }
+  }
+  for (auto it = again.rbegin(); it != again.rend(); ++it) retry_.push_front(std::move(*it));
+  w.tasks.reset();
+  w.results.reset();
+  w.outbox.clear();
+  w.acc.clear();
+  if (w.init_failed) return;  // broken_ is set: the loop stops everything
+  State st_now;
+  {
+    std::lock_guard lk(mu_);
+    st_now = state_;
+  }
+  if (st_now == State::running || (st_now == State::closed && !idle())) {
+    spawn(w);
+    std::lock_guard lk(stats_mu_);
+    ++stats_[w.slot].restarts;
+  } else {
+    std::lock_guard lk(stats_mu_);
+    stats_[w.slot].pid = -1;
+  }
+}
+
+// ---- dispatch ----
+bool PoolCore::next_chunk(Chunk& c) {
+  if (!retry_.empty()) {
+    c = std::move(retry_.front());
+    retry_.pop_front();
+    return true;
+  }
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    JobBase& j = **it;
+    Chunk fresh;
+    if (j.next_chunk(fresh)) {
+      fresh.job = *it;
+      ++j.outstanding;
+      c = std::move(fresh);
+      return true;
+    }
+    if (j.drained()) {
+      if (j.outstanding == 0 && !j.finished) {
+        j.finished = true;
+        j.finish();
+      }
+      it = jobs_.erase(it);
+    } else {
+      ++it;  // waiting for its consumer (imap): try the next job
+    }
+  }
+  return false;
+}
+
+PoolCore::Worker* PoolCore::pick_worker() {
+  Worker* best = nullptr;
+  for (Worker& w : workers_) {
+    if (!w.alive || !w.outbox.empty() || w.budget == 0 || w.inflight.size() >= w.window) continue;
+    if (best == nullptr || w.inflight.size() < best->inflight.size()) best = &w;
+  }
+  return best;
+}
+
+bool PoolCore::dispatch() {
+  bool any = false;
+  for (;;) {
+    Worker* w = pick_worker();
+    if (w == nullptr) break;
+    Chunk c;
+    if (!next_chunk(c)) break;
+    send_chunk(*w, std::move(c));
+    any = true;
+  }
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    if (!w.outbox.empty()) any |= flush_outbox(w);
+    if (w.staged) {
+      w.tasks->publish();
+      w.staged = false;
+    }
+  }
+  return any;
+}
+
+void PoolCore::send_chunk(Worker& w, Chunk c) {
+  c.id = next_id_++;
+  const TaskFrame tf{c.id, reinterpret_cast<std::uint64_t>(c.job->invoker),
+                     static_cast<std::uint32_t>(c.job->fn.size()), c.count};
+  const std::size_t fn_padded = pad8(c.job->fn.size());
+  const std::size_t total = 8 + sizeof tf + fn_padded + c.args.size();
+  --w.budget;
+  const auto write = [&](std::byte* p) {
+    const std::uint64_t word = 0;
+    std::memcpy(p, &word, 8);
+    std::memcpy(p + 8, &tf, sizeof tf);
+    if (!c.job->fn.empty()) std::memcpy(p + 8 + sizeof tf, c.job->fn.data(), c.job->fn.size());
+    if (!c.args.empty())
+      std::memcpy(p + 8 + sizeof tf + fn_padded, c.args.data(), c.args.size());
+  };
+  if (total - 8 <= kFragmentBytes) {
+    if (auto span = w.tasks->try_reserve(total)) {
+      write(span->data());
+      w.tasks->stage(total);
+      w.staged = true;
+      w.inflight.push_back(std::move(c));
+      return;
+    }
+  }
+  // Too large for one record, or no room now: build the message and send it in pieces.
+  w.outbox.assign(total - 8, std::byte{0});
+  std::vector<std::byte> tmp(total);
+  write(tmp.data());
+  std::memcpy(w.outbox.data(), tmp.data() + 8, total - 8);
+  w.out_pos = 0;
+  w.inflight.push_back(std::move(c));
+  flush_outbox(w);
+}
+
+bool PoolCore::flush_outbox(Worker& w) {
+  bool any = false;
+  while (w.out_pos < w.outbox.size()) {
+    const std::size_t n = std::min(w.outbox.size() - w.out_pos, kFragmentBytes);
+    auto span = w.tasks->try_reserve(8 + n);
+    if (!span) break;
+    const std::uint64_t word = w.out_pos + n < w.outbox.size() ? kMore : 0;
+    std::memcpy(span->data(), &word, 8);
+    std::memcpy(span->data() + 8, w.outbox.data() + w.out_pos, n);
+    w.tasks->stage(8 + n);
+    w.staged = true;
+    w.out_pos += n;
+    any = true;
+  }
+  if (w.out_pos == w.outbox.size()) {
+    w.outbox.clear();
+    w.out_pos = 0;
+  }
+  return any;
+}
+
+// ---- sleeping ----
+bool PoolCore::anything_ready() {
+  if (poke_.load(std::memory_order_acquire)) return true;
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    try {
+      if (w.results->try_peek()) return true;
+    } catch (const Error&) {
+      return true;  // collect() deals with it
+    }
+  }
+  return false;
+}
+
+void PoolCore::sleep() {
+  // A short spin first: a busy pool's next result is usually microseconds away.
+  for (int i = 0; i < 2000; ++i) {
+    if (anything_ready()) return;
+    cpu_relax();
+  }
+  sh_->driver_sleeping.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with notify_driver()
+  if (anything_ready()) {
+    sh_->driver_sleeping.store(0, std::memory_order_relaxed);
+    return;
+  }
+  std::vector<pollfd> fds;
+  fds.reserve(workers_.size() + 1);
+  fds.push_back({link->doorbell.get(), POLLIN, 0});
+  bool polled_all = true;
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    if (w.proc.pidfd() >= 0) {
+      fds.push_back({w.proc.pidfd(), POLLIN, 0});
+    } else {
+      polled_all = false;
+    }
+  }
+  // Without pidfds (old kernels), wake every 20 ms to look for deaths.
+  (void)::poll(fds.data(), fds.size(), polled_all ? -1 : 20);
+  sh_->driver_sleeping.store(0, std::memory_order_relaxed);
+  std::uint64_t v;
+  while (::read(link->doorbell.get(), &v, sizeof v) > 0) {
+  }
+  next_death_check_ = {};  // look at the pidfds on the next pass
+}
+
+// ---- stopping ----
+void PoolCore::stop_all(std::exception_ptr e) {
+  stop_requested_ = true;
+  for (Worker& w : workers_) {
+    if (w.alive) {
+      w.proc.kill(SIGKILL);
+    }
+  }
+  std::unordered_set<JobBase*> seen;
+  std::vector<std::shared_ptr<JobBase>> all;
+  const auto add = [&](const std::shared_ptr<JobBase>& j) {
+    if (j && seen.insert(j.get()).second) all.push_back(j);
+  };
+  {
+    std::lock_guard lk(mu_);
+    for (auto& j : submitted_) add(j);
+    submitted_.clear();
+  }
+  for (auto& j : jobs_) add(j);
+  for (auto& c : retry_) add(c.job);
+  for (Worker& w : workers_) {
+    for (auto& c : w.inflight) add(c.job);
+  }
+  for (Worker& w : workers_) {
+    if (w.alive) {
+      (void)w.proc.wait();
+      w.alive = false;
+    }
+    w.inflight.clear();
+    w.tasks.reset();
+    w.results.reset();
+  }
+  jobs_.clear();
+  retry_.clear();
+  for (auto& j : all) {
+    if (!j->finished) {
+      j->finished = true;
+      j->abort(e);
+    }
+  }
+  std::lock_guard lk(stats_mu_);
+  for (auto& s : stats_) s.pid = -1;
+}
+
+void PoolCore::shutdown_workers() {
+  for (Worker& w : workers_) {
+    if (w.alive) w.tasks->close();
+  }
+  for (Worker& w : workers_) {
+    while (w.alive) {
+      if (w.proc.wait_for(std::chrono::milliseconds(10))) {
+        w.alive = false;
+        break;
+      }
+      std::lock_guard lk(mu_);
+      if (state_ == State::stopping) w.proc.kill(SIGKILL);
+    }
+    w.tasks.reset();
+    w.results.reset();
+  }
+  std::lock_guard lk(stats_mu_);
+  for (auto& s : stats_) s.pid = -1;
+}
+
+// ---- the free functions Pool calls ----
+std::shared_ptr<PoolCore> start_pool(PoolOptions options) {
+  auto core = std::make_shared<PoolCore>(std::move(options));
+  core->start();
+  return core;
+}
+std::size_t pool_size(const PoolCore& core) noexcept { return core.n; }
+const std::shared_ptr<PoolLink>& pool_link(const PoolCore& core) noexcept { return core.link; }
+void pool_submit(PoolCore& core, std::shared_ptr<JobBase> job, const char* what) {
+  core.submit(std::move(job), what);
+}
+void pool_close(PoolCore& core) { core.close(); }
+void pool_join(PoolCore& core) { core.join(); }
+void pool_terminate(PoolCore& core) noexcept { core.terminate(); }
+std::vector<WorkerStats> pool_stats(const PoolCore& core) { return core.stats(); }
+
+}  // namespace detail
+}  // namespace ipckit
