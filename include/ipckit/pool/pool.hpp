@@ -38,6 +38,7 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -236,6 +237,7 @@ class ImapResult {
   ImapResult(std::shared_ptr<detail::ImapJob<R>> job, std::shared_ptr<detail::PoolLink> link)
       : job_(std::move(job)), link_(std::move(link)) {}
   std::optional<R> next_until(const Deadline& d) {
+    if (job_->has_taken()) return job_->next(d);  // no wait: no SIGINT handling to arm
     detail::BlockingScope scope(link_.get());
     return job_->next(d);
   }
@@ -536,7 +538,7 @@ class Pool {
     detail::encode_callable<Fn>(f, fn_bytes);
     auto job = std::make_shared<detail::ImapJob<R>>(
         &detail::invoke_chunk<Fn, In, R, false>, std::move(fn_bytes), std::move(src), ordered,
-        std::max<std::size_t>(16, 4 * size()), detail::pool_link(*core_));
+        std::clamp<std::size_t>(16384 / cs, 4 * size(), 64 * size()), detail::pool_link(*core_));
     job->progress = std::move(options.progress);
     detail::pool_submit(*core_, job, what);
     return ImapResult<R>(std::move(job), detail::pool_link(*core_));

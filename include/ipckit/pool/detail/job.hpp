@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <atomic>
 #include <cstdio>
+#include <deque>
 #include <iterator>
 #include <exception>
 #include <functional>
@@ -22,6 +23,7 @@
 
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/error.hpp"
+#include "ipckit/core/futex.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/pool/detail/task.hpp"
 
@@ -294,6 +296,7 @@ class ImapJob final : public JobBase {
       input_error_ = std::current_exception();
       error_at_ = pulled_;
       src_.reset();
+      version_.fetch_add(1, std::memory_order_release);
       cv_.notify_all();
       return false;
     }
@@ -322,6 +325,7 @@ class ImapJob final : public JobBase {
       std::lock_guard lk(mu_);
       finished_ = true;
     }
+    version_.fetch_add(1, std::memory_order_release);
     cv_.notify_all();
   }
   void abort(std::exception_ptr e) override {
@@ -331,6 +335,7 @@ class ImapJob final : public JobBase {
       aborted_ = std::move(e);
       src_.reset();
     }
+    version_.fetch_add(1, std::memory_order_release);
     cv_.notify_all();
   }
 
@@ -341,39 +346,60 @@ class ImapJob final : public JobBase {
   std::optional<R> next(const Deadline& d) {
     for (;;) {
       if (pos_ < cur_.size()) return std::move(cur_[pos_++]);
-      Entry e;
-      {
-        std::unique_lock lk(mu_);
-        const auto have = [&] {
-          return ready_.count(next_key_) != 0 || (input_error_ && next_key_ == error_at_) ||
-                 aborted_ || (finished_ && next_key_ >= pulled_);
-        };
-        if (d.is_never()) {
-          cv_.wait(lk, have);
-        } else if (!cv_.wait_until(lk, d.when(), have)) {
-          throw Error(errc::timeout, "Pool::imap: no result within the timeout");
+      if (!local_.empty()) {
+        Entry e = std::move(local_.front());
+        local_.pop_front();
+        cur_ = std::move(e.values);
+        pos_ = 0;
+        if (e.error) std::rethrow_exception(e.error);
+        continue;
+      }
+      std::unique_lock lk(mu_);
+      const auto have = [&] {
+        return (!ready_.empty() && ready_.begin()->first == next_key_) ||
+               (input_error_ && next_key_ == error_at_) || aborted_ ||
+               (finished_ && next_key_ >= pulled_);
+      };
+      if (!have()) {
+        // Spin a little before sleeping: results of small chunks come microseconds apart,
+        // and a sleep costs a kernel wake-up per result.
+        const std::uint64_t v = version_.load(std::memory_order_acquire);
+        lk.unlock();
+        for (int i = 0; i < 1000 && version_.load(std::memory_order_acquire) == v; ++i) {
+          cpu_relax();
         }
-        auto it = ready_.find(next_key_);
-        if (it == ready_.end()) {
-          if (input_error_ && next_key_ == error_at_) {
-            ++next_key_;  // reported once; the job ends after it
-            std::exception_ptr err = std::exchange(input_error_, nullptr);
-            std::rethrow_exception(err);
-          }
-          if (aborted_) std::rethrow_exception(aborted_);
-          return std::nullopt;
+        lk.lock();
+      }
+      if (d.is_never()) {
+        cv_.wait(lk, have);
+      } else if (!cv_.wait_until(lk, d.when(), have)) {
+        throw Error(errc::timeout, "Pool::imap: no result within the timeout");
+      }
+      if (ready_.empty() || ready_.begin()->first != next_key_) {
+        if (input_error_ && next_key_ == error_at_) {
+          ++next_key_;  // reported once; the job ends after it
+          std::exception_ptr err = std::exchange(input_error_, nullptr);
+          std::rethrow_exception(err);
         }
-        e = std::move(it->second);
-        ready_.erase(it);
+        if (aborted_) std::rethrow_exception(aborted_);
+        return std::nullopt;
+      }
+      // Take every result that is ready in order, with one lock.
+      while (!ready_.empty() && ready_.begin()->first == next_key_) {
+        local_.push_back(std::move(ready_.begin()->second));
+        ready_.erase(ready_.begin());
         ++next_key_;
         ++taken_;
-        if (std::exchange(throttled_, false)) link_->wake();
       }
-      cur_ = std::move(e.values);
-      pos_ = 0;
-      if (e.error) std::rethrow_exception(e.error);
+      // Wake the driver once half the backlog is gone, not on every result taken.
+      if (throttled_ && pulled_ - taken_ <= ahead_ / 2) {
+        throttled_ = false;
+        link_->wake();
+      }
     }
   }
+  // True when next() can answer from results already taken (consumer only): no wait.
+  [[nodiscard]] bool has_taken() const noexcept { return pos_ < cur_.size() || !local_.empty(); }
   // The consumer is gone: pull no more inputs (the range may be dead) and drop results.
   void cancel() {
     std::lock_guard lk(mu_);
@@ -394,11 +420,13 @@ class ImapJob final : public JobBase {
       ready_.emplace(ordered_ ? c.index : arrivals_, std::move(e));
       ++arrivals_;
     }
+    version_.fetch_add(1, std::memory_order_release);
     cv_.notify_all();
   }
 
   std::mutex mu_;
   std::condition_variable cv_;
+  std::atomic<std::uint64_t> version_{0};  // bumped on every change next() waits for
   std::unique_ptr<ChunkSource> src_;
   const bool ordered_;
   const std::size_t ahead_;
@@ -413,7 +441,8 @@ class ImapJob final : public JobBase {
   std::uint64_t error_at_ = 0;
   std::exception_ptr aborted_;
   std::map<std::uint64_t, Entry> ready_;
-  // Consumer-only: the chunk being handed out.
+  // Consumer-only: the chunks taken and the one being handed out.
+  std::deque<Entry> local_;
   std::uint64_t next_key_ = 0;
   std::vector<R> cur_;
   std::size_t pos_ = 0;

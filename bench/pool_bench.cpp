@@ -1,0 +1,221 @@
+// pool_bench: ipckit::Pool on the workloads bench/pool_python.py runs on Python's
+// multiprocessing.Pool(2), with the same names; bench/pool_report.py sets them side by side.
+// Every benchmark reports its figure as a user counter: `us_per_task` (per-task overhead of a
+// trivial task) or `ms` (start+stop, CPU-bound batches, recovery after kill -9).
+#include <benchmark/benchmark.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdint>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "ipckit/pool/pool.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr std::size_t kWorkers = 2;
+constexpr int kSmallN = 20'000;
+constexpr int kLargeN = 1'000'000;
+constexpr int kCpuTasks = 100;
+
+int trivial(int x) { return x * x; }
+
+// About 1 ms of arithmetic for `loops` (calibrated below).
+std::uint64_t burn(std::uint64_t loops) {
+  std::uint64_t h = 1469598103934665603u;
+  for (std::uint64_t i = 0; i < loops; ++i) {
+    h ^= i;
+    h *= 1099511628211u;
+    benchmark::DoNotOptimize(h);
+  }
+  return h;
+}
+
+std::uint64_t loops_per_ms() {
+  static const std::uint64_t k = [] {
+    std::uint64_t loops = 100'000;
+    for (;;) {
+      const auto t0 = clock_type::now();
+      burn(loops);
+      const double ms = std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+      if (ms > 20) return static_cast<std::uint64_t>(static_cast<double>(loops) / ms);
+      loops *= 2;
+    }
+  }();
+  return k;
+}
+
+std::vector<int> iota(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+double us(clock_type::duration d) { return std::chrono::duration<double, std::micro>(d).count(); }
+
+ipckit::Pool warm_pool() {
+  ipckit::Pool pool{kWorkers};
+  (void)pool.map(trivial, iota(1000), 1);
+  return pool;
+}
+
+void per_task(benchmark::State& state, double total_us, std::size_t tasks) {
+  state.counters["us_per_task"] = total_us / static_cast<double>(tasks);
+}
+
+void BM_map_chunk1(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  const auto in = iota(kSmallN);
+  double total = 0;
+  std::size_t tasks = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    auto out = pool.map(trivial, in, 1);
+    total += us(clock_type::now() - t0);
+    tasks += in.size();
+    benchmark::DoNotOptimize(out.data());
+  }
+  per_task(state, total, tasks);
+}
+
+void BM_imap_chunk1(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  const auto in = iota(kSmallN);
+  double total = 0;
+  std::size_t tasks = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::int64_t sum = 0;
+    for (int r : pool.imap(trivial, in, 1)) sum += r;
+    total += us(clock_type::now() - t0);
+    tasks += in.size();
+    benchmark::DoNotOptimize(sum);
+  }
+  per_task(state, total, tasks);
+}
+
+void BM_apply_async(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  double total = 0;
+  std::size_t tasks = 0;
+  std::vector<ipckit::AsyncResult<int>> rs;
+  rs.reserve(kSmallN);
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    rs.clear();
+    for (int i = 0; i < kSmallN; ++i) rs.push_back(pool.apply_async(trivial, i));
+    std::int64_t sum = 0;
+    for (auto& r : rs) sum += r.get();
+    total += us(clock_type::now() - t0);
+    tasks += kSmallN;
+    benchmark::DoNotOptimize(sum);
+  }
+  per_task(state, total, tasks);
+}
+
+void BM_map_auto_1M(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  const auto in = iota(kLargeN);
+  double total = 0;
+  std::size_t tasks = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    auto out = pool.map(trivial, in);
+    total += us(clock_type::now() - t0);
+    tasks += in.size();
+    benchmark::DoNotOptimize(out.data());
+  }
+  per_task(state, total, tasks);
+}
+
+void BM_start_stop(benchmark::State& state) {
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    ipckit::Pool pool{kWorkers};
+    pool.close();
+    pool.join();
+    total += us(clock_type::now() - t0);
+  }
+  state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+
+void BM_cpu_seq(benchmark::State& state) {
+  const std::uint64_t loops = loops_per_ms();
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::uint64_t h = 0;
+    for (int i = 0; i < kCpuTasks; ++i) h ^= burn(loops);
+    total += us(clock_type::now() - t0);
+    benchmark::DoNotOptimize(h);
+  }
+  state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+
+void BM_cpu_pool(benchmark::State& state) {
+  const std::uint64_t loops = loops_per_ms();
+  ipckit::Pool pool = warm_pool();
+  const std::vector<std::uint64_t> in(kCpuTasks, loops);
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    auto out = pool.map(burn, in, 1);
+    total += us(clock_type::now() - t0);
+    benchmark::DoNotOptimize(out.data());
+  }
+  state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+
+void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+
+// A worker is killed with SIGKILL while it runs a task; measured: from the kill until a
+// replacement worker has run a task (the pool is back at full strength).
+void BM_recovery(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  double total = 0;
+  for (auto _ : state) {
+    state.PauseTiming();
+    // One 50 ms task per worker, so that the victim is mid-task.
+    auto busy = pool.map_async(sleep_ms, std::vector<int>(kWorkers, 50), {.chunksize = 1, .callback = {}, .error_callback = {}, .progress = {}});
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    const pid_t victim = pool.stats()[0].pid;
+    state.ResumeTiming();
+    const auto t0 = clock_type::now();
+    ::kill(victim, SIGKILL);
+    // Full strength: every slot has a live worker other than the victim, and it runs tasks.
+    for (;;) {
+      bool ok = true;
+      for (const auto& s : pool.stats()) ok &= s.pid > 0 && s.pid != victim;
+      if (ok) break;
+      std::this_thread::yield();
+    }
+    // The least-loaded worker takes it: the replacement (the other one still sleeps).
+    benchmark::DoNotOptimize(pool.apply(trivial, 3));
+    total += us(clock_type::now() - t0);
+    state.PauseTiming();
+    try {
+      busy.get();
+    } catch (const ipckit::WorkerLost&) {  // the victim's task
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));  // the other task ends too
+    state.ResumeTiming();
+  }
+  state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+
+}  // namespace
+
+BENCHMARK(BM_map_chunk1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_imap_chunk1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_apply_async)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_map_auto_1M)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_start_stop)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cpu_seq)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cpu_pool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_recovery)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(20);
+
+BENCHMARK_MAIN();
