@@ -4,6 +4,8 @@
 #   sync_bench     -> sync.json, sync.md
 #   channel_bench  -> channels.json;  mpi_pingpong (under mpirun, if present) -> mpi.json;
 #   channels_report.py -> channels.md, channels_summary.csv, channels_*.png
+#   pool_bench -> pool.json; pool_python.py (Python's multiprocessing.Pool, same workloads)
+#   -> pool_python.json; pool_report.py -> pool.md, pool.png
 # Usage: bench/run.sh [build-dir]   (default build/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,3 +64,10 @@ if ! git diff --quiet HEAD -- include lib 2>/dev/null; then
 fi
 export IPCKIT_BENCH_REVISION
 "$py" bench/channels_report.py "$out/channels.json" "$out/mpi.json"
+
+# The pool beside Python's multiprocessing.Pool(2) on the same workloads (about 1.5 minutes).
+echo "run.sh: pool_bench and pool_python.py"
+"$build/bench/pool_bench" "${common[@]}" --benchmark_min_time=0.2 \
+  --benchmark_out="$out/pool.json" >"$build/bench/pool_bench.log"
+python3 bench/pool_python.py "$out/pool_python.json" >"$build/bench/pool_python.log"
+"$py" bench/pool_report.py "$out/pool.json" "$out/pool_python.json"
