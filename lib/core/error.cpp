@@ -25,9 +25,9 @@ class Category final : public std::error_category {
       case errc::bad_layout: return "bad shared-memory layout";
       case errc::out_of_memory: return "shared segment out of memory";
       case errc::child_failed: return "child process failed";
-      case errc::remote_error: return "task raised an exception in a worker";
-      case errc::worker_lost: return "worker process died while running the task";
-      case errc::interrupted: return "interrupted by SIGINT";
+      case errc::remote_error: return "remote error";
+      case errc::worker_lost: return "worker lost";
+      case errc::interrupted: return "interrupted";
     }
     return "unknown ipckit error " + std::to_string(ev);
   }

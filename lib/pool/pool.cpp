@@ -422,7 +422,7 @@ class PoolCore {
 
   void run() noexcept;
   void loop();
-  void spawn(Worker& w);
+  void spawn(Worker& w, bool replacement);
   bool intake(State& st);
   bool collect(Worker& w);
   void handle_result(Worker& w, std::span<const std::byte> msg);
@@ -456,6 +456,7 @@ class PoolCore {
 
   std::mutex join_mu_;
   std::thread driver_;
+  const pid_t owner_ = current_pid();  // the process whose thread drives the pool
 
   // Driver thread only.
   std::vector<Worker> workers_;
@@ -525,7 +526,7 @@ void PoolCore::start() {
     t_in_driver = true;
     sigint_seen_ = g_sigint_count.load();
     try {
-      for (Worker& w : workers_) spawn(w);
+      for (Worker& w : workers_) spawn(w, false);
     } catch (...) {
       stop_all(std::current_exception());
       set_state(State::done);
@@ -552,6 +553,11 @@ void PoolCore::set_state(State s) {
 }
 
 void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
+  if (current_pid() != owner_) {
+    throw Error(errc::invalid_argument,
+                std::string(what) + ": this Pool belongs to process " + std::to_string(owner_) +
+                    " (a forked copy of a Pool has no driver and no workers)");
+  }
   {
     std::lock_guard lk(mu_);
     if (broken_) {
@@ -582,6 +588,10 @@ void PoolCore::close() {
 }
 
 void PoolCore::join() {
+  if (current_pid() != owner_) {
+    throw Error(errc::invalid_argument, "Pool::join: this Pool belongs to process " +
+                                            std::to_string(owner_));
+  }
   BlockingScope scope(link.get());
   {
     std::lock_guard lk(mu_);
@@ -598,6 +608,11 @@ void PoolCore::join() {
 }
 
 void PoolCore::terminate() noexcept {
+  if (current_pid() != owner_) {
+    // A forked copy: the driver thread and the workers belong to the parent. Leave them be.
+    if (driver_.joinable()) driver_.detach();
+    return;
+  }
   {
     std::lock_guard lk(mu_);
     if (state_ != State::done) state_ = State::stopping;
@@ -613,7 +628,7 @@ std::vector<WorkerStats> PoolCore::stats() const {
   return stats_;
 }
 
-void PoolCore::spawn(Worker& w) {
+void PoolCore::spawn(Worker& w, bool replacement) {
   w.tasks.reset();
   w.results.reset();
   w.tasks.emplace(kRingBytes, worker_wait());
@@ -627,7 +642,7 @@ void PoolCore::spawn(Worker& w) {
   w.staged = false;
   w.acc.clear();
   w.avg_ns = -1;
-  w.window = 2;
+  w.window = 1;  // until its first result says how long tasks take
   w.init_failed = false;
   w.budget = options.maxtasksperchild != 0 ? options.maxtasksperchild : UINT64_MAX;
   const WorkerEnv env{&*w.tasks,
@@ -644,6 +659,7 @@ void PoolCore::spawn(Worker& w) {
   w.alive = true;
   std::lock_guard lk(stats_mu_);
   stats_[w.slot].pid = w.pid;
+  if (replacement) ++stats_[w.slot].restarts;
 }
 
 void PoolCore::run() noexcept {
@@ -901,9 +917,7 @@ void PoolCore::on_exit(Worker& w) {
     st_now = state_;
   }
   if (st_now == State::running || (st_now == State::closed && !idle())) {
-    spawn(w);
-    std::lock_guard lk(stats_mu_);
-    ++stats_[w.slot].restarts;
+    spawn(w, true);
   } else {
     std::lock_guard lk(stats_mu_);
     stats_[w.slot].pid = -1;

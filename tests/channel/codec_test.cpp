@@ -161,6 +161,28 @@ TEST_F(CodecTest, MapOfStringToVectorOfIntRoundTrips) {
             (std::map<std::string, std::vector<int>>{}));
 }
 
+// Inside a cereal-encoded value, a vector of plain structs or bytes goes as a length and its
+// bytes (cereal alone would need a serialize() per element, or copy bytes one by one); a
+// length that claims more elements than there are bytes left is refused before resizing.
+TEST_F(CodecTest, VectorsOfPlainStructsAndBytesInsideAMapRoundTripAndLengthsAreChecked) {
+  const std::map<int, std::vector<Pod>> pods{{1, {}}, {2, {Pod{1, 2.5, {'a', 'b', 'c'}}}}};
+  EXPECT_EQ(round_trip(pods), pods);
+  std::vector<std::byte> blob(100'000);
+  for (std::size_t i = 0; i < blob.size(); ++i) blob[i] = static_cast<std::byte>(i * 7);
+  using Named = std::tuple<std::string, std::vector<std::byte>>;
+  const Named t{"blob", blob};
+  const auto bytes = codec::encode(t);
+  EXPECT_EQ(bytes.size(), 8 + 4 + 8 + blob.size());  // two lengths, "blob", the bytes
+  EXPECT_EQ(codec::decode<Named>(bytes), t);
+  auto patched = codec::encode(std::tuple<std::string, std::vector<Pod>>{"p", {Pod{}, Pod{}}});
+  const std::uint64_t three = 3;  // one more Pod than there are bytes for
+  std::memcpy(patched.data() + 9, &three, sizeof three);
+  EXPECT_EQ(error_of([&] {
+              (void)codec::decode<std::tuple<std::string, std::vector<Pod>>>(patched);
+            }),
+            errc::bad_frame);
+}
+
 TEST_F(CodecTest, TupleRoundTrips) {
   const std::tuple<int, std::string, double> v{-3, "three", 3.25};
   EXPECT_EQ(round_trip(v), v);

@@ -137,6 +137,33 @@ struct is_view<std::basic_string_view<C, Tr>> : std::true_type {};
 template <class U, std::size_t E>
 struct is_view<std::span<U, E>> : std::true_type {};
 
+// Inside cereal-encoded values (a map of vectors, a chunk of pool inputs), a vector of
+// trivially copyable, non-arithmetic elements (std::byte, plain structs) goes as a length and
+// the elements' bytes, as it does at the top level: cereal itself would want a serialize()
+// for each element, or copy std::byte one at a time.
+template <class U>
+inline constexpr bool is_raw_element_v = std::is_trivially_copyable_v<U> &&
+                                         !std::is_arithmetic_v<U> && !is_view<U>::value;
+template <class U, class A>
+std::enable_if_t<is_raw_element_v<U>> CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar,
+                                                                const std::vector<U, A>& v) {
+  ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
+  ar.save_bytes(v.data(), v.size() * sizeof(U));
+}
+template <class U, class A>
+std::enable_if_t<is_raw_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar,
+                                                                std::vector<U, A>& v) {
+  cereal::size_type n = 0;
+  ar(cereal::make_size_tag(n));
+  if (n > ar.remaining() / sizeof(U)) {
+    throw_codec("codec: " + std::to_string(static_cast<std::uint64_t>(n)) + " elements of " +
+                std::to_string(sizeof(U)) + " bytes exceed the " +
+                std::to_string(ar.remaining()) + " bytes left");
+  }
+  v.resize(static_cast<std::size_t>(n));
+  ar.load_bytes(v.data(), static_cast<std::size_t>(n) * sizeof(U));
+}
+
 template <class T>
 struct is_raw_range : std::false_type {};
 template <class U, class A>

@@ -23,6 +23,11 @@
 // WorkerLost (or runs it again, up to task_retries times), is replaced, and every other
 // chunk completes. Chunks it had queued but not begun go to other workers.
 //
+// Each worker has its own queue, filled ahead by the pool's driver thread: one chunk while
+// task times are unknown or long (10 ms and more), up to 128 when tasks take microseconds.
+// So a chunk can wait behind a long one on a busy worker while another worker idles (Python
+// workers share one queue); give very uneven tasks chunksize 1.
+//
 // Callbacks (callback, error_callback, progress) run on the pool's driver thread, as
 // Python's run on its result-handler thread: keep them short, and do not wait for pool
 // results inside them (that throws errc::invalid_argument).
@@ -34,6 +39,12 @@
 //
 // The destructor terminates (as Python's `with Pool() as p:` does): call close() and join()
 // first to let queued work finish. It never hangs and leaves no process behind.
+//
+// A Pool belongs to the process that made it: in a child forked later, its calls throw
+// Error(errc::invalid_argument) and its destructor leaves the parent's workers alone. The
+// workers are forked from the pool's driver thread while the program's other threads run
+// (as Python's fork start method does): a task should not rely on a lock another thread of
+// the parent may have held at that moment.
 #pragma once
 
 #include <sys/types.h>
