@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "ipckit/core/process.hpp"
 #include "ipckit/pool/pool.hpp"
 
 namespace {
@@ -170,6 +171,27 @@ void BM_cpu_pool(benchmark::State& state) {
   state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
 }
 
+// The machine's own ceiling for the pool's CPU-bound figure: two forked processes (no pool)
+// that each run half of the same tasks, started and reaped like the pool's workers.
+void BM_cpu_ideal(benchmark::State& state) {
+  const std::uint64_t loops = loops_per_ms();
+  double total = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::vector<ipckit::Process> kids;
+    for (std::size_t k = 0; k < kWorkers; ++k) {
+      kids.push_back(ipckit::Process::spawn([loops] {
+        std::uint64_t h = 0;
+        for (std::size_t i = 0; i < kCpuTasks / kWorkers; ++i) h ^= burn(loops);
+        return static_cast<int>(h & 1);
+      }));
+    }
+    for (auto& k : kids) (void)k.wait();
+    total += us(clock_type::now() - t0);
+  }
+  state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
 
 // A worker is killed with SIGKILL while it runs a task; measured: from the kill until a
@@ -216,6 +238,7 @@ BENCHMARK(BM_map_auto_1M)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_start_stop)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_seq)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_pool)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_cpu_ideal)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_recovery)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(20);
 
 BENCHMARK_MAIN();

@@ -25,6 +25,7 @@ WORKLOADS = {
     "start_stop": ("Pool(2) start, close, join", "ms", "ms"),
     "cpu_seq": ("100 CPU-bound ~1 ms tasks, sequential", "ms", "ms"),
     "cpu_pool": ("100 CPU-bound ~1 ms tasks, Pool(2).map chunksize=1", "ms", "ms"),
+    "cpu_ideal": ("the same 100 tasks on 2 bare forked processes (machine ceiling)", "ms", "ms"),
     "recovery": ("worker killed mid-task: respawn and finish", "ms", "ms"),
 }
 PER_TASK_MAX_US = 2.0        # map_chunk1, imap_chunk1, apply_async: ≤ 2 µs/task ...
@@ -137,6 +138,10 @@ def rows(ip, py):
                 f"ipckit {fmt(s_ip, '×')} vs Python {fmt(s_py, '×')}",
                 f"ipckit ≥ {SPEEDUP_MIN:g}×", status(None if s_ip is None
                                                      else s_ip >= SPEEDUP_MIN)))
+    seq, ideal = ip.get("cpu_seq"), ip.get("cpu_ideal")
+    s_ideal = seq / ideal if seq and ideal else None
+    out.append(("CPU-bound speedup, sequential ÷ 2 bare processes (no pool: the ceiling)",
+                fmt(s_ideal, "×"), "–", "–", "anchor", "INFO" if s_ideal else "n/a"))
     w = "recovery"
     out.append((WORKLOADS[w][0], fmt(ip.get(w), "ms"), PYTHON_RECOVERY, "–",
                 "none (figure reported)", "INFO" if ip.get(w) is not None else "n/a"))

@@ -68,6 +68,6 @@ export IPCKIT_BENCH_REVISION
 # The pool beside Python's multiprocessing.Pool(2) on the same workloads (about 1.5 minutes).
 echo "run.sh: pool_bench and pool_python.py"
 "$build/bench/pool_bench" "${common[@]}" --benchmark_min_time=0.2 \
-  --benchmark_out="$out/pool.json" >"$build/bench/pool_bench.log"
+  --benchmark_out="$out/pool.json" >"$build/bench/pool_bench.log" 2>&1
 python3 bench/pool_python.py "$out/pool_python.json" >"$build/bench/pool_python.log"
 "$py" bench/pool_report.py "$out/pool.json" "$out/pool_python.json"

@@ -549,7 +549,7 @@ class Pool {
     detail::encode_callable<Fn>(f, fn_bytes);
     auto job = std::make_shared<detail::ImapJob<R>>(
         &detail::invoke_chunk<Fn, In, R, false>, std::move(fn_bytes), std::move(src), ordered,
-        std::clamp<std::size_t>(16384 / cs, 4 * size(), 64 * size()), detail::pool_link(*core_));
+        std::clamp<std::size_t>(65536 / cs, 4 * size(), 512 * size()), detail::pool_link(*core_));
     job->progress = std::move(options.progress);
     detail::pool_submit(*core_, job, what);
     return ImapResult<R>(std::move(job), detail::pool_link(*core_));

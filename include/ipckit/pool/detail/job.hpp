@@ -365,7 +365,7 @@ class ImapJob final : public JobBase {
         // and a sleep costs a kernel wake-up per result.
         const std::uint64_t v = version_.load(std::memory_order_acquire);
         lk.unlock();
-        for (int i = 0; i < 1000 && version_.load(std::memory_order_acquire) == v; ++i) {
+        for (int i = 0; i < 100 && version_.load(std::memory_order_acquire) == v; ++i) {
           cpu_relax();
         }
         lk.lock();
