@@ -299,24 +299,26 @@ T decode(std::span<const std::byte> in) {
 template <class T>
 class SeqWriter {
   static_assert(is_encodable_v<T>, "ipckit::codec: T cannot cross a channel (see encode)");
+  struct NoArchive {
+    explicit NoArchive(std::vector<std::byte>&) noexcept {}
+  };
+  using Archive = std::conditional_t<is_trivial_v<T>, NoArchive, detail::CodecOutputArchive>;
 
  public:
-  explicit SeqWriter(std::vector<std::byte>& out) : out_(out) {
-    if constexpr (!is_trivial_v<T>) ar_.emplace(out);
-  }
+  explicit SeqWriter(std::vector<std::byte>& out) : out_(out), ar_(out) {}
   void add(const T& v) {
     if constexpr (is_trivial_v<T>) {
       const std::size_t at = out_.size();
       out_.resize(at + sizeof(T));
       std::memcpy(out_.data() + at, &v, sizeof(T));
     } else {
-      (*ar_)(v);
+      ar_(v);
     }
   }
 
  private:
   std::vector<std::byte>& out_;
-  std::optional<detail::CodecOutputArchive> ar_;
+  Archive ar_;
 };
 
 // Decodes `count` values written by a SeqWriter<T> and hands each to fn(T&), in order.
