@@ -14,6 +14,7 @@
 
 #include <cxxabi.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
@@ -78,31 +79,49 @@ int g_blocked = 0;
 bool g_installed = false;
 struct sigaction g_previous {};
 
+// Handlers running now: unregister_doorbell() waits for them, so that a handler never
+// writes to a descriptor that was closed and reused in the meantime.
+std::atomic<int> g_in_handler{0};
+
 extern "C" void on_sigint(int) {
   const int saved = errno;
+  g_in_handler.fetch_add(1, std::memory_order_seq_cst);
   g_sigint_count.fetch_add(1, std::memory_order_seq_cst);
   for (auto& slot : g_doorbells) {
-    const int v = slot.load(std::memory_order_acquire);
+    const int v = slot.load(std::memory_order_seq_cst);
     if (v > 0) {
       const std::uint64_t one = 1;
       [[maybe_unused]] const ssize_t r = ::write(v - 1, &one, sizeof one);
     }
   }
+  g_in_handler.fetch_sub(1, std::memory_order_seq_cst);
   errno = saved;
 }
 
 void register_doorbell(int fd) {
   for (auto& slot : g_doorbells) {
     int expected = 0;
-    if (slot.compare_exchange_strong(expected, fd + 1)) return;
+    if (slot.compare_exchange_strong(expected, fd + 1, std::memory_order_seq_cst)) return;
   }
   // More than kMaxPools pools handling SIGINT at once: this one just is not interrupted.
 }
 void unregister_doorbell(int fd) {
   for (auto& slot : g_doorbells) {
     int expected = fd + 1;
-    if (slot.compare_exchange_strong(expected, 0)) return;
+    if (slot.compare_exchange_strong(expected, 0, std::memory_order_seq_cst)) break;
   }
+  // A handler that read the slot before it was cleared finishes its write first. (A handler
+  // interrupting this very thread has returned before we get here.)
+  while (g_in_handler.load(std::memory_order_seq_cst) != 0) cpu_relax();
+}
+
+// A child forked while a pool call waits (by the program, not the pool) gets the program's
+// own SIGINT disposition back: the pool's handler means nothing there.
+void restore_sigint_in_child() noexcept {
+  if (g_installed) ::sigaction(SIGINT, &g_previous, nullptr);
+  g_installed = false;
+  g_blocked = 0;
+  new (&g_sig_mu) std::mutex();  // another thread of the parent may have held it at fork
 }
 
 thread_local bool t_in_driver = false;
@@ -116,13 +135,29 @@ void write_doorbell(int fd) noexcept {
 
 void PoolLink::wake() const noexcept { write_doorbell(doorbell.get()); }
 
-BlockingScope::BlockingScope(PoolLink* link) : link_(nullptr) {
+void check_may_block(const PoolLink* link, const char* what) {
   if (t_in_driver) {
     throw Error(errc::invalid_argument,
-                "a blocking pool call from a pool callback would wait for the thread that "
-                "runs it (callbacks run on the pool's driver thread)");
+                std::string(what) +
+                    ": a blocking pool call from a pool callback would wait for the thread "
+                    "that runs it (callbacks run on the pool's driver thread)");
   }
+  if (link != nullptr && current_pid() != link->owner) {
+    throw Error(errc::invalid_argument,
+                std::string(what) + ": this pool belongs to process " +
+                    std::to_string(link->owner) +
+                    " (a forked copy of a pool has no driver and no workers)");
+  }
+}
+
+BlockingScope::BlockingScope(PoolLink* link) : link_(nullptr) {
+  check_may_block(link, "a wait for a pool result");
   if (link == nullptr || !link->handle_sigint) return;
+  static const bool atfork = [] {
+    ::pthread_atfork(nullptr, nullptr, restore_sigint_in_child);
+    return true;
+  }();
+  (void)atfork;
   link_ = link;
   link_->blocking.fetch_add(1, std::memory_order_seq_cst);
   std::lock_guard lk(g_sig_mu);
@@ -130,7 +165,7 @@ BlockingScope::BlockingScope(PoolLink* link) : link_(nullptr) {
     struct sigaction sa {};
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = 0;
+    sa.sa_flags = SA_RESTART;  // other threads' system calls go on; the pool's poll() wakes
     if (::sigaction(SIGINT, &sa, &g_previous) == 0) {
       g_installed = true;
       if (g_previous.sa_handler == SIG_IGN) {  // the program ignores SIGINT: keep it so
@@ -143,12 +178,16 @@ BlockingScope::BlockingScope(PoolLink* link) : link_(nullptr) {
 
 BlockingScope::~BlockingScope() {
   if (link_ == nullptr) return;
-  link_->blocking.fetch_sub(1, std::memory_order_seq_cst);
-  std::lock_guard lk(g_sig_mu);
-  if (--g_blocked == 0 && g_installed) {
-    ::sigaction(SIGINT, &g_previous, nullptr);
-    g_installed = false;
+  {
+    // The handler goes first: while it is installed, this caller still counts as waiting,
+    // so a SIGINT in between is not swallowed.
+    std::lock_guard lk(g_sig_mu);
+    if (--g_blocked == 0 && g_installed) {
+      ::sigaction(SIGINT, &g_previous, nullptr);
+      g_installed = false;
+    }
   }
+  link_->blocking.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 void run_callback(const char* what, const std::function<void()>& fn) noexcept {
@@ -194,14 +233,20 @@ WaitPolicy worker_wait() {
 }
 constexpr int kExitProtocol = 72;
 
+// Per worker, written by the worker, read by the driver (after the worker died).
 struct alignas(kCacheLine) WorkerShared {
-  // The id of the last chunk the worker began (ids grow along each worker's queue).
+  // The id of the last chunk the worker began (ids grow along each worker's queue); a
+  // chunk counts as begun from its first fragment.
   std::atomic<std::uint64_t> started{0};
+  // 1 once the initializer has returned: a worker that dies before is not a task's fault.
+  std::atomic<std::uint32_t> ready{0};
 };
 struct alignas(kCacheLine) PoolShared {
   std::atomic<std::uint32_t> driver_sleeping{0};
 };
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<WorkerShared> && std::is_standard_layout_v<PoolShared>);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
 
 // Rings the doorbell if the driver said it sleeps. Call after publishing.
 void notify_driver(PoolShared* sh, int fd) noexcept {
@@ -323,6 +368,7 @@ int worker_main(const WorkerEnv& env) {
         return kExitInitFailed;
       }
     }
+    env.me->ready.store(1, std::memory_order_release);
     const std::size_t max_tasks = env.options->maxtasksperchild;
     std::size_t done = 0;
     for (;;) {
@@ -335,10 +381,21 @@ int worker_main(const WorkerEnv& env) {
       bool in_ring = true;
       std::span<const std::byte> msg = body;
       if ((word & kMore) != 0 || !acc.empty()) {
+        if (acc.empty() && body.size() >= sizeof(TaskFrame)) {
+          // The first fragment: the chunk counts as begun (dying while it arrives is its
+          // fault as much as dying while it runs).
+          TaskFrame first;
+          std::memcpy(&first, body.data(), sizeof first);
+          env.me->started.store(first.id, std::memory_order_release);
+        }
         acc.insert(acc.end(), body.begin(), body.end());
         tasks.release();
-        notify_driver(env.sh, env.doorbell);  // room for the next fragment
-        if ((word & kMore) != 0) continue;
+        if ((word & kMore) != 0) {
+          // The driver waits for this room with nothing else to wake it: ring always (one
+          // system call per 256 KiB).
+          write_doorbell(env.doorbell);
+          continue;
+        }
         msg = acc;
         in_ring = false;
       }
@@ -381,7 +438,7 @@ int worker_main(const WorkerEnv& env) {
 }  // namespace
 
 // ---- the driver ------------------------------------------------------------------------------
-class PoolCore {
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
  public:
   explicit PoolCore(PoolOptions options);
   ~PoolCore();
@@ -391,7 +448,7 @@ class PoolCore {
   void start();
   void submit(std::shared_ptr<JobBase> job, const char* what);
   void close();
-  void join();
+  bool join(const Deadline& deadline);
   void terminate() noexcept;
   std::vector<WorkerStats> stats() const;
 
@@ -418,6 +475,8 @@ class PoolCore {
     std::size_t window = 2;
     bool alive = false;
     bool init_failed = false;
+    // A replacement that could not be forked is tried again from this time on.
+    std::optional<std::chrono::steady_clock::time_point> respawn_at;
   };
 
   void run() noexcept;
@@ -428,6 +487,7 @@ class PoolCore {
   void handle_result(Worker& w, std::span<const std::byte> msg);
   bool check_deaths(int timeout_ms);
   void on_exit(Worker& w);
+  bool respawn_pending();
   bool dispatch();
   bool next_chunk(Chunk& c);
   void send_chunk(Worker& w, Chunk c);
@@ -438,7 +498,7 @@ class PoolCore {
   bool idle() const;
   bool anything_ready();
   void sleep();
-  void stop_all(std::exception_ptr e);
+  void stop_all(std::exception_ptr e) noexcept;
   void shutdown_workers();
   void set_state(State s);
 
@@ -464,6 +524,7 @@ class PoolCore {
   std::deque<Chunk> retry_;                    // chunks to run again first
   std::uint64_t next_id_ = 1;
   std::uint64_t sigint_seen_ = 0;
+  int init_deaths_ = 0;  // workers in a row that died before their initializer returned
   std::chrono::steady_clock::time_point next_death_check_{};
   bool stop_requested_ = false;
 
@@ -499,6 +560,7 @@ PoolCore::PoolCore(PoolOptions opts)
   if (fd < 0) throw_errno("eventfd");
   link->doorbell.reset(fd);
   link->handle_sigint = options.handle_sigint;
+  link->owner = current_pid();
   shared_ = Region::anonymous(sizeof(PoolShared) + n * sizeof(WorkerShared));
   sh_ = new (shared_.data()) PoolShared();
   slots_ = reinterpret_cast<WorkerShared*>(shared_.data() + sizeof(PoolShared));
@@ -514,27 +576,32 @@ PoolCore::PoolCore(PoolOptions opts)
 
 PoolCore::~PoolCore() {
   terminate();
+  // The last reference may be the driver's own (a callback destroyed the Pool): the thread
+  // is ending and cannot join itself.
+  if (driver_.joinable()) driver_.detach();
   if (options.handle_sigint) unregister_doorbell(link->doorbell.get());
 }
 
 void PoolCore::start() {
-  std::promise<void> started;
-  auto ready = started.get_future();
+  auto started = std::make_shared<std::promise<void>>();
+  auto ready = started->get_future();
   // The driver forks every worker (the first ones too): a child's parent-death signal
-  // follows the thread that forked it, and the driver lives as long as the pool.
-  driver_ = std::thread([this, &started] {
+  // follows the thread that forked it, and the driver lives as long as the pool. It holds a
+  // reference to the core, so that a callback that destroys the Pool does not pull the core
+  // from under it.
+  driver_ = std::thread([self = shared_from_this(), started] {
     t_in_driver = true;
-    sigint_seen_ = g_sigint_count.load();
+    self->sigint_seen_ = g_sigint_count.load();
     try {
-      for (Worker& w : workers_) spawn(w, false);
+      for (Worker& w : self->workers_) self->spawn(w, false);
     } catch (...) {
-      stop_all(std::current_exception());
-      set_state(State::done);
-      started.set_exception(std::current_exception());
+      self->stop_all(std::current_exception());
+      self->set_state(State::done);
+      started->set_exception(std::current_exception());
       return;
     }
-    started.set_value();
-    run();
+    started->set_value();
+    self->run();
   });
   try {
     ready.get();
@@ -579,6 +646,10 @@ void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
 }
 
 void PoolCore::close() {
+  if (current_pid() != owner_) {
+    throw Error(errc::invalid_argument, "Pool::close: this Pool belongs to process " +
+                                            std::to_string(owner_));
+  }
   {
     std::lock_guard lk(mu_);
     if (state_ == State::running) state_ = State::closed;
@@ -587,24 +658,27 @@ void PoolCore::close() {
   link->wake();
 }
 
-void PoolCore::join() {
-  if (current_pid() != owner_) {
-    throw Error(errc::invalid_argument, "Pool::join: this Pool belongs to process " +
-                                            std::to_string(owner_));
-  }
-  BlockingScope scope(link.get());
+bool PoolCore::join(const Deadline& deadline) {
+  BlockingScope scope(link.get());  // throws in a forked copy and on the driver thread
   {
-    std::lock_guard lk(mu_);
+    std::unique_lock lk(mu_);
     if (state_ == State::running) {
       throw Error(errc::invalid_argument, "Pool::join: call close() or terminate() first");
+    }
+    const auto done = [&] { return state_ == State::done; };
+    if (deadline.is_never()) {
+      state_cv_.wait(lk, done);
+    } else if (!state_cv_.wait_until(lk, deadline.when(), done)) {
+      return false;
     }
   }
   {
     std::lock_guard lk(join_mu_);
-    if (driver_.joinable()) driver_.join();
+    if (driver_.joinable()) driver_.join();  // it has finished its work: returns at once
   }
   std::lock_guard lk(mu_);
   if (interrupted_) throw Error(errc::interrupted, "Pool::join: interrupted by SIGINT");
+  return true;
 }
 
 void PoolCore::terminate() noexcept {
@@ -619,8 +693,9 @@ void PoolCore::terminate() noexcept {
   }
   poke_.store(true, std::memory_order_release);
   link->wake();
+  if (driver_.get_id() == std::this_thread::get_id()) return;  // a callback: the loop stops
   std::lock_guard lk(join_mu_);
-  if (driver_.joinable() && driver_.get_id() != std::this_thread::get_id()) driver_.join();
+  if (driver_.joinable()) driver_.join();
 }
 
 std::vector<WorkerStats> PoolCore::stats() const {
@@ -665,12 +740,18 @@ void PoolCore::spawn(Worker& w, bool replacement) {
 void PoolCore::run() noexcept {
   try {
     loop();
-  } catch (const std::exception& e) {
+  } catch (...) {
     // Not expected: a bug or resource exhaustion in the driver. Fail everything rather than
     // leave anyone waiting.
-    std::fprintf(stderr, "ipckit::Pool: driver failed: %s\n", e.what());
-    stop_all(std::make_exception_ptr(Error(errc::closed, std::string("Pool driver failed: ") +
-                                                             e.what())));
+    std::string what = "unknown error";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "ipckit::Pool: driver failed: %s\n", what.c_str());
+    stop_all(std::make_exception_ptr(Error(errc::closed, "Pool driver failed: " + what)));
   }
   set_state(State::done);
 }
@@ -719,6 +800,10 @@ void PoolCore::loop() {
       progress |= check_deaths(0);
       next_death_check_ = now + std::chrono::milliseconds(1);
     }
+    if (st == State::closed) {
+      for (auto& j : jobs_) j->pool_closing = true;
+    }
+    progress |= respawn_pending();
     progress |= dispatch();
     if (st == State::closed && idle()) {
       shutdown_workers();
@@ -911,24 +996,67 @@ void PoolCore::on_exit(Worker& w) {
   w.outbox.clear();
   w.acc.clear();
   if (w.init_failed) return;  // broken_ is set: the loop stops everything
-  State st_now;
-  {
-    std::lock_guard lk(mu_);
-    st_now = state_;
-  }
-  if (st_now == State::running || (st_now == State::closed && !idle())) {
-    spawn(w, true);
+  // Workers that keep dying before their initializer returns (it crashes, or calls exit)
+  // would be replaced forever: after three in a row the pool is broken.
+  if (slots_[w.slot].ready.load(std::memory_order_acquire) == 0) {
+    if (++init_deaths_ >= 3) {
+      std::lock_guard lk(mu_);
+      broken_ = std::make_exception_ptr(
+          Error(errc::child_failed, "pool workers die before their initializer returns (the "
+                                    "last one " + st.describe() + ")"));
+      return;
+    }
   } else {
+    init_deaths_ = 0;
+  }
+  {
     std::lock_guard lk(stats_mu_);
     stats_[w.slot].pid = -1;
   }
+  w.respawn_at = std::chrono::steady_clock::now();  // respawn_pending() replaces it
+}
+
+// Replaces dead workers while there is a reason to (the pool runs, or closed work remains).
+// A fork that fails (EAGAIN: a process limit) is tried again 100 ms later; the pool goes on
+// with the workers it has.
+bool PoolCore::respawn_pending() {
+  bool any = false;
+  State st;
+  {
+    std::lock_guard lk(mu_);
+    st = state_;
+  }
+  const bool wanted = st == State::running || (st == State::closed && !idle());
+  const auto now = std::chrono::steady_clock::now();
+  for (Worker& w : workers_) {
+    if (w.alive || !w.respawn_at || now < *w.respawn_at) continue;
+    if (!wanted) {
+      w.respawn_at.reset();
+      continue;
+    }
+    try {
+      spawn(w, true);
+      w.respawn_at.reset();
+      any = true;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ipckit::Pool: cannot replace worker %zu yet: %s\n", w.slot,
+                   e.what());
+      w.respawn_at = now + std::chrono::milliseconds(100);
+    }
+  }
+  return any;
 }
 
 // ---- dispatch ----
 bool PoolCore::next_chunk(Chunk& c) {
-  if (!retry_.empty()) {
-    c = std::move(retry_.front());
+  while (!retry_.empty()) {
+    Chunk r = std::move(retry_.front());
     retry_.pop_front();
+    if (r.job->abandoned()) {  // its job failed or was dropped: nothing to run it for
+      resolve(r);
+      continue;
+    }
+    c = std::move(r);
     return true;
   }
   for (auto it = jobs_.begin(); it != jobs_.end();) {
@@ -1077,8 +1205,13 @@ void PoolCore::sleep() {
       polled_all = false;
     }
   }
-  // Without pidfds (old kernels), wake every 20 ms to look for deaths.
-  (void)::poll(fds.data(), fds.size(), polled_all ? -1 : 20);
+  // Without pidfds (old kernels), wake every 20 ms to look for deaths; with a replacement
+  // worker to fork again, every 100 ms.
+  int timeout = polled_all ? -1 : 20;
+  for (const Worker& w : workers_) {
+    if (w.respawn_at) timeout = timeout < 0 ? 100 : std::min(timeout, 100);
+  }
+  (void)::poll(fds.data(), fds.size(), timeout);
   sh_->driver_sleeping.store(0, std::memory_order_relaxed);
   std::uint64_t v;
   while (::read(link->doorbell.get(), &v, sizeof v) > 0) {
@@ -1087,11 +1220,19 @@ void PoolCore::sleep() {
 }
 
 // ---- stopping ----
-void PoolCore::stop_all(std::exception_ptr e) {
+void PoolCore::stop_all(std::exception_ptr e) noexcept {
   stop_requested_ = true;
+  {
+    // From here on submit() refuses: nothing can arrive after the sweep below.
+    std::lock_guard lk(mu_);
+    if (state_ != State::done) state_ = State::stopping;
+  }
   for (Worker& w : workers_) {
     if (w.alive) {
-      w.proc.kill(SIGKILL);
+      try {
+        w.proc.kill(SIGKILL);
+      } catch (const Error&) {  // already gone
+      }
     }
   }
   std::unordered_set<JobBase*> seen;
@@ -1111,9 +1252,13 @@ void PoolCore::stop_all(std::exception_ptr e) {
   }
   for (Worker& w : workers_) {
     if (w.alive) {
-      (void)w.proc.wait();
+      try {
+        (void)w.proc.wait();
+      } catch (const Error&) {  // reaped elsewhere (SIGCHLD ignored, a waitpid(-1))
+      }
       w.alive = false;
     }
+    w.respawn_at.reset();
     w.inflight.clear();
     w.tasks.reset();
     w.results.reset();
@@ -1162,7 +1307,7 @@ void pool_submit(PoolCore& core, std::shared_ptr<JobBase> job, const char* what)
   core.submit(std::move(job), what);
 }
 void pool_close(PoolCore& core) { core.close(); }
-void pool_join(PoolCore& core) { core.join(); }
+bool pool_join(PoolCore& core, const Deadline& deadline) { return core.join(deadline); }
 void pool_terminate(PoolCore& core) noexcept { core.terminate(); }
 std::vector<WorkerStats> pool_stats(const PoolCore& core) { return core.stats(); }
 

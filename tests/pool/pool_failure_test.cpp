@@ -17,8 +17,10 @@
 #include <fstream>
 #include <numeric>
 #include <optional>
+#include <ranges>
 #include <set>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -641,6 +643,142 @@ TEST_F(PoolFailureTest, KillingWorkersDuringImapLosesNothingWithRetries) {
   ASSERT_EQ(got.size(), static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) ASSERT_EQ(got[static_cast<std::size_t>(i)], 3 * i) << i;
   EXPECT_EQ(total_restarts(pool), static_cast<std::uint64_t>(kKills));
+}
+
+// ---- found in review ----------------------------------------------------------------------
+
+int abort_at_500(int x) {
+  if (x == 500) {
+    no_core_dump();
+    std::abort();
+  }
+  return x;
+}
+
+// Tiny tasks fill each worker's queue deep; when one worker dies, the chunks queued behind
+// the fatal one are moved to the other worker although their job has failed. They must not
+// run from freed inputs (ASan sees a use after free if they do) and the pool goes on.
+TEST_F(PoolFailureTest, ChunksOfAFailedMapQueuedOnADeadWorkerAreDroppedSafely) {
+  Pool pool{2};
+  for (int round = 0; round < 3; ++round) {
+    EXPECT_TRUE(worker_lost_of([&] { (void)pool.map(abort_at_500, iota_vec(4000), 1); }))
+        << "round " << round;
+    EXPECT_EQ(pool.map(square, iota_vec(100), 1)[99], 99 * 99);
+  }
+}
+
+std::size_t byte_sum(const std::vector<std::uint8_t>& v) {
+  return std::accumulate(v.begin(), v.end(), std::size_t{0});
+}
+
+// An input of several ring capacities goes to an idle worker in fragments; the driver waits
+// for room that only the worker's consumption makes. Repeated, to meet the interleavings.
+TEST_F(PoolFailureTest, LargeInputsToAnIdlePoolNeverStall) {
+  Pool pool{2};
+  std::vector<std::uint8_t> big(std::size_t{3} << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::uint8_t>(i * 31);
+  const std::size_t want = byte_sum(big);
+  for (int i = 0; i < static_cast<int>(scaled(24)); ++i) {
+    auto r = pool.apply_async(byte_sum, big);
+    ASSERT_TRUE(r.wait_for(30s)) << "stalled at round " << i;
+    EXPECT_EQ(r.get(), want);
+  }
+}
+
+// Python's pattern: imap, then close() and join() before the results are read. join() must
+// not wait for the consumer; the results are all there afterwards.
+TEST_F(PoolFailureTest, CloseAndJoinWithAnUnreadImapFinish) {
+  const int n = static_cast<int>(scaled(50'000));
+  Pool pool{2};
+  auto results = pool.imap(square, std::views::iota(0, n));
+  pool.close();
+  ASSERT_TRUE(pool.join_for(60s)) << "join waited for the imap consumer";
+  int i = 0;
+  for (int r : results) {
+    ASSERT_EQ(r, i * i) << i;
+    ++i;
+  }
+  EXPECT_EQ(i, n);
+}
+
+TEST_F(PoolFailureTest, DroppingAnImapAfterCloseLetsJoinFinish) {
+  Pool pool{2};
+  {
+    auto results = pool.imap(square, std::views::iota(0, 1'000'000));
+    EXPECT_EQ(results.next(), 0);
+    pool.close();
+  }
+  EXPECT_TRUE(pool.join_for(60s));
+}
+
+TEST_F(PoolFailureTest, JoinForTimesOutWhileWorkRemains) {
+  Pool pool{1};
+  auto slow = pool.apply_async(sleep_30s, 1);
+  pool.close();
+  EXPECT_FALSE(pool.join_for(50ms));
+  pool.terminate();
+  EXPECT_EQ(error_of([&] { (void)slow.get(); }), errc::closed);
+}
+
+// A callback may destroy the pool that runs it: the driver finishes its pass and ends.
+TEST_F(PoolFailureTest, ACallbackThatDestroysItsPoolDoesNotCrash) {
+  std::optional<Pool> pool;
+  pool.emplace(2);
+  AsyncOptions<int> opts;
+  opts.callback = [&pool](const int&) { pool.reset(); };
+  auto r = pool->apply_async(std::move(opts), square, 7);
+  EXPECT_EQ(r.get(), 49);
+  EXPECT_TRUE(eventually([&] { return testing::child_pids().empty(); }))
+      << "the workers outlived their pool";
+}
+
+// In a forked copy of the process a Pool has no driver and no workers: its calls and waits
+// fail at once instead of waiting forever, and dropping it leaves the parent's pool alone.
+TEST_F(PoolFailureTest, AForkedCopyOfAPoolRefusesCallsAndLeavesTheParentsPoolAlone) {
+  std::optional<Pool> pool;
+  pool.emplace(2);
+  auto pending = pool->apply_async(sleep_30s, 1);
+  Process child = Process::spawn([&] {
+    if (error_of([&] { (void)pool->map(square, iota_vec(3)); }) != errc::invalid_argument)
+      return 1;
+    if (error_of([&] { (void)pending.get(); }) != errc::invalid_argument) return 2;
+    if (error_of([&] { pool->close(); }) != errc::invalid_argument) return 3;
+    pool.reset();  // must not touch the parent's workers
+    return 0;
+  });
+  EXPECT_EQ(exit_code(child), 0);
+  EXPECT_EQ(pool->apply(square, 5), 25) << "the parent's pool still works";
+  pool->terminate();
+  EXPECT_EQ(error_of([&] { (void)pending.get(); }), errc::closed);
+}
+
+// An input range that throws in the middle of a chunk: the inputs read before it still run,
+// then the exception comes, at its place.
+TEST_F(PoolFailureTest, ImapInputThatThrowsMidChunkKeepsTheInputsBeforeIt) {
+  Pool pool{2};
+  auto throwing = std::views::iota(0, 100) | std::views::transform([](int i) {
+                    if (i == 6) throw std::out_of_range("input 6");
+                    return i;
+                  });
+  auto it = pool.imap(square, std::move(throwing), 4);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(it.next(), i * i) << i;
+  EXPECT_THROW((void)it.next(), std::out_of_range);
+  EXPECT_EQ(it.next(), std::nullopt);
+}
+
+void exit_in_initializer() { ::_exit(5); }
+
+// An initializer that exits (rather than throws) kills every new worker: after a few in a
+// row the pool is broken with child_failed instead of forking forever.
+TEST_F(PoolFailureTest, InitializerThatExitsBreaksThePoolInsteadOfRespawningForever) {
+  PoolOptions o;
+  o.processes = 2;
+  o.initializer = exit_in_initializer;
+  Pool pool{o};
+  auto r = pool.apply_async(square, 3);
+  ASSERT_TRUE(r.wait_for(30s));
+  EXPECT_EQ(error_of([&] { (void)r.get(); }), errc::child_failed);
+  EXPECT_EQ(error_of([&] { (void)pool.apply_async(square, 4); }), errc::child_failed);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <new>
 #include <optional>
 #include <span>
@@ -163,6 +164,40 @@ std::enable_if_t<is_raw_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchiv
   v.resize(static_cast<std::size_t>(n));
   ar.load_bytes(v.data(), static_cast<std::size_t>(n) * sizeof(U));
 }
+
+// Storage in which the bytes of a trivially copyable T become a T (memcpy into suitably
+// aligned storage creates the object): on the stack when small, on the heap when large, so
+// that a large plain struct does not overflow a thread's stack.
+template <class T>
+class RawSlot {
+ public:
+  RawSlot() {
+    if constexpr (kHeap) heap_.reset(static_cast<unsigned char*>(
+        ::operator new(sizeof(T), std::align_val_t(alignof(T)))));
+  }
+  T& fill(const std::byte* src) noexcept {
+    unsigned char* p = data();
+    std::memcpy(p, src, sizeof(T));
+    return *std::launder(reinterpret_cast<T*>(p));
+  }
+  [[nodiscard]] unsigned char* data() noexcept {
+    if constexpr (kHeap) {
+      return heap_.get();
+    } else {
+      return inline_;
+    }
+  }
+
+ private:
+  static constexpr bool kHeap = sizeof(T) > 4096;
+  struct Free {
+    void operator()(unsigned char* p) const noexcept {
+      ::operator delete(p, std::align_val_t(alignof(T)));
+    }
+  };
+  alignas(T) unsigned char inline_[kHeap ? 1 : sizeof(T)];
+  std::unique_ptr<unsigned char, Free> heap_;
+};
 
 template <class T>
 struct is_raw_range : std::false_type {};
@@ -332,14 +367,13 @@ void decode_each(std::span<const std::byte> in, std::size_t count, Fn&& fn) {
                           std::to_string(sizeof(T)) + " bytes do not make " +
                           std::to_string(in.size()) + " bytes");
     }
-    // Trivially copyable: copying the bytes into suitably aligned storage makes the object.
-    alignas(T) unsigned char storage[sizeof(T)];
+    detail::RawSlot<T> slot;
     for (std::size_t i = 0; i < count; ++i) {
-      std::memcpy(storage, in.data() + i * sizeof(T), sizeof(T));
+      const std::byte* src = in.data() + i * sizeof(T);
       if constexpr (std::is_same_v<T, bool>) {
-        if (storage[0] > 1) detail::throw_codec("codec: a bool byte not 0 or 1");
+        if (std::to_integer<unsigned>(*src) > 1) detail::throw_codec("codec: a bool byte not 0 or 1");
       }
-      fn(*std::launder(reinterpret_cast<T*>(storage)));
+      fn(slot.fill(src));
     }
   } else {
     static_assert(std::is_default_constructible_v<T>,

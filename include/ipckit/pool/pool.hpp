@@ -40,8 +40,9 @@
 // The destructor terminates (as Python's `with Pool() as p:` does): call close() and join()
 // first to let queued work finish. It never hangs and leaves no process behind.
 //
-// A Pool belongs to the process that made it: in a child forked later, its calls throw
-// Error(errc::invalid_argument) and its destructor leaves the parent's workers alone. The
+// A Pool belongs to the process that made it: in a child forked later, its calls and waits
+// (and those of its results) throw Error(errc::invalid_argument), and its destructor leaves
+// the parent's workers alone. The
 // workers are forked from the pool's driver thread while the program's other threads run
 // (as Python's fork start method does): a task should not rely on a lock another thread of
 // the parent may have held at that moment.
@@ -190,6 +191,16 @@ class AsyncResult {
       return v;
     }
   }
+  // For map() and apply(), whose AsyncResult never leaves the call: moves the value out
+  // (the driver does not touch a value once it is set).
+  V wait_and_take_own() {
+    wait();
+    if constexpr (std::is_void_v<V>) {
+      out_->check();
+    } else {
+      return std::move(static_cast<detail::Outcome<V>&>(*out_).value());
+    }
+  }
 
   std::shared_ptr<detail::OutcomeBase> out_;
   std::shared_ptr<detail::PoolLink> link_;
@@ -267,7 +278,7 @@ const std::shared_ptr<PoolLink>& pool_link(const PoolCore& core) noexcept;
 // Error(errc::child_failed) when the initializer failed.
 void pool_submit(PoolCore& core, std::shared_ptr<JobBase> job, const char* what);
 void pool_close(PoolCore& core);
-void pool_join(PoolCore& core);
+bool pool_join(PoolCore& core, const Deadline& deadline);
 void pool_terminate(PoolCore& core) noexcept;
 std::vector<WorkerStats> pool_stats(const PoolCore& core);
 std::size_t check_chunksize(std::optional<std::size_t> chunksize, std::size_t n,
@@ -315,20 +326,27 @@ class RangeSource final : public ChunkSource {
  public:
   RangeSource(View v, std::size_t chunksize) : view_(std::move(v)), chunksize_(chunksize) {}
   bool next(std::vector<std::byte>& args, std::uint32_t& count) override {
+    if (pending_) std::rethrow_exception(std::exchange(pending_, nullptr));
     if (!it_) it_.emplace(std::ranges::begin(view_));
     args.clear();
     count = 0;
     codec::SeqWriter<In> w(args);
-    while (count < chunksize_ && *it_ != std::ranges::end(view_)) {
-      const In& v = **it_;
-      w.add(v);
-      ++*it_;
-      ++count;
+    try {
+      while (count < chunksize_ && *it_ != std::ranges::end(view_)) {
+        const In& v = **it_;
+        w.add(v);
+        ++*it_;
+        ++count;
+      }
+    } catch (...) {
+      if (count == 0) throw;
+      pending_ = std::current_exception();  // the inputs read before it still run
     }
     return count > 0;
   }
 
  private:
+  std::exception_ptr pending_;
   View view_;
   std::size_t chunksize_;
   std::optional<std::ranges::iterator_t<View>> it_;
@@ -359,14 +377,15 @@ class Pool {
 
   // ---- map ---------------------------------------------------------------------------------
   // f applied to every input, results in input order. Blocks. The first failed chunk's
-  // error is thrown (the other chunks still run).
+  // error is thrown (chunks already handed to workers still run; the rest are dropped).
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
+    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::map");
     auto ar = start_map<false, false, In>("Pool::map", std::forward<F>(f),
                                           std::forward<Range>(inputs), options.chunksize,
                                           std::move(options.progress), nullptr, {});
-    return std::move(ar).get();
+    return ar.wait_and_take_own();
   }
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::size_t chunksize) {
@@ -387,10 +406,11 @@ class Pool {
   template <class F, std::ranges::input_range Range>
   auto starmap(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
+    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::starmap");
     auto ar = start_map<true, false, In>("Pool::starmap", std::forward<F>(f),
                                          std::forward<Range>(inputs), options.chunksize,
                                          std::move(options.progress), nullptr, {});
-    return std::move(ar).get();
+    return ar.wait_and_take_own();
   }
   template <class F, std::ranges::input_range Range,
             class V = detail::map_value_t<F, std::ranges::range_value_t<Range>, true>>
@@ -405,7 +425,8 @@ class Pool {
   // ---- apply: one call ---------------------------------------------------------------------
   template <class F, class... Args>
   auto apply(F&& f, Args&&... args) {
-    return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get();
+    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::apply");
+    return apply_async(std::forward<F>(f), std::forward<Args>(args)...).wait_and_take_own();
   }
   template <class F, class... Args>
     requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
@@ -427,9 +448,11 @@ class Pool {
   }
 
   // ---- imap --------------------------------------------------------------------------------
-  // Lazy and ordered: inputs are read as workers need them (a few chunks ahead of the
-  // consumer), results come in input order. An lvalue range is referenced (it must outlive
-  // the ImapResult); an rvalue range is moved in.
+  // Lazy and ordered: inputs are read as workers need them (at most 64 Ki inputs and 512
+  // chunks per worker ahead of the consumer; without limit once the pool is closed, so that
+  // join() cannot wait for a consumer), results come in input order. An lvalue range is
+  // referenced (it must outlive the ImapResult); an rvalue range is moved in. The range is
+  // read on the pool's driver thread: an input that blocks holds up the whole pool.
   template <class F, std::ranges::input_range Range>
   auto imap(F&& f, Range&& inputs, MapOptions options = {}) {
     return start_imap(true, std::forward<F>(f), std::forward<Range>(inputs), std::move(options));
@@ -457,11 +480,16 @@ class Pool {
   void close() { detail::pool_close(*core_); }
   // Waits for the workers to exit; only after close() or terminate()
   // (Error(errc::invalid_argument) otherwise).
-  void join() { detail::pool_join(*core_); }
+  void join() { (void)detail::pool_join(*core_, Deadline::never()); }
+  // Like join(); false when the workers have not all exited within `timeout`.
+  template <class Rep, class Period>
+  [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> timeout) {
+    return detail::pool_join(*core_, Deadline::after(timeout));
+  }
   // Kills the workers now; every pending result fails with Error(errc::closed).
   void terminate() noexcept { detail::pool_terminate(*core_); }
 
-  // Per-slot counters, a snapshot.
+  // Per-slot counters, a snapshot (a copy, also in a forked child).
   [[nodiscard]] std::vector<WorkerStats> stats() const { return detail::pool_stats(*core_); }
 
  private:

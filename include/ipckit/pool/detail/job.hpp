@@ -21,9 +21,12 @@
 #include <utility>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/futex.hpp"
+#include "ipckit/core/process.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/pool/detail/task.hpp"
 
@@ -37,13 +40,15 @@ struct PoolLink {
   UniqueFd doorbell;
   std::atomic<int> blocking{0};
   bool handle_sigint = true;
+  pid_t owner = 0;  // the process the pool belongs to (its driver thread runs there)
   // Wakes the driver thread (write to the eventfd).
   void wake() const noexcept;
 };
 
 // For the duration of a blocking pool call: counts the caller as blocked (arming SIGINT
-// handling while anyone is), and refuses calls from the driver thread (a callback), which
-// would wait for itself. Throws Error(errc::invalid_argument) there.
+// handling while anyone is), and refuses calls that would wait forever: from the driver
+// thread (a callback would wait for itself) and from a forked copy of the process (it has no
+// driver). Throws Error(errc::invalid_argument) there.
 class BlockingScope {
  public:
   explicit BlockingScope(PoolLink* link);
@@ -55,6 +60,10 @@ class BlockingScope {
   PoolLink* link_;
 };
 
+// Throws Error(errc::invalid_argument) on the driver thread or in a forked copy, naming
+// `what`: blocking calls check before they submit anything.
+void check_may_block(const PoolLink* link, const char* what);
+
 // Calls a user callback from the driver thread; what it throws is reported on stderr and
 // dropped (the driver must go on).
 void run_callback(const char* what, const std::function<void()>& fn) noexcept;
@@ -63,6 +72,12 @@ class JobBase;
 
 // One task message: the unit of dispatch, of retry and of failure.
 struct Chunk {
+  Chunk() = default;
+  Chunk(Chunk&&) noexcept = default;
+  Chunk& operator=(Chunk&&) noexcept = default;
+  Chunk(const Chunk&) = delete;  // `args` may point into `owned`
+  Chunk& operator=(const Chunk&) = delete;
+
   std::shared_ptr<JobBase> job;
   std::uint64_t index = 0;          // chunk number within the job
   std::uint64_t first = 0;          // index of its first input
@@ -88,12 +103,16 @@ class JobBase {
   std::size_t items_done = 0;
   std::size_t outstanding = 0;  // chunks taken by next_chunk() and not yet resolved
   bool finished = false;        // finish() or abort() was called
+  bool pool_closing = false;    // close() was called: read ahead without limit (imap)
 
   // All of these run on the driver thread.
   // The next chunk to run now (fills index/first/count/args), or false when none now.
   virtual bool next_chunk(Chunk& c) = 0;
   // True when next_chunk() will never give another chunk.
   virtual bool drained() = 0;
+  // True when the job's chunks need not run any more (it failed, or its consumer left): a
+  // chunk of it waiting to be run again is dropped instead.
+  virtual bool abandoned() = 0;
   // A chunk's results (may throw Error(bad_frame); the driver then calls on_error).
   virtual void on_result(const Chunk& c, std::span<const std::byte> results) = 0;
   virtual void on_error(const Chunk& c, std::exception_ptr e) = 0;
@@ -211,6 +230,7 @@ class MapJob final : public JobBase {
     return true;
   }
   bool drained() override { return failed_ || next_ == pieces_.size(); }
+  bool abandoned() override { return failed_; }
   void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
     if (failed_) return;
     decode_results<R>(bytes, c.count, results_.begin() + static_cast<std::ptrdiff_t>(c.first));
@@ -236,14 +256,17 @@ class MapJob final : public JobBase {
   }
   void fail(std::exception_ptr e) {
     if (failed_ || finished_) return;
-    failed_ = true;
-    blob_ = {};
+    failed_ = true;  // the inputs stay: chunks of this job may still be in flight
     if (error_callback) {
       run_callback("error_callback", [&] {
         try {
           std::rethrow_exception(e);
         } catch (const Error& err) {
           error_callback(err);
+        } catch (const std::bad_alloc&) {
+          error_callback(Error(errc::out_of_memory, "Pool: out of memory for a result"));
+        } catch (const std::exception& other) {
+          error_callback(Error(errc::bad_frame, other.what()));
         }
       });
     }
@@ -282,7 +305,7 @@ class ImapJob final : public JobBase {
   bool next_chunk(Chunk& c) override {
     std::lock_guard lk(mu_);
     if (!src_) return false;
-    if (pulled_ - taken_ >= ahead_) {
+    if (pulled_ - taken_ >= ahead_ && !pool_closing) {
       throttled_ = true;
       return false;
     }
@@ -307,6 +330,10 @@ class ImapJob final : public JobBase {
   bool drained() override {
     std::lock_guard lk(mu_);
     return !src_;
+  }
+  bool abandoned() override {
+    std::lock_guard lk(mu_);
+    return cancelled_;
   }
   void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
     Entry e;
@@ -402,10 +429,14 @@ class ImapJob final : public JobBase {
   [[nodiscard]] bool has_taken() const noexcept { return pos_ < cur_.size() || !local_.empty(); }
   // The consumer is gone: pull no more inputs (the range may be dead) and drop results.
   void cancel() {
-    std::lock_guard lk(mu_);
-    src_.reset();
-    cancelled_ = true;
-    ready_.clear();
+    if (current_pid() != link_->owner) return;  // a forked copy: the job is the parent's
+    {
+      std::lock_guard lk(mu_);
+      src_.reset();
+      cancelled_ = true;
+      ready_.clear();
+    }
+    link_->wake();  // the driver may be waiting for nothing but this job
   }
 
  private:

@@ -89,9 +89,8 @@ void with_callable(std::span<const std::byte> bytes, Fn&& fn) {
     fn(f);
   } else if constexpr (is_function_pointer_v<F> || std::is_trivially_copyable_v<F>) {
     if (bytes.size() != sizeof(F)) throw_codec("pool: a callable of the wrong size");
-    alignas(F) unsigned char storage[sizeof(F)];
-    std::memcpy(storage, bytes.data(), sizeof(F));
-    fn(*std::launder(reinterpret_cast<F*>(storage)));
+    RawSlot<F> slot;
+    fn(slot.fill(bytes.data()));
   } else {
     F f = codec::decode<F>(bytes);
     fn(f);
