@@ -63,73 +63,52 @@ ipckit::Pool warm_pool() {
   return pool;
 }
 
-void per_task(benchmark::State& state, double total_us, std::size_t tasks) {
-  state.counters["us_per_task"] = total_us / static_cast<double>(tasks);
+// Times `run(pool)` (which runs n trivial tasks and returns something to keep) on a warm
+// pool, and reports microseconds per task.
+template <class Run>
+void per_task(benchmark::State& state, std::size_t n, Run&& run) {
+  ipckit::Pool pool = warm_pool();
+  double total = 0;
+  std::size_t tasks = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    auto kept = run(pool);
+    total += us(clock_type::now() - t0);
+    tasks += n;
+    benchmark::DoNotOptimize(kept);
+  }
+  state.counters["us_per_task"] = total / static_cast<double>(tasks);
 }
 
 void BM_map_chunk1(benchmark::State& state) {
-  ipckit::Pool pool = warm_pool();
   const auto in = iota(kSmallN);
-  double total = 0;
-  std::size_t tasks = 0;
-  for (auto _ : state) {
-    const auto t0 = clock_type::now();
-    auto out = pool.map(trivial, in, 1);
-    total += us(clock_type::now() - t0);
-    tasks += in.size();
-    benchmark::DoNotOptimize(out.data());
-  }
-  per_task(state, total, tasks);
+  per_task(state, in.size(), [&](ipckit::Pool& pool) { return pool.map(trivial, in, 1); });
 }
 
 void BM_imap_chunk1(benchmark::State& state) {
-  ipckit::Pool pool = warm_pool();
   const auto in = iota(kSmallN);
-  double total = 0;
-  std::size_t tasks = 0;
-  for (auto _ : state) {
-    const auto t0 = clock_type::now();
+  per_task(state, in.size(), [&](ipckit::Pool& pool) {
     std::int64_t sum = 0;
     for (int r : pool.imap(trivial, in, 1)) sum += r;
-    total += us(clock_type::now() - t0);
-    tasks += in.size();
-    benchmark::DoNotOptimize(sum);
-  }
-  per_task(state, total, tasks);
+    return sum;
+  });
 }
 
 void BM_apply_async(benchmark::State& state) {
-  ipckit::Pool pool = warm_pool();
-  double total = 0;
-  std::size_t tasks = 0;
   std::vector<ipckit::AsyncResult<int>> rs;
   rs.reserve(kSmallN);
-  for (auto _ : state) {
-    const auto t0 = clock_type::now();
+  per_task(state, kSmallN, [&](ipckit::Pool& pool) {
     rs.clear();
     for (int i = 0; i < kSmallN; ++i) rs.push_back(pool.apply_async(trivial, i));
     std::int64_t sum = 0;
     for (auto& r : rs) sum += r.get();
-    total += us(clock_type::now() - t0);
-    tasks += kSmallN;
-    benchmark::DoNotOptimize(sum);
-  }
-  per_task(state, total, tasks);
+    return sum;
+  });
 }
 
 void BM_map_auto_1M(benchmark::State& state) {
-  ipckit::Pool pool = warm_pool();
   const auto in = iota(kLargeN);
-  double total = 0;
-  std::size_t tasks = 0;
-  for (auto _ : state) {
-    const auto t0 = clock_type::now();
-    auto out = pool.map(trivial, in);
-    total += us(clock_type::now() - t0);
-    tasks += in.size();
-    benchmark::DoNotOptimize(out.data());
-  }
-  per_task(state, total, tasks);
+  per_task(state, in.size(), [&](ipckit::Pool& pool) { return pool.map(trivial, in); });
 }
 
 void BM_start_stop(benchmark::State& state) {
