@@ -40,6 +40,23 @@ ByteRing ByteRing::open(Segment& seg, std::string_view name) {
   return ByteRing(detail::Region::find(seg, name));
 }
 
+ByteRing ByteRing::at(std::span<std::byte> memory, std::uint64_t capacity, WaitPolicy policy) {
+  checked(capacity);
+  if (memory.size() < bytes_for(capacity) ||
+      reinterpret_cast<std::uintptr_t>(memory.data()) % detail::kCacheLine != 0) {
+    throw_error(errc::invalid_argument,
+                "ByteRing::at: " + std::to_string(memory.size()) + " bytes at " +
+                    std::to_string(reinterpret_cast<std::uintptr_t>(memory.data()) % 64) +
+                    " past a cache line; a ring of " + std::to_string(capacity) + " needs " +
+                    std::to_string(bytes_for(capacity)) + ", 64-byte aligned");
+  }
+  return ByteRing(capacity, policy, detail::Region::view(memory.data(), memory.size()));
+}
+
+ByteRing ByteRing::attach(std::span<std::byte> memory) {
+  return ByteRing(detail::Region::view(memory.data(), memory.size()));
+}
+
 ByteRing::ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Region r)
     : region_(std::move(r)) {
   h_ = ::new (region_.data()) detail::ByteRingHeader(capacity, policy);

@@ -104,6 +104,12 @@ class ByteRing {
   static ByteRing create(Segment& seg, std::string_view name, std::uint64_t capacity,
                          WaitPolicy policy = WaitPolicy::hybrid());
   static ByteRing open(Segment& seg, std::string_view name);
+  // In shared memory the caller manages (at least bytes_for(capacity) bytes, 64-byte
+  // aligned, outliving every handle): at() lays a new ring there, attach() opens the ring
+  // another process laid (errc::bad_layout when there is none).
+  static ByteRing at(std::span<std::byte> memory, std::uint64_t capacity,
+                     WaitPolicy policy = WaitPolicy::hybrid());
+  static ByteRing attach(std::span<std::byte> memory);
 
   ByteRing(ByteRing&&) noexcept = default;
   ByteRing& operator=(ByteRing&&) noexcept = default;

@@ -85,6 +85,8 @@ class Region {
   // Named bytes in a segment: exclusive create, or lookup of what create() made.
   static Region create(Segment& seg, std::string_view name, std::size_t bytes);
   static Region find(Segment& seg, std::string_view name);
+  // Bytes owned by someone else (shared memory the caller manages): never unmapped here.
+  static Region view(std::byte* p, std::size_t n) noexcept { return Region(p, n, false); }
 
   Region(Region&& o) noexcept;
   Region& operator=(Region&& o) noexcept;

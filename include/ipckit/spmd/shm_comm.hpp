@@ -1,0 +1,88 @@
+// ShmComm: the shared-memory Comm of spmd::run (see run.hpp). Ranks are forked processes;
+// point-to-point messages go over ByteRings made on first use for each ordered pair that
+// talks (in one anonymous mapping: nothing in /dev/shm), and collectives are done in shared
+// memory directly: each rank writes its own buffer, the ranks meet at a barrier, and each
+// reads the others' buffers (allreduce combines in rank order, so every rank gets the same
+// bytes). Blocking calls spin briefly, then sleep on a futex, and end with
+// Error(errc::peer_dead) when a rank they wait for has died.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <span>
+#include <vector>
+
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/spmd/comm.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+class Arena;
+namespace spmd::detail {
+struct Header;
+struct Slot;
+}  // namespace spmd::detail
+
+class ShmComm final : public Comm {
+ public:
+  // Made by spmd::run in each rank, over the mapping it prepared.
+  ShmComm(std::byte* base, int rank);
+  ~ShmComm() override;
+  ShmComm(const ShmComm&) = delete;
+  ShmComm& operator=(const ShmComm&) = delete;
+
+  [[nodiscard]] int rank() const noexcept override { return rank_; }
+  [[nodiscard]] int size() const noexcept override { return n_; }
+
+  void send(int dest, std::span<const std::byte> data) override;
+  void recv(int src, std::span<std::byte> data) override;
+  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
+  [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
+  void wait_all(std::span<Request> requests) override;
+
+  void barrier() override;
+  void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
+  void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
+  void broadcast(std::span<std::byte> data, int root) override;
+
+  using Comm::allreduce;
+  using Comm::broadcast;
+  using Comm::gather;
+  using Comm::recv;
+  using Comm::send;
+
+ private:
+  struct Op;
+  spmd::detail::Slot& slot(int r) const noexcept;
+  std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
+  std::byte* coll_buf(int r, unsigned parity) const noexcept;
+  Arena& arena() const noexcept;
+  bool alive(int r) const noexcept;
+  ByteRing& out_ring(int to);
+  ByteRing* in_ring(int from);
+  bool progress_send(Op& op);
+  bool progress_recv(Op& op);
+  bool progress();
+  void fail_dead_peers();
+  void wait_ops(std::span<Op* const> ops);
+  Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
+  unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
+  void check_sizes(unsigned parity, std::uint64_t expect, const char* what);
+
+  std::byte* base_;
+  spmd::detail::Header* h_;
+  int rank_;
+  int n_ = 0;
+  std::size_t piece_ = 0;
+  WaitPolicy policy_;
+  std::uint64_t coll_phase_ = 0;
+  std::vector<std::optional<ByteRing>> out_;
+  std::vector<std::optional<ByteRing>> in_;
+  std::vector<std::deque<Op*>> sendq_;
+  std::vector<std::deque<Op*>> recvq_;
+};
+
+}  // namespace ipckit

@@ -1,0 +1,569 @@
+// ShmComm and spmd::run. Everything the ranks share lives in one anonymous mapping made
+// before the fork (nothing in /dev/shm):
+//   Header   n, sizes, each rank's pid, and the directory of point-to-point rings
+//            (offset of the ring from rank i to rank j, 0 until i first sends to j);
+//   Slot     per rank: a doorbell (EventCount) it sleeps on, its error text, and two
+//            collective buffers (used alternately by successive collectives);
+//   Coll     the collective barrier (arrival count and generation);
+//   Arena    where rings are made on first use: only pairs that talk get one.
+// Point-to-point messages travel over ByteRings, in pieces of at most kPiece bytes, the
+// first piece led by the message's total size. Isend/irecv queue per peer and progress
+// together in wait_all(); a rank that finds nothing to do sleeps on its doorbell, which a
+// peer rings after publishing to it or freeing room in its ring. Collectives write into the
+// rank's own collective buffer, meet at the barrier and read the others' buffers directly.
+#include "ipckit/spmd/run.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/core/futex.hpp"
+#include "ipckit/shm/arena.hpp"
+#include "ipckit/spmd/shm_comm.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+namespace spmd::detail {
+
+constexpr std::uint32_t kMagic = 0x53504D44;  // "SPMD"
+constexpr std::size_t kCollBytes = std::size_t{64} << 10;  // per rank, per parity
+constexpr std::size_t kErrorBytes = 512;
+
+struct alignas(64) Slot {
+  EventCount doorbell;
+  std::atomic<pid_t> pid{0};
+  char error[kErrorBytes]{};
+  std::atomic<std::uint32_t> peer_dead{0};
+  // The size each rank passes to the current collective (checked by every rank).
+  std::atomic<std::uint64_t> coll_size[2]{};
+};
+
+struct alignas(64) Coll {
+  alignas(64) std::atomic<std::uint32_t> arrived{0};
+  alignas(64) std::atomic<std::uint32_t> generation{0};
+  EventCount ec;
+};
+
+struct alignas(64) Header {
+  std::uint32_t magic = kMagic;
+  std::int32_t n = 0;
+  std::uint64_t ring_bytes = 0;
+  std::uint64_t spin_ns = 0;
+  std::uint64_t slots_at = 0;  // offsets from the header
+  std::uint64_t dir_at = 0;
+  std::uint64_t coll_buf_at = 0;
+  std::uint64_t arena_at = 0;
+  std::uint64_t arena_bytes = 0;
+  Coll coll;
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+              std::atomic<pid_t>::is_always_lock_free);
+
+struct Layout {
+  std::size_t slots_at, dir_at, coll_buf_at, arena_at, total;
+  static Layout of(int n, std::size_t ring_bytes) {
+    const auto up = [](std::size_t v) { return (v + 4095) & ~std::size_t{4095}; };
+    Layout l{};
+    const auto un = static_cast<std::size_t>(n);
+    l.slots_at = up(sizeof(Header));
+    l.dir_at = up(l.slots_at + un * sizeof(Slot));
+    l.coll_buf_at = up(l.dir_at + un * un * sizeof(std::uint64_t));
+    l.arena_at = up(l.coll_buf_at + un * 2 * kCollBytes);
+    // Room for every rank to talk to 26 others (a 3-D stencil), or to all of them.
+    const std::size_t rings = un * std::min<std::size_t>(un, 27);
+    l.total = l.arena_at + up(rings * (ByteRing::bytes_for(ring_bytes) + 128) + 4096);
+    return l;
+  }
+};
+
+// The shared mapping: reserved, not committed (pages appear as they are touched).
+class Mapping {
+ public:
+  explicit Mapping(std::size_t bytes) : size_(bytes) {
+    void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) throw_errno("mmap(" + std::to_string(bytes) + " bytes for spmd::run)");
+    data_ = static_cast<std::byte*>(p);
+  }
+  ~Mapping() { ::munmap(data_, size_); }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  [[nodiscard]] std::byte* data() const noexcept { return data_; }
+
+ private:
+  std::byte* data_;
+  std::size_t size_;
+};
+
+}  // namespace spmd::detail
+
+using spmd::detail::Coll;
+using spmd::detail::Header;
+using spmd::detail::kCollBytes;
+using spmd::detail::Slot;
+
+namespace {
+
+constexpr std::size_t kPieceHeader = 8;
+
+[[noreturn]] void throw_peer_dead(int rank, const char* what) {
+  throw Error(errc::peer_dead, std::string(what) + ": rank " + std::to_string(rank) + " died");
+}
+
+}  // namespace
+
+// One posted send or receive.
+struct ShmComm::Op final : Request::State {
+  bool is_send = false;
+  int peer = 0;
+  std::span<const std::byte> out;  // send
+  std::span<std::byte> in;         // receive
+  std::size_t done = 0;            // payload bytes moved
+  std::uint64_t total = 0;         // receive: the message's size, once known
+  bool started = false;
+  bool complete = false;
+  std::exception_ptr error;
+};
+
+ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
+  h_ = reinterpret_cast<Header*>(base);
+  n_ = h_->n;
+  out_.resize(static_cast<std::size_t>(n_));
+  in_.resize(static_cast<std::size_t>(n_));
+  sendq_.resize(static_cast<std::size_t>(n_));
+  recvq_.resize(static_cast<std::size_t>(n_));
+  piece_ = std::min<std::size_t>(ByteRing::max_message_for(h_->ring_bytes), std::size_t{1} << 18);
+  policy_ = WaitPolicy::hybrid();
+  policy_.spin = std::chrono::nanoseconds(h_->spin_ns);
+}
+
+ShmComm::~ShmComm() = default;
+
+Slot& ShmComm::slot(int r) const noexcept {
+  return reinterpret_cast<Slot*>(base_ + h_->slots_at)[r];
+}
+std::atomic<std::uint64_t>& ShmComm::dir(int from, int to) const noexcept {
+  auto* d = reinterpret_cast<std::atomic<std::uint64_t>*>(base_ + h_->dir_at);
+  return d[static_cast<std::size_t>(from) * static_cast<std::size_t>(n_) +
+           static_cast<std::size_t>(to)];
+}
+std::byte* ShmComm::coll_buf(int r, unsigned parity) const noexcept {
+  return base_ + h_->coll_buf_at + (static_cast<std::size_t>(r) * 2 + parity) * kCollBytes;
+}
+Arena& ShmComm::arena() const noexcept {
+  return *reinterpret_cast<Arena*>(base_ + h_->arena_at);
+}
+
+bool ShmComm::alive(int r) const noexcept {
+  const pid_t p = slot(r).pid.load(std::memory_order_acquire);
+  return p == 0 || process_alive(p);
+}
+
+ByteRing& ShmComm::out_ring(int to) {
+  auto& r = out_[static_cast<std::size_t>(to)];
+  if (!r) {
+    const std::size_t bytes = ByteRing::bytes_for(h_->ring_bytes);
+    const std::size_t off = arena().allocate(bytes, 64);
+    r.emplace(ByteRing::at(std::span(arena().at(off), bytes), h_->ring_bytes,
+                           WaitPolicy::spin_only()));
+    r->attach_producer();
+    // Published after the ring is laid: the receiver attaches only to a finished ring.
+    dir(rank_, to).store(h_->arena_at + off, std::memory_order_release);
+  }
+  return *r;
+}
+
+ByteRing* ShmComm::in_ring(int from) {
+  auto& r = in_[static_cast<std::size_t>(from)];
+  if (!r) {
+    const std::uint64_t at = dir(from, rank_).load(std::memory_order_acquire);
+    if (at == 0) return nullptr;  // nothing sent yet
+    r.emplace(ByteRing::attach(std::span(base_ + at, ByteRing::bytes_for(h_->ring_bytes))));
+    r->attach_consumer();
+  }
+  return &*r;
+}
+
+// Moves as much of `op` as the ring allows now. True when anything moved.
+bool ShmComm::progress_send(Op& op) {
+  ByteRing& ring = out_ring(op.peer);
+  bool moved = false;
+  while (!op.complete) {
+    const std::size_t lead = op.started ? 0 : kPieceHeader;
+    const std::size_t part = std::min(op.out.size() - op.done, piece_ - lead);
+    auto span = ring.try_reserve(lead + part);
+    if (!span) break;
+    if (lead != 0) {
+      const std::uint64_t total = op.out.size();
+      std::memcpy(span->data(), &total, 8);
+      op.started = true;
+    }
+    if (part != 0) std::memcpy(span->data() + lead, op.out.data() + op.done, part);
+    ring.commit();
+    op.done += part;
+    moved = true;
+    if (op.done == op.out.size()) op.complete = true;
+  }
+  if (moved) slot(op.peer).doorbell.notify_all();
+  return moved;
+}
+
+bool ShmComm::progress_recv(Op& op) {
+  ByteRing* ring = in_ring(op.peer);
+  if (ring == nullptr) return false;
+  bool moved = false;
+  while (!op.complete) {
+    auto rec = ring->try_peek();
+    if (!rec) break;
+    std::span<const std::byte> body = *rec;
+    if (!op.started) {
+      if (body.size() < kPieceHeader) {
+        throw Error(errc::bad_frame, "ShmComm::recv: a piece without its size");
+      }
+      std::memcpy(&op.total, body.data(), 8);
+      body = body.subspan(kPieceHeader);
+      op.started = true;
+      if (op.total != op.in.size() && !op.error) {
+        op.error = std::make_exception_ptr(Error(
+            errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(op.peer) +
+                                     ": the message has " + std::to_string(op.total) +
+                                     " bytes, the receive expects " +
+                                     std::to_string(op.in.size())));
+      }
+    }
+    if (body.size() > op.total - op.done) {
+      throw Error(errc::bad_frame, "ShmComm::recv: a piece past the message's end");
+    }
+    if (!op.error && !body.empty()) std::memcpy(op.in.data() + op.done, body.data(), body.size());
+    op.done += body.size();
+    ring->release();
+    moved = true;
+    if (op.done == op.total) op.complete = true;  // a wrong-sized message is consumed whole
+  }
+  if (moved) slot(op.peer).doorbell.notify_all();
+  return moved;
+}
+
+// One pass over every peer's queues, oldest operation first. True when anything moved.
+bool ShmComm::progress() {
+  bool moved = false;
+  for (int p = 0; p < n_; ++p) {
+    auto& sq = sendq_[static_cast<std::size_t>(p)];
+    while (!sq.empty()) {
+      moved |= progress_send(*sq.front());
+      if (!sq.front()->complete) break;
+      sq.pop_front();
+    }
+    auto& rq = recvq_[static_cast<std::size_t>(p)];
+    while (!rq.empty()) {
+      moved |= progress_recv(*rq.front());
+      if (!rq.front()->complete) break;
+      rq.pop_front();
+    }
+  }
+  return moved;
+}
+
+// Fails the queued operations with peers that died (after one more pass: what they
+// published before dying still counts).
+void ShmComm::fail_dead_peers() {
+  for (int p = 0; p < n_; ++p) {
+    auto& sq = sendq_[static_cast<std::size_t>(p)];
+    auto& rq = recvq_[static_cast<std::size_t>(p)];
+    if ((sq.empty() && rq.empty()) || alive(p)) continue;
+    (void)progress();
+    for (auto* q : {&sq, &rq}) {
+      for (Op* op : *q) {
+        if (!op->complete) {
+          op->error = std::make_exception_ptr(
+              Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " died"));
+          op->complete = true;
+        }
+      }
+      q->clear();
+    }
+  }
+}
+
+void ShmComm::wait_ops(std::span<Op* const> ops) {
+  const auto done = [&] {
+    return std::all_of(ops.begin(), ops.end(), [](const Op* o) { return o->complete; });
+  };
+  for (;;) {
+    (void)progress();
+    if (done()) break;
+    EventCount& bell = slot(rank_).doorbell;
+    const bool ready = bell.await([&] { return progress() || done(); }, Deadline::never(),
+                                  policy_, [&] { fail_dead_peers(); });
+    (void)ready;
+    if (done()) break;
+  }
+  std::exception_ptr first;
+  for (Op* o : ops) {
+    if (o->error && !first) first = o->error;
+  }
+  if (first) std::rethrow_exception(first);
+}
+
+Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
+                      std::span<std::byte> in) {
+  auto op = std::make_unique<Op>();
+  op->is_send = is_send;
+  op->peer = peer;
+  op->out = out;
+  op->in = in;
+  Op* raw = op.get();
+  (is_send ? sendq_ : recvq_)[static_cast<std::size_t>(peer)].push_back(raw);
+  return Request(std::move(op));
+}
+
+void ShmComm::send(int dest, std::span<const std::byte> data) {
+  check_rank(dest, "ShmComm::send");
+  Request r = post(true, dest, data, {});
+  wait_all(std::span(&r, 1));
+}
+
+void ShmComm::recv(int src, std::span<std::byte> data) {
+  check_rank(src, "ShmComm::recv");
+  Request r = post(false, src, {}, data);
+  wait_all(std::span(&r, 1));
+}
+
+Request ShmComm::isend(int dest, std::span<const std::byte> data) {
+  check_rank(dest, "ShmComm::isend");
+  return post(true, dest, data, {});
+}
+
+Request ShmComm::irecv(int src, std::span<std::byte> data) {
+  check_rank(src, "ShmComm::irecv");
+  return post(false, src, {}, data);
+}
+
+void ShmComm::wait_all(std::span<Request> requests) {
+  std::vector<Op*> ops;
+  ops.reserve(requests.size());
+  for (Request& r : requests) {
+    if (r.valid()) ops.push_back(static_cast<Op*>(r.state()));
+  }
+  try {
+    wait_ops(ops);
+  } catch (...) {
+    for (Request& r : requests) r.reset();
+    throw;
+  }
+  for (Request& r : requests) r.reset();
+}
+
+// ---- collectives ----
+void ShmComm::barrier() {
+  Coll& c = h_->coll;
+  const std::uint32_t gen = c.generation.load(std::memory_order_acquire);
+  if (c.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<std::uint32_t>(n_)) {
+    c.arrived.store(0, std::memory_order_relaxed);
+    c.generation.store(gen + 1, std::memory_order_release);
+    c.ec.notify_all();
+    return;
+  }
+  c.ec.await([&] { return c.generation.load(std::memory_order_acquire) != gen; },
+             Deadline::never(), policy_, [&] {
+               for (int r = 0; r < n_; ++r) {
+                 if (!alive(r)) throw_peer_dead(r, "ShmComm::barrier");
+               }
+             });
+}
+
+// Every collective: publish this rank's size, meet, and check that all ranks agree.
+unsigned ShmComm::begin_collective(std::uint64_t bytes, const char* what, int root) {
+  if (root >= 0) check_rank(root, what);
+  const unsigned parity = coll_phase_++ & 1U;
+  slot(rank_).coll_size[parity].store(bytes, std::memory_order_relaxed);
+  return parity;
+}
+
+void ShmComm::check_sizes(unsigned parity, std::uint64_t expect, const char* what) {
+  for (int r = 0; r < n_; ++r) {
+    const std::uint64_t s = slot(r).coll_size[parity].load(std::memory_order_relaxed);
+    if (s != expect) {
+      throw Error(errc::size_mismatch, std::string(what) + ": rank " + std::to_string(r) +
+                                           " passed " + std::to_string(s) + " bytes, rank " +
+                                           std::to_string(rank_) + " " +
+                                           std::to_string(expect));
+    }
+  }
+}
+
+void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+  const std::size_t esz = size_of(type);
+  const std::size_t per = kCollBytes / esz;  // elements per round
+  auto* data = static_cast<std::byte*>(inout);
+  std::size_t at = 0;
+  do {
+    const std::size_t k = std::min(per, count - at);
+    const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", -1);
+    std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
+    barrier();
+    check_sizes(parity, count * esz, "ShmComm::allreduce");
+    // Every rank combines in rank order: the same bytes everywhere.
+    std::memcpy(data + at * esz, coll_buf(0, parity), k * esz);
+    for (int r = 1; r < n_; ++r) reduce_into(data + at * esz, coll_buf(r, parity), k, type, op);
+    at += k;
+  } while (at < count);
+}
+
+void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
+  const std::size_t b = mine.size();
+  if (rank_ == root && all.size() != b * static_cast<std::size_t>(n_)) {
+    throw Error(errc::size_mismatch, "ShmComm::gather: the root's buffer has " +
+                                         std::to_string(all.size()) + " bytes for " +
+                                         std::to_string(n_) + " x " + std::to_string(b));
+  }
+  std::size_t at = 0;
+  do {
+    const std::size_t k = std::min(kCollBytes, b - at);
+    const unsigned parity = begin_collective(b, "ShmComm::gather", root);
+    if (k != 0) std::memcpy(coll_buf(rank_, parity), mine.data() + at, k);
+    barrier();
+    check_sizes(parity, b, "ShmComm::gather");
+    if (rank_ == root && k != 0) {
+      for (int r = 0; r < n_; ++r) {
+        std::memcpy(all.data() + static_cast<std::size_t>(r) * b + at, coll_buf(r, parity), k);
+      }
+    }
+    at += k;
+  } while (at < b);
+}
+
+void ShmComm::broadcast(std::span<std::byte> data, int root) {
+  const std::size_t b = data.size();
+  std::size_t at = 0;
+  do {
+    const std::size_t k = std::min(kCollBytes, b - at);
+    const unsigned parity = begin_collective(b, "ShmComm::broadcast", root);
+    if (rank_ == root && k != 0) std::memcpy(coll_buf(root, parity), data.data() + at, k);
+    barrier();
+    check_sizes(parity, b, "ShmComm::broadcast");
+    if (rank_ != root && k != 0) std::memcpy(data.data() + at, coll_buf(root, parity), k);
+    at += k;
+  } while (at < b);
+}
+
+// ---- run ----
+namespace spmd {
+
+namespace {
+std::string first_failure(const std::vector<RankOutcome>& ranks, int& failed) {
+  failed = -1;
+  for (const auto& r : ranks) {
+    if (r.status.success()) continue;
+    if (!r.peer_dead) {
+      failed = r.rank;
+      break;
+    }
+  }
+  std::string msg = "spmd::run: ";
+  if (failed >= 0) {
+    const RankOutcome& f = ranks[static_cast<std::size_t>(failed)];
+    msg += "rank " + std::to_string(failed) + " failed (" +
+           (f.error.empty() ? f.status.describe() : f.error) + ")";
+  } else {
+    msg += "ranks stopped";
+  }
+  std::string stopped;
+  for (const auto& r : ranks) {
+    if (r.rank != failed && !r.status.success()) {
+      stopped += (stopped.empty() ? "" : ", ") + std::to_string(r.rank);
+    }
+  }
+  if (!stopped.empty()) msg += "; ranks " + stopped + " stopped too";
+  return msg;
+}
+}  // namespace
+
+RunError::RunError(const std::string& what, std::vector<RankOutcome> ranks)
+    : Error(errc::child_failed, what), ranks_(std::move(ranks)) {
+  (void)first_failure(ranks_, failed_);
+}
+
+void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options) {
+  if (n < 1 || n > 1024) {
+    throw Error(errc::invalid_argument,
+                "spmd::run: " + std::to_string(n) + " ranks (1 to 1024 allowed)");
+  }
+  const std::size_t rb = options.ring_bytes;
+  if (rb < (std::size_t{1} << 16) || rb > (std::size_t{1} << 30) || (rb & (rb - 1)) != 0) {
+    throw Error(errc::invalid_argument, "spmd::run: ring_bytes " + std::to_string(rb) +
+                                            " is not a power of two in [64 KiB, 1 GiB]");
+  }
+  const auto layout = detail::Layout::of(n, rb);
+  detail::Mapping map(layout.total);
+  auto* h = new (map.data()) Header();
+  h->n = n;
+  h->ring_bytes = rb;
+  h->spin_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, options.spin.count()));
+  h->slots_at = layout.slots_at;
+  h->dir_at = layout.dir_at;
+  h->coll_buf_at = layout.coll_buf_at;
+  h->arena_at = layout.arena_at;
+  h->arena_bytes = layout.total - layout.arena_at;
+  for (int r = 0; r < n; ++r) new (map.data() + layout.slots_at + static_cast<std::size_t>(r) * sizeof(Slot)) Slot();
+  Arena::create(std::span(map.data() + layout.arena_at, h->arena_bytes));
+
+  std::vector<Process> ranks;
+  ranks.reserve(static_cast<std::size_t>(n));
+  for (int r = 0; r < n; ++r) {
+    ranks.push_back(Process::spawn([&, r]() -> int {
+      Slot& me = reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
+      me.pid.store(::getpid(), std::memory_order_release);
+      const auto note = [&](const std::string& what) {
+        std::snprintf(me.error, sizeof me.error, "%s", what.c_str());
+      };
+      try {
+        ShmComm comm(map.data(), r);
+        fn(comm);
+        return 0;
+      } catch (const Error& e) {
+        note(e.what());
+        if (e.is(errc::peer_dead)) me.peer_dead.store(1, std::memory_order_release);
+      } catch (const std::exception& e) {
+        note(e.what());
+      } catch (...) {
+        note("an exception that is not a std::exception");
+      }
+      return 3;
+    }));
+    reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r].pid.store(
+        ranks.back().pid(), std::memory_order_release);
+  }
+  std::vector<RankOutcome> out;
+  bool ok = true;
+  for (int r = 0; r < n; ++r) {
+    RankOutcome o;
+    o.rank = r;
+    o.status = ranks[static_cast<std::size_t>(r)].wait();
+    Slot& s = reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
+    if (!o.status.success()) {
+      ok = false;
+      o.error = s.error[0] != '\0' ? std::string(s.error, strnlen(s.error, sizeof s.error))
+                                   : std::string();
+      o.peer_dead = s.peer_dead.load(std::memory_order_acquire) != 0;
+    }
+    out.push_back(std::move(o));
+  }
+  if (!ok) {
+    int failed = -1;
+    const std::string msg = first_failure(out, failed);
+    throw RunError(msg, std::move(out));
+  }
+}
+
+}  // namespace spmd
+}  // namespace ipckit
