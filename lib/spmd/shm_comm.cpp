@@ -326,16 +326,46 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
   return Request(std::move(op));
 }
 
+// Blocking calls keep their operation on the stack: when nothing is queued before it and
+// the ring has room (or the message is there), it completes without an allocation.
+void ShmComm::run_blocking(Op& op) {
+  auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
+  if (q.empty()) {
+    if (op.is_send) {
+      (void)progress_send(op);
+    } else {
+      (void)progress_recv(op);
+    }
+    if (op.complete) {
+      if (op.error) std::rethrow_exception(op.error);
+      return;
+    }
+  }
+  q.push_back(&op);
+  try {
+    Op* one = &op;
+    wait_ops(std::span(&one, 1));
+  } catch (...) {
+    std::erase(q, &op);  // never leave a pointer to this frame behind
+    throw;
+  }
+}
+
 void ShmComm::send(int dest, std::span<const std::byte> data) {
   check_rank(dest, "ShmComm::send");
-  Request r = post(true, dest, data, {});
-  wait_all(std::span(&r, 1));
+  Op op;
+  op.is_send = true;
+  op.peer = dest;
+  op.out = data;
+  run_blocking(op);
 }
 
 void ShmComm::recv(int src, std::span<std::byte> data) {
   check_rank(src, "ShmComm::recv");
-  Request r = post(false, src, {}, data);
-  wait_all(std::span(&r, 1));
+  Op op;
+  op.peer = src;
+  op.in = data;
+  run_blocking(op);
 }
 
 Request ShmComm::isend(int dest, std::span<const std::byte> data) {

@@ -68,6 +68,7 @@ class ShmComm final : public Comm {
   bool progress();
   void fail_dead_peers();
   void wait_ops(std::span<Op* const> ops);
+  void run_blocking(Op& op);
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
   void check_sizes(unsigned parity, std::uint64_t expect, const char* what);
