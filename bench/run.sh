@@ -71,3 +71,25 @@ echo "run.sh: pool_bench and pool_python.py"
   --benchmark_out="$out/pool.json" >"$build/bench/pool_bench.log" 2>&1
 python3 bench/pool_python.py "$out/pool_python.json" >"$build/bench/pool_python.log"
 "$py" bench/pool_report.py "$out/pool.json" "$out/pool_python.json"
+
+# The SPMD communicator: ShmComm (forked ranks) beside MpiComm under mpirun (Open MPI's
+# vader), 2 and 4 ranks, in one run (about 30 seconds).
+echo "run.sh: spmd_bench (ShmComm, and MpiComm under mpirun)"
+rm -f "$out/spmd.jsonl"
+for n in 2 4; do
+  "$build/bench/spmd_bench" --comm shm --procs "$n" --out "$out/spmd.jsonl"
+done
+if command -v mpirun >/dev/null 2>&1 && "$build/bench/spmd_bench" --comm mpi --probe 2>/dev/null; then
+  before=$(mpi_segments)
+  if [[ $(id -u) -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  fi
+  for n in 2 4; do
+    mpirun -np "$n" --oversubscribe --mca btl self,vader \
+      "$build/bench/spmd_bench" --comm mpi --out "$out/spmd.jsonl" >>"$build/bench/spmd_mpi.log"
+  done
+  for s in $(mpi_segments); do grep -qxF "$s" <<<"$before" || rm -f "/dev/shm/$s"; done
+else
+  echo "run.sh: spmd_bench has no MPI backend (MPI not found), ShmComm only" >&2
+fi
+"$py" bench/spmd_report.py "$out/spmd.jsonl"

@@ -107,6 +107,14 @@ void body(ipckit::Comm& c, const Out* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --probe: exit 0 when this build has the MPI backend (run.sh asks before mpirun).
+  if (argc >= 2 && std::strcmp(argv[argc - 1], "--probe") == 0) {
+#ifdef IPCKIT_SPMD_BENCH_MPI
+    return 0;
+#else
+    return 1;
+#endif
+  }
   std::string comm = "shm";
   int procs = 2;
   std::string path = "spmd.jsonl";

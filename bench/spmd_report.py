@@ -1,0 +1,126 @@
+#!/usr/bin/env python3
+"""Reads spmd_bench's JSON lines (ShmComm and MpiComm, 2 and 4 ranks, one run) and writes,
+next to the input (or to --out):
+  spmd.md   one row per figure and rank count: ShmComm, MpiComm, the ratio, the target and
+            MET / NOT MET
+  spmd.png  ShmComm beside MpiComm per figure (log scale)
+and prints the markdown. Usage: spmd_report.py [--out DIR] spmd.jsonl
+Targets (issue 5): ping-pong round trip ≤ Open MPI's; barrier and 8-byte allreduce ≤ Open
+MPI's; 1 MiB ping-pong bandwidth ≥ 0.9 × Open MPI's. The rest is reported."""
+import argparse
+import json
+import os
+import subprocess
+
+
+def load(path):
+    rows = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line:
+                continue
+            r = json.loads(line)
+            rows[(r["comm"], r["procs"], r["name"], r["bytes"])] = r
+    return rows
+
+
+def human_bytes(b):
+    return f"{b >> 20} MiB" if b >= 1 << 20 else f"{b >> 10} KiB" if b >= 1024 else f"{b} B"
+
+
+def fmt_ns(ns):
+    return f"{ns / 1000:.2f} µs" if ns >= 1000 else f"{ns:.0f} ns"
+
+
+def table(rows):
+    out = []
+    keys = sorted({(p, n, b) for (c, p, n, b) in rows},
+                  key=lambda k: (k[0], ["pingpong", "barrier", "allreduce", "halo"].index(k[1])
+                                 if k[1] in ["pingpong", "barrier", "allreduce", "halo"] else 9, k[2]))
+    for procs, name, b in keys:
+        s = rows.get(("shm", procs, name, b))
+        m = rows.get(("mpi", procs, name, b))
+        label = {"pingpong": f"ping-pong round trip, {human_bytes(b)}",
+                 "barrier": "barrier",
+                 "allreduce": "allreduce, one double (sum)",
+                 "halo": "halo exchange, 2-D periodic, 8 KiB faces"}[name]
+        sv = s["median_ns"] if s else None
+        mv = m["median_ns"] if m else None
+        ratio = f"{mv / sv:.2f}×" if sv and mv else "n/a"
+        target, ok = "reported", None
+        if name == "pingpong" and b == 8 or name in ("barrier", "allreduce"):
+            target = "ShmComm ≤ Open MPI"
+            ok = None if not (sv and mv) else sv <= mv
+        cells = [label, str(procs), fmt_ns(sv) if sv else "n/a", fmt_ns(mv) if mv else "n/a",
+                 ratio, target]
+        if name == "pingpong" and b == 1 << 20:
+            sg, mg = (s or {}).get("gb_per_s"), (m or {}).get("gb_per_s")
+            cells[2] += f" ({sg:.1f} GB/s)" if sg else ""
+            cells[3] += f" ({mg:.1f} GB/s)" if mg else ""
+            target = cells[5] = "bandwidth ≥ 0.9 × Open MPI"
+            ok = None if not (sg and mg) else sg >= 0.9 * mg
+        status = "n/a" if ok is None and target != "reported" else "–" if ok is None else (
+            "**MET**" if ok else "**NOT MET**")
+        out.append(cells + [status])
+    return out
+
+
+def plot(path, rows):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("spmd_report.py: matplotlib not found, no plot")
+        return
+    keys = sorted({(p, n, b) for (c, p, n, b) in rows})
+    labels = [f"{n} {human_bytes(b) if n == 'pingpong' else ''} ({p} ranks)" for p, n, b in keys]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(keys) + 1.5))
+    for i, k in enumerate(keys):
+        for off, comm, color in ((-0.2, "shm", "tab:blue"), (0.2, "mpi", "tab:orange")):
+            r = rows.get((comm,) + k)
+            if r:
+                ax.barh(i + off, r["median_ns"], 0.4, color=color,
+                        label={"shm": "ipckit ShmComm", "mpi": "MpiComm (Open MPI vader)"}[comm]
+                        if i == 0 else None)
+    ax.set_yticks(range(len(keys)))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("median time per operation, ns (log scale; lower is better)")
+    ax.legend()
+    ax.set_title("SPMD communicator: ShmComm vs MpiComm, same machine, same run")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out")
+    ap.add_argument("jsonl")
+    a = ap.parse_args()
+    out = a.out or os.path.dirname(os.path.abspath(a.jsonl))
+    rows = load(a.jsonl)
+    rev = os.environ.get("IPCKIT_BENCH_REVISION", "unknown")
+    try:
+        cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        cpus = "?"
+    md = [f"# SPMD communicator: ShmComm beside MpiComm\n",
+          f"Machine: {cpus} CPUs. Library: ipckit {rev}. `spmd_bench`, median of 5 repetitions; "
+          "ShmComm as forked ranks (`--comm shm --procs N`), MpiComm under "
+          "`mpirun -np N --mca btl self,vader` (Open MPI's shared-memory transport). With 4 "
+          "ranks on 2 CPUs both backends are oversubscribed.\n",
+          "| figure | ranks | ipckit ShmComm | MpiComm (Open MPI) | MPI ÷ Shm | target | status |",
+          "|---|---|---|---|---|---|---|"]
+    for cells in table(rows):
+        md.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(md) + "\n"
+    with open(os.path.join(out, "spmd.md"), "w") as f:
+        f.write(text)
+    plot(os.path.join(out, "spmd.png"), rows)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
