@@ -45,6 +45,8 @@ struct alignas(64) Slot {
   std::atomic<std::uint32_t> peer_dead{0};
   // The size each rank passes to the current collective (checked by every rank).
   std::atomic<std::uint64_t> coll_size[2]{};
+  // gather: the size of the root's receive buffer (checked by every rank).
+  std::atomic<std::uint64_t> coll_aux[2]{};
 };
 
 struct alignas(64) Coll {
@@ -121,8 +123,16 @@ constexpr std::size_t kPieceHeader = 8;
 
 }  // namespace
 
-// One posted send or receive.
+// One posted send or receive. A request dropped without wait_all() leaves the pair's stream
+// whole: not yet begun, it is taken out of the queue; begun, the comm finishes it by itself
+// (the rest of a receive is discarded, the rest of a send goes as zero bytes).
 struct ShmComm::Op final : Request::State {
+  ~Op() override {
+    if (owner != nullptr && !complete) owner->orphan(*this);
+  }
+  ShmComm* owner = nullptr;  // set for posted requests (not for blocking calls' own ops)
+  bool orphaned = false;     // owned by the comm: no user buffer behind it
+  std::size_t orphan_size = 0;
   bool is_send = false;
   int peer = 0;
   std::span<const std::byte> out;  // send
@@ -132,6 +142,9 @@ struct ShmComm::Op final : Request::State {
   bool started = false;
   bool complete = false;
   std::exception_ptr error;
+  [[nodiscard]] std::size_t send_size() const noexcept {
+    return orphaned ? orphan_size : out.size();
+  }
 };
 
 ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
@@ -199,19 +212,25 @@ bool ShmComm::progress_send(Op& op) {
   bool moved = false;
   while (!op.complete) {
     const std::size_t lead = op.started ? 0 : kPieceHeader;
-    const std::size_t part = std::min(op.out.size() - op.done, piece_ - lead);
+    const std::size_t part = std::min(op.send_size() - op.done, piece_ - lead);
     auto span = ring.try_reserve(lead + part);
     if (!span) break;
     if (lead != 0) {
-      const std::uint64_t total = op.out.size();
+      const std::uint64_t total = op.send_size();
       std::memcpy(span->data(), &total, 8);
       op.started = true;
     }
-    if (part != 0) std::memcpy(span->data() + lead, op.out.data() + op.done, part);
+    if (part != 0) {
+      if (op.orphaned) {
+        std::memset(span->data() + lead, 0, part);
+      } else {
+        std::memcpy(span->data() + lead, op.out.data() + op.done, part);
+      }
+    }
     ring.commit();
     op.done += part;
     moved = true;
-    if (op.done == op.out.size()) op.complete = true;
+    if (op.done == op.send_size()) op.complete = true;
   }
   if (moved) slot(op.peer).doorbell.notify_all();
   return moved;
@@ -243,7 +262,9 @@ bool ShmComm::progress_recv(Op& op) {
     if (body.size() > op.total - op.done) {
       throw Error(errc::bad_frame, "ShmComm::recv: a piece past the message's end");
     }
-    if (!op.error && !body.empty()) std::memcpy(op.in.data() + op.done, body.data(), body.size());
+    if (!op.error && !op.orphaned && !body.empty()) {
+      std::memcpy(op.in.data() + op.done, body.data(), body.size());
+    }
     op.done += body.size();
     ring->release();
     moved = true;
@@ -307,6 +328,7 @@ void ShmComm::wait_ops(std::span<Op* const> ops) {
     (void)ready;
     if (done()) break;
   }
+  std::erase_if(orphans_, [](const std::unique_ptr<Op>& o) { return o->complete; });
   std::exception_ptr first;
   for (Op* o : ops) {
     if (o->error && !first) first = o->error;
@@ -314,9 +336,35 @@ void ShmComm::wait_ops(std::span<Op* const> ops) {
   if (first) std::rethrow_exception(first);
 }
 
+void ShmComm::orphan(Op& op) noexcept {
+  auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
+  const auto it = std::find(q.begin(), q.end(), &op);
+  if (it == q.end()) return;
+  if (!op.started) {
+    q.erase(it);
+    return;
+  }
+  try {
+    auto keep = std::make_unique<Op>();
+    keep->orphaned = true;
+    keep->is_send = op.is_send;
+    keep->peer = op.peer;
+    keep->orphan_size = op.out.size();
+    keep->done = op.done;
+    keep->total = op.total;
+    keep->started = true;
+    keep->error = op.error;
+    *it = keep.get();
+    orphans_.push_back(std::move(keep));
+  } catch (...) {
+    q.erase(it);  // out of memory: the stream of this pair is lost either way
+  }
+}
+
 Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
                       std::span<std::byte> in) {
   auto op = std::make_unique<Op>();
+  op->owner = this;
   op->is_send = is_send;
   op->peer = peer;
   op->out = out;
@@ -413,7 +461,7 @@ void ShmComm::barrier() {
 
 // Every collective: publish this rank's size, meet, and check that all ranks agree.
 unsigned ShmComm::begin_collective(std::uint64_t bytes, const char* what, int root) {
-  if (root >= 0) check_rank(root, what);
+  if (root != kNoRoot) check_rank(root, what);
   const unsigned parity = coll_phase_++ & 1U;
   slot(rank_).coll_size[parity].store(bytes, std::memory_order_relaxed);
   return parity;
@@ -438,7 +486,7 @@ void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
   std::size_t at = 0;
   do {
     const std::size_t k = std::min(per, count - at);
-    const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", -1);
+    const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", kNoRoot);
     std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
     barrier();
     check_sizes(parity, count * esz, "ShmComm::allreduce");
@@ -451,18 +499,21 @@ void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
 
 void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
   const std::size_t b = mine.size();
-  if (rank_ == root && all.size() != b * static_cast<std::size_t>(n_)) {
-    throw Error(errc::size_mismatch, "ShmComm::gather: the root's buffer has " +
-                                         std::to_string(all.size()) + " bytes for " +
-                                         std::to_string(n_) + " x " + std::to_string(b));
-  }
   std::size_t at = 0;
   do {
     const std::size_t k = std::min(kCollBytes, b - at);
     const unsigned parity = begin_collective(b, "ShmComm::gather", root);
     if (k != 0) std::memcpy(coll_buf(rank_, parity), mine.data() + at, k);
+    if (rank_ == root) slot(root).coll_aux[parity].store(all.size(), std::memory_order_relaxed);
     barrier();
     check_sizes(parity, b, "ShmComm::gather");
+    // Every rank checks the root's buffer, so that all of them fail alike.
+    const std::uint64_t root_bytes = slot(root).coll_aux[parity].load(std::memory_order_relaxed);
+    if (root_bytes != b * static_cast<std::uint64_t>(n_)) {
+      throw Error(errc::invalid_argument,
+                  "ShmComm::gather: the root's buffer has " + std::to_string(root_bytes) +
+                      " bytes for " + std::to_string(n_) + " x " + std::to_string(b));
+    }
     if (rank_ == root && k != 0) {
       for (int r = 0; r < n_; ++r) {
         std::memcpy(all.data() + static_cast<std::size_t>(r) * b + at, coll_buf(r, parity), k);

@@ -9,12 +9,15 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "channel_helpers.hpp"
+#include "comm_bodies.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/run.hpp"
@@ -137,6 +140,121 @@ TEST_F(ShmCommTest, ACollectiveOneRankSkipsEndsWithPeerDead) {
   EXPECT_TRUE(err->ranks()[1].peer_dead);
   EXPECT_TRUE(err->ranks()[2].peer_dead);
   EXPECT_TRUE(err->ranks()[0].status.success());
+}
+
+// ---- the backend-neutral bodies (the same ones MpiComm runs under mpirun) ----------------
+
+namespace bodies = testing::bodies;
+
+// Runs `body` on n forked ranks; a failed check in any rank fails the test with its text.
+void on_ranks(int n, const std::function<void(Comm&)>& body) {
+  try {
+    spmd::run(n, body);
+  } catch (const spmd::RunError& e) {
+    ADD_FAILURE() << e.what();
+  }
+}
+
+TEST_F(ShmCommTest, RingBetweenEveryPairEverySize) {
+  on_ranks(4, bodies::ring_every_pair);
+  on_ranks(3, bodies::ring_every_pair);
+}
+TEST_F(ShmCommTest, MessagesToSelf) { on_ranks(2, bodies::self_messages); }
+TEST_F(ShmCommTest, BlockingSendRecvBetweenZeroAndOne) { on_ranks(2, bodies::blocking_pair); }
+TEST_F(ShmCommTest, MessagesBetweenAPairArriveInOrder) { on_ranks(4, bodies::ordering_every_pair); }
+TEST_F(ShmCommTest, WrongReceiveSizeIsSizeMismatchAndNextMessageArrives) {
+  on_ranks(2, bodies::size_mismatch);
+}
+TEST_F(ShmCommTest, RankOutOfRangeIsInvalidArgument) { on_ranks(4, bodies::rank_out_of_range); }
+TEST_F(ShmCommTest, AllreduceEveryTypeAndOp) {
+  on_ranks(4, bodies::allreduce_every_type_and_op);
+  on_ranks(1, bodies::allreduce_every_type_and_op);
+}
+TEST_F(ShmCommTest, AllreduceSpanOfDoubles) { on_ranks(4, bodies::allreduce_span); }
+TEST_F(ShmCommTest, GatherScalarToEveryRoot) { on_ranks(4, bodies::gather_scalar_every_root); }
+TEST_F(ShmCommTest, GatherSpanToEveryRoot) { on_ranks(4, bodies::gather_span_every_root); }
+TEST_F(ShmCommTest, GatherOfUnequalSizesIsSizeMismatchOnEveryRank) {
+  on_ranks(4, bodies::gather_size_mismatch);
+}
+TEST_F(ShmCommTest, BroadcastFromEveryRoot) { on_ranks(4, bodies::broadcast_every_root); }
+TEST_F(ShmCommTest, BarrierManyTimesAndWaitsForTheLastRank) { on_ranks(4, bodies::barrier_many); }
+
+TEST_F(ShmCommTest, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
+  on_ranks(4, [](Comm& c) {
+    std::int32_t mine = c.rank();
+    std::vector<std::int32_t> all(c.rank() == 0 ? 1 : 0);
+    if (testing::error_of([&] {
+          c.gather(std::as_bytes(std::span(&mine, 1)), std::as_writable_bytes(std::span(all)), 0);
+        }) != errc::invalid_argument) {
+      throw std::runtime_error("rank " + std::to_string(c.rank()) + ": not invalid_argument");
+    }
+    c.barrier();  // and the comm is still usable
+  });
+}
+
+TEST_F(ShmCommTest, DroppedRequestsLeaveThePairsStreamWhole) {
+  on_ranks(2, [](Comm& c) {
+    std::int64_t v = 0;
+    std::vector<std::byte> big(std::size_t{5} << 20);
+    if (c.rank() == 1) {
+      { Request dropped = c.irecv(0, std::as_writable_bytes(std::span(&v, 1))); }  // not begun
+      c.send(0, std::as_bytes(std::span(&v, 1)));
+      c.recv(0, std::span(&v, 1));
+      if (v != 77) throw std::runtime_error("the message after a dropped irecv was lost");
+      c.recv(0, std::span<std::byte>(big));  // the dropped isend's message, whole
+      c.recv(0, std::span(&v, 1));
+      if (v != 78) throw std::runtime_error("the stream broke after a dropped isend");
+    } else {
+      c.recv(1, std::span(&v, 1));
+      v = 77;
+      c.send(1, std::as_bytes(std::span(&v, 1)));
+      {
+        // Begun (the first pieces went) and dropped: the comm sends the rest as zeros, and
+        // the receiver gets a message of the announced size.
+        std::vector<std::byte> tmp(std::size_t{5} << 20);
+        Request r = c.isend(1, tmp);
+        Request none[1];
+        c.wait_all(std::span(none, 0));
+        (void)r;
+      }
+      v = 78;
+      c.send(1, std::as_bytes(std::span(&v, 1)));
+    }
+    (void)big;
+  });
+}
+
+TEST_F(ShmCommTest, CartCommDimsDirectionsAndArgumentChecks) { on_ranks(4, bodies::cart_static); }
+
+std::vector<std::vector<int>> grids_2d(int p) {
+  std::vector<std::vector<int>> g = {{1, p}, {p, 1}};
+  if (p == 4) g.push_back({2, 2});
+  return g;
+}
+const std::vector<std::vector<bool>> kPeriodic2d = {{false, false}, {true, true}, {true, false}};
+
+TEST_F(ShmCommTest, CartCommCoordinatesAndNeighborsMatchTheFormula) {
+  on_ranks(4, [](Comm& c) {
+    for (const auto& dims : grids_2d(c.size())) {
+      for (const auto& periodic : kPeriodic2d) bodies::cart_layout(c, dims, periodic);
+    }
+    bodies::cart_layout(c, {1, 2, 2}, {true, false, true});
+    bodies::cart_layout(c, {2, 1, 2}, {false, false, false});
+  });
+}
+
+TEST_F(ShmCommTest, CartCommHaloExchangeDeliversEachNeighboursCells) {
+  on_ranks(4, [](Comm& c) {
+    for (const auto& dims : grids_2d(c.size())) {
+      for (const auto& periodic : kPeriodic2d) bodies::cart_halo(c, dims, periodic, 100);
+    }
+    bodies::cart_halo(c, {2, 2, 1}, {true, true, true}, 10);
+    bodies::cart_halo(c, {1, 2, 2}, {false, true, false}, 10);
+  });
+}
+
+TEST_F(ShmCommTest, PeriodicGridExchangesFourMiBWithAllNeighboursAtOnce) {
+  on_ranks(4, bodies::cart_halo_large);
 }
 
 }  // namespace

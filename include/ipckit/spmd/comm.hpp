@@ -79,7 +79,10 @@ class Comm {
   // Receives exactly data.size() bytes; Error(errc::size_mismatch) (message consumed) when
   // the message has another size.
   virtual void recv(int src, std::span<std::byte> data) = 0;
-  // Posts without waiting; the buffers must stay valid until wait_all() returns.
+  // Posts without waiting; the buffers must stay valid until wait_all() returns. A request
+  // dropped without wait_all() is cancelled; where it has already begun to move (ShmComm),
+  // the rest of the message is discarded or sent as zero bytes, so the pair's later
+  // messages still arrive whole.
   [[nodiscard]] virtual Request isend(int dest, std::span<const std::byte> data) = 0;
   [[nodiscard]] virtual Request irecv(int src, std::span<std::byte> data) = 0;
   // Completes every request (making progress on all of them together), then resets them.
@@ -99,7 +102,7 @@ class Comm {
   virtual void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) = 0;
   // Each rank contributes mine.size() bytes (the same on every rank, else
   // errc::size_mismatch); the root receives them in rank order into all (size() * that many
-  // bytes; ignored elsewhere).
+  // bytes, else errc::invalid_argument on every rank; ignored elsewhere).
   virtual void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) = 0;
   // The root's bytes to every rank (every rank passes a buffer of the same size).
   virtual void broadcast(std::span<std::byte> data, int root) = 0;

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <span>
 #include <vector>
@@ -56,6 +57,7 @@ class ShmComm final : public Comm {
 
  private:
   struct Op;
+  static constexpr int kNoRoot = -0x7fffffff;
   spmd::detail::Slot& slot(int r) const noexcept;
   std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
   std::byte* coll_buf(int r, unsigned parity) const noexcept;
@@ -69,6 +71,7 @@ class ShmComm final : public Comm {
   void fail_dead_peers();
   void wait_ops(std::span<Op* const> ops);
   void run_blocking(Op& op);
+  void orphan(Op& op) noexcept;
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
   void check_sizes(unsigned parity, std::uint64_t expect, const char* what);
@@ -84,6 +87,7 @@ class ShmComm final : public Comm {
   std::vector<std::optional<ByteRing>> in_;
   std::vector<std::deque<Op*>> sendq_;
   std::vector<std::deque<Op*>> recvq_;
+  std::vector<std::unique_ptr<Op>> orphans_;  // dropped requests the comm finishes
 };
 
 }  // namespace ipckit
