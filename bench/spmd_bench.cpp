@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
   }
 #ifdef IPCKIT_SPMD_BENCH_MPI
   if (comm == "mpi") {
-    ipckit::mpi::Environment env(&argc, &argv);
+    ipckit::mpi::Environment env(argc, argv);
     ipckit::MpiComm c;
     std::FILE* f = c.rank() == 0 ? std::fopen(path.c_str(), "a") : nullptr;
     const Out out{comm, c.size(), f};

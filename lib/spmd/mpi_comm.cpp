@@ -1,7 +1,9 @@
 #include "ipckit/spmd/mpi_comm.hpp"
 
+#include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <memory>
 #include <string>
@@ -56,7 +58,11 @@ void check(int rc, const char* what) {
     case MPI_ERR_BUFFER:
     case MPI_ERR_ROOT:
     case MPI_ERR_ARG: throw Error(errc::invalid_argument, message);
-    default: throw Error(std::error_code(cls, error_category()), message);
+    // what() ends with the category's text for the class: say the code's own text only
+    // when it differs.
+    default:
+      throw Error(std::error_code(cls, error_category()),
+                  error_string(rc) == error_string(cls) ? std::string(what) + " failed" : message);
   }
 }
 
@@ -117,30 +123,53 @@ Environment::~Environment() {
 }  // namespace ipckit::mpi
 
 namespace ipckit {
-namespace {
+namespace detail {
 
-using mpi::check;
+struct MpiRequest;
 
-// A posted MPI operation. The buffer size is kept to check a receive's length afterwards.
+// The receives of one MpiComm that are posted but not yet matched to a message, per source
+// rank in posting order (the order messages from that rank must fill them).
+struct MpiMatcher {
+  MPI_Comm comm = MPI_COMM_NULL;
+  std::vector<std::deque<MpiRequest*>> unmatched;
+  std::size_t count = 0;
+
+  // Matches every receive whose message has arrived: MPI_Improbe says its size, MPI_Imrecv
+  // takes that very message (into a scratch buffer when it is larger than the receive's).
+  void match();
+  void withdraw(MpiRequest* r) noexcept;
+};
+
 struct MpiRequest final : Request::State {
-  MPI_Request request = MPI_REQUEST_NULL;
+  enum class Phase { unmatched, posted, done };
+
+  std::shared_ptr<MpiMatcher> matcher;
+  Phase phase = Phase::posted;
   bool is_recv = false;
   int peer = 0;
+  std::byte* data = nullptr;
   int bytes = 0;
+  int got = -1;  // the matched message's size
+  std::vector<std::byte> scratch;
+  MPI_Request request = MPI_REQUEST_NULL;
 
   MpiRequest() = default;
   MpiRequest(const MpiRequest&) = delete;
   MpiRequest& operator=(const MpiRequest&) = delete;
 
-  // A request dropped before wait_all(): a receive is cancelled (local, so the wait is
-  // bounded); a send is left to complete on its own (its buffer must outlive it).
+  // Dropped before wait_all() finished it: an unmatched receive is withdrawn; a matched one
+  // is waited for (its message is already on its way into our buffer); a send is left to
+  // complete on its own.
   ~MpiRequest() override {
+    if (phase == Phase::unmatched) {
+      matcher->withdraw(this);
+      return;
+    }
     if (request == MPI_REQUEST_NULL) return;
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized != 0) return;
     if (is_recv) {
-      MPI_Cancel(&request);
       MPI_Wait(&request, MPI_STATUS_IGNORE);
     } else {
       MPI_Request_free(&request);
@@ -148,58 +177,117 @@ struct MpiRequest final : Request::State {
   }
 };
 
+void MpiMatcher::match() {
+  if (count == 0) return;
+  for (std::size_t src = 0; src < unmatched.size(); ++src) {
+    std::deque<MpiRequest*>& queue = unmatched[src];
+    while (!queue.empty()) {
+      int found = 0;
+      MPI_Message message = MPI_MESSAGE_NULL;
+      MPI_Status status;
+      mpi::check(MPI_Improbe(static_cast<int>(src), MpiComm::kTag, comm, &found, &message, &status),
+                 "MPI_Improbe");
+      if (found == 0) break;
+      MpiRequest& r = *queue.front();
+      queue.pop_front();
+      --count;
+      r.phase = MpiRequest::Phase::posted;
+      int got = 0;
+      mpi::check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
+      r.got = got;
+      std::byte* into = r.data;
+      if (got > r.bytes) {
+        r.scratch.resize(static_cast<std::size_t>(got));
+        into = r.scratch.data();
+      }
+      mpi::check(MPI_Imrecv(into, got, MPI_BYTE, &message, &r.request), "MPI_Imrecv");
+    }
+  }
+}
+
+void MpiMatcher::withdraw(MpiRequest* r) noexcept {
+  std::deque<MpiRequest*>& queue = unmatched[static_cast<std::size_t>(r->peer)];
+  const auto it = std::find(queue.begin(), queue.end(), r);
+  if (it == queue.end()) return;
+  queue.erase(it);
+  --count;
+}
+
+}  // namespace detail
+
+namespace {
+
+using detail::MpiRequest;
+using mpi::check;
+
 // MPI counts are ints.
 int count_of(std::size_t n, const char* what) {
   if (n > static_cast<std::size_t>(INT_MAX)) {
-    throw Error(errc::message_too_large, std::string(what) + ": " + std::to_string(n) +
-                                             " bytes, MPI takes at most INT_MAX");
+    throw Error(errc::message_too_large,
+                std::string(what) + ": " + std::to_string(n) + " bytes, MPI takes at most INT_MAX");
   }
   return static_cast<int>(n);
 }
 
-std::string size_mismatch_text(const char* what, int peer, std::size_t expected,
-                               const std::string& got) {
-  return std::string(what) + " from rank " + std::to_string(peer) + ": expected " +
-         std::to_string(expected) + " bytes, the message has " + got;
+Error size_mismatch_error(int src, int expected, int got) {
+  return Error(errc::size_mismatch, "MpiComm: receive from rank " + std::to_string(src) +
+                                        ": expected " + std::to_string(expected) +
+                                        " bytes, the message has " + std::to_string(got));
 }
 
 }  // namespace
 
-MpiComm::MpiComm(MPI_Comm comm) : comm_(comm) {
+MpiComm::MpiComm(MPI_Comm comm) : comm_(comm), matcher_(std::make_shared<detail::MpiMatcher>()) {
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+  matcher_->comm = comm_;
+  matcher_->unmatched.resize(static_cast<std::size_t>(size_));
 }
 
+MpiComm::~MpiComm() = default;
+
+// With no receive queued, nothing waits to be matched, and the blocking MPI calls can be
+// used directly (no allocation, MPI's own wait).
 void MpiComm::send(int dest, std::span<const std::byte> data) {
-  check_rank(dest, "MpiComm::send");
-  const int n = count_of(data.size(), "MpiComm::send");
-  check(MPI_Send(data.data(), n, MPI_BYTE, dest, kTag, comm_), "MPI_Send");
+  if (matcher_->count == 0) {
+    check_rank(dest, "MpiComm::send");
+    const int n = count_of(data.size(), "MpiComm::send");
+    check(MPI_Send(data.data(), n, MPI_BYTE, dest, kTag, comm_), "MPI_Send");
+    return;
+  }
+  Request r[1] = {isend(dest, data)};
+  wait_all(r);
 }
 
 void MpiComm::recv(int src, std::span<std::byte> data) {
-  check_rank(src, "MpiComm::recv");
-  const int n = count_of(data.size(), "MpiComm::recv");
-  // A matched probe takes the message out of the matching queue, so the receive below gets
-  // this very message even when other receives from `src` are posted.
-  MPI_Message message = MPI_MESSAGE_NULL;
-  MPI_Status status;
-  check(MPI_Mprobe(src, kTag, comm_, &message, &status), "MPI_Mprobe");
-  int got = 0;
-  check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
-  if (got == n) {
-    check(MPI_Mrecv(data.data(), n, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
+  if (matcher_->count != 0) {
+    Request r[1] = {irecv(src, data)};
+    wait_all(r);
     return;
   }
-  std::vector<std::byte> scratch(static_cast<std::size_t>(got));
-  check(MPI_Mrecv(scratch.data(), got, MPI_BYTE, &message, MPI_STATUS_IGNORE), "MPI_Mrecv");
-  throw Error(errc::size_mismatch, size_mismatch_text("MpiComm::recv", src, data.size(),
-                                                      std::to_string(got) + " bytes"));
+  check_rank(src, "MpiComm::recv");
+  const int n = count_of(data.size(), "MpiComm::recv");
+  // MpiComm never posts an MPI receive ahead, and only this thread calls MPI, so the
+  // receive after the probe takes the probed message (cheaper than MPI_Mprobe/MPI_Mrecv).
+  MPI_Status status;
+  check(MPI_Probe(src, kTag, comm_, &status), "MPI_Probe");
+  int got = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
+  std::vector<std::byte> scratch;
+  std::byte* into = data.data();
+  if (got > n) {
+    scratch.resize(static_cast<std::size_t>(got));
+    into = scratch.data();
+  }
+  check(MPI_Recv(into, got, MPI_BYTE, src, kTag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+  if (got != n) throw size_mismatch_error(src, n, got);
 }
 
 Request MpiComm::isend(int dest, std::span<const std::byte> data) {
   check_rank(dest, "MpiComm::isend");
   auto state = std::make_unique<MpiRequest>();
+  state->matcher = matcher_;
   state->peer = dest;
   state->bytes = count_of(data.size(), "MpiComm::isend");
   check(MPI_Isend(data.data(), state->bytes, MPI_BYTE, dest, kTag, comm_, &state->request),
@@ -210,11 +298,14 @@ Request MpiComm::isend(int dest, std::span<const std::byte> data) {
 Request MpiComm::irecv(int src, std::span<std::byte> data) {
   check_rank(src, "MpiComm::irecv");
   auto state = std::make_unique<MpiRequest>();
+  state->matcher = matcher_;
+  state->phase = MpiRequest::Phase::unmatched;
   state->is_recv = true;
   state->peer = src;
+  state->data = data.data();
   state->bytes = count_of(data.size(), "MpiComm::irecv");
-  check(MPI_Irecv(data.data(), state->bytes, MPI_BYTE, src, kTag, comm_, &state->request),
-        "MPI_Irecv");
+  matcher_->unmatched[static_cast<std::size_t>(src)].push_back(state.get());
+  ++matcher_->count;
   return Request(std::move(state));
 }
 
@@ -229,7 +320,15 @@ void MpiComm::wait_all(std::span<Request> requests) {
     }
     states.push_back(s);
   }
-  // Whatever happens below, every request is complete (or freed) when this returns.
+  // The requests may come from other MpiComms too: each one's receives are matched.
+  std::vector<detail::MpiMatcher*> matchers{matcher_.get()};
+  for (const MpiRequest* s : states) {
+    if (std::find(matchers.begin(), matchers.end(), s->matcher.get()) == matchers.end()) {
+      matchers.push_back(s->matcher.get());
+    }
+  }
+  // Whatever happens below, the requests are reset when this returns (a request an MPI
+  // error left unfinished is withdrawn or waited for by its destructor).
   struct Reset {
     std::span<Request> requests;
     ~Reset() {
@@ -237,52 +336,56 @@ void MpiComm::wait_all(std::span<Request> requests) {
     }
   } reset{requests};
 
-  std::vector<MPI_Request> handles(states.size());
+  // Spins like MPI_Waitall does: each pass matches the receives whose messages have come
+  // (any of this comm's, not only these: a sender may be waiting for one of them) and
+  // completes what it can.
+  std::vector<std::exception_ptr> errors(states.size());
+  std::vector<MPI_Request> handles;
+  std::vector<std::size_t> which;
+  std::vector<int> indices(states.size());
   std::vector<MPI_Status> statuses(states.size());
-  std::vector<std::size_t> pending(states.size());
-  for (std::size_t i = 0; i < states.size(); ++i) pending[i] = i;
-  std::exception_ptr first;
-  // MPI_Waitall may return with requests neither failed nor complete (MPI_ERR_PENDING) when
-  // another failed: those are waited for again.
-  while (!pending.empty()) {
-    for (std::size_t j = 0; j < pending.size(); ++j) handles[j] = states[pending[j]]->request;
-    const int rc = MPI_Waitall(static_cast<int>(pending.size()), handles.data(), statuses.data());
-    if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) check(rc, "MPI_Waitall");
-    std::vector<std::size_t> still;
-    for (std::size_t j = 0; j < pending.size(); ++j) {
-      MpiRequest& s = *states[pending[j]];
-      s.request = handles[j];
-      // The statuses' error fields are set only with MPI_ERR_IN_STATUS.
-      const int err = rc == MPI_ERR_IN_STATUS ? statuses[j].MPI_ERROR : MPI_SUCCESS;
-      if (err == MPI_ERR_PENDING) {
-        still.push_back(pending[j]);
-        continue;
-      }
-      if (first) continue;
-      try {
-        int cls = MPI_SUCCESS;
-        if (err != MPI_SUCCESS) MPI_Error_class(err, &cls);
-        if (s.is_recv && cls == MPI_ERR_TRUNCATE) {
-          throw Error(errc::size_mismatch,
-                      size_mismatch_text("MpiComm::wait_all (irecv)", s.peer,
-                                         static_cast<std::size_t>(s.bytes), "more"));
-        }
-        check(err, s.is_recv ? "MPI_Irecv" : "MPI_Isend");
-        int got = s.bytes;
-        if (s.is_recv) check(MPI_Get_count(&statuses[j], MPI_BYTE, &got), "MPI_Get_count");
-        if (got != s.bytes) {
-          throw Error(errc::size_mismatch,
-                      size_mismatch_text("MpiComm::wait_all (irecv)", s.peer,
-                                         static_cast<std::size_t>(s.bytes),
-                                         std::to_string(got) + " bytes"));
-        }
-      } catch (const Error&) {
-        first = std::current_exception();
+  for (;;) {
+    for (detail::MpiMatcher* m : matchers) m->match();
+    handles.clear();
+    which.clear();
+    bool waiting = false;
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      if (states[i]->phase == MpiRequest::Phase::done) continue;
+      waiting = true;
+      if (states[i]->phase == MpiRequest::Phase::posted) {
+        handles.push_back(states[i]->request);
+        which.push_back(i);
       }
     }
-    pending = std::move(still);
+    if (!waiting) break;
+    if (handles.empty()) continue;
+    int completed = 0;
+    const int rc = MPI_Testsome(static_cast<int>(handles.size()), handles.data(), &completed,
+                                indices.data(), statuses.data());
+    if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) check(rc, "MPI_Testsome");
+    if (completed == MPI_UNDEFINED) continue;
+    for (int j = 0; j < completed; ++j) {
+      const auto h = static_cast<std::size_t>(indices[static_cast<std::size_t>(j)]);
+      const std::size_t i = which[h];
+      MpiRequest& s = *states[i];
+      s.request = handles[h];
+      s.phase = MpiRequest::Phase::done;
+      // The statuses' error fields are set only with MPI_ERR_IN_STATUS.
+      const int err =
+          rc == MPI_ERR_IN_STATUS ? statuses[static_cast<std::size_t>(j)].MPI_ERROR : MPI_SUCCESS;
+      try {
+        check(err, s.is_recv ? "MPI_Imrecv" : "MPI_Isend");
+        if (s.is_recv && s.got != s.bytes) {
+          throw size_mismatch_error(s.peer, s.bytes, s.got);
+        }
+      } catch (const Error&) {
+        errors[i] = std::current_exception();
+      }
+    }
   }
-  if (first) std::rethrow_exception(first);
+  for (const std::exception_ptr& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
 }
 
 void MpiComm::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
@@ -296,7 +399,7 @@ void MpiComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
 void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
   check_rank(root, "MpiComm::gather");
   const int n = count_of(mine.size(), "MpiComm::gather");
-  // {size, -size, root's buffer is wrong}: one MAX reduction gives the largest and the
+  // {size, -size, the root's buffer is wrong}: one MAX reduction gives the largest and the
   // smallest contribution and whether the root can take them.
   const auto mine_size = static_cast<std::int64_t>(mine.size());
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
@@ -304,18 +407,16 @@ void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, 
   check(MPI_Allreduce(MPI_IN_PLACE, agree, 3, MPI_INT64_T, MPI_MAX, comm_),
         "MPI_Allreduce (gather sizes)");
   if (agree[0] != -agree[1]) {
-    throw Error(errc::size_mismatch,
-                "MpiComm::gather: the ranks contribute between " + std::to_string(-agree[1]) +
-                    " and " + std::to_string(agree[0]) + " bytes (this rank " +
-                    std::to_string(mine.size()) + ")");
+    throw Error(errc::size_mismatch, "MpiComm::gather: the ranks contribute between " +
+                                         std::to_string(-agree[1]) + " and " +
+                                         std::to_string(agree[0]) + " bytes (this rank " +
+                                         std::to_string(mine.size()) + ")");
   }
   if (agree[2] != 0) {
-    throw Error(errc::invalid_argument,
-                "MpiComm::gather: the root's buffer is not size() times " +
-                    std::to_string(mine.size()) + " bytes");
+    throw Error(errc::invalid_argument, "MpiComm::gather: the root's buffer is not size() times " +
+                                            std::to_string(mine.size()) + " bytes");
   }
-  check(MPI_Gather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_),
-        "MPI_Gather");
+  check(MPI_Gather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_), "MPI_Gather");
 }
 
 void MpiComm::broadcast(std::span<std::byte> data, int root) {

@@ -15,8 +15,10 @@
 // messages, a full channel): exchanges in both directions use sendrecv() or isend/irecv +
 // wait_all, which make progress on every posted operation at once and never deadlock.
 // Collectives (barrier, allreduce, gather, broadcast) must be called by every rank in the
-// same order. Every blocking call ends with Error(errc::peer_dead) when a rank it waits for
-// died (ShmComm; under MPI, a dead rank ends the whole job, as mpirun does).
+// same order. Posted isend/irecv move only inside wait_all(), send() and recv(), not during
+// a collective: wait for them before one. Every blocking call ends with
+// Error(errc::peer_dead) when a rank it waits for died (ShmComm; under MPI, a dead rank ends
+// the whole job, as mpirun does).
 #pragma once
 
 #include <cstddef>
@@ -91,6 +93,8 @@ class Comm {
   virtual void wait_all(std::span<Request> requests) = 0;
   // Sends to `dest` and receives from `src` at the same time.
   void sendrecv(int dest, std::span<const std::byte> out, int src, std::span<std::byte> in) {
+    check_rank(dest, "Comm::sendrecv");  // both before anything is posted
+    check_rank(src, "Comm::sendrecv");
     Request r[2] = {isend(dest, out), irecv(src, in)};
     wait_all(r);
   }

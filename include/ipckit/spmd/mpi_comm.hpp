@@ -106,7 +106,7 @@ class MpiComm final : public Comm {
   [[nodiscard]] MPI_Comm native() const noexcept { return comm_; }
 
   // While they wait, send() and recv() take messages for this rank's queued irecvs (they
-  // are isend/irecv + wait_all then; with none queued, MPI_Send and MPI_Mprobe + MPI_Mrecv).
+  // are isend/irecv + wait_all then; with none queued, MPI_Send and MPI_Probe + MPI_Recv).
   void send(int dest, std::span<const std::byte> data) override;
   void recv(int src, std::span<std::byte> data) override;
   [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
