@@ -13,6 +13,7 @@
 // rank's own collective buffer, meet at the barrier and read the others' buffers directly.
 #include "ipckit/spmd/run.hpp"
 
+#include <sched.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -60,6 +61,7 @@ struct alignas(64) Header {
   std::int32_t n = 0;
   std::uint64_t ring_bytes = 0;
   std::uint64_t spin_ns = 0;
+  std::uint32_t oversubscribed = 0;  // more ranks than CPUs this process may use
   std::uint64_t slots_at = 0;  // offsets from the header
   std::uint64_t dir_at = 0;
   std::uint64_t coll_buf_at = 0;
@@ -157,6 +159,7 @@ ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   piece_ = std::min<std::size_t>(ByteRing::max_message_for(h_->ring_bytes), std::size_t{1} << 18);
   policy_ = WaitPolicy::hybrid();
   policy_.spin = std::chrono::nanoseconds(h_->spin_ns);
+  yield_ = h_->oversubscribed != 0;
 }
 
 ShmComm::~ShmComm() = default;
@@ -294,6 +297,27 @@ bool ShmComm::progress() {
   return moved;
 }
 
+// How a rank waits. With no more ranks than CPUs: spin briefly, then sleep on the futex.
+// With more (oversubscribed), spinning would hold the CPU the awaited rank needs: the rank
+// yields it instead (sched_yield) for about a millisecond, then sleeps.
+template <class Ready, class Check>
+void ShmComm::await(EventCount& ec, Ready&& ready, Check&& check) {
+  if (yield_) {
+    const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
+    for (unsigned i = 1;; ++i) {
+      if (ready()) return;
+      ::sched_yield();
+      if ((i & 15) == 0) {
+        check();
+        if (std::chrono::steady_clock::now() >= end) break;
+      }
+    }
+    (void)ec.await(ready, Deadline::never(), WaitPolicy::block(), check);
+    return;
+  }
+  (void)ec.await(ready, Deadline::never(), policy_, check);
+}
+
 // Fails the queued operations with peers that died (after one more pass: what they
 // published before dying still counts).
 void ShmComm::fail_dead_peers() {
@@ -323,9 +347,7 @@ void ShmComm::wait_ops(std::span<Op* const> ops) {
     (void)progress();
     if (done()) break;
     EventCount& bell = slot(rank_).doorbell;
-    const bool ready = bell.await([&] { return progress() || done(); }, Deadline::never(),
-                                  policy_, [&] { fail_dead_peers(); });
-    (void)ready;
+    await(bell, [&] { return progress() || done(); }, [&] { fail_dead_peers(); });
     if (done()) break;
   }
   std::erase_if(orphans_, [](const std::unique_ptr<Op>& o) { return o->complete; });
@@ -451,12 +473,11 @@ void ShmComm::barrier() {
     c.ec.notify_all();
     return;
   }
-  c.ec.await([&] { return c.generation.load(std::memory_order_acquire) != gen; },
-             Deadline::never(), policy_, [&] {
-               for (int r = 0; r < n_; ++r) {
-                 if (!alive(r)) throw_peer_dead(r, "ShmComm::barrier");
-               }
-             });
+  await(c.ec, [&] { return c.generation.load(std::memory_order_acquire) != gen; }, [&] {
+    for (int r = 0; r < n_; ++r) {
+      if (!alive(r)) throw_peer_dead(r, "ShmComm::barrier");
+    }
+  });
 }
 
 // Every collective: publish this rank's size, meet, and check that all ranks agree.
@@ -590,6 +611,13 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
   h->n = n;
   h->ring_bytes = rb;
   h->spin_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, options.spin.count()));
+  {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    const int cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed)
+                                                                          : 1;
+    h->oversubscribed = n > cpus ? 1 : 0;
+  }
   h->slots_at = layout.slots_at;
   h->dir_at = layout.dir_at;
   h->coll_buf_at = layout.coll_buf_at;

@@ -71,6 +71,8 @@ class ShmComm final : public Comm {
   void fail_dead_peers();
   void wait_ops(std::span<Op* const> ops);
   void run_blocking(Op& op);
+  template <class Ready, class Check>
+  void await(EventCount& ec, Ready&& ready, Check&& check);
   void orphan(Op& op) noexcept;
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
@@ -82,6 +84,7 @@ class ShmComm final : public Comm {
   int n_ = 0;
   std::size_t piece_ = 0;
   WaitPolicy policy_;
+  bool yield_ = false;  // more ranks than CPUs: yield instead of spinning
   std::uint64_t coll_phase_ = 0;
   std::vector<std::optional<ByteRing>> out_;
   std::vector<std::optional<ByteRing>> in_;
