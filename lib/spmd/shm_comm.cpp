@@ -20,6 +20,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <exception>
+#include <type_traits>
 #include <cstring>
 #include <deque>
 #include <optional>
@@ -44,6 +47,7 @@ struct alignas(64) Slot {
   std::atomic<pid_t> pid{0};
   char error[kErrorBytes]{};
   std::atomic<std::uint32_t> peer_dead{0};
+  std::atomic<std::uint32_t> finished{0};  // returned from fn: gone, whatever its pid says
   // The size each rank passes to the current collective (checked by every rank).
   std::atomic<std::uint64_t> coll_size[2]{};
   // gather: the size of the root's receive buffer (checked by every rank).
@@ -71,6 +75,8 @@ struct alignas(64) Header {
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
               std::atomic<pid_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
+              std::is_standard_layout_v<Header>);
 
 struct Layout {
   std::size_t slots_at, dir_at, coll_buf_at, arena_at, total;
@@ -120,7 +126,8 @@ namespace {
 constexpr std::size_t kPieceHeader = 8;
 
 [[noreturn]] void throw_peer_dead(int rank, const char* what) {
-  throw Error(errc::peer_dead, std::string(what) + ": rank " + std::to_string(rank) + " died");
+  throw Error(errc::peer_dead,
+              std::string(what) + ": rank " + std::to_string(rank) + " has exited or died");
 }
 
 }  // namespace
@@ -180,6 +187,7 @@ Arena& ShmComm::arena() const noexcept {
 }
 
 bool ShmComm::alive(int r) const noexcept {
+  if (slot(r).finished.load(std::memory_order_acquire) != 0) return false;
   const pid_t p = slot(r).pid.load(std::memory_order_acquire);
   return p == 0 || process_alive(p);
 }
@@ -277,19 +285,32 @@ bool ShmComm::progress_recv(Op& op) {
   return moved;
 }
 
+// Moves `op` on; a failure (no arena room for a new ring, a corrupt piece) ends that
+// operation with the error rather than escaping: progress() never throws, so a wait never
+// leaves its doorbell registration behind or another operation half-done.
+bool ShmComm::step(Op& op) noexcept {
+  try {
+    return op.is_send ? progress_send(op) : progress_recv(op);
+  } catch (...) {
+    if (!op.error) op.error = std::current_exception();
+    op.complete = true;
+    return true;
+  }
+}
+
 // One pass over every peer's queues, oldest operation first. True when anything moved.
-bool ShmComm::progress() {
+bool ShmComm::progress() noexcept {
   bool moved = false;
   for (int p = 0; p < n_; ++p) {
     auto& sq = sendq_[static_cast<std::size_t>(p)];
     while (!sq.empty()) {
-      moved |= progress_send(*sq.front());
+      moved |= step(*sq.front());
       if (!sq.front()->complete) break;
       sq.pop_front();
     }
     auto& rq = recvq_[static_cast<std::size_t>(p)];
     while (!rq.empty()) {
-      moved |= progress_recv(*rq.front());
+      moved |= step(*rq.front());
       if (!rq.front()->complete) break;
       rq.pop_front();
     }
@@ -330,7 +351,8 @@ void ShmComm::fail_dead_peers() {
       for (Op* op : *q) {
         if (!op->complete) {
           op->error = std::make_exception_ptr(
-              Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " died"));
+              Error(errc::peer_dead,
+                    "ShmComm: rank " + std::to_string(p) + " has exited or died"));
           op->complete = true;
         }
       }
@@ -401,11 +423,7 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
 void ShmComm::run_blocking(Op& op) {
   auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
   if (q.empty()) {
-    if (op.is_send) {
-      (void)progress_send(op);
-    } else {
-      (void)progress_recv(op);
-    }
+    (void)step(op);
     if (op.complete) {
       if (op.error) std::rethrow_exception(op.error);
       return;
@@ -416,7 +434,10 @@ void ShmComm::run_blocking(Op& op) {
     Op* one = &op;
     wait_ops(std::span(&one, 1));
   } catch (...) {
-    std::erase(q, &op);  // never leave a pointer to this frame behind
+    // Never leave a pointer to this frame behind; a half-moved message is finished by the
+    // comm (as for a dropped request), so that the pair's stream stays whole.
+    if (!op.complete) orphan(op);
+    std::erase(q, &op);
     throw;
   }
 }
@@ -452,7 +473,13 @@ void ShmComm::wait_all(std::span<Request> requests) {
   std::vector<Op*> ops;
   ops.reserve(requests.size());
   for (Request& r : requests) {
-    if (r.valid()) ops.push_back(static_cast<Op*>(r.state()));
+    if (!r.valid()) continue;
+    auto* op = dynamic_cast<Op*>(r.state());
+    if (op == nullptr || op->owner != this) {
+      throw Error(errc::invalid_argument,
+                  "ShmComm::wait_all: a request made by another communicator");
+    }
+    ops.push_back(op);
   }
   try {
     wait_ops(ops);
@@ -473,9 +500,12 @@ void ShmComm::barrier() {
     c.ec.notify_all();
     return;
   }
-  await(c.ec, [&] { return c.generation.load(std::memory_order_acquire) != gen; }, [&] {
+  const auto passed = [&] { return c.generation.load(std::memory_order_acquire) != gen; };
+  await(c.ec, passed, [&] {
     for (int r = 0; r < n_; ++r) {
-      if (!alive(r)) throw_peer_dead(r, "ShmComm::barrier");
+      // A rank seen gone may have been the last to arrive before it finished: its stores
+      // are visible once its death is, so an unchanged generation settles it.
+      if (!alive(r) && !passed()) throw_peer_dead(r, "ShmComm::barrier");
     }
   });
 }
@@ -508,11 +538,11 @@ void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
   do {
     const std::size_t k = std::min(per, count - at);
     const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", kNoRoot);
-    std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
+    if (k != 0) std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
     barrier();
     check_sizes(parity, count * esz, "ShmComm::allreduce");
     // Every rank combines in rank order: the same bytes everywhere.
-    std::memcpy(data + at * esz, coll_buf(0, parity), k * esz);
+    if (k != 0) std::memcpy(data + at * esz, coll_buf(0, parity), k * esz);
     for (int r = 1; r < n_; ++r) reduce_into(data + at * esz, coll_buf(r, parity), k, type, op);
     at += k;
   } while (at < count);
@@ -638,6 +668,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       try {
         ShmComm comm(map.data(), r);
         fn(comm);
+        me.finished.store(1, std::memory_order_release);
         return 0;
       } catch (const Error& e) {
         note(e.what());
@@ -647,6 +678,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       } catch (...) {
         note("an exception that is not a std::exception");
       }
+      me.finished.store(1, std::memory_order_release);
       return 3;
     }));
     reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r].pid.store(

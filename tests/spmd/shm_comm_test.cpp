@@ -257,5 +257,15 @@ TEST_F(ShmCommTest, PeriodicGridExchangesFourMiBWithAllNeighboursAtOnce) {
   on_ranks(4, bodies::cart_halo_large);
 }
 
+// A program that ends with a collective: the last rank to arrive may return and exit while
+// the others are still leaving the barrier; that is not a death. (4 ranks on 2 CPUs make
+// the others yield right there.) Repeated to meet the interleaving.
+TEST_F(ShmCommTest, EndingOnACollectiveIsNotAPeerDeath) {
+  for (int i = 0; i < static_cast<int>(testing::scaled(40)); ++i) {
+    on_ranks(4, [](Comm& c) { c.barrier(); });
+    on_ranks(4, [](Comm& c) { (void)c.allreduce(c.rank(), ReduceOp::sum); });
+  }
+}
+
 }  // namespace
 }  // namespace ipckit

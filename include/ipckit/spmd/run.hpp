@@ -20,6 +20,9 @@ namespace ipckit::spmd {
 struct RunOptions {
   // Capacity of each point-to-point ring (one per ordered pair of ranks that talk, made on
   // the first message): a power of two, at least 64 KiB. Larger messages go in pieces.
+  // There is room for rings to 27 peers per rank (a 3-D stencil), or to all of them when
+  // there are at most 28 ranks; a send that needs one more ring fails with
+  // errc::out_of_memory.
   std::size_t ring_bytes = std::size_t{1} << 21;
   // Busy polling before a waiting rank sleeps (then it sleeps on a futex, waking every
   // 20 ms to check that the ranks it waits for are alive).

@@ -67,7 +67,8 @@ class ShmComm final : public Comm {
   ByteRing* in_ring(int from);
   bool progress_send(Op& op);
   bool progress_recv(Op& op);
-  bool progress();
+  bool step(Op& op) noexcept;
+  bool progress() noexcept;
   void fail_dead_peers();
   void wait_ops(std::span<Op* const> ops);
   void run_blocking(Op& op);
