@@ -711,6 +711,7 @@ void PoolCore::spawn(Worker& w, bool replacement) {
   w.tasks->attach_producer();
   w.results->attach_consumer();
   slots_[w.slot].started.store(0, std::memory_order_relaxed);
+  slots_[w.slot].ready.store(0, std::memory_order_relaxed);  // the new worker's, not the last one's
   w.inflight.clear();
   w.outbox.clear();
   w.out_pos = 0;

@@ -56,15 +56,10 @@ TEST_F(ShmCommTest, RankThatThrowsIsReportedAndTheOthersEndWithPeerDead) {
 }
 
 TEST_F(ShmCommTest, RankKilledWhileOthersWaitInRecvAndBarrier) {
-  // Rank 1 records its pid and sleeps; the test kills it. Rank 0 waits in recv from it,
-  // ranks 2 and 3 in a barrier.
+  // Rank 1 records its pid and sleeps; rank 3 kills it with SIGKILL, then joins ranks 2 in a
+  // barrier, while rank 0 waits in a recv from it. (The killer is a rank, not a thread of
+  // the test: no thread runs while spmd::run forks.)
   SharedArray<pid_t> pid(1);
-  std::thread killer([&] {
-    for (int i = 0; i < 5000 && __atomic_load_n(&pid[0], __ATOMIC_ACQUIRE) == 0; ++i)
-      std::this_thread::sleep_for(1ms);
-    std::this_thread::sleep_for(20ms);
-    ::kill(__atomic_load_n(&pid[0], __ATOMIC_ACQUIRE), SIGKILL);
-  });
   const auto err = run_error_of(4, [&](Comm& c) {
     if (c.rank() == 1) {
       __atomic_store_n(&pid[0], ::getpid(), __ATOMIC_RELEASE);
@@ -73,12 +68,21 @@ TEST_F(ShmCommTest, RankKilledWhileOthersWaitInRecvAndBarrier) {
       int v = 0;
       c.recv(1, std::span(&v, 1));
     } else {
+      if (c.rank() == 3) {
+        pid_t victim = 0;
+        for (int i = 0; i < 30000 && victim == 0; ++i) {
+          victim = __atomic_load_n(&pid[0], __ATOMIC_ACQUIRE);
+          if (victim == 0) std::this_thread::sleep_for(1ms);
+        }
+        if (victim <= 0) throw std::runtime_error("rank 1 never started");
+        std::this_thread::sleep_for(20ms);  // let the others start waiting
+        ::kill(victim, SIGKILL);
+      }
       c.barrier();
     }
   });
-  killer.join();
   ASSERT_TRUE(err.has_value());
-  EXPECT_EQ(err->failed_rank(), 1);
+  EXPECT_EQ(err->failed_rank(), 1) << err->what();
   EXPECT_TRUE(err->ranks()[1].status.signaled());
   EXPECT_EQ(err->ranks()[1].status.value, SIGKILL);
   for (int r : {0, 2, 3}) EXPECT_TRUE(err->ranks()[static_cast<std::size_t>(r)].peer_dead) << r;

@@ -448,9 +448,10 @@ class Pool {
   }
 
   // ---- imap --------------------------------------------------------------------------------
-  // Lazy and ordered: inputs are read as workers need them (at most 64 Ki inputs and 512
-  // chunks per worker ahead of the consumer; without limit once the pool is closed, so that
-  // join() cannot wait for a consumer), results come in input order. An lvalue range is
+  // Lazy and ordered: inputs are read as workers need them (at most 512 chunks per worker,
+  // and 64 Ki inputs, past the results the consumer has taken; it takes every ready result
+  // at once, so up to twice that past the results it has used; without limit once the pool
+  // is closed, so that join() cannot wait for a consumer), results come in input order. An lvalue range is
   // referenced (it must outlive the ImapResult); an rvalue range is moved in. The range is
   // read on the pool's driver thread: an input that blocks holds up the whole pool.
   template <class F, std::ranges::input_range Range>
