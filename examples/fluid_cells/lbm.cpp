@@ -1,0 +1,205 @@
+#include "lbm.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+#include <stdexcept>
+
+namespace fluid {
+namespace {
+
+constexpr std::uint8_t kFluid = 0;
+constexpr std::uint8_t kWall = 1;
+constexpr std::uint8_t kLid = 2;
+
+inline double feq(int i, double rho, double ux, double uy) {
+  const double cu = kCx[i] * ux + kCy[i] * uy;
+  return kW[i] * rho * (1.0 + 3.0 * cu + 4.5 * cu * cu - 1.5 * (ux * ux + uy * uy));
+}
+
+}  // namespace
+
+Block::Block(const Params& p, int x0, int y0, int nx, int ny)
+    : p_(p),
+      x0_(x0),
+      y0_(y0),
+      nx_(nx),
+      ny_(ny),
+      stride_(static_cast<std::size_t>(nx) + 2),
+      cells_((static_cast<std::size_t>(nx) + 2) * (static_cast<std::size_t>(ny) + 2)),
+      omega_(1.0 / p.tau) {
+  if (p.tau <= 0.5) throw std::invalid_argument("tau must be above 0.5");
+  if (nx < 1 || ny < 1) throw std::invalid_argument("a block needs at least one cell");
+  f_.assign(kQ * cells_, 0.0);
+  g_.assign(kQ * cells_, 0.0);
+  solid_.assign(cells_, kFluid);
+  u_prev_.assign(2 * static_cast<std::size_t>(nx) * static_cast<std::size_t>(ny), 0.0);
+  init();
+}
+
+void Block::set_wall(int dx, int dy, bool wall) noexcept {
+  const std::uint8_t v = wall ? (p_.flow == Case::cavity && dy == 1 ? kLid : kWall) : kFluid;
+  for (int y = -1; y <= ny_; ++y) {
+    for (int x = -1; x <= nx_; ++x) {
+      const bool on = (dx == -1 && x == -1) || (dx == 1 && x == nx_) || (dy == -1 && y == -1) ||
+                      (dy == 1 && y == ny_);
+      if (!on) continue;
+      // The lid row wins over the side walls at its corners.
+      if (!wall || solid_[at(x, y)] != kLid) solid_[at(x, y)] = v;
+    }
+  }
+}
+
+void Block::init() {
+  // Walls on the global boundary of non-periodic axes.
+  const bool last_x = x0_ + nx_ == p_.nx;
+  const bool last_y = y0_ + ny_ == p_.ny;
+  if (p_.flow == Case::cavity) {
+    if (x0_ == 0) set_wall(-1, 0, true);
+    if (last_x) set_wall(1, 0, true);
+    if (y0_ == 0) set_wall(0, -1, true);
+    if (last_y) set_wall(0, 1, true);
+  } else if (p_.flow == Case::channel) {
+    if (y0_ == 0) set_wall(0, -1, true);
+    if (last_y) set_wall(0, 1, true);
+  }
+  const double kx = 2 * std::numbers::pi / p_.nx;
+  const double ky = 2 * std::numbers::pi / p_.ny;
+  for (int y = 0; y < ny_; ++y) {
+    for (int x = 0; x < nx_; ++x) {
+      double rho = 1.0, ux = 0.0, uy = 0.0;
+      if (p_.flow == Case::taylor_green) {
+        const double gx = x0_ + x, gy = y0_ + y;
+        ux = -p_.tg_u0 * std::cos(kx * gx) * std::sin(ky * gy);
+        uy = p_.tg_u0 * std::sin(kx * gx) * std::cos(ky * gy);
+        const double pr = -p_.tg_u0 * p_.tg_u0 / 4 * (std::cos(2 * kx * gx) + std::cos(2 * ky * gy));
+        rho = 1.0 + 3.0 * pr;
+      }
+      for (int i = 0; i < kQ; ++i) f_[i * cells_ + at(x, y)] = feq(i, rho, ux, uy);
+    }
+  }
+}
+
+void Block::wrap_x() {
+  for (int y = 0; y < ny_; ++y) {
+    for (int i = 0; i < kQ; ++i) {
+      f_[i * cells_ + at(-1, y)] = f_[i * cells_ + at(nx_ - 1, y)];
+      f_[i * cells_ + at(nx_, y)] = f_[i * cells_ + at(0, y)];
+    }
+  }
+}
+
+void Block::wrap_y() {
+  for (int x = -1; x <= nx_; ++x) {
+    for (int i = 0; i < kQ; ++i) {
+      f_[i * cells_ + at(x, -1)] = f_[i * cells_ + at(x, ny_ - 1)];
+      f_[i * cells_ + at(x, ny_)] = f_[i * cells_ + at(x, 0)];
+    }
+  }
+}
+
+void Block::step() {
+  const double fx = p_.flow == Case::channel ? p_.force : 0.0;
+  const double lid = p_.u_lid;
+  for (int y = 0; y < ny_; ++y) {
+    for (int x = 0; x < nx_; ++x) {
+      const std::size_t c = at(x, y);
+      double fi[kQ];
+      for (int i = 0; i < kQ; ++i) {
+        const std::size_t src = at(x - kCx[i], y - kCy[i]);
+        const std::uint8_t s = solid_[src];
+        if (s == kFluid) {
+          fi[i] = f_[i * cells_ + src];
+        } else {
+          // Half-way bounce-back: what left this cell towards the wall comes back.
+          fi[i] = f_[kOpp[i] * cells_ + c];
+          if (s == kLid) fi[i] += 6.0 * kW[i] * (kCx[i] * lid);
+        }
+      }
+      double rho = 0, mx = 0, my = 0;
+      for (int i = 0; i < kQ; ++i) {
+        rho += fi[i];
+        mx += kCx[i] * fi[i];
+        my += kCy[i] * fi[i];
+      }
+      const double ux = (mx + 0.5 * fx) / rho;  // Guo forcing: half the force in u
+      const double uy = my / rho;
+      for (int i = 0; i < kQ; ++i) {
+        double out = fi[i] - omega_ * (fi[i] - feq(i, rho, ux, uy));
+        if (fx != 0.0) {
+          const double cu = kCx[i] * ux + kCy[i] * uy;
+          out += (1.0 - 0.5 * omega_) * kW[i] * (3.0 * (kCx[i] - ux) * fx + 9.0 * cu * kCx[i] * fx);
+        }
+        g_[i * cells_ + c] = out;
+      }
+    }
+  }
+  f_.swap(g_);
+}
+
+double Block::rho(int x, int y) const {
+  double r = 0;
+  for (int i = 0; i < kQ; ++i) r += f_[i * cells_ + at(x, y)];
+  return r;
+}
+
+std::array<double, 2> Block::velocity(int x, int y) const {
+  double r = 0, mx = 0, my = 0;
+  for (int i = 0; i < kQ; ++i) {
+    const double v = f_[i * cells_ + at(x, y)];
+    r += v;
+    mx += kCx[i] * v;
+    my += kCy[i] * v;
+  }
+  const double fx = p_.flow == Case::channel ? p_.force : 0.0;
+  return {(mx + 0.5 * fx) / r, my / r};
+}
+
+Diagnostics Block::diagnostics() {
+  Diagnostics d;
+  std::size_t k = 0;
+  for (int y = 0; y < ny_; ++y) {
+    for (int x = 0; x < nx_; ++x, k += 2) {
+      const double r = rho(x, y);
+      const auto u = velocity(x, y);
+      const double s2 = u[0] * u[0] + u[1] * u[1];
+      d.mass += r;
+      d.kinetic += 0.5 * r * s2;
+      d.max_speed = std::max(d.max_speed, std::sqrt(s2));
+      const double du = u[0] - u_prev_[k], dv = u[1] - u_prev_[k + 1];
+      d.residual += du * du + dv * dv;
+      u_prev_[k] = u[0];
+      u_prev_[k + 1] = u[1];
+    }
+  }
+  return d;
+}
+
+std::size_t Block::edge_cells(int dx, int dy) const noexcept {
+  if (dx != 0 && dy != 0) return 1;
+  return static_cast<std::size_t>(dx != 0 ? ny_ : nx_);
+}
+
+void Block::pack(int dx, int dy, std::vector<double>& out) const {
+  out.clear();
+  const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ - 1 : 0), xb = dx == 0 ? nx_ - 1 : xa;
+  const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ - 1 : 0), yb = dy == 0 ? ny_ - 1 : ya;
+  for (int y = ya; y <= yb; ++y) {
+    for (int x = xa; x <= xb; ++x) {
+      for (int i = 0; i < kQ; ++i) out.push_back(f_[i * cells_ + at(x, y)]);
+    }
+  }
+}
+
+void Block::unpack(int dx, int dy, const std::vector<double>& in) {
+  const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ : -1), xb = dx == 0 ? nx_ - 1 : xa;
+  const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ : -1), yb = dy == 0 ? ny_ - 1 : ya;
+  std::size_t k = 0;
+  for (int y = ya; y <= yb; ++y) {
+    for (int x = xa; x <= xb; ++x) {
+      for (int i = 0; i < kQ; ++i) f_[i * cells_ + at(x, y)] = in.at(k++);
+    }
+  }
+}
+
+}  // namespace fluid

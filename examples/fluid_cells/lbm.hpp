@@ -1,0 +1,93 @@
+// D2Q9 lattice Boltzmann (BGK) on one rank's block of the domain, with a one-cell halo.
+// Populations are stored structure-of-arrays, two copies (read the old, write the new);
+// each step pulls the post-collision populations of the previous step from the neighbours
+// (streaming) and collides in the same pass. Walls are half-way bounce-back (a pull from a
+// solid halo cell returns the cell's own opposite population, plus the moving-wall term for
+// the lid). The halo is filled from the neighbouring blocks (CartComm::halo_exchange) or,
+// for a periodic axis of one block, from the block itself.
+//
+// Work in progress (issue 6): the serial kernel and its diagnostics; the decomposition,
+// the CLI and the outputs come next.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace fluid {
+
+enum class Case { cavity, taylor_green, channel };
+
+struct Params {
+  Case flow = Case::cavity;
+  int nx = 129;            // global lattice size
+  int ny = 129;
+  double tau = 0.6;        // relaxation time (> 0.5)
+  double u_lid = 0.1;      // cavity: lid speed (lattice units)
+  double force = 0.0;      // channel: body force along x
+  double tg_u0 = 0.01;     // taylor-green: initial velocity amplitude
+};
+
+// Lattice constants.
+inline constexpr int kQ = 9;
+inline constexpr std::array<int, kQ> kCx{0, 1, 0, -1, 0, 1, -1, -1, 1};
+inline constexpr std::array<int, kQ> kCy{0, 0, 1, 0, -1, 1, 1, -1, -1};
+inline constexpr std::array<int, kQ> kOpp{0, 3, 4, 1, 2, 7, 8, 5, 6};
+inline constexpr std::array<double, kQ> kW{4.0 / 9, 1.0 / 9, 1.0 / 9, 1.0 / 9, 1.0 / 9,
+                                          1.0 / 36, 1.0 / 36, 1.0 / 36, 1.0 / 36};
+
+struct Diagnostics {
+  double mass = 0;
+  double kinetic = 0;     // sum of rho |u|^2 / 2
+  double max_speed = 0;
+  double residual = 0;    // sum of |u - u_prev|^2 (for steady-state detection)
+};
+
+class Block {
+ public:
+  // The block [x0, x0 + nx) x [y0, y0 + ny) of the global lattice p.nx x p.ny.
+  Block(const Params& p, int x0, int y0, int nx, int ny);
+
+  [[nodiscard]] int nx() const noexcept { return nx_; }
+  [[nodiscard]] int ny() const noexcept { return ny_; }
+
+  // One step: stream (pull) + collide. The halo of the current populations must be filled.
+  void step();
+  // Fills the halo from this block itself on periodic axes (single block along that axis).
+  void wrap_x();
+  void wrap_y();
+
+  // Cell (x, y) of the block, 0-based interior coordinates.
+  [[nodiscard]] double rho(int x, int y) const;
+  [[nodiscard]] std::array<double, 2> velocity(int x, int y) const;
+  // Sums over the interior; the residual is against the velocities of the previous call.
+  [[nodiscard]] Diagnostics diagnostics();
+
+  // Halo buffers: the nine populations of the interior cells along one side/corner, and the
+  // halo cells they go to on the other side. dir = (dx, dy), each in {-1, 0, 1}.
+  [[nodiscard]] std::size_t edge_cells(int dx, int dy) const noexcept;
+  void pack(int dx, int dy, std::vector<double>& out) const;   // interior cells facing dir
+  void unpack(int dx, int dy, const std::vector<double>& in);  // halo cells on side dir
+
+  // Marks the halo on a side as a wall (no neighbour): bounce-back there.
+  void set_wall(int dx, int dy, bool wall) noexcept;
+
+ private:
+  [[nodiscard]] std::size_t at(int x, int y) const noexcept {  // x, y from -1 (halo)
+    return static_cast<std::size_t>(x + 1) + static_cast<std::size_t>(y + 1) * stride_;
+  }
+  void init();
+
+  Params p_;
+  int x0_, y0_, nx_, ny_;
+  std::size_t stride_;
+  std::size_t cells_;
+  double omega_;
+  std::vector<double> f_;   // kQ arrays of cells_ values: current
+  std::vector<double> g_;   // next
+  std::vector<std::uint8_t> solid_;  // per halo/interior cell: 1 = wall, 2 = moving lid
+  std::vector<double> u_prev_;
+};
+
+}  // namespace fluid
