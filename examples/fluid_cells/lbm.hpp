@@ -78,6 +78,8 @@ class Block {
     return static_cast<std::size_t>(x + 1) + static_cast<std::size_t>(y + 1) * stride_;
   }
   void init();
+  void step_cell(int x, int y) noexcept;
+  void step_bulk_row(int y, int xa, int xb) noexcept;
 
   Params p_;
   int x0_, y0_, nx_, ny_;
