@@ -9,8 +9,9 @@ deps:
 
 demo: deps
 	cmake --preset release >/dev/null
-	cmake --build --preset release --target primitives_demo -j $(JOBS)
-	./build/release/examples/primitives_demo/primitives_demo
+	cmake --build --preset release --target fluid_cells -j $(JOBS)
+	./build/release/examples/fluid_cells/fluid_cells --case cavity --re 100 --nx 129 --ny 129 \
+	  --procs $(JOBS) --steps 60000 --tol 1e-6 --out build/demo
 
 test: test-dev test-asan
 
