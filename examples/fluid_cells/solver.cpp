@@ -16,9 +16,15 @@ void split(int len, int n, int i, int& offset, int& extent) {
 }
 
 void validate(const Params& p, int procs) {
+  // BGK is unstable as tau approaches 0.5 (viscosity to zero): keep a margin.
   if (p.tau <= 0.5) {
     throw std::invalid_argument("relaxation time tau = " + std::to_string(p.tau) +
                                 " must be above 0.5 (raise the grid size or lower Re)");
+  }
+  if (p.tau < 0.505) {
+    throw std::invalid_argument("relaxation time tau = " + std::to_string(p.tau) +
+                                " is too close to 0.5 to be stable (raise the grid size or "
+                                "lower Re)");
   }
   if (p.tau > 5.0) throw std::invalid_argument("relaxation time tau above 5: lower the grid or raise Re");
   if (p.nx < 2 || p.ny < 2) throw std::invalid_argument("the grid needs at least 2 x 2 cells");

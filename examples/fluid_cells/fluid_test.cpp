@@ -1,0 +1,332 @@
+// Correctness of the fluid-cell example (issue 6): the D2Q9 kernel against analytic flows
+// (Taylor-Green decay, Poiseuille channel) and published data (Ghia et al. 1982 cavity),
+// mass conservation, bit-identical fields for any number of cells, and bad input rejected
+// with exit code 2 by the CLI before anything runs.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <numbers>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "ipckit/shm/shared_array.hpp"
+#include "ipckit/spmd/run.hpp"
+#include "leak_check.hpp"
+#include "lbm.hpp"
+#include "solver.hpp"
+
+namespace {
+
+using FluidCells = ipckit::testing::LeakCheckedTest;
+using FluidCavity = ipckit::testing::LeakCheckedTest;
+using FluidInput = ipckit::testing::LeakCheckedTest;
+
+double nu_of(double tau) { return (tau - 0.5) / 3.0; }
+
+// Steps a single block that is periodic along x (and y when wrap_y).
+void advance(fluid::Block& b, int steps, bool wrap_y) {
+  for (int s = 0; s < steps; ++s) {
+    b.wrap_x();
+    if (wrap_y) b.wrap_y();
+    b.step();
+  }
+}
+
+fluid::Params taylor_green(int n, double tau) {
+  fluid::Params p;
+  p.flow = fluid::Case::taylor_green;
+  p.nx = n;
+  p.ny = n;
+  p.tau = tau;
+  p.tg_u0 = 0.02;
+  return p;
+}
+
+// Largest relative error of E(t)/E(0) against exp(-2 nu (kx^2 + ky^2) t), sampled at ten
+// points of a run of `steps` steps on an n x n periodic grid.
+double taylor_green_error(int n, double tau, int steps) {
+  const fluid::Params p = taylor_green(n, tau);
+  fluid::Block b(p, 0, 0, n, n);
+  const double e0 = b.diagnostics().kinetic;
+  const double k = 2 * std::numbers::pi / n;
+  double worst = 0;
+  for (int part = 1; part <= 10; ++part) {
+    advance(b, steps / 10, true);
+    const double t = static_cast<double>(steps) * part / 10;
+    const double exact = std::exp(-2 * nu_of(tau) * 2 * k * k * t);
+    worst = std::max(worst, std::abs(b.diagnostics().kinetic / e0 / exact - 1));
+  }
+  return worst;
+}
+
+TEST(FluidTaylorGreen, KineticEnergyDecayMatchesAnalyticWithin1Percent) {
+  // 64 x 64, tau = 0.8: the energy falls to about 5 % of its start over the run.
+  EXPECT_LT(taylor_green_error(64, 0.8, 800), 0.01);
+}
+
+TEST(FluidTaylorGreen, ErrorFallsAtSecondOrderUnderDiffusiveScaling) {
+  // Same tau (so the same viscosity in lattice units), four times the steps for twice the
+  // cells: the same physical time. Second order gives a ratio of 4.
+  const double coarse = taylor_green_error(32, 0.8, 200);
+  const double fine = taylor_green_error(64, 0.8, 800);
+  RecordProperty("error_32", std::to_string(coarse));
+  RecordProperty("error_64", std::to_string(fine));
+  EXPECT_GE(coarse / fine, 3.0) << "error 32x32 " << coarse << ", 64x64 " << fine;
+}
+
+TEST(FluidMass, ConservedToRoundOffOnPeriodicTaylorGreen) {
+  fluid::Block b(taylor_green(48, 0.7), 0, 0, 48, 48);
+  const double m0 = b.diagnostics().mass;
+  advance(b, 1000, true);
+  EXPECT_LE(std::abs(b.diagnostics().mass - m0) / m0, 1e-12);
+}
+
+TEST(FluidMass, ConservedToRoundOffInClosedCavity) {
+  fluid::Params p;
+  p.flow = fluid::Case::cavity;
+  p.nx = 40;
+  p.ny = 30;
+  p.tau = 0.6;
+  p.u_lid = 0.1;
+  fluid::Block b(p, 0, 0, p.nx, p.ny);
+  const double m0 = b.diagnostics().mass;
+  for (int s = 0; s < 1000; ++s) b.step();  // walls all round: no halo to fill
+  const auto d = b.diagnostics();
+  EXPECT_GT(d.max_speed, 0.01);  // the lid did drive a flow
+  EXPECT_LE(std::abs(d.mass - m0) / m0, 1e-12);
+}
+
+TEST(FluidChannel, SteadyProfileMatchesPoiseuilleWithin1PercentOfPeak) {
+  // Periodic along x, half-way bounce-back walls below row 0 and above row ny - 1: the walls
+  // sit at y = -0.5 and y = ny - 0.5, so with s = y + 0.5 the channel is s in (0, H), H = ny,
+  // and the steady solution of nu u'' = -F is u(s) = F / (2 nu) s (H - s), u_max = F H^2 / (8 nu).
+  fluid::Params p;
+  p.flow = fluid::Case::channel;
+  p.nx = 4;
+  p.ny = 32;
+  p.tau = 0.8;
+  const double nu = nu_of(p.tau);
+  const double h = p.ny;
+  const double u_max = 0.05;
+  p.force = 8 * nu * u_max / (h * h);
+  fluid::Block b(p, 0, 0, p.nx, p.ny);
+  // The slowest mode decays as exp(-nu pi^2 t / H^2): about 1000 steps per e-fold here.
+  advance(b, 20000, false);
+  double worst = 0;
+  for (int y = 0; y < p.ny; ++y) {
+    const double s = y + 0.5;
+    const double exact = p.force / (2 * nu) * s * (h - s);
+    for (int x = 0; x < p.nx; ++x) {
+      const auto u = b.velocity(x, y);
+      worst = std::max(worst, std::abs(u[0] - exact));
+      EXPECT_LT(std::abs(u[1]), 1e-12 * u_max);
+    }
+  }
+  EXPECT_LE(worst, 0.01 * u_max) << "worst deviation " << worst / u_max << " of u_max";
+}
+
+// The field (ux, uy, rho interleaved per cell) that fluid::solve gathers on rank 0 when the
+// run is split over `cells` ranks.
+std::vector<double> field_on(int cells, const fluid::Params& p, int steps) {
+  const std::size_t n = static_cast<std::size_t>(p.nx) * static_cast<std::size_t>(p.ny);
+  ipckit::SharedArray<double> out(3 * n);
+  ipckit::spmd::run(cells, [&](ipckit::Comm& comm) {
+    fluid::SolveOptions o;
+    o.steps = steps;
+    o.check_every = 50;
+    const auto r = fluid::solve(comm, p, o);
+    if (comm.rank() != 0) return;
+    for (std::size_t i = 0; i < n; ++i) {
+      out[3 * i] = r.field.ux[i];
+      out[3 * i + 1] = r.field.uy[i];
+      out[3 * i + 2] = r.field.rho[i];
+    }
+  });
+  return {out.data(), out.data() + 3 * n};
+}
+
+void expect_same_field_for_any_cells(const fluid::Params& p, int steps) {
+  fluid::validate(p, 6);
+  const auto one = field_on(1, p, steps);
+  double speed = 0;
+  for (std::size_t i = 0; i < one.size(); i += 3) speed = std::max(speed, std::abs(one[i]));
+  ASSERT_GT(speed, 1e-4) << "the reference run did not move";
+  for (int cells : {2, 3, 4, 6}) {
+    const auto many = field_on(cells, p, steps);
+    ASSERT_EQ(many.size(), one.size());
+    if (std::memcmp(many.data(), one.data(), one.size() * sizeof(double)) == 0) continue;
+    std::size_t first = 0, count = 0;
+    double worst = 0;
+    for (std::size_t i = 0; i < one.size(); ++i) {
+      if (std::memcmp(&many[i], &one[i], sizeof(double)) == 0) continue;
+      if (count++ == 0) first = i;
+      worst = std::max(worst, std::abs(many[i] - one[i]));
+    }
+    const std::size_t cell = first / 3;
+    ADD_FAILURE() << cells << " cells differ from one cell in " << count << " of " << one.size()
+                  << " values, by up to " << worst << "; the first at (x, y) = ("
+                  << cell % static_cast<std::size_t>(p.nx) << ", "
+                  << cell / static_cast<std::size_t>(p.nx) << ")";
+  }
+}
+
+TEST_F(FluidCells, CavityFieldIsBitIdenticalFor1To6Cells) {
+  fluid::Params p;
+  p.flow = fluid::Case::cavity;
+  p.nx = 40;
+  p.ny = 30;
+  p.tau = 0.6;
+  p.u_lid = 0.1;
+  expect_same_field_for_any_cells(p, 200);
+}
+
+TEST_F(FluidCells, TaylorGreenFieldIsBitIdenticalFor1To6Cells) {
+  fluid::Params p = taylor_green(36, 0.7);
+  p.ny = 30;
+  expect_same_field_for_any_cells(p, 200);
+}
+
+TEST_F(FluidCells, ChannelFieldIsBitIdenticalFor1To6Cells) {
+  fluid::Params p;
+  p.flow = fluid::Case::channel;
+  p.nx = 24;
+  p.ny = 30;
+  p.tau = 0.8;
+  p.force = 1e-5;
+  expect_same_field_for_any_cells(p, 200);
+}
+
+// Ghia, Ghia & Shin (1982) Table I, Re = 100: (y, u/U) along the vertical centreline.
+std::vector<std::pair<double, double>> ghia_u_re100() {
+  std::ifstream in(std::string(FLUID_DATA_DIR) + "/ghia1982_u_vertical_centreline.csv");
+  if (!in) throw std::runtime_error("cannot open the Ghia data in " FLUID_DATA_DIR);
+  std::string line;
+  std::getline(in, line);  // y,re100,re400,re1000
+  std::vector<std::pair<double, double>> rows;
+  while (std::getline(in, line)) {
+    std::istringstream s(line);
+    double y = 0, u = 0;
+    char comma = 0;
+    if (s >> y >> comma >> u) rows.emplace_back(y, u);
+  }
+  return rows;
+}
+
+// Runs the Re = 100 cavity (lid speed 0.1) on 2 ranks to steady state and returns the
+// largest |u/U - Ghia| along the vertical centreline, the solver's profile (cell centres
+// at (j + 0.5) / n, walls at 0 and 1) interpolated linearly to Ghia's points.
+double ghia_deviation(int n) {
+  fluid::Params p;
+  p.flow = fluid::Case::cavity;
+  p.nx = n;
+  p.ny = n;
+  p.u_lid = 0.1;
+  p.tau = 3 * (p.u_lid * n / 100.0) + 0.5;
+  fluid::validate(p, 2);
+  ipckit::SharedArray<double> centre(static_cast<std::size_t>(n) + 1);  // last: steps run
+  ipckit::spmd::run(2, [&](ipckit::Comm& comm) {
+    fluid::SolveOptions o;
+    o.steps = 200000;
+    o.tol = 1e-7;
+    o.check_every = 500;
+    const auto r = fluid::solve(comm, p, o);
+    if (comm.rank() != 0) return;
+    // An odd n has a column of cells centred on x = 0.5; an even n the mean of two.
+    const int a = (n - 1) / 2, b = n / 2;
+    for (int j = 0; j < n; ++j) {
+      centre[j] = 0.5 * (r.field.ux[r.field.index(a, j)] + r.field.ux[r.field.index(b, j)]) / p.u_lid;
+    }
+    centre[n] = r.steps;
+  });
+  EXPECT_LT(centre[n], 200000) << "no steady state";
+  ::testing::Test::RecordProperty("steps", std::to_string(static_cast<int>(centre[n])));
+  std::vector<double> ys{0.0}, us{0.0};
+  for (int j = 0; j < n; ++j) {
+    ys.push_back((j + 0.5) / n);
+    us.push_back(centre[j]);
+  }
+  ys.push_back(1.0);
+  us.push_back(1.0);
+  double worst = 0;
+  for (const auto& [y, u] : ghia_u_re100()) {
+    const auto it = std::lower_bound(ys.begin(), ys.end(), y);
+    const auto i = static_cast<std::size_t>(std::max<std::ptrdiff_t>(1, it - ys.begin()));
+    const double w = (y - ys[i - 1]) / (ys[i] - ys[i - 1]);
+    const double mine = us[i - 1] + w * (us[i] - us[i - 1]);
+    worst = std::max(worst, std::abs(mine - u));
+  }
+  return worst;
+}
+
+TEST_F(FluidCavity, Re100On129x129MatchesGhiaWithin002) {
+  // 40000 steps to tol 1e-7 per 500 steps: about 25 s on 2 cells in the dev (Debug) build.
+  const double worst = ghia_deviation(129);
+  RecordProperty("max_deviation", std::to_string(worst));
+  EXPECT_LE(worst, 0.02);
+}
+
+TEST(FluidValidate, RejectsRelaxationTimeAtOrBelowHalf) {
+  fluid::Params p;
+  p.tau = 0.5;
+  EXPECT_THROW(fluid::validate(p, 1), std::invalid_argument);
+  p.tau = 0.4;
+  EXPECT_THROW(fluid::validate(p, 1), std::invalid_argument);
+}
+
+TEST(FluidValidate, RejectsGridSmallerThanProcessGrid) {
+  fluid::Params p;
+  p.nx = 2;
+  p.ny = 2;
+  EXPECT_THROW(fluid::validate(p, 16), std::invalid_argument);  // a 4 x 4 process grid
+  p.nx = 3;
+  p.ny = 100;
+  EXPECT_NO_THROW(fluid::validate(p, 2));
+}
+
+struct Exit {
+  int code = -1;
+  std::string output;
+};
+
+Exit run_cli(const std::string& args) {
+  const std::string cmd = std::string("'") + FLUID_CELLS_EXE + "' " + args + " 2>&1";
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (f == nullptr) throw std::runtime_error("popen failed: " + cmd);
+  Exit e;
+  char buf[512];
+  std::size_t got = 0;
+  while ((got = std::fread(buf, 1, sizeof buf, f)) > 0) e.output.append(buf, got);
+  const int status = ::pclose(f);
+  e.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return e;
+}
+
+TEST_F(FluidInput, CliRejectsUnknownCase) {
+  const auto e = run_cli("--case nope --procs 1 --steps 10");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_NE(e.output.find("nope"), std::string::npos) << e.output;
+}
+
+TEST_F(FluidInput, CliRejectsReynoldsNumberTooHighForGrid) {
+  // nu = 0.1 * 16 / 1e9 puts tau within 1e-8 of 0.5: unstable, must be refused.
+  // --procs 1 so that only the Reynolds number can be the reason; --steps 10 so that a
+  // run that is not refused ends quickly.
+  const auto e = run_cli("--re 1e9 --nx 16 --ny 16 --procs 1 --steps 10");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_NE(e.output.find("fluid_cells: "), std::string::npos) << e.output;
+}
+
+TEST_F(FluidInput, CliRejectsGridSmallerThanProcessGrid) {
+  const auto e = run_cli("--nx 2 --ny 2 --procs 16 --steps 10");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_NE(e.output.find("process grid"), std::string::npos) << e.output;
+}
+
+}  // namespace
