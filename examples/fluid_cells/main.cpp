@@ -35,6 +35,7 @@ struct Cli {
   double tol = 0;
   std::string out;
   double u = 0.1;
+  std::string collision = "bgk";
   std::vector<double> sweep;
 };
 
@@ -49,6 +50,7 @@ fluid::Params params_of(const Cli& c) {
   const double len = p.flow == fluid::Case::channel ? c.ny : c.nx;
   p.u_lid = c.u;
   p.tg_u0 = c.u;
+  p.trt = c.collision == "trt";
   const double nu = c.u * len / c.re;
   p.tau = 3.0 * nu + 0.5;
   if (p.flow == fluid::Case::channel) {
@@ -184,6 +186,8 @@ int main(int argc, char** argv) {
   app.add_option("--out", c.out, "output folder: PNG, VTI, centreline CSV, summary JSON");
   app.add_option("--u", c.u, "characteristic speed in lattice units (lid, amplitude, centre)")
       ->check(CLI::Range(1e-4, 0.3));
+  app.add_option("--collision", c.collision, "bgk, or trt (two relaxation times: stabler at high Re)")
+      ->check(CLI::IsMember({"bgk", "trt"}));
   app.add_option("--sweep", c.sweep, "Reynolds numbers to run as independent Pool tasks")->delimiter(',');
   try {
     app.parse(argc, argv);
