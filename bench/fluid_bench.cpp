@@ -1,0 +1,104 @@
+// fluid_bench: the fluid solver beside the machine's memory-bandwidth roofline, measured in
+// the same run (issue 6):
+//   BM_triad/procs:P        STREAM-like triad a = b + s*c over 3 x 128 MiB, P processes at
+//                           once; counter gb_per_s (all processes together)
+//   BM_lbm/n:N/procs:P      Taylor-Green on N x N lattice, P ranks (ShmComm), 50 steps per
+//                           iteration; counters mlups, comm_share (rank 0's share of the step
+//                           spent in halo exchange and reductions), and gb_per_s = mlups x 144
+//                           bytes (double, pull: 9 populations read and written per update)
+// bench/fluid_report.py sets them side by side: roofline fraction (1 process at 1024^2 against
+// the 1-process triad) and strong-scaling efficiency (2048^2, 1 -> 2 processes), and adds
+// the MpiComm run that bench/run.sh makes with fluid_cells under mpirun.
+#include <benchmark/benchmark.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+#include "ipckit/core/process.hpp"
+#include "ipckit/shm/shared_array.hpp"
+#include "ipckit/spmd/run.hpp"
+#include "solver.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+constexpr double kBytesPerUpdate = 144.0;
+
+double triad_seconds(std::size_t n, int reps) {
+  std::vector<double> a(n, 0.0), b(n, 1.0), c(n, 2.0);
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = clock_type::now();
+    for (std::size_t i = 0; i < n; ++i) a[i] = b[i] + 3.0 * c[i];
+    benchmark::DoNotOptimize(a.data());
+    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
+  return best;
+}
+
+void BM_triad(benchmark::State& state) {
+  const int procs = static_cast<int>(state.range(0));
+  const std::size_t n = std::size_t{16} << 20;  // 16 Mi doubles: 128 MiB per array
+  double gbs = 0;
+  for (auto _ : state) {
+    ipckit::SharedArray<double> secs(static_cast<std::size_t>(procs));
+    std::vector<ipckit::Process> kids;
+    for (int p = 0; p < procs; ++p) {
+      kids.push_back(ipckit::Process::spawn([&, p] {
+        secs[static_cast<std::size_t>(p)] = triad_seconds(n, 5);
+        return 0;
+      }));
+    }
+    for (auto& k : kids) (void)k.wait();
+    double total = 0;
+    for (int p = 0; p < procs; ++p) total += 3.0 * n * 8 / secs[static_cast<std::size_t>(p)] / 1e9;
+    gbs = total;
+  }
+  state.counters["gb_per_s"] = gbs;
+}
+
+void BM_lbm(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  const int procs = static_cast<int>(state.range(1));
+  fluid::Params p;
+  p.flow = fluid::Case::taylor_green;
+  p.nx = p.ny = n;
+  p.tau = 0.55;
+  p.tg_u0 = 0.05;
+  fluid::SolveOptions o;
+  o.steps = 50;
+  o.check_every = 50;
+  double mlups = 0, share = 0;
+  for (auto _ : state) {
+    ipckit::SharedArray<double> out(2);
+    ipckit::spmd::run(procs, [&](ipckit::Comm& comm) {
+      const auto r = fluid::solve(comm, p, o);
+      if (comm.rank() == 0) {
+        out[0] = r.mlups;
+        out[1] = r.comm_seconds / r.seconds;
+      }
+    });
+    mlups = out[0];
+    share = out[1];
+  }
+  state.counters["mlups"] = mlups;
+  state.counters["comm_share"] = share;
+  state.counters["gb_per_s"] = mlups * kBytesPerUpdate / 1e3;
+}
+
+}  // namespace
+
+BENCHMARK(BM_triad)->ArgName("procs")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_lbm)
+    ->ArgNames({"n", "procs"})
+    ->Args({1024, 1})
+    ->Args({2048, 1})
+    ->Args({2048, 2})
+    ->Args({1024, 2})
+    ->Args({1024, 4})
+    ->Iterations(1)
+    ->Unit(benchmark::kMillisecond);
+
+BENCHMARK_MAIN();
