@@ -12,67 +12,73 @@ constexpr std::uint8_t kFluid = 0;
 constexpr std::uint8_t kWall = 1;
 constexpr std::uint8_t kLid = 2;
 
-inline double feq(int i, double rho, double ux, double uy) {
-  const double cu = kCx[i] * ux + kCy[i] * uy;
-  return kW[i] * rho * (1.0 + 3.0 * cu + 4.5 * cu * cu - 1.5 * (ux * ux + uy * uy));
+template <class Real>
+inline Real feq(int i, Real rho, Real ux, Real uy) {
+  const Real cu = Real(kCx[i]) * ux + Real(kCy[i]) * uy;
+  return Real(kW[i]) * rho *
+         (Real(1) + Real(3) * cu + Real(4.5) * cu * cu - Real(1.5) * (ux * ux + uy * uy));
 }
 
 // The BGK collision of one cell, the one expression every path uses (bulk rows, edge cells,
 // any decomposition): the same cell gets the same bits wherever it is computed. fx: Guo
 // body force along x (0: none).
-inline void collide(const double* f, double* out, double om, double fx) noexcept {
-  const double rho = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8];
-  const double inv = 1.0 / rho;
-  const double ux = (f[1] - f[3] + f[5] - f[6] - f[7] + f[8] + 0.5 * fx) * inv;
-  const double uy = (f[2] - f[4] + f[5] + f[6] - f[7] - f[8]) * inv;
-  const double usq = 1.5 * (ux * ux + uy * uy);
-  const double r0 = rho * (4.0 / 9), r1 = rho * (1.0 / 9), r2 = rho * (1.0 / 36);
-  const double a = ux + uy, b = uy - ux;
-  out[0] = f[0] - om * (f[0] - r0 * (1.0 - usq));
-  out[1] = f[1] - om * (f[1] - r1 * (1.0 + 3.0 * ux + 4.5 * ux * ux - usq));
-  out[2] = f[2] - om * (f[2] - r1 * (1.0 + 3.0 * uy + 4.5 * uy * uy - usq));
-  out[3] = f[3] - om * (f[3] - r1 * (1.0 - 3.0 * ux + 4.5 * ux * ux - usq));
-  out[4] = f[4] - om * (f[4] - r1 * (1.0 - 3.0 * uy + 4.5 * uy * uy - usq));
-  out[5] = f[5] - om * (f[5] - r2 * (1.0 + 3.0 * a + 4.5 * a * a - usq));
-  out[6] = f[6] - om * (f[6] - r2 * (1.0 + 3.0 * b + 4.5 * b * b - usq));
-  out[7] = f[7] - om * (f[7] - r2 * (1.0 - 3.0 * a + 4.5 * a * a - usq));
-  out[8] = f[8] - om * (f[8] - r2 * (1.0 - 3.0 * b + 4.5 * b * b - usq));
-  if (fx != 0.0) {
+template <class Real>
+inline void collide(const Real* f, Real* out, Real om, Real fx) noexcept {
+  const Real rho = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8];
+  const Real inv = Real(1) / rho;
+  const Real ux = (f[1] - f[3] + f[5] - f[6] - f[7] + f[8] + Real(0.5) * fx) * inv;
+  const Real uy = (f[2] - f[4] + f[5] + f[6] - f[7] - f[8]) * inv;
+  const Real usq = Real(1.5) * (ux * ux + uy * uy);
+  const Real r0 = rho * Real(4.0 / 9), r1 = rho * Real(1.0 / 9), r2 = rho * Real(1.0 / 36);
+  const Real a = ux + uy, b = uy - ux;
+  out[0] = f[0] - om * (f[0] - r0 * (Real(1) - usq));
+  out[1] = f[1] - om * (f[1] - r1 * (Real(1) + Real(3) * ux + Real(4.5) * ux * ux - usq));
+  out[2] = f[2] - om * (f[2] - r1 * (Real(1) + Real(3) * uy + Real(4.5) * uy * uy - usq));
+  out[3] = f[3] - om * (f[3] - r1 * (Real(1) - Real(3) * ux + Real(4.5) * ux * ux - usq));
+  out[4] = f[4] - om * (f[4] - r1 * (Real(1) - Real(3) * uy + Real(4.5) * uy * uy - usq));
+  out[5] = f[5] - om * (f[5] - r2 * (Real(1) + Real(3) * a + Real(4.5) * a * a - usq));
+  out[6] = f[6] - om * (f[6] - r2 * (Real(1) + Real(3) * b + Real(4.5) * b * b - usq));
+  out[7] = f[7] - om * (f[7] - r2 * (Real(1) - Real(3) * a + Real(4.5) * a * a - usq));
+  out[8] = f[8] - om * (f[8] - r2 * (Real(1) - Real(3) * b + Real(4.5) * b * b - usq));
+  if (fx != Real(0)) {
     for (int i = 0; i < kQ; ++i) {
-      const double cu = kCx[i] * ux + kCy[i] * uy;
-      out[i] += (1.0 - 0.5 * om) * kW[i] * (3.0 * (kCx[i] - ux) * fx + 9.0 * cu * kCx[i] * fx);
+      const Real cu = Real(kCx[i]) * ux + Real(kCy[i]) * uy;
+      out[i] += (Real(1) - Real(0.5) * om) * Real(kW[i]) *
+                (Real(3) * (Real(kCx[i]) - ux) * fx + Real(9) * cu * Real(kCx[i]) * fx);
     }
   }
 }
 
 // TRT: the symmetric part of each pair (i, opposite i) relaxes with om, the antisymmetric
 // part with om_minus. The same expression for every path, like collide().
-inline void collide_trt(const double* f, double* out, double om, double om_minus,
-                        double fx) noexcept {
-  const double rho = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8];
-  const double inv = 1.0 / rho;
-  const double ux = (f[1] - f[3] + f[5] - f[6] - f[7] + f[8] + 0.5 * fx) * inv;
-  const double uy = (f[2] - f[4] + f[5] + f[6] - f[7] - f[8]) * inv;
-  double eq[kQ];
+template <class Real>
+inline void collide_trt(const Real* f, Real* out, Real om, Real om_minus, Real fx) noexcept {
+  const Real rho = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8];
+  const Real inv = Real(1) / rho;
+  const Real ux = (f[1] - f[3] + f[5] - f[6] - f[7] + f[8] + Real(0.5) * fx) * inv;
+  const Real uy = (f[2] - f[4] + f[5] + f[6] - f[7] - f[8]) * inv;
+  Real eq[kQ];
   for (int i = 0; i < kQ; ++i) eq[i] = feq(i, rho, ux, uy);
   out[0] = f[0] - om * (f[0] - eq[0]);
   for (int i = 1; i < kQ; ++i) {
     const int o = kOpp[i];
-    const double sp = 0.5 * (f[i] + f[o]) - 0.5 * (eq[i] + eq[o]);
-    const double sm = 0.5 * (f[i] - f[o]) - 0.5 * (eq[i] - eq[o]);
+    const Real sp = Real(0.5) * (f[i] + f[o]) - Real(0.5) * (eq[i] + eq[o]);
+    const Real sm = Real(0.5) * (f[i] - f[o]) - Real(0.5) * (eq[i] - eq[o]);
     out[i] = f[i] - om * sp - om_minus * sm;
   }
-  if (fx != 0.0) {
+  if (fx != Real(0)) {
     for (int i = 0; i < kQ; ++i) {
-      const double cu = kCx[i] * ux + kCy[i] * uy;
-      out[i] += (1.0 - 0.5 * om) * kW[i] * (3.0 * (kCx[i] - ux) * fx + 9.0 * cu * kCx[i] * fx);
+      const Real cu = Real(kCx[i]) * ux + Real(kCy[i]) * uy;
+      out[i] += (Real(1) - Real(0.5) * om) * Real(kW[i]) *
+                (Real(3) * (Real(kCx[i]) - ux) * fx + Real(9) * cu * Real(kCx[i]) * fx);
     }
   }
 }
 
 }  // namespace
 
-Block::Block(const Params& p, int x0, int y0, int nx, int ny)
+template <class Real>
+BlockT<Real>::BlockT(const Params& p, int x0, int y0, int nx, int ny)
     : p_(p),
       x0_(x0),
       y0_(y0),
@@ -80,8 +86,8 @@ Block::Block(const Params& p, int x0, int y0, int nx, int ny)
       ny_(ny),
       stride_(static_cast<std::size_t>(nx) + 2),
       cells_((static_cast<std::size_t>(nx) + 2) * (static_cast<std::size_t>(ny) + 2)),
-      omega_(1.0 / p.tau),
-      omega_minus_(1.0 / (p.magic / (p.tau - 0.5) + 0.5)) {
+      omega_(static_cast<Real>(1.0 / p.tau)),
+      omega_minus_(static_cast<Real>(1.0 / (p.magic / (p.tau - 0.5) + 0.5))) {
   if (p.tau <= 0.5) throw std::invalid_argument("tau must be above 0.5");
   if (nx < 1 || ny < 1) throw std::invalid_argument("a block needs at least one cell");
   f_.assign(kQ * cells_, 0.0);
@@ -91,7 +97,8 @@ Block::Block(const Params& p, int x0, int y0, int nx, int ny)
   init();
 }
 
-void Block::set_wall(int dx, int dy, bool wall) noexcept {
+template <class Real>
+void BlockT<Real>::set_wall(int dx, int dy, bool wall) noexcept {
   const std::uint8_t v = wall ? (p_.flow == Case::cavity && dy == 1 ? kLid : kWall) : kFluid;
   for (int y = -1; y <= ny_; ++y) {
     for (int x = -1; x <= nx_; ++x) {
@@ -104,7 +111,8 @@ void Block::set_wall(int dx, int dy, bool wall) noexcept {
   }
 }
 
-void Block::init() {
+template <class Real>
+void BlockT<Real>::init() {
   // Walls on the global boundary of non-periodic axes.
   const bool last_x = x0_ + nx_ == p_.nx;
   const bool last_y = y0_ + ny_ == p_.ny;
@@ -129,12 +137,16 @@ void Block::init() {
         const double pr = -p_.tg_u0 * p_.tg_u0 / 4 * (std::cos(2 * kx * gx) + std::cos(2 * ky * gy));
         rho = 1.0 + 3.0 * pr;
       }
-      for (int i = 0; i < kQ; ++i) f_[i * cells_ + at(x, y)] = feq(i, rho, ux, uy);
+      for (int i = 0; i < kQ; ++i) {
+        f_[i * cells_ + at(x, y)] = feq<Real>(i, static_cast<Real>(rho), static_cast<Real>(ux),
+                                              static_cast<Real>(uy));
+      }
     }
   }
 }
 
-void Block::wrap_x() {
+template <class Real>
+void BlockT<Real>::wrap_x() {
   for (int y = 0; y < ny_; ++y) {
     for (int i = 0; i < kQ; ++i) {
       f_[i * cells_ + at(-1, y)] = f_[i * cells_ + at(nx_ - 1, y)];
@@ -143,7 +155,8 @@ void Block::wrap_x() {
   }
 }
 
-void Block::wrap_y() {
+template <class Real>
+void BlockT<Real>::wrap_y() {
   for (int x = -1; x <= nx_; ++x) {
     for (int i = 0; i < kQ; ++i) {
       f_[i * cells_ + at(x, -1)] = f_[i * cells_ + at(x, ny_ - 1)];
@@ -155,35 +168,37 @@ void Block::wrap_y() {
 // Cells whose eight neighbours are all fluid (every cell not on the block's outer ring:
 // solids live only in the halo) take the straight-line path: no mask, unit stride along x
 // over the nine population arrays, which the compiler vectorises.
+template <class Real>
 template <bool Trt>
-void Block::step_bulk_row(int y, int xa, int xb) noexcept {
-  const double* __restrict src[kQ];
-  double* __restrict dst[kQ];
+void BlockT<Real>::step_bulk_row(int y, int xa, int xb) noexcept {
+  const Real* __restrict src[kQ];
+  Real* __restrict dst[kQ];
   for (int i = 0; i < kQ; ++i) {
     src[i] = &f_[i * cells_ + at(xa - kCx[i], y - kCy[i])];
     dst[i] = &g_[i * cells_ + at(xa, y)];
   }
-  const double om = omega_;
+  const Real om = omega_;
   const int n = xb - xa + 1;
 #pragma GCC ivdep
   for (int k = 0; k < n; ++k) {
-    double f[kQ];
-    double out[kQ];
+    Real f[kQ];
+    Real out[kQ];
     for (int i = 0; i < kQ; ++i) f[i] = src[i][k];
     if constexpr (Trt) {
-      collide_trt(f, out, om, omega_minus_, 0.0);
+      collide_trt(f, out, om, omega_minus_, Real(0));
     } else {
-      collide(f, out, om, 0.0);
+      collide(f, out, om, Real(0));
     }
     for (int i = 0; i < kQ; ++i) dst[i][k] = out[i];
   }
 }
 
-void Block::step_cell(int x, int y) noexcept {
-  const double fx = p_.flow == Case::channel ? p_.force : 0.0;
-  const double lid = p_.u_lid;
+template <class Real>
+void BlockT<Real>::step_cell(int x, int y) noexcept {
+  const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
+  const Real lid = static_cast<Real>(p_.u_lid);
   const std::size_t c = at(x, y);
-  double fi[kQ];
+  Real fi[kQ];
   for (int i = 0; i < kQ; ++i) {
     const std::size_t src = at(x - kCx[i], y - kCy[i]);
     const std::uint8_t s = solid_[src];
@@ -192,10 +207,10 @@ void Block::step_cell(int x, int y) noexcept {
     } else {
       // Half-way bounce-back: what left this cell towards the wall comes back.
       fi[i] = f_[kOpp[i] * cells_ + c];
-      if (s == kLid) fi[i] += 6.0 * kW[i] * (kCx[i] * lid);
+      if (s == kLid) fi[i] += Real(6) * Real(kW[i]) * (Real(kCx[i]) * lid);
     }
   }
-  double out[kQ];
+  Real out[kQ];
   if (p_.trt) {
     collide_trt(fi, out, omega_, omega_minus_, fx);
   } else {
@@ -204,7 +219,8 @@ void Block::step_cell(int x, int y) noexcept {
   for (int i = 0; i < kQ; ++i) g_[i * cells_ + c] = out[i];
 }
 
-void Block::step() {
+template <class Real>
+void BlockT<Real>::step() {
   // The body force needs the general path everywhere (the bulk path has none).
   const bool bulk = p_.flow != Case::channel || p_.force == 0.0;
   for (int y = 0; y < ny_; ++y) {
@@ -224,13 +240,15 @@ void Block::step() {
   f_.swap(g_);
 }
 
-double Block::rho(int x, int y) const {
+template <class Real>
+double BlockT<Real>::rho(int x, int y) const {
   double r = 0;
   for (int i = 0; i < kQ; ++i) r += f_[i * cells_ + at(x, y)];
   return r;
 }
 
-std::array<double, 2> Block::velocity(int x, int y) const {
+template <class Real>
+std::array<double, 2> BlockT<Real>::velocity(int x, int y) const {
   double r = 0, mx = 0, my = 0;
   for (int i = 0; i < kQ; ++i) {
     const double v = f_[i * cells_ + at(x, y)];
@@ -242,7 +260,8 @@ std::array<double, 2> Block::velocity(int x, int y) const {
   return {(mx + 0.5 * fx) / r, my / r};
 }
 
-Diagnostics Block::diagnostics() {
+template <class Real>
+Diagnostics BlockT<Real>::diagnostics() {
   Diagnostics d;
   std::size_t k = 0;
   for (int y = 0; y < ny_; ++y) {
@@ -262,12 +281,14 @@ Diagnostics Block::diagnostics() {
   return d;
 }
 
-std::size_t Block::edge_cells(int dx, int dy) const noexcept {
+template <class Real>
+std::size_t BlockT<Real>::edge_cells(int dx, int dy) const noexcept {
   if (dx != 0 && dy != 0) return 1;
   return static_cast<std::size_t>(dx != 0 ? ny_ : nx_);
 }
 
-void Block::pack(int dx, int dy, std::vector<double>& out) const {
+template <class Real>
+void BlockT<Real>::pack(int dx, int dy, std::vector<Real>& out) const {
   out.clear();
   const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ - 1 : 0), xb = dx == 0 ? nx_ - 1 : xa;
   const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ - 1 : 0), yb = dy == 0 ? ny_ - 1 : ya;
@@ -278,7 +299,8 @@ void Block::pack(int dx, int dy, std::vector<double>& out) const {
   }
 }
 
-void Block::unpack(int dx, int dy, const std::vector<double>& in) {
+template <class Real>
+void BlockT<Real>::unpack(int dx, int dy, const std::vector<Real>& in) {
   const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ : -1), xb = dx == 0 ? nx_ - 1 : xa;
   const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ : -1), yb = dy == 0 ? ny_ - 1 : ya;
   std::size_t k = 0;
@@ -288,5 +310,8 @@ void Block::unpack(int dx, int dy, const std::vector<double>& in) {
     }
   }
 }
+
+template class BlockT<double>;
+template class BlockT<float>;
 
 }  // namespace fluid

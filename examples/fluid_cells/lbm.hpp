@@ -31,6 +31,8 @@ struct Params {
   // relaxes with a rate set by the "magic" parameter Lambda = 3/16.
   bool trt = false;
   double magic = 3.0 / 16;
+  // Populations and the collision in float instead of double (half the memory traffic).
+  bool single = false;
 };
 
 // Lattice constants.
@@ -48,10 +50,14 @@ struct Diagnostics {
   double residual = 0;    // sum of |u - u_prev|^2 (for steady-state detection)
 };
 
-class Block {
+// Real: the type of the populations and of the collision arithmetic (double or float);
+// moments and diagnostics are reported in double.
+template <class Real>
+class BlockT {
  public:
+  using real = Real;
   // The block [x0, x0 + nx) x [y0, y0 + ny) of the global lattice p.nx x p.ny.
-  Block(const Params& p, int x0, int y0, int nx, int ny);
+  BlockT(const Params& p, int x0, int y0, int nx, int ny);
 
   [[nodiscard]] int nx() const noexcept { return nx_; }
   [[nodiscard]] int ny() const noexcept { return ny_; }
@@ -71,8 +77,8 @@ class Block {
   // Halo buffers: the nine populations of the interior cells along one side/corner, and the
   // halo cells they go to on the other side. dir = (dx, dy), each in {-1, 0, 1}.
   [[nodiscard]] std::size_t edge_cells(int dx, int dy) const noexcept;
-  void pack(int dx, int dy, std::vector<double>& out) const;   // interior cells facing dir
-  void unpack(int dx, int dy, const std::vector<double>& in);  // halo cells on side dir
+  void pack(int dx, int dy, std::vector<Real>& out) const;   // interior cells facing dir
+  void unpack(int dx, int dy, const std::vector<Real>& in);  // halo cells on side dir
 
   // Marks the halo on a side as a wall (no neighbour): bounce-back there.
   void set_wall(int dx, int dy, bool wall) noexcept;
@@ -90,12 +96,16 @@ class Block {
   int x0_, y0_, nx_, ny_;
   std::size_t stride_;
   std::size_t cells_;
-  double omega_;
-  double omega_minus_;  // TRT: the antisymmetric rate
-  std::vector<double> f_;   // kQ arrays of cells_ values: current
-  std::vector<double> g_;   // next
+  Real omega_;
+  Real omega_minus_;  // TRT: the antisymmetric rate
+  std::vector<Real> f_;   // kQ arrays of cells_ values: current
+  std::vector<Real> g_;   // next
   std::vector<std::uint8_t> solid_;  // per halo/interior cell: 1 = wall, 2 = moving lid
   std::vector<double> u_prev_;
 };
+
+using Block = BlockT<double>;
+extern template class BlockT<double>;
+extern template class BlockT<float>;
 
 }  // namespace fluid

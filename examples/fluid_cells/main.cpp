@@ -36,6 +36,7 @@ struct Cli {
   std::string out;
   double u = 0.1;
   std::string collision = "bgk";
+  std::string precision = "double";
   std::vector<double> sweep;
 };
 
@@ -51,6 +52,7 @@ fluid::Params params_of(const Cli& c) {
   p.u_lid = c.u;
   p.tg_u0 = c.u;
   p.trt = c.collision == "trt";
+  p.single = c.precision == "float";
   const double nu = c.u * len / c.re;
   p.tau = 3.0 * nu + 0.5;
   if (p.flow == fluid::Case::channel) {
@@ -188,6 +190,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1e-4, 0.3));
   app.add_option("--collision", c.collision, "bgk, or trt (two relaxation times: stabler at high Re)")
       ->check(CLI::IsMember({"bgk", "trt"}));
+  app.add_option("--precision", c.precision, "double (default) or float")
+      ->check(CLI::IsMember({"double", "float"}));
   app.add_option("--sweep", c.sweep, "Reynolds numbers to run as independent Pool tasks")->delimiter(',');
   try {
     app.parse(argc, argv);

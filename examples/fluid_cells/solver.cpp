@@ -40,7 +40,10 @@ void validate(const Params& p, int procs) {
   }
 }
 
-SolveResult solve(ipckit::Comm& comm, const Params& p, const SolveOptions& o) {
+namespace {
+
+template <class Real>
+SolveResult solve_t(ipckit::Comm& comm, const Params& p, const SolveOptions& o) {
   using clock = std::chrono::steady_clock;
   const bool px = p.flow != Case::cavity;
   const bool py = p.flow == Case::taylor_green;
@@ -49,10 +52,10 @@ SolveResult solve(ipckit::Comm& comm, const Params& p, const SolveOptions& o) {
   int x0, nx, y0, ny;
   split(p.nx, grid.dims()[0], c[0], x0, nx);
   split(p.ny, grid.dims()[1], c[1], y0, ny);
-  Block block(p, x0, y0, nx, ny);
+  BlockT<Real> block(p, x0, y0, nx, ny);
 
   const auto dirs = ipckit::CartComm::directions(2);
-  std::vector<std::vector<double>> out(dirs.size()), in(dirs.size());
+  std::vector<std::vector<Real>> out(dirs.size()), in(dirs.size());
   std::vector<std::span<const std::byte>> send(dirs.size());
   std::vector<std::span<std::byte>> recv(dirs.size());
   for (std::size_t k = 0; k < dirs.size(); ++k) {
@@ -144,6 +147,12 @@ SolveResult solve(ipckit::Comm& comm, const Params& p, const SolveOptions& o) {
     }
   }
   return r;
+}
+
+}  // namespace
+
+SolveResult solve(ipckit::Comm& comm, const Params& p, const SolveOptions& o) {
+  return p.single ? solve_t<float>(comm, p, o) : solve_t<double>(comm, p, o);
 }
 
 }  // namespace fluid
