@@ -93,3 +93,18 @@ else
   echo "run.sh: spmd_bench has no MPI backend (MPI not found), ShmComm only" >&2
 fi
 "$py" bench/spmd_report.py "$out/spmd.jsonl"
+
+# The fluid-cell solver beside the triad roofline (fluid_bench), and the MpiComm run of the
+# same 2048^2 case (fluid_cells under mpirun), about 1 minute.
+fluid_dir="$build/examples/fluid_cells"
+if [[ -x "$fluid_dir/fluid_bench" ]]; then
+  echo "run.sh: fluid_bench and fluid_cells under mpirun"
+  "$fluid_dir/fluid_bench" "${common[@]}" --benchmark_out="$out/fluid.json" >"$build/bench/fluid_bench.log" 2>&1
+  mpi_fluid=()
+  if command -v mpirun >/dev/null 2>&1; then
+    mpirun -np 2 --bind-to core --mca btl self,vader "$fluid_dir/fluid_cells" --comm mpi \
+      --case taylor-green --re 1000 --nx 2048 --ny 2048 --steps 50 --out "$build/bench/fluid_mpi" \
+      >>"$build/bench/fluid_mpi.log" 2>&1 && mpi_fluid=("$build/bench/fluid_mpi/summary.json")
+  fi
+  "$py" bench/fluid_report.py "$out/fluid.json" "${mpi_fluid[@]}"
+fi

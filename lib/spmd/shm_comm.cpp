@@ -660,6 +660,23 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
   ranks.reserve(static_cast<std::size_t>(n));
   for (int r = 0; r < n; ++r) {
     ranks.push_back(Process::spawn([&, r]() -> int {
+      if (options.pin && h->oversubscribed == 0) {
+        cpu_set_t allowed;
+        CPU_ZERO(&allowed);
+        if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+          int seen = 0;
+          for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+            if (!CPU_ISSET(cpu, &allowed)) continue;
+            if (seen++ == r) {
+              cpu_set_t one;
+              CPU_ZERO(&one);
+              CPU_SET(cpu, &one);
+              (void)::sched_setaffinity(0, sizeof one, &one);
+              break;
+            }
+          }
+        }
+      }
       Slot& me = reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
       me.pid.store(::getpid(), std::memory_order_release);
       const auto note = [&](const std::string& what) {

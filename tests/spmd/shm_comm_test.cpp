@@ -110,7 +110,7 @@ TEST_F(ShmCommTest, MessagesSentBeforeARankDiesStillArrive) {
 
 TEST_F(ShmCommTest, BadInputIsRejectedWithSpecificErrors) {
   EXPECT_EQ(error_of([] { spmd::run(0, [](Comm&) {}); }), errc::invalid_argument);
-  EXPECT_EQ(error_of([] { spmd::run(2, [](Comm&) {}, {.ring_bytes = 1000, .spin = {}}); }),
+  EXPECT_EQ(error_of([] { spmd::run(2, [](Comm&) {}, {.ring_bytes = 1000, .spin = {}, .pin = true}); }),
             errc::invalid_argument);
   spmd::run(2, [](Comm& c) {
     const auto expect = [&](errc want, auto&& f) {

@@ -27,6 +27,10 @@ struct RunOptions {
   // Busy polling before a waiting rank sleeps (then it sleeps on a futex, waking every
   // 20 ms to check that the ranks it waits for are alive).
   std::chrono::nanoseconds spin{50'000};
+  // Pin rank r to the r-th CPU this process may run on, when there are at least as many
+  // CPUs as ranks (as mpirun --bind-to core does); memory-bound ranks then keep their cache
+  // and never share a core.
+  bool pin = true;
 };
 
 // How one rank ended.
