@@ -162,12 +162,15 @@ SweepResult sweep_one(double re, int nx, int ny, int steps, double tol, double u
   const fluid::Params p = params_of(c);
   fluid::validate(p, 1);
   SweepResult out{re, 0, 0, 0, 0};
+  // Several sweep tasks run at once, one per pool worker: none may pin its rank to CPU 0.
+  ipckit::spmd::RunOptions ro;
+  ro.pin = false;
   ipckit::spmd::run(1, [&](ipckit::Comm& comm) {
     const auto r = fluid::solve(comm, p, options_of(c, false));
     std::printf("  Re=%g: %d steps, %.2f s, %.1f MLUPS, residual %.2e\n", re, r.steps, r.seconds,
                 r.mlups, r.residual);
     std::fflush(stdout);
-  });
+  }, ro);
   return out;
 }
 
@@ -208,6 +211,7 @@ int main(int argc, char** argv) {
       std::vector<std::tuple<double, int, int, int, double, double, int>> jobs;
       for (double re : c.sweep) jobs.emplace_back(re, c.nx, c.ny, c.steps, c.tol, c.u, flow);
       std::printf("sweep of %zu runs on a Pool of %zu workers\n", jobs.size(), pool.size());
+      std::fflush(stdout);  // before the workers print
       (void)pool.starmap(sweep_one, jobs, ipckit::MapOptions{.chunksize = 1, .progress = {}});
       return 0;
     }

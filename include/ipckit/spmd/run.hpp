@@ -29,7 +29,8 @@ struct RunOptions {
   std::chrono::nanoseconds spin{50'000};
   // Pin rank r to the r-th CPU this process may run on, when there are at least as many
   // CPUs as ranks (as mpirun --bind-to core does); memory-bound ranks then keep their cache
-  // and never share a core.
+  // and never share a core. Turn it off when several runs share the machine at once (each
+  // would pin its rank 0 to the same CPU).
   bool pin = true;
 };
 
