@@ -1,5 +1,6 @@
 #include "ipckit/channel/byte_ring.hpp"
 
+#include <cstring>
 #include <new>
 #include <string>
 
@@ -75,6 +76,10 @@ ByteRing::ByteRing(detail::Region r) : region_(std::move(r)) {
       region_.size() < bytes_for(cap)) {
     detail::throw_bad_layout("ByteRing::open", "capacity does not match the stored size");
   }
+  // The policy's `sleep` is read as a bool: a byte other than 0 or 1 there is no ByteRing.
+  unsigned char sleep = 0;
+  std::memcpy(&sleep, &h_->control.policy.sleep, 1);
+  if (sleep > 1) detail::throw_bad_layout("ByteRing::open", "the wait policy is not valid");
   bind();
 }
 
@@ -153,8 +158,18 @@ void ByteRing::publish() noexcept {
   wake(h_->control.readable);
 }
 
+std::uint64_t ByteRing::load_tail() const {
+  const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);  // pairs with release()
+  if ((tail & (kRecordHeader - 1)) != 0) [[unlikely]] {
+    throw_error(errc::bad_frame,
+                "ByteRing: corrupt tail " + std::to_string(tail) + " (not a record boundary)");
+  }
+  return tail;
+}
+
 std::uint64_t ByteRing::published_end(std::uint64_t from) const noexcept {
   std::uint64_t pos = from;
+  if ((pos & (kRecordHeader - 1)) != 0) return pos;  // a corrupt tail: no records to walk
   while (pos - from < capacity()) {
     const std::uint64_t at = pos & mask_;
     const auto rh = detail::RecordHeader::unpack(header_at(at).load(std::memory_order_acquire));

@@ -22,7 +22,9 @@ namespace {
 constexpr std::uint32_t kFrameMagic = 0x49504631;  // "IPF1"
 constexpr std::uint32_t kKindData = 1;
 constexpr std::uint32_t kKindClose = 2;
-constexpr std::size_t kReadChunk = 64 * 1024;
+constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
+// A frame's payload up to this size is allocated in one go, before its bytes arrive.
+constexpr std::size_t kTrustBytes = std::size_t{16} << 20;
 // Longest single poll(): bounds how long a wait goes without re-reading the clock.
 constexpr int kPollSliceMs = 1000;
 
@@ -215,7 +217,7 @@ bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadli
   if (got_close_) throw_error(errc::closed, "PipeChannel::recv: the channel is closed");
   if (!read_) throw_error(errc::closed, "PipeChannel::recv: this process holds no receiving end");
   if (!fill(kFrameHeader, deadline, false)) return false;
-  FrameHeader h;
+  FrameHeader h{};
   std::memcpy(&h, rbuf_.data() + rbeg_, sizeof h);
   if (h.magic != kFrameMagic) fail_frame("bad magic word");
   if (h.kind == kKindClose) {
@@ -234,14 +236,17 @@ bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadli
     rbeg_ += len;
     return true;
   }
-  // Large payloads go straight into `out`, not through the read-ahead buffer.
-  out.resize(len);
+  // Large payloads go straight into `out`, not through the read-ahead buffer. Past
+  // kTrustBytes, `out` grows (doubling) as the bytes arrive: a header that lies about its
+  // length costs kTrustBytes or twice what was actually sent, not max_message.
   const std::size_t have = std::min(len, rend_ - rbeg_);
+  out.resize(std::min(len, std::max(have, kTrustBytes)));
   std::memcpy(out.data(), rbuf_.data() + rbeg_, have);
   rbeg_ += have;
   std::size_t got = have;
   while (got < len) {
-    const ssize_t r = ::read(read_.get(), out.data() + got, len - got);
+    if (got == out.size()) out.resize(std::min(len, 2 * out.size()));
+    const ssize_t r = ::read(read_.get(), out.data() + got, out.size() - got);
     if (r > 0) {
       got += static_cast<std::size_t>(r);
     } else if (r == 0) {

@@ -37,6 +37,7 @@
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/detail/control.hpp"
 #include "ipckit/core/process.hpp"
+#include "ipckit/pool/detail/wire.hpp"
 
 namespace ipckit {
 
@@ -262,23 +263,6 @@ std::string demangle(const char* name) {
   return out;
 }
 
-void put_string(std::vector<std::byte>& out, const std::string& s) {
-  const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(s.size(), 1u << 20));
-  const std::size_t at = out.size();
-  out.resize(at + 4 + n);
-  std::memcpy(out.data() + at, &n, 4);
-  std::memcpy(out.data() + at + 4, s.data(), n);
-}
-std::string get_string(std::span<const std::byte>& in) {
-  std::uint32_t n = 0;
-  if (in.size() < 4) throw_codec("pool: truncated error record");
-  std::memcpy(&n, in.data(), 4);
-  if (in.size() - 4 < n) throw_codec("pool: truncated error record");
-  std::string s(reinterpret_cast<const char*>(in.data() + 4), n);
-  in = in.subspan(4 + n);
-  return s;
-}
-
 // The exception being handled, as type name and message.
 void encode_current_exception(std::vector<std::byte>& out) {
   const std::type_info* t = abi::__cxa_current_exception_type();
@@ -291,14 +275,12 @@ void encode_current_exception(std::vector<std::byte>& out) {
   } catch (...) {
   }
   out.clear();
-  put_string(out, type);
-  put_string(out, message);
+  encode_error_text(type, message, out);
 }
 
 std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid) {
-  std::string type = get_string(in);
-  std::string message = get_string(in);
-  return std::make_exception_ptr(RemoteError(std::move(type), std::move(message), pid));
+  ErrorText text = decode_error_text(in);
+  return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid));
 }
 
 // Sends one message (head then body) on a ring the caller produces into, in fragments when it
@@ -374,23 +356,26 @@ int worker_main(const WorkerEnv& env) {
     for (;;) {
       // Throws closed when the pool is done, peer_dead when the parent died.
       const std::span<const std::byte> rec = tasks.peek();
-      if (rec.size() < 8) return kExitProtocol;
-      std::uint64_t word = 0;
-      std::memcpy(&word, rec.data(), 8);
-      const std::span<const std::byte> body = rec.subspan(8);
+      Fragment frag;
+      try {
+        frag = parse_fragment(rec);
+      } catch (const Error&) {
+        return kExitProtocol;
+      }
+      const std::span<const std::byte> body = frag.body;
       bool in_ring = true;
       std::span<const std::byte> msg = body;
-      if ((word & kMore) != 0 || !acc.empty()) {
+      if (frag.more || !acc.empty()) {
         if (acc.empty() && body.size() >= sizeof(TaskFrame)) {
           // The first fragment: the chunk counts as begun (dying while it arrives is its
           // fault as much as dying while it runs).
-          TaskFrame first;
+          TaskFrame first{};
           std::memcpy(&first, body.data(), sizeof first);
           env.me->started.store(first.id, std::memory_order_release);
         }
         acc.insert(acc.end(), body.begin(), body.end());
         tasks.release();
-        if ((word & kMore) != 0) {
+        if (frag.more) {
           // The driver waits for this room with nothing else to wake it: ring always (one
           // system call per 256 KiB).
           write_doorbell(env.doorbell);
@@ -399,18 +384,22 @@ int worker_main(const WorkerEnv& env) {
         msg = acc;
         in_ring = false;
       }
-      if (msg.size() < sizeof(TaskFrame)) return kExitProtocol;
-      TaskFrame tf;
-      std::memcpy(&tf, msg.data(), sizeof tf);
-      const std::size_t fn_end = sizeof(TaskFrame) + pad8(tf.fn_size);
-      if (fn_end > msg.size()) return kExitProtocol;
+      TaskMessage task;
+      try {
+        task = parse_task(msg);
+      } catch (const Error&) {
+        return kExitProtocol;
+      }
+      const TaskFrame& tf = task.frame;
       env.me->started.store(tf.id, std::memory_order_release);
       const auto t0 = std::chrono::steady_clock::now();
       ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
       out.clear();
       try {
-        reinterpret_cast<Invoker>(tf.invoker)(msg.subspan(sizeof(TaskFrame), tf.fn_size),
-                                             msg.subspan(fn_end), tf.count, out);
+        // The driver sent the address of invoke_chunk<...> in this same binary (fork keeps
+        // the layout), so the integer is a function pointer again.
+        reinterpret_cast<Invoker>(tf.invoker)(  // NOLINT(performance-no-int-to-ptr)
+            task.fn, task.args, tf.count, out);
       } catch (...) {
         rf.status = ResultFrame::kError;
         encode_current_exception(out);
@@ -436,6 +425,81 @@ int worker_main(const WorkerEnv& env) {
 }
 
 }  // namespace
+
+// ---- the wire ---------------------------------------------------------------------------------
+Fragment parse_fragment(std::span<const std::byte> record) {
+  if (record.size() < 8) throw_codec("pool: a record shorter than its fragment word");
+  std::uint64_t word = 0;
+  std::memcpy(&word, record.data(), 8);
+  if ((word & ~kMore) != 0) {
+    throw_codec("pool: a fragment word of " + std::to_string(word) + " (only 0 or 1 is sent)");
+  }
+  return {word == kMore, record.subspan(8)};
+}
+
+TaskMessage parse_task(std::span<const std::byte> msg) {
+  TaskMessage t;
+  if (msg.size() < sizeof t.frame) throw_codec("pool: a task message shorter than its frame");
+  std::memcpy(&t.frame, msg.data(), sizeof t.frame);
+  const std::size_t fn_end = sizeof t.frame + pad8(t.frame.fn_size);
+  if (fn_end > msg.size()) {
+    throw_codec("pool: a callable of " + std::to_string(t.frame.fn_size) +
+                " bytes runs past the task message's " + std::to_string(msg.size()));
+  }
+  t.fn = msg.subspan(sizeof t.frame, t.frame.fn_size);
+  t.args = msg.subspan(fn_end);
+  return t;
+}
+
+ResultMessage parse_result(std::span<const std::byte> msg) {
+  ResultMessage r;
+  if (msg.size() < sizeof r.frame) throw_codec("pool: a result message shorter than its frame");
+  std::memcpy(&r.frame, msg.data(), sizeof r.frame);
+  const std::uint32_t st = r.frame.status;
+  if (st != ResultFrame::kOk && st != ResultFrame::kError && st != ResultFrame::kInitError) {
+    throw_codec("pool: a result of unknown status " + std::to_string(st));
+  }
+  if (r.frame.busy_ns > kMaxBusyNs) {
+    throw_codec("pool: a result that ran " + std::to_string(r.frame.busy_ns) + " ns");
+  }
+  r.payload = msg.subspan(sizeof r.frame);
+  return r;
+}
+
+namespace {
+void put_string(std::vector<std::byte>& out, const std::string& s) {
+  const auto n = static_cast<std::uint32_t>(std::min<std::size_t>(s.size(), 1u << 20));
+  const std::size_t at = out.size();
+  out.resize(at + 4 + n);
+  std::memcpy(out.data() + at, &n, 4);
+  std::memcpy(out.data() + at + 4, s.data(), n);
+}
+std::string get_string(std::span<const std::byte>& in) {
+  std::uint32_t n = 0;
+  if (in.size() < 4) throw_codec("pool: truncated error record");
+  std::memcpy(&n, in.data(), 4);
+  if (in.size() - 4 < n) throw_codec("pool: truncated error record");
+  std::string s(reinterpret_cast<const char*>(in.data() + 4), n);
+  in = in.subspan(4 + n);
+  return s;
+}
+}  // namespace
+
+void encode_error_text(const std::string& type, const std::string& message,
+                       std::vector<std::byte>& out) {
+  put_string(out, type);
+  put_string(out, message);
+}
+
+ErrorText decode_error_text(std::span<const std::byte> payload) {
+  ErrorText t;
+  t.type = get_string(payload);
+  t.message = get_string(payload);
+  if (!payload.empty()) {
+    throw_codec("pool: " + std::to_string(payload.size()) + " bytes after an error record");
+  }
+  return t;
+}
 
 // ---- the driver ------------------------------------------------------------------------------
 class PoolCore : public std::enable_shared_from_this<PoolCore> {
@@ -498,7 +562,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool idle() const;
   bool anything_ready();
   void sleep();
-  void stop_all(std::exception_ptr e) noexcept;
+  void stop_all(const std::exception_ptr& e) noexcept;
   void shutdown_workers();
   void set_state(State s);
 
@@ -835,18 +899,19 @@ bool PoolCore::collect(Worker& w) {
     }
     if (!rec) return any;
     any = true;
-    if (rec->size() < 8) {
+    Fragment frag;
+    try {
+      frag = parse_fragment(*rec);
+    } catch (const Error&) {  // out of protocol: treat the worker as lost
       w.results->release();
       w.proc.kill(SIGKILL);
       return any;
     }
-    std::uint64_t word = 0;
-    std::memcpy(&word, rec->data(), 8);
-    const auto body = rec->subspan(8);
-    if ((word & kMore) != 0 || !w.acc.empty()) {
+    const auto body = frag.body;
+    if (frag.more || !w.acc.empty()) {
       w.acc.insert(w.acc.end(), body.begin(), body.end());
       w.results->release();
-      if ((word & kMore) != 0) continue;
+      if (frag.more) continue;
       std::vector<std::byte> msg = std::move(w.acc);
       w.acc.clear();
       handle_result(w, msg);
@@ -858,24 +923,24 @@ bool PoolCore::collect(Worker& w) {
 }
 
 void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
-  ResultFrame rf{};
-  if (msg.size() < sizeof rf) {
+  ResultMessage m;
+  try {
+    m = parse_result(msg);
+  } catch (const Error&) {  // out of protocol: treat the worker as lost
     w.proc.kill(SIGKILL);
     return;
   }
-  std::memcpy(&rf, msg.data(), sizeof rf);
-  const auto payload = msg.subspan(sizeof rf);
+  const ResultFrame& rf = m.frame;
+  const auto payload = m.payload;
   if (rf.status == ResultFrame::kInitError) {
     w.init_failed = true;
     std::exception_ptr e;
     try {
-      std::span<const std::byte> p = payload;
-      std::string type = get_string(p);
-      std::string message = get_string(p);
+      const ErrorText text = decode_error_text(payload);
       e = std::make_exception_ptr(Error(
-          errc::child_failed, "the pool's initializer raised " + type +
-                                  (message.empty() ? "" : ": " + message) + " (in worker " +
-                                  std::to_string(w.pid) + ")"));
+          errc::child_failed, "the pool's initializer raised " + text.type +
+                                  (text.message.empty() ? "" : ": " + text.message) +
+                                  " (in worker " + std::to_string(w.pid) + ")"));
     } catch (...) {
       e = std::make_exception_ptr(Error(errc::child_failed, "the pool's initializer failed"));
     }
@@ -883,7 +948,8 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
     broken_ = e;
     return;
   }
-  if (w.inflight.empty() || w.inflight.front().id != rf.id) {
+  if (w.inflight.empty() || w.inflight.front().id != rf.id ||
+      w.inflight.front().count != rf.count) {
     w.proc.kill(SIGKILL);  // out of protocol: treat the worker as lost
     return;
   }
@@ -894,7 +960,11 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
     WorkerStats& s = stats_[w.slot];
     ++s.tasks;
     s.items += rf.count;
-    s.busy += std::chrono::nanoseconds(rf.busy_ns);
+    // Each report is at most kMaxBusyNs (parse_result), but the sum saturates: a worker
+    // out of protocol may send many.
+    const std::chrono::nanoseconds busy_ns(static_cast<std::int64_t>(rf.busy_ns));
+    s.busy = s.busy > std::chrono::nanoseconds::max() - busy_ns ? std::chrono::nanoseconds::max()
+                                                                 : s.busy + busy_ns;
   }
   const double busy = static_cast<double>(rf.busy_ns);
   w.avg_ns = w.avg_ns < 0 ? busy : 0.8 * w.avg_ns + 0.2 * busy;
@@ -1221,7 +1291,7 @@ void PoolCore::sleep() {
 }
 
 // ---- stopping ----
-void PoolCore::stop_all(std::exception_ptr e) noexcept {
+void PoolCore::stop_all(const std::exception_ptr& e) noexcept {
   stop_requested_ = true;
   {
     // From here on submit() refuses: nothing can arrive after the sweep below.

@@ -32,68 +32,12 @@
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/core/futex.hpp"
 #include "ipckit/shm/arena.hpp"
+#include "ipckit/spmd/detail/shm_layout.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
 namespace spmd::detail {
-
-constexpr std::uint32_t kMagic = 0x53504D44;  // "SPMD"
-constexpr std::size_t kCollBytes = std::size_t{64} << 10;  // per rank, per parity
-constexpr std::size_t kErrorBytes = 512;
-
-struct alignas(64) Slot {
-  EventCount doorbell;
-  std::atomic<pid_t> pid{0};
-  char error[kErrorBytes]{};
-  std::atomic<std::uint32_t> peer_dead{0};
-  std::atomic<std::uint32_t> finished{0};  // returned from fn: gone, whatever its pid says
-  // The size each rank passes to the current collective (checked by every rank).
-  std::atomic<std::uint64_t> coll_size[2]{};
-  // gather: the size of the root's receive buffer (checked by every rank).
-  std::atomic<std::uint64_t> coll_aux[2]{};
-};
-
-struct alignas(64) Coll {
-  alignas(64) std::atomic<std::uint32_t> arrived{0};
-  alignas(64) std::atomic<std::uint32_t> generation{0};
-  EventCount ec;
-};
-
-struct alignas(64) Header {
-  std::uint32_t magic = kMagic;
-  std::int32_t n = 0;
-  std::uint64_t ring_bytes = 0;
-  std::uint64_t spin_ns = 0;
-  std::uint32_t oversubscribed = 0;  // more ranks than CPUs this process may use
-  std::uint64_t slots_at = 0;  // offsets from the header
-  std::uint64_t dir_at = 0;
-  std::uint64_t coll_buf_at = 0;
-  std::uint64_t arena_at = 0;
-  std::uint64_t arena_bytes = 0;
-  Coll coll;
-};
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
-              std::atomic<pid_t>::is_always_lock_free);
-static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
-              std::is_standard_layout_v<Header>);
-
-struct Layout {
-  std::size_t slots_at, dir_at, coll_buf_at, arena_at, total;
-  static Layout of(int n, std::size_t ring_bytes) {
-    const auto up = [](std::size_t v) { return (v + 4095) & ~std::size_t{4095}; };
-    Layout l{};
-    const auto un = static_cast<std::size_t>(n);
-    l.slots_at = up(sizeof(Header));
-    l.dir_at = up(l.slots_at + un * sizeof(Slot));
-    l.coll_buf_at = up(l.dir_at + un * un * sizeof(std::uint64_t));
-    l.arena_at = up(l.coll_buf_at + un * 2 * kCollBytes);
-    // Room for every rank to talk to 26 others (a 3-D stencil), or to all of them.
-    const std::size_t rings = un * std::min<std::size_t>(un, 27);
-    l.total = l.arena_at + up(rings * (ByteRing::bytes_for(ring_bytes) + 128) + 4096);
-    return l;
-  }
-};
 
 // The shared mapping: reserved, not committed (pages appear as they are touched).
 class Mapping {
@@ -114,6 +58,45 @@ class Mapping {
   std::size_t size_;
 };
 
+Header& lay_out(std::byte* base, int n, std::size_t ring_bytes, const Layout& l) {
+  auto* h = new (base) Header();
+  h->n = n;
+  h->ring_bytes = ring_bytes;
+  h->slots_at = l.slots_at;
+  h->dir_at = l.dir_at;
+  h->coll_buf_at = l.coll_buf_at;
+  h->arena_at = l.arena_at;
+  h->arena_bytes = l.total - l.arena_at;
+  for (int r = 0; r < n; ++r) new (base + l.slots_at + static_cast<std::size_t>(r) * sizeof(Slot)) Slot();
+  Arena::create(std::span(base + l.arena_at, h->arena_bytes));
+  return *h;
+}
+
+Piece parse_piece(std::span<const std::byte> record, bool first, std::uint64_t total,
+                  std::uint64_t done) {
+  Piece p{total, record};
+  if (first) {
+    if (record.size() < kPieceHeader) {
+      throw Error(errc::bad_frame, "ShmComm::recv: a piece without its size");
+    }
+    std::memcpy(&p.total, record.data(), kPieceHeader);
+    p.body = record.subspan(kPieceHeader);
+  }
+  if (done > p.total || p.body.size() > p.total - done) {
+    throw Error(errc::bad_frame, "ShmComm::recv: a piece past the message's end");
+  }
+  return p;
+}
+
+void check_ring_offset(const Header& h, std::uint64_t at) {
+  const std::uint64_t bytes = ByteRing::bytes_for(h.ring_bytes);
+  if (at % 64 != 0 || at < h.arena_at || h.arena_bytes < bytes ||
+      at - h.arena_at > h.arena_bytes - bytes) {
+    throw Error(errc::bad_layout, "ShmComm: a peer published a ring at offset " +
+                                      std::to_string(at) + ", outside the arena");
+  }
+}
+
 }  // namespace spmd::detail
 
 using spmd::detail::Coll;
@@ -121,9 +104,9 @@ using spmd::detail::Header;
 using spmd::detail::kCollBytes;
 using spmd::detail::Slot;
 
-namespace {
+using spmd::detail::kPieceHeader;
 
-constexpr std::size_t kPieceHeader = 8;
+namespace {
 
 [[noreturn]] void throw_peer_dead(int rank, const char* what) {
   throw Error(errc::peer_dead,
@@ -211,6 +194,7 @@ ByteRing* ShmComm::in_ring(int from) {
   if (!r) {
     const std::uint64_t at = dir(from, rank_).load(std::memory_order_acquire);
     if (at == 0) return nullptr;  // nothing sent yet
+    spmd::detail::check_ring_offset(*h_, at);
     r.emplace(ByteRing::attach(std::span(base_ + at, ByteRing::bytes_for(h_->ring_bytes))));
     r->attach_consumer();
   }
@@ -254,13 +238,11 @@ bool ShmComm::progress_recv(Op& op) {
   while (!op.complete) {
     auto rec = ring->try_peek();
     if (!rec) break;
-    std::span<const std::byte> body = *rec;
+    const spmd::detail::Piece piece =
+        spmd::detail::parse_piece(*rec, !op.started, op.total, op.done);
+    const std::span<const std::byte> body = piece.body;
     if (!op.started) {
-      if (body.size() < kPieceHeader) {
-        throw Error(errc::bad_frame, "ShmComm::recv: a piece without its size");
-      }
-      std::memcpy(&op.total, body.data(), 8);
-      body = body.subspan(kPieceHeader);
+      op.total = piece.total;
       op.started = true;
       if (op.total != op.in.size() && !op.error) {
         op.error = std::make_exception_ptr(Error(
@@ -269,9 +251,6 @@ bool ShmComm::progress_recv(Op& op) {
                                      " bytes, the receive expects " +
                                      std::to_string(op.in.size())));
       }
-    }
-    if (body.size() > op.total - op.done) {
-      throw Error(errc::bad_frame, "ShmComm::recv: a piece past the message's end");
     }
     if (!op.error && !op.orphaned && !body.empty()) {
       std::memcpy(op.in.data() + op.done, body.data(), body.size());
@@ -637,9 +616,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
   }
   const auto layout = detail::Layout::of(n, rb);
   detail::Mapping map(layout.total);
-  auto* h = new (map.data()) Header();
-  h->n = n;
-  h->ring_bytes = rb;
+  Header* h = &detail::lay_out(map.data(), n, rb, layout);
   h->spin_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, options.spin.count()));
   {
     cpu_set_t allowed;
@@ -648,13 +625,6 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
                                                                           : 1;
     h->oversubscribed = n > cpus ? 1 : 0;
   }
-  h->slots_at = layout.slots_at;
-  h->dir_at = layout.dir_at;
-  h->coll_buf_at = layout.coll_buf_at;
-  h->arena_at = layout.arena_at;
-  h->arena_bytes = layout.total - layout.arena_at;
-  for (int r = 0; r < n; ++r) new (map.data() + layout.slots_at + static_cast<std::size_t>(r) * sizeof(Slot)) Slot();
-  Arena::create(std::span(map.data() + layout.arena_at, h->arena_bytes));
 
   std::vector<Process> ranks;
   ranks.reserve(static_cast<std::size_t>(n));

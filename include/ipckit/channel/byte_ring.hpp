@@ -261,18 +261,22 @@ class ByteRing {
   }
   void begin_produce() {
     if (attach_producer_(h_->control.producers, "ByteRing producer")) [[unlikely]] {
-      tail_cache_ = h_->tail.load(std::memory_order_acquire);
+      tail_cache_ = load_tail();
       whead_ = published_end(tail_cache_);
       reserved_ = kNone;
       holding_ = false;
     }
   }
+  // The shared tail, where a process that attaches starts: a record boundary, so a multiple
+  // of 8 (record headers are read and written as aligned words). Throws Error(errc::bad_frame)
+  // when the word in shared memory is not.
+  [[nodiscard]] std::uint64_t load_tail() const;
   // The end of the published records that start at `from` (a record boundary the consumer
   // released up to): their chain ends at a zeroed header slot.
   [[nodiscard]] std::uint64_t published_end(std::uint64_t from) const noexcept;
   void begin_consume() {
     if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) [[unlikely]] {
-      rpos_ = h_->tail.load(std::memory_order_acquire);
+      rpos_ = load_tail();
       peeked_ = false;
     }
   }

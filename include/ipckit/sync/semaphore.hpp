@@ -39,7 +39,7 @@ class Semaphore {
   }
 
  private:
-  std::uint32_t magic_;
+  [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
   WaitPolicy policy_;
   alignas(64) std::atomic<std::uint32_t> count_;
   alignas(64) EventCount ec_;  // own line: notifiers read it without stealing count_'s line

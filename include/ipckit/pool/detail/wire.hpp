@@ -1,0 +1,63 @@
+// The pool's messages as read back from a ring the other side wrote: the fragment word of
+// each record, task and result messages, and the text of a task's exception. The driver
+// parses what a worker sends, the worker what the driver sends. Every parser checks each
+// length against the bytes there and throws Error(errc::bad_frame) on anything else; the
+// driver treats a worker that sends such a message as lost.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ipckit/pool/detail/task.hpp"
+
+namespace ipckit::detail {
+
+// One ring record: the fragment word (kMore: the message continues in the next record) and
+// the bytes the record carries.
+struct Fragment {
+  bool more = false;
+  std::span<const std::byte> body;
+};
+// Throws Error(errc::bad_frame) when the record is shorter than its word, or the word holds
+// bits other than kMore.
+Fragment parse_fragment(std::span<const std::byte> record);
+
+// A whole task message: its frame, the callable's bytes and the encoded inputs. The frame's
+// invoker is an address in the driver's binary, which the worker shares: it cannot be
+// checked here, and only the driver (the worker's parent) writes task rings.
+struct TaskMessage {
+  TaskFrame frame{};
+  std::span<const std::byte> fn;
+  std::span<const std::byte> args;
+};
+// Throws Error(errc::bad_frame) when the message is shorter than a TaskFrame or the callable
+// (padded to 8 bytes) runs past its end.
+TaskMessage parse_task(std::span<const std::byte> msg);
+
+// Longest time a chunk may report having run (about 146 years): the driver adds these up.
+inline constexpr std::uint64_t kMaxBusyNs = std::uint64_t{1} << 62;
+
+// A whole result message: its frame and payload (the results, or an exception's text).
+struct ResultMessage {
+  ResultFrame frame{};
+  std::span<const std::byte> payload;
+};
+// Throws Error(errc::bad_frame) when the message is shorter than a ResultFrame, its status
+// is not kOk, kError or kInitError, or its busy time exceeds kMaxBusyNs.
+ResultMessage parse_result(std::span<const std::byte> msg);
+
+// An exception as a failed task or initializer sends it: type name and message, each a
+// 32-bit length and the bytes (at most 1 MiB; longer texts are cut).
+struct ErrorText {
+  std::string type;
+  std::string message;
+};
+void encode_error_text(const std::string& type, const std::string& message,
+                       std::vector<std::byte>& out);
+// Throws Error(errc::bad_frame) unless the payload is exactly two such strings.
+ErrorText decode_error_text(std::span<const std::byte> payload);
+
+}  // namespace ipckit::detail

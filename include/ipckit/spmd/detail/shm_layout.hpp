@@ -1,0 +1,102 @@
+// The shared mapping of spmd::run as ShmComm reads it (see lib/spmd/shm_comm.cpp): the
+// header, one Slot per rank, the ring directory, the collective buffers and the arena the
+// point-to-point rings live in; and the parsers of what a peer rank writes there (the
+// pieces of a point-to-point message, a ring's offset in the directory). A peer that writes
+// garbage gets Error(errc::bad_frame) / Error(errc::bad_layout), never a read outside the
+// mapping.
+#pragma once
+
+#include <sys/types.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit::spmd::detail {
+
+constexpr std::uint32_t kMagic = 0x53504D44;               // "SPMD"
+constexpr std::size_t kCollBytes = std::size_t{64} << 10;  // per rank, per parity
+constexpr std::size_t kErrorBytes = 512;
+
+struct alignas(64) Slot {
+  EventCount doorbell;
+  std::atomic<pid_t> pid{0};
+  char error[kErrorBytes]{};
+  std::atomic<std::uint32_t> peer_dead{0};
+  std::atomic<std::uint32_t> finished{0};  // returned from fn: gone, whatever its pid says
+  // The size each rank passes to the current collective (checked by every rank).
+  std::atomic<std::uint64_t> coll_size[2]{};
+  // gather: the size of the root's receive buffer (checked by every rank).
+  std::atomic<std::uint64_t> coll_aux[2]{};
+};
+
+struct alignas(64) Coll {
+  alignas(64) std::atomic<std::uint32_t> arrived{0};
+  alignas(64) std::atomic<std::uint32_t> generation{0};
+  EventCount ec;
+};
+
+struct alignas(64) Header {
+  std::uint32_t magic = kMagic;
+  std::int32_t n = 0;
+  std::uint64_t ring_bytes = 0;
+  std::uint64_t spin_ns = 0;
+  std::uint32_t oversubscribed = 0;  // more ranks than CPUs this process may use
+  std::uint64_t slots_at = 0;        // offsets from the header
+  std::uint64_t dir_at = 0;
+  std::uint64_t coll_buf_at = 0;
+  std::uint64_t arena_at = 0;
+  std::uint64_t arena_bytes = 0;
+  Coll coll;
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
+              std::atomic<pid_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
+              std::is_standard_layout_v<Header>);
+
+struct Layout {
+  std::size_t slots_at, dir_at, coll_buf_at, arena_at, total;
+  static Layout of(int n, std::size_t ring_bytes) {
+    const auto up = [](std::size_t v) { return (v + 4095) & ~std::size_t{4095}; };
+    Layout l{};
+    const auto un = static_cast<std::size_t>(n);
+    l.slots_at = up(sizeof(Header));
+    l.dir_at = up(l.slots_at + un * sizeof(Slot));
+    l.coll_buf_at = up(l.dir_at + un * un * sizeof(std::uint64_t));
+    l.arena_at = up(l.coll_buf_at + un * 2 * kCollBytes);
+    // Room for every rank to talk to 26 others (a 3-D stencil), or to all of them.
+    const std::size_t rings = un * std::min<std::size_t>(un, 27);
+    l.total = l.arena_at + up(rings * (ByteRing::bytes_for(ring_bytes) + 128) + 4096);
+    return l;
+  }
+};
+
+// Lays the header, the slots and the arena of `l` for `n` ranks at `base` (l.total bytes,
+// zero-filled, page aligned). spin_ns and oversubscribed are left for the caller.
+Header& lay_out(std::byte* base, int n, std::size_t ring_bytes, const Layout& l);
+
+// Every point-to-point message travels as records of its pair's ring; the first leads with
+// the message's total size (8 bytes).
+inline constexpr std::size_t kPieceHeader = 8;
+
+struct Piece {
+  std::uint64_t total = 0;          // the message's size (read from the first piece)
+  std::span<const std::byte> body;  // payload bytes in this record
+};
+// Splits the next record of a message of which `done` bytes arrived (`first`: none of it
+// yet, so `total` is read from the record). Throws Error(errc::bad_frame) when a first piece
+// is shorter than its size word, or the piece goes past the message's end.
+Piece parse_piece(std::span<const std::byte> record, bool first, std::uint64_t total,
+                  std::uint64_t done);
+
+// Checks a ring offset (from the header) that a sending rank published in the directory:
+// a ring of h.ring_bytes, 64-byte aligned, inside the arena. Throws Error(errc::bad_layout).
+void check_ring_offset(const Header& h, std::uint64_t at);
+
+}  // namespace ipckit::spmd::detail
