@@ -1,8 +1,19 @@
 # The two commands a new machine needs: `make demo` and `make test`. Each installs what is
 # missing (scripts/install-deps), configures, builds and runs.
-.PHONY: deps demo test test-dev test-asan bench clean
+#   make demo    the fluid-cell example: lid-driven cavity, Re 100, on every core
+#   make test    unit + multi-process tests (dev, ASan+UBSan, TSan), clang-tidy over lib/,
+#                the short chaos, soak and fuzz runs
+#   make bench   every benchmark and its report (bench/results/)
+#   make chaos   the long chaos run: 10 000 kill iterations (CHAOS_ITERATIONS, CHAOS_SEED)
+#   make soak    sustained load for SOAK_SECONDS (default 300) with memory and fds sampled
+#   make fuzz    every libFuzzer target for FUZZ_SECONDS each (default 300)
+.PHONY: deps demo test test-dev test-asan test-tsan test-fuzz tidy bench chaos soak fuzz clean
 
 JOBS ?= $(shell nproc)
+CHAOS_ITERATIONS ?= 10000
+CHAOS_SEED ?= 0
+SOAK_SECONDS ?= 300
+FUZZ_SECONDS ?= 300
 
 deps:
 	@scripts/install-deps
@@ -13,7 +24,7 @@ demo: deps
 	./build/release/examples/fluid_cells/fluid_cells --case cavity --re 100 --nx 129 --ny 129 \
 	  --procs $(JOBS) --steps 60000 --tol 1e-6 --out build/demo
 
-test: test-dev test-asan
+test: test-dev test-asan test-tsan tidy test-fuzz
 
 test-dev: deps
 	cmake --preset dev
@@ -24,6 +35,39 @@ test-asan: deps
 	cmake --preset asan
 	cmake --build --preset asan -j $(JOBS)
 	ctest --preset asan -j $(JOBS)
+
+# ThreadSanitizer over the suites that share memory between threads (tests/threads, pool).
+test-tsan: deps
+	cmake --preset tsan
+	cmake --build --preset tsan -j $(JOBS)
+	ctest --preset tsan -j $(JOBS)
+
+# clang-tidy over lib/ with the checked-in .clang-tidy; any warning fails. Uses the dev
+# build's compile_commands.json.
+tidy: deps
+	cmake --preset dev >/dev/null
+	scripts/tidy build/dev
+
+# Each fuzz target for IPCKIT_FUZZ_SECONDS (20 s) from its seed corpus: a crash, a hang or
+# an unexpected exception fails.
+test-fuzz: deps
+	cmake --preset fuzz
+	cmake --build --preset fuzz -j $(JOBS)
+	ctest --test-dir build/fuzz -j $(JOBS) --output-on-failure
+
+chaos: deps
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev --target ipckit_chaos -j $(JOBS)
+	./build/dev/tests/chaos/ipckit_chaos --iterations $(CHAOS_ITERATIONS) --seed $(CHAOS_SEED) \
+	  --json build/chaos.json
+
+soak: deps
+	cmake --preset dev >/dev/null
+	cmake --build --preset dev --target ipckit_soak -j $(JOBS)
+	./build/dev/tests/ipckit_soak --seconds $(SOAK_SECONDS) --json build/soak.json
+
+fuzz: deps
+	fuzz/run.sh $(FUZZ_SECONDS)
 
 bench: deps
 	cmake --preset release >/dev/null

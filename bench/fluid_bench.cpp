@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "ipckit/core/process.hpp"
@@ -88,17 +90,56 @@ void BM_lbm(benchmark::State& state) {
   state.counters["gb_per_s"] = mlups * kBytesPerUpdate / 1e3;
 }
 
+// The default set, for the 2-CPU figures of bench/run.sh; `--scaling` runs instead the
+// triad and the solver at 4096^2 on 1, 2, 4, ... processes up to every CPU (strong scaling
+// past two cores, on a machine that has them).
+std::vector<int> process_counts() {
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<int> counts;
+  for (int p = 1; p < cpus; p *= 2) counts.push_back(p);
+  counts.push_back(cpus);
+  return counts;
+}
+
 }  // namespace
 
-BENCHMARK(BM_triad)->ArgName("procs")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_lbm)
-    ->ArgNames({"n", "procs"})
-    ->Args({1024, 1})
-    ->Args({2048, 1})
-    ->Args({2048, 2})
-    ->Args({1024, 2})
-    ->Args({1024, 4})
-    ->Iterations(1)
-    ->Unit(benchmark::kMillisecond);
-
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  bool scaling = false;
+  std::vector<char*> args;
+  for (int i = 0; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--scaling") {
+      scaling = true;
+    } else {
+      args.push_back(argv[i]);
+    }
+  }
+  if (scaling) {
+    for (int p : process_counts()) {
+      benchmark::RegisterBenchmark("BM_triad", BM_triad)
+          ->ArgName("procs")->Arg(p)->Iterations(1)->Unit(benchmark::kMillisecond);
+    }
+    for (int p : process_counts()) {
+      benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
+          ->ArgNames({"n", "procs"})->Args({4096, p})->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
+    }
+  } else {
+    benchmark::RegisterBenchmark("BM_triad", BM_triad)
+        ->ArgName("procs")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
+        ->ArgNames({"n", "procs"})
+        ->Args({1024, 1})
+        ->Args({2048, 1})
+        ->Args({2048, 2})
+        ->Args({1024, 2})
+        ->Args({1024, 4})
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+  }
+  int n = static_cast<int>(args.size());
+  benchmark::Initialize(&n, args.data());
+  if (benchmark::ReportUnrecognizedArguments(n, args.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

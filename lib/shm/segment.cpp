@@ -171,6 +171,17 @@ Segment Segment::create(std::string_view name, std::size_t size) {
   return Segment(std::move(impl));
 }
 
+Segment Segment::create_unique(std::size_t size, std::string_view prefix) {
+  check_size(size, "Segment::create_unique");
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return create(unique_name(prefix), size);
+    } catch (const Error& e) {
+      if (!e.is(errc::already_exists) || attempt == 2) throw;
+    }
+  }
+}
+
 Segment Segment::open(std::string_view name, std::optional<std::size_t> expected_size) {
   validate_name(name);
   const std::string what = "Segment::open(" + quoted(name) + ")";

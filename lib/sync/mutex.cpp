@@ -1,6 +1,7 @@
 #include "ipckit/sync/mutex.hpp"
 
 #include <cerrno>
+#include <chrono>
 
 #include "ipckit/core/error.hpp"
 
@@ -32,12 +33,26 @@ std::error_code Mutex::finish_lock(int rc, const char* what) {
   }
 }
 
-std::error_code Mutex::lock() { return finish_lock(pthread_mutex_lock(&m_), "Mutex::lock()"); }
+// Waits in steps of at most kStep. A robust futex can lose its wake-up: a locker killed
+// inside pthread_mutex_unlock(), after it freed the word and before it woke a waiter (or a
+// waiter killed after its wake-up, before it took the word), leaves the others asleep on a
+// lock that a third process may take and release without a wake-up. The kernel's robust-list
+// cleanup does not cover that case. A later attempt finds the word as it really is, so the
+// loss costs one step (found by tests/chaos; reproducer tests/chaos/mutex_lost_wakeup.cpp).
+constexpr std::chrono::milliseconds kStep{20};
+
+std::error_code Mutex::lock() { return lock_until(Deadline::never()); }
 
 std::error_code Mutex::lock_until(const Deadline& deadline) {
-  if (deadline.is_never()) return lock();
-  const timespec ts = deadline.to_timespec();
-  return finish_lock(pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts), "Mutex::lock_until()");
+  for (;;) {
+    const Deadline step = deadline.capped(kStep);
+    const bool last = step.when() == deadline.when();
+    const timespec ts = step.to_timespec();
+    const int rc = pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts);
+    if (rc != ETIMEDOUT || last) {
+      return finish_lock(rc, deadline.is_never() ? "Mutex::lock()" : "Mutex::lock_until()");
+    }
+  }
 }
 
 bool Mutex::try_lock() noexcept {

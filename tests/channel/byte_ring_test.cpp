@@ -262,6 +262,51 @@ TEST_F(ByteRingTest, CorruptRecordInSharedMemoryIsBadFrame) {
   EXPECT_EQ(peek_corrupted(1000, kData), errc::bad_frame) << "larger than the ring";
 }
 
+// A peer process that scribbles random bytes over the whole ring (header words, records,
+// the shared tail) while we consume: every call returns a message, nothing, or throws
+// bad_frame / bad_layout — it never crashes, hangs or reads outside the ring (the ASan build
+// runs this too). Whatever it delivers lies inside the ring's memory.
+TEST_F(ByteRingTest, PeerWritingGarbageOverTheRingNeverCrashesTheConsumer) {
+  auto seg = Segment::anonymous(1 << 20);
+  constexpr std::uint64_t kCapacity = 4096;
+  const auto storage = seg.construct_bytes("ring-memory", ByteRing::bytes_for(kCapacity), 64);
+  int rounds_with_errors = 0;
+  for (std::uint64_t round = 0; round < 60; ++round) {
+    auto ring = ByteRing::at(storage, kCapacity, WaitPolicy::spin_only());
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(ring.try_send(bytes(8 + 8 * i, 0x5a)));
+    // The scribbler: a real process writing garbage into the shared mapping, then leaving.
+    auto scribbler = Process::spawn([&] {
+      std::uint64_t x = round * 0x9e3779b97f4a7c15ULL + 1;
+      const std::size_t from = round % 3 == 0 ? 0 : 64;  // sometimes the header words too
+      for (std::size_t k = from; k < storage.size(); k += 1 + (x >> 60)) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if (round % 2 == 0 || (x & 7) == 0) storage[k] = static_cast<std::byte>(x);
+      }
+      return 0;
+    });
+    ASSERT_EQ(exit_code(scribbler), 0);
+    bool errored = false;
+    try {
+      ByteRing reader = ByteRing::attach(storage);
+      for (int i = 0; i < 100; ++i) {
+        const auto m = reader.try_peek();
+        if (!m) break;
+        const auto* lo = storage.data();
+        ASSERT_GE(m->data(), lo);
+        ASSERT_LE(m->data() + m->size(), lo + storage.size()) << "a message outside the ring";
+        reader.release();
+      }
+    } catch (const Error& e) {
+      ASSERT_TRUE(e.is(errc::bad_frame) || e.is(errc::bad_layout)) << e.what();
+      errored = true;
+    }
+    rounds_with_errors += errored;
+  }
+  EXPECT_GT(rounds_with_errors, 0) << "the garbage was never noticed: is the test writing?";
+}
+
 // A producer that stages (never publishing) more than the ring holds: the blocking reserve()
 // that finds the ring full publishes the staged batch, so the consumer can make room.
 TEST_F(ByteRingTest, BlockingReserveWithAFullStagedBatchPublishesItInsteadOfDeadlocking) {

@@ -22,6 +22,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/arena.hpp"
 #include "ipckit/shm/shared_array.hpp"
+#include "ipckit/sync/semaphore.hpp"
 #include "leak_check.hpp"
 #include "test_util.hpp"
 
@@ -261,6 +262,103 @@ TEST_F(SegmentTest, UniqueNameIsValidAndDiffersBetweenCalls) {
   const std::string c = Segment::unique_name("my_app");
   EXPECT_EQ(c.rfind("my_app-", 0), 0u) << c;
   EXPECT_EQ(error_of([] { (void)Segment::unique_name("bad prefix"); }), errc::invalid_name);
+}
+
+TEST_F(SegmentTest, CreateUniqueMakesAnUnguessableNameWithMode0600) {
+  auto a = Segment::create_unique(kSize, shm_prefix());
+  auto b = Segment::create_unique(kSize, shm_prefix());
+  EXPECT_NE(a.name(), b.name());
+  EXPECT_EQ(a.name().rfind(shm_prefix() + "-", 0), 0u) << a.name();
+  EXPECT_EQ(a.name().size(), shm_prefix().size() + 1 + 16) << "64 random bits, in hex";
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + a.name()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_TRUE(a.owns_name());
+  auto peer = Segment::open(a.name(), kSize);
+  EXPECT_EQ(peer.size(), kSize);
+  EXPECT_EQ(error_of([&] { (void)Segment::create_unique(16, shm_prefix()); }),
+            errc::invalid_argument);
+  EXPECT_EQ(error_of([&] { (void)Segment::create_unique(kSize, "bad/prefix"); }),
+            errc::invalid_name);
+}
+
+// Another user's segments. Needs root (to act as that user); CI runs as root.
+class OtherUserTest : public testing::LeakCheckedTest {
+ protected:
+  static constexpr uid_t kNobody = 65534;
+  void SetUp() override {
+    LeakCheckedTest::SetUp();
+    if (::geteuid() != 0) GTEST_SKIP() << "needs root to create a segment as another user";
+  }
+  // Runs fn in a child that has become uid/gid `nobody`; true when it returned 0.
+  template <class F>
+  bool as_nobody(F&& fn) {
+    auto child = Process::spawn([&] {
+      if (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) return 99;
+      return fn();
+    });
+    auto st = child.wait_for(10s);
+    if (!st) {
+      child.kill(SIGKILL);
+      st = child.wait();
+    }
+    return st->success();
+  }
+};
+
+TEST_F(OtherUserTest, OpenRefusesASegmentAnotherUserOwnsEvenWithMode0600) {
+  const std::string name = shm_name();
+  auto sync = Segment::anonymous(1 << 16);
+  auto& made = sync.make<Semaphore>(0);
+  auto& done = sync.make<Semaphore>(0);
+  // nobody makes a real ipckit segment (mode 0600, its uid) and holds it while we look.
+  auto child = Process::spawn([&] {
+    if (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0) return 99;
+    auto seg = Segment::create(name, kSize);
+    (void)seg.construct<int>("secret", 42);
+    made.post();
+    return done.wait_for(20s) ? 0 : 98;
+  });
+  ASSERT_TRUE(made.wait_for(20s)) << "the other user's process did not make its segment";
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, kNobody);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::error_code ec;
+  std::string what;
+  try {
+    (void)Segment::open(name);
+  } catch (const Error& e) {
+    ec = e.code();
+    what = e.what();
+  }
+  done.post();
+  const auto status = child.wait();
+  EXPECT_TRUE(status.success()) << status.describe();
+  EXPECT_EQ(ec, std::error_code(EACCES, std::system_category())) << what;
+  EXPECT_NE(what.find("owned by uid 65534"), std::string::npos) << what;
+  EXPECT_FALSE(shm_exists(name)) << "the other user's creator unlinks its name";
+}
+
+TEST_F(OtherUserTest, CreateRefusesANameAnotherUserPlantedFirstAndLeavesItAlone) {
+  const std::string name = shm_name();
+  // nobody plants a world-writable object under the name we are about to use.
+  ASSERT_TRUE(as_nobody([&] {
+    const int fd = ::shm_open(("/" + name).c_str(), O_CREAT | O_EXCL | O_RDWR, 0666);
+    if (fd < 0) return 1;
+    const bool ok = ::fchmod(fd, 0666) == 0 && ::ftruncate(fd, kSize) == 0;
+    ::close(fd);
+    return ok ? 0 : 2;
+  }));
+  const auto ec = error_of([&] { (void)Segment::create(name, kSize); });
+  struct stat st {};
+  const bool still_there = ::stat(("/dev/shm/" + name).c_str(), &st) == 0;
+  ::shm_unlink(("/" + name).c_str());
+  EXPECT_EQ(ec, errc::already_exists) << ec.message();
+  ASSERT_TRUE(still_there) << "the failed create removed somebody else's name";
+  EXPECT_EQ(st.st_uid, kNobody);
+  EXPECT_EQ(st.st_mode & 0777, 0666u) << "the failed create changed the planted object";
+  EXPECT_EQ(static_cast<std::size_t>(st.st_size), kSize);
 }
 
 // ---- named objects ------------------------------------------------------------------------

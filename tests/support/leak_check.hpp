@@ -9,11 +9,9 @@
 #include <set>
 #include <string>
 
-namespace ipckit::testing {
+#include "proc_scan.hpp"
 
-std::set<int> open_fds();
-std::set<pid_t> child_pids();
-std::set<std::string> shm_entries(const std::string& prefix);
+namespace ipckit::testing {
 
 class LeakCheckedTest : public ::testing::Test {
  protected:

@@ -171,7 +171,8 @@ std::enable_if_t<is_raw_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchiv
 template <class T>
 class RawSlot {
  public:
-  RawSlot() {
+  // inline_ is raw storage on purpose: fill() copies the bytes that become the T.
+  RawSlot() {  // NOLINT(cppcoreguidelines-pro-type-member-init)
     if constexpr (kHeap) heap_.reset(static_cast<unsigned char*>(
         ::operator new(sizeof(T), std::align_val_t(alignof(T)))));
   }

@@ -27,8 +27,8 @@ class ProgressBar {
  private:
   struct State {
     std::string label;
-    std::FILE* out;
-    bool enabled;
+    std::FILE* out = nullptr;
+    bool enabled = false;
     std::chrono::steady_clock::time_point last{};
     bool finished = false;
   };

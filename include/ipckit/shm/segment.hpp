@@ -2,8 +2,10 @@
 //  - anonymous(size): a MAP_SHARED|MAP_ANONYMOUS mapping, inherited by forked children at the
 //    same address; it has no name, so nothing can leak when anyone is killed.
 //  - create(name, size) / open(name): POSIX shared memory (through Boost.Interprocess) for
-//    unrelated processes. Created exclusively with mode 0600; the creating process unlinks
-//    the name when its Segment is destroyed.
+//    unrelated processes. Created exclusively with mode 0600 (a name somebody planted first
+//    is refused, never reused); the creating process unlinks the name when its Segment is
+//    destroyed. create_unique(size) picks a name nobody can guess; open() refuses a segment
+//    another user owns or whose mode is not 0600.
 // Objects placed in a segment must be trivially destructible (process-shared types are) and
 // hold offsets, not pointers, when unrelated processes share them.
 //
@@ -36,6 +38,10 @@ class Segment {
   // Creates a named segment exclusively, mode 0600. Throws Error with errc::invalid_name,
   // errc::invalid_argument (size), errc::already_exists, or the OS error.
   static Segment create(std::string_view name, std::size_t size);
+  // create() under a name no other process can guess: unique_name(prefix), a fresh one tried
+  // again in the (2^-64) case that it exists. The name() is what peers pass to open(); share
+  // it through a channel you trust (argv, an inherited pipe), not a well-known place.
+  static Segment create_unique(std::size_t size, std::string_view prefix = "ipckit");
   // Opens a segment made by create(). Throws errc::invalid_name, errc::not_found,
   // errc::size_mismatch (when expected_size is given and differs), errc::bad_layout (not an
   // ipckit segment), or EACCES when it belongs to another user or is not mode 0600.

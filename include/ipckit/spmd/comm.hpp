@@ -39,15 +39,17 @@ enum class DataType { i32, i64, u32, u64, f32, f64 };
 
 template <class T>
 constexpr DataType data_type_of() {
+  // long long is a distinct type from int64_t (long) on LP64, with the same 8 bytes.
+  constexpr bool i64 = std::is_same_v<T, std::int64_t> ||
+                       (std::is_same_v<T, long long> && sizeof(long long) == 8);
+  constexpr bool u64 = std::is_same_v<T, std::uint64_t> ||
+                       (std::is_same_v<T, unsigned long long> && sizeof(long long) == 8);
   if constexpr (std::is_same_v<T, std::int32_t>) return DataType::i32;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return DataType::i64;
+  else if constexpr (i64) return DataType::i64;
   else if constexpr (std::is_same_v<T, std::uint32_t>) return DataType::u32;
-  else if constexpr (std::is_same_v<T, std::uint64_t>) return DataType::u64;
+  else if constexpr (u64) return DataType::u64;
   else if constexpr (std::is_same_v<T, float>) return DataType::f32;
   else if constexpr (std::is_same_v<T, double>) return DataType::f64;
-  else if constexpr (std::is_same_v<T, long long> && sizeof(long long) == 8) return DataType::i64;
-  else if constexpr (std::is_same_v<T, unsigned long long> && sizeof(long long) == 8)
-    return DataType::u64;
   else static_assert(sizeof(T) == 0, "allreduce: int32/int64/uint32/uint64/float/double only");
 }
 std::size_t size_of(DataType t) noexcept;

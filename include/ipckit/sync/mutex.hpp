@@ -25,7 +25,9 @@ class Mutex {
   // Blocks until the caller holds the mutex. Returns errc::owner_dead (still holding it) when
   // the previous owner died while holding it: the guarded data may be half-updated and should
   // be repaired before unlock(). Returns an empty error_code otherwise. Throws Error on
-  // misuse reported by the OS (EDEADLK: the calling thread already holds it).
+  // misuse reported by the OS (EDEADLK: the calling thread already holds it). Sleeps in steps
+  // of at most 20 ms, so that a wake-up lost to a process killed inside unlock() costs one
+  // step, never a hang.
   std::error_code lock();
   // Like lock() but gives up at the deadline, returning errc::timeout without the lock.
   std::error_code lock_until(const Deadline& deadline);
@@ -40,7 +42,7 @@ class Mutex {
  private:
   std::error_code finish_lock(int rc, const char* what);
 
-  std::uint32_t magic_;
+  [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
   pthread_mutex_t m_{};
 };
 

@@ -138,19 +138,28 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
 // Attaches the caller to `table` the first time it runs in this process: one compare on the
 // hot path (current_pid() is cached; the cache follows fork()). Returns true on that first
 // time, when a handle inherited through fork must refresh its process-local cursors.
+// Threads may share a handle (several producer threads on one MpmcQueue): the cached pid is
+// atomic (a relaxed load on the hot path), and two threads that both see the first time
+// both attach the same pid, which the table tolerates.
 class AttachOnce {
  public:
+  AttachOnce() = default;
+  AttachOnce(const AttachOnce& o) noexcept : attached_(o.attached_.load(std::memory_order_relaxed)) {}
+  AttachOnce& operator=(const AttachOnce& o) noexcept {
+    attached_.store(o.attached_.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    return *this;
+  }
   bool operator()(PeerTable& table, const char* who) {
     const pid_t me = current_pid();
-    if (me == attached_) [[likely]]
+    if (me == attached_.load(std::memory_order_relaxed)) [[likely]]
       return false;
     table.attach(me, who);
-    attached_ = me;
+    attached_.store(me, std::memory_order_relaxed);
     return true;
   }
 
  private:
-  pid_t attached_ = 0;
+  std::atomic<pid_t> attached_{0};
 };
 
 }  // namespace ipckit::detail
