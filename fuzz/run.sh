@@ -2,7 +2,8 @@
 # Builds the fuzz preset and runs every fuzz target for SECONDS each (default 300), one after
 # another, each into build/fuzz/corpus-<target> (seeded from fuzz/corpus/<target>, which is
 # only read). Prints a summary line per target and exits non-zero if any found a crash,
-# leak, timeout or out-of-memory input (left in build/fuzz/artifacts/<date>/).
+# leak, timeout or out-of-memory input (left in build/fuzz/artifacts/<date>/). The figures
+# also go to build/fuzz/summary.json.
 #   fuzz/run.sh [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ artifacts="build/fuzz/artifacts/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$artifacts"
 failed=0
 summary=()
+json=()
 for t in "${targets[@]}"; do
   corpus="build/fuzz/corpus-$t"
   log="build/fuzz/$t.log"
@@ -39,7 +41,11 @@ for t in "${targets[@]}"; do
   summary+=("$(printf '%-18s %5ss  execs %-10s exec/s %-7s corpus %-5s crashes %-3s %s' \
     "$t" "$seconds" "${execs:-?}" "${rate:-?}" "$files" "$crashes" "$status")")
   echo "${summary[-1]}"
+  json+=("$(printf '{"target": "%s", "seconds": %s, "executions": %s, "exec_per_s": %s, "corpus": %s, "crashes": %s, "ok": %s}' \
+    "$t" "$seconds" "${execs:-0}" "${rate:-0}" "$files" "$crashes" "$([[ $rc -eq 0 ]] && echo true || echo false)")")
 done
+# For bench/robustness_report.py (the README's Robustness table).
+{ echo "["; (IFS=$'\n'; echo "${json[*]}" | sed '$!s/$/,/'); echo "]"; } > build/fuzz/summary.json
 echo
 echo "fuzz summary:"
 printf '  %s\n' "${summary[@]}"

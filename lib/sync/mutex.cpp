@@ -2,13 +2,42 @@
 
 #include <cerrno>
 #include <chrono>
+#include <ctime>
 
 #include "ipckit/core/error.hpp"
 
 namespace ipckit {
 namespace {
 constexpr std::uint32_t kMutexMagic = 0x494d5831;  // "IMX1"
+
+// Waits in steps of at most kStep. A robust futex can lose its wake-up: a locker killed
+// inside pthread_mutex_unlock(), after it freed the word and before it woke a waiter (or a
+// waiter killed after its wake-up, before it took the word), leaves the others asleep on a
+// lock that a third process may take and release without a wake-up. The kernel's robust-list
+// cleanup does not cover that case. A later attempt finds the word as it really is, so the
+// loss costs one step (found by tests/chaos; reproducer tests/chaos/mutex_lost_wakeup.cpp).
+constexpr std::chrono::milliseconds kStep{20};
+
+// pthread_mutex_clocklock(CLOCK_MONOTONIC) until `step`. GCC 12's ThreadSanitizer does not
+// intercept clocklock: it would not see the lock taken, and would report every access the
+// lock guards as a race. TSan builds wait on CLOCK_REALTIME instead (intercepted); a clock
+// jump then only stretches one step.
+int lock_until_step(pthread_mutex_t* m, const Deadline& step) {
+#if defined(__SANITIZE_THREAD__)
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(step.remaining());
+  const long long ns = static_cast<long long>(now.tv_nsec) + left.count();
+  const timespec ts{now.tv_sec + static_cast<time_t>(ns / 1'000'000'000),
+                    static_cast<long>(ns % 1'000'000'000)};
+  return pthread_mutex_timedlock(m, &ts);
+#else
+  const timespec ts = step.to_timespec();
+  return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#endif
 }
+
+}  // namespace
 
 Mutex::Mutex() : magic_(kMutexMagic) {
   pthread_mutexattr_t attr;
@@ -33,22 +62,13 @@ std::error_code Mutex::finish_lock(int rc, const char* what) {
   }
 }
 
-// Waits in steps of at most kStep. A robust futex can lose its wake-up: a locker killed
-// inside pthread_mutex_unlock(), after it freed the word and before it woke a waiter (or a
-// waiter killed after its wake-up, before it took the word), leaves the others asleep on a
-// lock that a third process may take and release without a wake-up. The kernel's robust-list
-// cleanup does not cover that case. A later attempt finds the word as it really is, so the
-// loss costs one step (found by tests/chaos; reproducer tests/chaos/mutex_lost_wakeup.cpp).
-constexpr std::chrono::milliseconds kStep{20};
-
 std::error_code Mutex::lock() { return lock_until(Deadline::never()); }
 
 std::error_code Mutex::lock_until(const Deadline& deadline) {
   for (;;) {
     const Deadline step = deadline.capped(kStep);
     const bool last = step.when() == deadline.when();
-    const timespec ts = step.to_timespec();
-    const int rc = pthread_mutex_clocklock(&m_, CLOCK_MONOTONIC, &ts);
+    const int rc = lock_until_step(&m_, step);
     if (rc != ETIMEDOUT || last) {
       return finish_lock(rc, deadline.is_never() ? "Mutex::lock()" : "Mutex::lock_until()");
     }
