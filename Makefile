@@ -4,14 +4,15 @@
 #   make test    unit + multi-process tests (dev, ASan+UBSan, TSan), clang-tidy over lib/,
 #                the short chaos, soak and fuzz runs
 #   make bench   every benchmark and its report (bench/results/)
-#   make chaos   the long chaos run: 10 000 kill iterations (CHAOS_ITERATIONS, CHAOS_SEED)
+#   make chaos   the long chaos run: 10 000 kill iterations (CHAOS_ITERATIONS; CHAOS_SEED
+#                repeats a run, default a random seed, printed)
 #   make soak    sustained load for SOAK_SECONDS (default 300) with memory and fds sampled
 #   make fuzz    every libFuzzer target for FUZZ_SECONDS each (default 300)
 .PHONY: deps demo test test-dev test-asan test-tsan test-fuzz tidy bench chaos soak fuzz clean
 
 JOBS ?= $(shell nproc)
 CHAOS_ITERATIONS ?= 10000
-CHAOS_SEED ?= 0
+CHAOS_SEED ?=
 SOAK_SECONDS ?= 300
 FUZZ_SECONDS ?= 300
 
@@ -58,7 +59,7 @@ test-fuzz: deps
 chaos: deps
 	cmake --preset dev >/dev/null
 	cmake --build --preset dev --target ipckit_chaos -j $(JOBS)
-	./build/dev/tests/chaos/ipckit_chaos --iterations $(CHAOS_ITERATIONS) --seed $(CHAOS_SEED) \
+	./build/dev/tests/chaos/ipckit_chaos --iterations $(CHAOS_ITERATIONS) $(if $(CHAOS_SEED),--seed $(CHAOS_SEED)) \
 	  --json build/chaos.json
 
 soak: deps

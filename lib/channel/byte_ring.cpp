@@ -84,7 +84,7 @@ ByteRing::ByteRing(detail::Region r) : region_(std::move(r)) {
 }
 
 void ByteRing::bind() noexcept {
-  sleep_ = h_->control.policy.sleep;
+  sleep_ = h_->control.safe_policy().sleep;
   mask_ = h_->capacity - 1;
   max_message_ = max_message_for(h_->capacity);
   data_ = region_.data() + kDataOffset;

@@ -195,8 +195,10 @@ ByteRing* ShmComm::in_ring(int from) {
     const std::uint64_t at = dir(from, rank_).load(std::memory_order_acquire);
     if (at == 0) return nullptr;  // nothing sent yet
     spmd::detail::check_ring_offset(*h_, at);
-    r.emplace(ByteRing::attach(std::span(base_ + at, ByteRing::bytes_for(h_->ring_bytes))));
-    r->attach_consumer();
+    // Kept only once attached: a ring that fails its checks fails every receive from `from`.
+    ByteRing ring = ByteRing::attach(std::span(base_ + at, ByteRing::bytes_for(h_->ring_bytes)));
+    ring.attach_consumer();
+    r.emplace(std::move(ring));
   }
   return &*r;
 }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -305,6 +306,28 @@ TEST_F(ByteRingTest, PeerWritingGarbageOverTheRingNeverCrashesTheConsumer) {
     rounds_with_errors += errored;
   }
   EXPECT_GT(rounds_with_errors, 0) << "the garbage was never noticed: is the test writing?";
+}
+
+// A shared tail that is not a record boundary is refused on attach — and again on the next
+// call through the same handle (the handle must not count as attached after the first
+// refusal, or it would read record headers misaligned).
+TEST_F(ByteRingTest, MisalignedSharedTailIsBadFrameOnEveryAttemptThroughTheHandle) {
+  auto seg = Segment::anonymous(1 << 16);
+  constexpr std::uint64_t kCapacity = 1024;
+  const auto storage = seg.construct_bytes("ring-memory", ByteRing::bytes_for(kCapacity), 64);
+  {
+    auto ring = ByteRing::at(storage, kCapacity);
+    ASSERT_TRUE(ring.try_send(bytes(16, 1)));
+  }
+  const std::uint64_t bad_tail = 3;
+  std::memcpy(storage.data() + offsetof(detail::ByteRingHeader, tail), &bad_tail,
+              sizeof bad_tail);
+  ByteRing consumer = ByteRing::attach(storage);
+  EXPECT_EQ(error_of([&] { (void)consumer.try_peek(); }), errc::bad_frame);
+  EXPECT_EQ(error_of([&] { (void)consumer.try_peek(); }), errc::bad_frame) << "second call";
+  ByteRing producer = ByteRing::attach(storage);
+  EXPECT_EQ(error_of([&] { (void)producer.try_send(bytes(8, 2)); }), errc::bad_frame);
+  EXPECT_EQ(error_of([&] { (void)producer.try_send(bytes(8, 2)); }), errc::bad_frame);
 }
 
 // A producer that stages (never publishing) more than the ring holds: the blocking reserve()

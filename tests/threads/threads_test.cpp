@@ -36,7 +36,11 @@ using namespace std::chrono_literals;
 using ipckit::WaitPolicy;
 
 // Fewer items under the sanitizers, which slow every access 5-20x.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+constexpr std::uint64_t kItems = 50'000;
+#else
 constexpr std::uint64_t kItems = 200'000;
+#endif
 
 std::uint64_t mix(std::uint64_t x) {  // splitmix64 finaliser: a cheap per-item checksum
   x += 0x9e3779b97f4a7c15ULL;
@@ -78,17 +82,28 @@ TEST_P(ThreadsPolicyTest, MpmcQueueDeliversEveryItemExactlyOnceBetweenThreads) {
   std::vector<std::atomic<std::uint8_t>> seen(kProducers * kEach);
   std::atomic<std::uint64_t> received{0};
   std::atomic<std::uint64_t> checksum{0};
+  std::atomic<int> timeouts{0};
   std::vector<std::thread> threads;
   for (int p = 0; p < kProducers; ++p) {
     threads.emplace_back([&, p] {
-      for (std::uint64_t i = 0; i < kEach; ++i) q.push(std::uint64_t(p) * kEach + i);
+      for (std::uint64_t i = 0; i < kEach; ++i) {
+        if (!q.push_for(std::uint64_t(p) * kEach + i, 60s)) {
+          timeouts.fetch_add(1);
+          return;
+        }
+      }
     });
   }
   for (int c = 0; c < kConsumers; ++c) {
     threads.emplace_back([&] {
       std::uint64_t sum = 0;
       for (;;) {
-        const std::uint64_t v = q.pop();
+        const auto got = q.pop_for(60s);
+        if (!got) {  // a lost item shows as a failure, not as a hung test
+          timeouts.fetch_add(1);
+          break;
+        }
+        const std::uint64_t v = *got;
         if (v == UINT64_MAX) break;  // one stop marker per consumer
         seen[v].fetch_add(1, std::memory_order_relaxed);
         sum += mix(v);
@@ -98,9 +113,10 @@ TEST_P(ThreadsPolicyTest, MpmcQueueDeliversEveryItemExactlyOnceBetweenThreads) {
     });
   }
   for (int p = 0; p < kProducers; ++p) threads[p].join();
-  for (int c = 0; c < kConsumers; ++c) q.push(UINT64_MAX);
+  for (int c = 0; c < kConsumers; ++c) (void)q.push_for(UINT64_MAX, 60s);
   for (std::size_t t = kProducers; t < threads.size(); ++t) threads[t].join();
 
+  EXPECT_EQ(timeouts.load(), 0) << "a consumer waited 60 s for an item";
   EXPECT_EQ(received.load(), kProducers * kEach);
   std::uint64_t expect_sum = 0;
   for (std::uint64_t v = 0; v < kProducers * kEach; ++v) expect_sum += mix(v);
@@ -249,7 +265,10 @@ TEST(Threads, SemaphoreHandsOutExactlyThePostedCount) {
     });
   }
   for (int i = 0; i < kPosts; ++i) sem.post();
-  while (taken.load() < kPosts) std::this_thread::sleep_for(1ms);
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  while (taken.load() < kPosts && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(1ms);
+  }
   done = true;
   for (auto& t : ts) t.join();
   EXPECT_EQ(taken.load(), kPosts);
@@ -265,11 +284,15 @@ TEST(Threads, BarrierPhasesStayInStepAcrossThreads) {
   std::vector<std::thread> ts;
   for (int t = 0; t < kParties; ++t) {
     ts.emplace_back([&] {
-      for (int p = 0; p < kPhases; ++p) {
-        arrived[p].fetch_add(1);
-        const std::uint32_t phase = barrier.arrive_and_wait_for(30s);
-        // Everyone arrived at phase p before anyone leaves it.
-        if (phase != std::uint32_t(p) || arrived[p].load() != kParties) bad = true;
+      try {
+        for (int p = 0; p < kPhases; ++p) {
+          arrived[p].fetch_add(1);
+          const std::uint32_t phase = barrier.arrive_and_wait_for(30s);
+          // Everyone arrived at phase p before anyone leaves it.
+          if (phase != std::uint32_t(p) || arrived[p].load() != kParties) bad = true;
+        }
+      } catch (const ipckit::Error&) {  // timed out or broken: a failure, not a terminate()
+        bad = true;
       }
     });
   }

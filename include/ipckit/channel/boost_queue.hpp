@@ -110,7 +110,7 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
         s_->elem_size != sizeof(T) || s_->capacity != N) {
       throw_bad_layout(kName, "not a queue of this element type and capacity");
     }
-    sleep_ = s_->control.policy.sleep;
+    sleep_ = s_->control.safe_policy().sleep;
   }
   void wake(EventCount& ec) noexcept {
     if (sleep_) ec.notify(1);

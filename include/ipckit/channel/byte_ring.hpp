@@ -259,9 +259,13 @@ class ByteRing {
   static constexpr std::uint64_t round8(std::uint64_t n) noexcept {
     return (n + 7) & ~std::uint64_t{7};
   }
+  // The tail is checked before the handle counts as attached: a handle whose first attach
+  // threw checks again on its next call instead of using cursors it never validated.
   void begin_produce() {
-    if (attach_producer_(h_->control.producers, "ByteRing producer")) [[unlikely]] {
-      tail_cache_ = load_tail();
+    if (attach_producer_.pending()) [[unlikely]] {
+      const std::uint64_t tail = load_tail();
+      (void)attach_producer_(h_->control.producers, "ByteRing producer");
+      tail_cache_ = tail;
       whead_ = published_end(tail_cache_);
       reserved_ = kNone;
       holding_ = false;
@@ -275,8 +279,10 @@ class ByteRing {
   // released up to): their chain ends at a zeroed header slot.
   [[nodiscard]] std::uint64_t published_end(std::uint64_t from) const noexcept;
   void begin_consume() {
-    if (attach_consumer_(h_->control.consumers, "ByteRing consumer")) [[unlikely]] {
-      rpos_ = load_tail();
+    if (attach_consumer_.pending()) [[unlikely]] {
+      const std::uint64_t tail = load_tail();
+      (void)attach_consumer_(h_->control.consumers, "ByteRing consumer");
+      rpos_ = tail;
       peeked_ = false;
     }
   }

@@ -186,7 +186,7 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     bind();
   }
   void bind() noexcept {
-    sleep_ = h_->control.policy.sleep;
+    sleep_ = h_->control.safe_policy().sleep;
     mask_ = h_->capacity - 1;
     cells_ = reinterpret_cast<Cell*>(region_.data() + kCellsOffset);
   }

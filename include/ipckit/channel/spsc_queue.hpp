@@ -198,7 +198,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     bind();
   }
   void bind() noexcept {
-    sleep_ = h_->control.policy.sleep;
+    sleep_ = h_->control.safe_policy().sleep;
     mask_ = h_->capacity - 1;
     cells_ = reinterpret_cast<Cell*>(region_.data() + kSlotsOffset);
   }

@@ -5,10 +5,13 @@
 
 #include <sys/types.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string_view>
 #include <type_traits>
 
@@ -59,6 +62,23 @@ struct ChannelControl {
 
   [[nodiscard]] bool is_closed() const noexcept {
     return closed.load(std::memory_order_acquire) != 0;
+  }
+  // The wait policy as a waiter may use it, read once per wait: any peer may have written
+  // anything into shared memory, so the flag is read as a byte and the durations are clamped
+  // (spin to [0, 1 s], check_interval to [1 ms, 1 s]: a garbage interval cannot stop a
+  // waiter from noticing a dead peer).
+  [[nodiscard]] WaitPolicy safe_policy() const noexcept {
+    unsigned char sleep = 0;
+    std::chrono::nanoseconds::rep spin = 0;
+    std::chrono::milliseconds::rep check = 0;
+    std::memcpy(&sleep, &policy.sleep, 1);
+    std::memcpy(&spin, &policy.spin, sizeof spin);
+    std::memcpy(&check, &policy.check_interval, sizeof check);
+    WaitPolicy p;
+    p.sleep = sleep != 0;
+    p.spin = std::chrono::nanoseconds(std::clamp<decltype(spin)>(spin, 0, 1'000'000'000));
+    p.check_interval = std::chrono::milliseconds(std::clamp<decltype(check)>(check, 1, 1000));
+    return p;
   }
   // Closing is for the sending side after its last send (or for tearing down): a send that
   // races a close() from another process may land after the receiver's final drain.
@@ -126,7 +146,8 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
   if (attempt()) return true;
   bool done = false;
   bool gone = false;
-  ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline, ctl.policy,
+  ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,
+           ctl.safe_policy(),
            [&] { gone = others.all_dead(); });
   if (done) return true;
   if (!fail_if_closed && attempt()) return true;
@@ -148,6 +169,10 @@ class AttachOnce {
   AttachOnce& operator=(const AttachOnce& o) noexcept {
     attached_.store(o.attached_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     return *this;
+  }
+  // True until the caller's process has attached through this handle.
+  [[nodiscard]] bool pending() const noexcept {
+    return current_pid() != attached_.load(std::memory_order_relaxed);
   }
   bool operator()(PeerTable& table, const char* who) {
     const pid_t me = current_pid();
