@@ -126,7 +126,11 @@ void Segment::validate_name(std::string_view name) {
 
 std::string Segment::unique_name(std::string_view prefix) {
   std::uint64_t r = 0;
-  if (::getrandom(&r, sizeof r, 0) != static_cast<ssize_t>(sizeof r)) throw_errno("getrandom()");
+  ssize_t got = 0;
+  do {  // may be interrupted before the entropy pool is ready (early boot)
+    got = ::getrandom(&r, sizeof r, 0);
+  } while (got < 0 && errno == EINTR);
+  if (got != static_cast<ssize_t>(sizeof r)) throw_errno("getrandom()");
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(r));
   std::string name = std::string(prefix) + "-" + hex;
