@@ -449,28 +449,23 @@ void write_centrelines(const std::string& dir, const Field& f, double u_ref) {
   const auto middle = [](int n) { return std::pair{(n - 1) / 2, n / 2}; };
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
 
-  {
-    const auto [x0, x1] = middle(f.nx);
-    std::string text = "y,u\n";
-    for (int y = 0; y < f.ny; ++y) {
-      const double u = 0.5 * (f.ux[f.index(x0, y)] + f.ux[f.index(x1, y)]) / u_ref;
-      text += g17((y + 0.5) / f.ny) + "," + g17(u) + "\n";
+  // One profile: "<coord>,<value>" for i in [0, n), the value at i averaged over the two
+  // middle cells across it, scaled by u_ref.
+  const auto profile = [&](const char* name, const char* header, int n, auto&& at) {
+    std::string text = header;
+    for (int i = 0; i < n; ++i) {
+      text += g17((i + 0.5) / n) + "," + g17(at(i) / u_ref) + "\n";
     }
-    OutFile file(base + "centreline_u.csv");
+    OutFile file(base + name);
     file.write(text);
     file.close();
-  }
-  {
-    const auto [y0, y1] = middle(f.ny);
-    std::string text = "x,v\n";
-    for (int x = 0; x < f.nx; ++x) {
-      const double v = 0.5 * (f.uy[f.index(x, y0)] + f.uy[f.index(x, y1)]) / u_ref;
-      text += g17((x + 0.5) / f.nx) + "," + g17(v) + "\n";
-    }
-    OutFile file(base + "centreline_v.csv");
-    file.write(text);
-    file.close();
-  }
+  };
+  const auto [x0, x1] = middle(f.nx);
+  profile("centreline_u.csv", "y,u\n", f.ny,
+          [&](int y) { return 0.5 * (f.ux[f.index(x0, y)] + f.ux[f.index(x1, y)]); });
+  const auto [y0, y1] = middle(f.ny);
+  profile("centreline_v.csv", "x,v\n", f.nx,
+          [&](int x) { return 0.5 * (f.uy[f.index(x, y0)] + f.uy[f.index(x, y1)]); });
 }
 
 // ---------------------------------------------------------------------------------------------

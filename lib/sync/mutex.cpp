@@ -37,6 +37,20 @@ int lock_until_step(pthread_mutex_t* m, const Deadline& step) {
 #endif
 }
 
+// Takes the lock by `deadline`: one trylock first (uncontended: no clock read; held by this
+// thread: EBUSY there, EDEADLK from the loop), then steps. A step that timed out before the
+// deadline (or, in TSan builds, ended early because the realtime clock jumped) is simply the
+// next attempt. Returns the pthread result for finish_lock().
+int lock_in_steps(pthread_mutex_t* m, const Deadline& deadline) {
+  const int first = pthread_mutex_trylock(m);
+  if (first != EBUSY) [[likely]]
+    return first;
+  for (;;) {
+    const int rc = lock_until_step(m, deadline.capped(kStep));
+    if (rc != ETIMEDOUT || deadline.expired()) return rc;
+  }
+}
+
 }  // namespace
 
 Mutex::Mutex() : magic_(kMutexMagic) {
@@ -63,25 +77,11 @@ std::error_code Mutex::finish_lock(int rc, const char* what) {
 }
 
 std::error_code Mutex::lock() {
-  // Uncontended: one trylock, as cheap as pthread_mutex_lock. (Held by this thread: EBUSY
-  // here, EDEADLK from the loop.)
-  const int rc = pthread_mutex_trylock(&m_);
-  if (rc != EBUSY) [[likely]]
-    return finish_lock(rc, "Mutex::lock()");
-  return lock_until(Deadline::never());
+  return finish_lock(lock_in_steps(&m_, Deadline::never()), "Mutex::lock()");
 }
 
 std::error_code Mutex::lock_until(const Deadline& deadline) {
-  const char* what = deadline.is_never() ? "Mutex::lock()" : "Mutex::lock_until()";
-  // Uncontended: no clock read. (Held by this thread: EBUSY here, EDEADLK below.)
-  const int first = pthread_mutex_trylock(&m_);
-  if (first != EBUSY) return finish_lock(first, what);
-  for (;;) {
-    const int rc = lock_until_step(&m_, deadline.capped(kStep));
-    // A step that timed out before the deadline (or, in TSan builds, ended early because
-    // the realtime clock jumped) is simply the next attempt.
-    if (rc != ETIMEDOUT || deadline.expired()) return finish_lock(rc, what);
-  }
+  return finish_lock(lock_in_steps(&m_, deadline), "Mutex::lock_until()");
 }
 
 bool Mutex::try_lock() noexcept {
