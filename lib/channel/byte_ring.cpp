@@ -9,13 +9,9 @@
 
 namespace ipckit {
 namespace {
-constexpr std::size_t kDataOffset = (sizeof(detail::ByteRingHeader) + detail::kCacheLine - 1) /
-                                    detail::kCacheLine * detail::kCacheLine;
-
-std::uint64_t checked(std::uint64_t capacity) {
-  detail::check_capacity(capacity, ByteRing::kMinCapacity, ByteRing::kMaxCapacity,
-                         "ByteRing capacity");
-  return capacity;
+std::size_t checked(std::uint64_t capacity) {
+  detail::check_capacity(ByteRing::kLayout, capacity);
+  return detail::layout_bytes(ByteRing::kLayout, capacity);
 }
 }  // namespace
 
@@ -24,74 +20,80 @@ std::size_t ByteRing::bytes_for(std::uint64_t capacity) noexcept {
 }
 
 ByteRing::ByteRing(std::uint64_t capacity, WaitPolicy policy)
-    : ByteRing(capacity, policy, detail::Region::anonymous(bytes_for(checked(capacity)))) {}
+    : ByteRing(detail::Region::anonymous(checked(capacity)), capacity, policy) {}
 
 ByteRing ByteRing::in(Segment& seg, std::uint64_t capacity, WaitPolicy policy) {
-  checked(capacity);
-  return ByteRing(capacity, policy, detail::Region::in(seg, bytes_for(capacity)));
+  return ByteRing(detail::Region::in(seg, checked(capacity)), capacity, policy);
 }
 
 ByteRing ByteRing::create(Segment& seg, std::string_view name, std::uint64_t capacity,
-                          WaitPolicy policy) {
-  checked(capacity);
-  return ByteRing(capacity, policy, detail::Region::create(seg, name, bytes_for(capacity)));
+                          WaitPolicy policy, Side side) {
+  ByteRing r(detail::Region::create(seg, name, checked(capacity)), capacity, policy);
+  r.take(side);
+  return r;
 }
 
-ByteRing ByteRing::open(Segment& seg, std::string_view name) {
-  return ByteRing(detail::Region::find(seg, name));
+ByteRing ByteRing::open(Segment& seg, std::string_view name, Side side) {
+  return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
+}
+
+ByteRing ByteRing::open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                              Side side) {
+  std::uint64_t capacity = 0;
+  detail::Region region =
+      detail::Region::open(seg, name, kLayout, deadline, "ByteRing::open", capacity);
+  ByteRing r(std::move(region), capacity);
+  r.take(side);
+  return r;
 }
 
 ByteRing ByteRing::at(std::span<std::byte> memory, std::uint64_t capacity, WaitPolicy policy) {
-  checked(capacity);
-  if (memory.size() < bytes_for(capacity) ||
+  const std::size_t need = checked(capacity);
+  if (memory.size() < need ||
       reinterpret_cast<std::uintptr_t>(memory.data()) % detail::kCacheLine != 0) {
     throw_error(errc::invalid_argument,
                 "ByteRing::at: " + std::to_string(memory.size()) + " bytes at " +
-                    std::to_string(reinterpret_cast<std::uintptr_t>(memory.data()) % 64) +
+                    std::to_string(reinterpret_cast<std::uintptr_t>(memory.data()) %
+                                   detail::kCacheLine) +
                     " past a cache line; a ring of " + std::to_string(capacity) + " needs " +
-                    std::to_string(bytes_for(capacity)) + ", 64-byte aligned");
+                    std::to_string(need) + ", cache-line aligned");
   }
-  return ByteRing(capacity, policy, detail::Region::view(memory.data(), memory.size()));
+  return ByteRing(detail::Region::view(memory.data(), memory.size()), capacity, policy);
 }
 
 ByteRing ByteRing::attach(std::span<std::byte> memory) {
-  return ByteRing(detail::Region::view(memory.data(), memory.size()));
+  const detail::LayoutRead read = detail::read_layout(kLayout, memory, "ByteRing::attach");
+  if (read.state != detail::LayoutState::ready) {
+    detail::throw_bad_layout("ByteRing::attach", "no ring has been laid out there yet");
+  }
+  return ByteRing(detail::Region::view(memory.data(), memory.size()), read.capacity);
 }
 
-ByteRing::ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Region r)
+ByteRing::ByteRing(detail::Region r, std::uint64_t capacity, const WaitPolicy& policy)
     : region_(std::move(r)) {
-  h_ = ::new (region_.data()) detail::ByteRingHeader(capacity, policy);
-  bind();
+  h_ = ::new (region_.data()) detail::ByteRingHeader(policy);
+  detail::begin_layout(h_->layout, kLayout, capacity);
+  bind(capacity);
   header_at(0).store(0, std::memory_order_relaxed);  // segment memory may hold old bytes
+  detail::publish_layout(h_->layout, kLayout);
 }
 
-ByteRing::ByteRing(detail::Region r) : region_(std::move(r)) {
+ByteRing::ByteRing(detail::Region r, std::uint64_t capacity) : region_(std::move(r)) {
   h_ = std::launder(reinterpret_cast<detail::ByteRingHeader*>(region_.data()));
-  if (region_.size() < sizeof(detail::ByteRingHeader) ||
-      h_->magic != detail::ByteRingHeader::kMagic || h_->version != 1) {
-    detail::throw_bad_layout("ByteRing::open", "not a ByteRing (magic/version)");
-  }
-  const std::uint64_t cap = h_->capacity;
-  if (cap < kMinCapacity || cap > kMaxCapacity || (cap & (cap - 1)) != 0 ||
-      region_.size() < bytes_for(cap)) {
-    detail::throw_bad_layout("ByteRing::open", "capacity does not match the stored size");
-  }
-  // The policy's `sleep` is read as a bool: a byte other than 0 or 1 there is no ByteRing.
-  unsigned char sleep = 0;
-  std::memcpy(&sleep, &h_->control.policy.sleep, 1);
-  if (sleep > 1) detail::throw_bad_layout("ByteRing::open", "the wait policy is not valid");
-  bind();
+  bind(capacity);
 }
 
-void ByteRing::bind() noexcept {
+void ByteRing::bind(std::uint64_t capacity) noexcept {
   sleep_ = h_->control.safe_policy().sleep;
-  mask_ = h_->capacity - 1;
-  max_message_ = max_message_for(h_->capacity);
+  mask_ = capacity - 1;
+  max_message_ = max_message_for(capacity);
   data_ = region_.data() + kDataOffset;
   // Cursors are set for real when a process first produces or consumes (begin_*).
-  tail_cache_ = h_->tail.load(std::memory_order_acquire);
-  whead_ = tail_cache_;
-  rpos_ = tail_cache_;
+}
+
+void ByteRing::take(Side side) {
+  if (side == Side::sender) attach_producer();
+  if (side == Side::receiver) attach_consumer();
 }
 
 std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
@@ -104,7 +106,8 @@ std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
   if (holding_) publish();
   out.reset();
   if (!detail::wait_side(
-          h_->control, h_->control.writable, h_->control.consumers, deadline, "ByteRing::reserve",
+          h_->control, h_->control.writable, h_->control.consumers, region_, deadline,
+          "ByteRing::reserve",
           [&] { return (out = try_reserve(n)).has_value(); }, true)) {
     return std::nullopt;
   }
@@ -219,7 +222,8 @@ std::optional<std::span<const std::byte>> ByteRing::peek_until(const Deadline& d
   begin_consume();
   std::optional<std::span<const std::byte>> out;
   if (!detail::wait_side(
-          h_->control, h_->control.readable, h_->control.producers, deadline, "ByteRing::peek",
+          h_->control, h_->control.readable, h_->control.producers, region_, deadline,
+          "ByteRing::peek",
           [&] { return (out = try_peek()).has_value(); }, false)) {
     return std::nullopt;
   }

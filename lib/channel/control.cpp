@@ -1,27 +1,28 @@
 #include "ipckit/channel/detail/control.hpp"
 
-#include <sys/mman.h>
+#include <sys/stat.h>
 
+#include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
-#include "ipckit/shm/shared_array.hpp"
 
 namespace ipckit::detail {
 
-void PeerTable::attach(pid_t pid, const char* who) {
-  for (auto& slot : pids_) {
-    if (slot.load(std::memory_order_acquire) == pid) return;
+void PeerTable::attach(ProcessIdentity id, const char* who) {
+  for (auto& slot : ids_) {
+    if (slot.load(std::memory_order_acquire) == id) return;
   }
   for (int pass = 0; pass < 2; ++pass) {
-    for (auto& slot : pids_) {
-      pid_t cur = slot.load(std::memory_order_acquire);
+    for (auto& slot : ids_) {
+      ProcessIdentity cur = slot.load(std::memory_order_acquire);
       // First pass: empty slots; second pass: slots of processes that have exited.
-      if (pass == 0 ? cur != 0 : (cur == 0 || process_alive(cur))) continue;
-      if (slot.compare_exchange_strong(cur, pid, std::memory_order_acq_rel)) return;
+      if (pass == 0 ? cur != 0 : (cur == 0 || identity_alive(cur))) continue;
+      if (slot.compare_exchange_strong(cur, id, std::memory_order_acq_rel)) return;
     }
   }
   throw_error(errc::invalid_argument, std::string(who) + ": more than " +
@@ -29,90 +30,86 @@ void PeerTable::attach(pid_t pid, const char* who) {
                                           " live processes attached to one side");
 }
 
-bool PeerTable::any_attached() const noexcept {
-  for (const auto& slot : pids_) {
-    if (slot.load(std::memory_order_acquire) != 0) return true;
-  }
-  return false;
-}
-
 bool PeerTable::all_dead() const noexcept {
   // The caller is not its own peer: a process that once pushed and now waits as a consumer
   // must still learn that the real producers died.
   const pid_t me = current_pid();
   bool any = false;
-  for (const auto& slot : pids_) {
-    const pid_t p = slot.load(std::memory_order_acquire);
-    if (p == 0 || p == me) continue;
+  for (const auto& slot : ids_) {
+    const ProcessIdentity id = slot.load(std::memory_order_acquire);
+    if (id == 0 || identity_pid(id) == me) continue;
     any = true;
-    if (process_alive(p)) return false;
+    if (identity_alive(id)) return false;
   }
   return any;
 }
 
 Region Region::anonymous(std::size_t bytes) {
-  return Region(static_cast<std::byte*>(map_shared_anonymous(bytes)), bytes, true);
+  Region r;
+  r.map_ = Mapping::anonymous(bytes, "shared channel");
+  r.data_ = r.map_.data();
+  r.size_ = bytes;
+  return r;
 }
 
 Region Region::in(Segment& seg, std::size_t bytes) {
-  return Region(static_cast<std::byte*>(seg.allocate(bytes, kCacheLine)), bytes, false);
+  Region r(static_cast<std::byte*>(seg.allocate(bytes, kCacheLine)), bytes);
+  r.file_ = seg.fd();
+  r.file_end_ = seg.offset_of(r.data_) + bytes;
+  return r;
 }
 
 Region Region::create(Segment& seg, std::string_view name, std::size_t bytes) {
   const std::span<std::byte> s = seg.construct_bytes(name, bytes, kCacheLine);
-  return Region(s.data(), s.size(), false);
+  Region r(s.data(), s.size());
+  r.file_ = seg.fd();
+  r.file_end_ = seg.offset_of(r.data_) + bytes;
+  return r;
 }
 
-Region Region::find(Segment& seg, std::string_view name) {
-  const std::span<std::byte> s = seg.lookup_bytes(name);
-  return Region(s.data(), s.size(), false);
-}
-
-Region::Region(Region&& o) noexcept
-    : data_(std::exchange(o.data_, nullptr)),
-      size_(std::exchange(o.size_, 0)),
-      owned_(std::exchange(o.owned_, false)) {}
-
-Region& Region::operator=(Region&& o) noexcept {
-  if (this != &o) {
-    release();
-    data_ = std::exchange(o.data_, nullptr);
-    size_ = std::exchange(o.size_, 0);
-    owned_ = std::exchange(o.owned_, false);
+Region Region::open(Segment& seg, std::string_view name, const LayoutSpec& spec,
+                    const Deadline& deadline, const char* what, std::uint64_t& capacity) {
+  for (;;) {
+    const std::optional<std::span<std::byte>> s = seg.find_bytes(name);
+    if (s) {
+      Region r(s->data(), s->size());
+      r.file_ = seg.fd();
+      r.file_end_ = seg.offset_of(r.data_) + s->size();
+      r.check_backing(what);
+      const LayoutRead read = read_layout(spec, *s, what);
+      if (read.state == LayoutState::ready) {
+        capacity = read.capacity;
+        return r;
+      }
+    }
+    if (deadline.expired()) {
+      if (!s) {
+        throw_error(errc::not_found, std::string(what) + ": no object named \"" +
+                                         std::string(name) + "\" in the segment");
+      }
+      throw_error(errc::timeout, std::string(what) + ": \"" + std::string(name) +
+                                     "\" is still being created (or its creator died)");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
-  return *this;
 }
 
-Region::~Region() { release(); }
-
-void Region::release() noexcept {
-  if (owned_) unmap(data_, size_);
-  data_ = nullptr;
-  size_ = 0;
-  owned_ = false;
-}
-
-void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max,
-                    const char* what) {
-  if (capacity == 0) {
-    throw_error(errc::invalid_argument, std::string(what) + " must not be 0");
-  }
-  if ((capacity & (capacity - 1)) != 0) {
-    std::uint64_t next = 1;
-    while (next < capacity && next < max) next <<= 1;
-    throw_error(errc::invalid_argument,
-                std::string(what) + " " + std::to_string(capacity) +
-                    " is not a power of two (next: " + std::to_string(next) + ")");
-  }
-  if (capacity < min || capacity > max) {
-    throw_error(errc::invalid_argument, std::string(what) + " " + std::to_string(capacity) +
-                                            " is outside [" + std::to_string(min) + ", " +
-                                            std::to_string(max) + "]");
+void Region::check_backing(const char* what) const {
+  if (file_ < 0) return;
+  struct stat st {};
+  if (::fstat(file_, &st) == 0 && static_cast<std::size_t>(st.st_size) < file_end_) {
+    throw_error(errc::bad_layout, std::string(what) + ": the segment was truncated to " +
+                                      std::to_string(st.st_size) +
+                                      " bytes by another process");
   }
 }
 
 void throw_bad_layout(const char* what, std::string_view detail) {
   throw_error(errc::bad_layout, std::string(what) + ": " + std::string(detail));
+}
+
+void throw_bad_frame(const char* what, std::string_view detail) {
+  throw_error(errc::bad_frame, std::string(what) + ": " + std::string(detail));
 }
 
 void throw_closed(const char* what) {

@@ -1,5 +1,6 @@
 #include "ipckit/core/process.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/prctl.h>
@@ -8,6 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <thread>
@@ -201,6 +204,59 @@ bool process_alive(pid_t pid) noexcept {
   const char* close_paren = std::strrchr(buf, ')');
   return !(close_paren && close_paren[1] == ' ' &&
            (close_paren[2] == 'Z' || close_paren[2] == 'X'));
+}
+
+namespace {
+// The low 32 bits of field 22 (starttime) of /proc/<pid>/stat, made non-zero; 0 when it
+// cannot be read. The command name (field 2) may hold spaces and parentheses: fields are
+// counted after the last ')'.
+std::uint32_t start_tag(pid_t pid) noexcept {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return 0;
+  // After ") " comes field 3 (state); starttime is field 22: skip 19 more separators.
+  for (int field = 3; field < 22 && p != nullptr; ++field) p = std::strchr(p + 1, ' ');
+  if (p == nullptr) return 0;
+  const unsigned long long ticks = std::strtoull(p + 1, nullptr, 10);
+  const auto tag = static_cast<std::uint32_t>(ticks);
+  return tag != 0 ? tag : 1;
+}
+
+std::atomic<ProcessIdentity> cached_identity{0};
+}  // namespace
+
+ProcessIdentity process_identity(pid_t pid) noexcept {
+  if (pid <= 0) return 0;
+  const std::uint32_t tag = start_tag(pid);
+  if (!process_alive(pid)) return 0;
+  return (std::uint64_t{tag} << 32) | static_cast<std::uint32_t>(pid);
+}
+
+ProcessIdentity current_identity() noexcept {
+  const pid_t me = current_pid();
+  const ProcessIdentity cached = cached_identity.load(std::memory_order_relaxed);
+  if (cached != 0 && identity_pid(cached) == me) [[likely]]
+    return cached;
+  const ProcessIdentity id = (std::uint64_t{start_tag(me)} << 32) | static_cast<std::uint32_t>(me);
+  cached_identity.store(id, std::memory_order_relaxed);
+  return id;
+}
+
+bool identity_alive(ProcessIdentity id) noexcept {
+  const pid_t pid = identity_pid(id);
+  if (pid <= 0 || !process_alive(pid)) return false;
+  const auto tag = static_cast<std::uint32_t>(id >> 32);
+  if (tag == 0) return true;
+  const std::uint32_t now = start_tag(pid);
+  return now == 0 || now == tag;  // 0: /proc unreadable now (out of fds): no proof of death
 }
 
 }  // namespace ipckit

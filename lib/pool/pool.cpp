@@ -52,6 +52,28 @@ std::string lost_what(pid_t pid, const ExitStatus& st, int attempts) {
   if (attempts > 1) s += " (" + std::to_string(attempts) + " attempts)";
   return s;
 }
+
+// What a failed call attempted: its error's message without the ": <strerror>" that
+// std::system_error appends ("fork() failed").
+std::string attempted(const std::system_error& e) {
+  std::string w = e.what();
+  const std::string tail = ": " + e.code().message();
+  if (w.size() >= tail.size() && w.compare(w.size() - tail.size(), tail.size(), tail) == 0) {
+    w.resize(w.size() - tail.size());
+  }
+  return w;
+}
+
+// Error(errno, "<context>: <attempted> failed (hint): <strerror>") for a worker or the driver
+// thread that could not be started. EAGAIN from fork() or pthread_create() is a process
+// limit: RLIMIT_NPROC (threads count), kernel.threads-max, kernel.pid_max or a cgroup's pids.max.
+[[noreturn]] void throw_start_failure(const std::string& context, const std::system_error& e,
+                                      const std::string& what) {
+  const bool limit = e.code() == std::errc::resource_unavailable_try_again;
+  throw Error(
+      std::error_code(e.code().value(), std::system_category()),
+      context + ": " + what + (limit ? " (a process limit such as RLIMIT_NPROC reached?)" : ""));
+}
 }  // namespace
 
 RemoteError::RemoteError(std::string type_name, std::string message, pid_t worker)
@@ -653,11 +675,22 @@ void PoolCore::start() {
   // follows the thread that forked it, and the driver lives as long as the pool. It holds a
   // reference to the core, so that a callback that destroys the Pool does not pull the core
   // from under it.
-  driver_ = std::thread([self = shared_from_this(), started] {
+  auto driver = [self = shared_from_this(), started] {
     t_in_driver = true;
     self->sigint_seen_ = g_sigint_count.load();
+    std::size_t i = 0;
     try {
-      for (Worker& w : self->workers_) self->spawn(w, false);
+      try {
+        for (; i < self->n; ++i) self->spawn(self->workers_[i], false);
+      } catch (const std::system_error& e) {
+        const std::string before =
+            i == 0   ? ""
+            : i == 1 ? " (worker 1, already running, was stopped)"
+                     : " (workers 1-" + std::to_string(i) + ", already running, were stopped)";
+        throw_start_failure("Pool: could not start worker " + std::to_string(i + 1) + " of " +
+                                std::to_string(self->n) + before,
+                            e, attempted(e));
+      }
     } catch (...) {
       self->stop_all(std::current_exception());
       self->set_state(State::done);
@@ -666,7 +699,13 @@ void PoolCore::start() {
     }
     started->set_value();
     self->run();
-  });
+  };
+  try {
+    driver_ = std::thread(std::move(driver));
+  } catch (const std::system_error& e) {
+    // Nothing has started: the caller's reference to the core is the last one.
+    throw_start_failure("Pool: could not start its driver thread", e, "pthread_create() failed");
+  }
   try {
     ready.get();
   } catch (...) {

@@ -6,39 +6,70 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/interprocess/indexes/iset_index.hpp>
 #include <boost/interprocess/managed_external_buffer.hpp>
-#include <boost/interprocess/managed_shared_memory.hpp>
-#include <boost/interprocess/permissions.hpp>
+#include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
+#include <boost/interprocess/sync/mutex_family.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "ipckit/core/error.hpp"
+#include "ipckit/core/mapping.hpp"
+#include "ipckit/core/process.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/shm/shared_array.hpp"
+#include "ipckit/sync/mutex.hpp"
 
 namespace bip = boost::interprocess;
 
 namespace ipckit {
 namespace {
 
-constexpr std::uint32_t kSegmentMagic = 0x49534731;  // "ISG1"
-constexpr std::uint32_t kSegmentVersion = 1;
-constexpr std::size_t kMaxSize = std::size_t{1} << 40;
-// Boost.Interprocess's first word of a managed segment once it is fully initialised (0 and 1
-// mean "being created"; Boost's open_only spins on those forever).
-constexpr std::uint32_t kBoostSegmentInitialized = 2;
-// Not a valid user name (':' is rejected by validate_name), so it cannot collide.
-constexpr const char* kHeaderName = "ipckit:segment";
+// The heap and directory: Boost.Interprocess's allocator and name index over the bytes after
+// the header page, with Boost's own (non-robust) locks turned off; ipckit's robust lock in
+// the header guards every call instead (HeapLock below).
+using Heap = bip::basic_managed_external_buffer<char, bip::rbtree_best_fit<bip::null_mutex_family>,
+                                                bip::iset_index>;
 
-// At the front of every named segment's directory; checked on open.
+constexpr std::uint32_t kSegmentMagic = 0x49534732;  // "ISG2"
+constexpr std::uint32_t kSegmentVersion = 2;
+constexpr std::size_t kHeaderBytes = 4096;
+// A leftover too small to hold a header (a creator killed between shm_open and sizing it)
+// is stale once it is this old: no live creator takes that long between the two calls.
+constexpr std::chrono::seconds kEmptyLeftoverAge{10};
+// How long open() waits for a creator that has not finished.
+constexpr std::chrono::seconds kOpenGrace{1};
+constexpr std::chrono::milliseconds kPoll{2};
+
+enum : std::uint32_t { kCreating = 0, kReady = 1, kReclaimed = 2 };
+
+// The first page of every segment, named or anonymous.
 struct SegmentHeader {
+  std::atomic<std::uint32_t> state;  // kCreating until the creator publishes it (release)
   std::uint32_t magic;
   std::uint32_t version;
-  std::uint64_t size;
+  std::uint32_t reserved;
+  std::uint64_t size;         // bytes of the whole segment, header included
+  std::uint64_t heap_offset;  // kHeaderBytes
+  std::atomic<ProcessIdentity> creator;
+  std::atomic<std::uint32_t> heap_writing;  // 1 while the lock's holder changes the heap
+  std::atomic<std::uint32_t> heap_broken;   // 1 once a process died doing that
+  alignas(64) Mutex lock;
+  // Processes that have a named segment open (0: free slot), for stale detection.
+  alignas(64) std::array<std::atomic<ProcessIdentity>, Segment::kMaxUsers> users;
 };
+static_assert(sizeof(SegmentHeader) <= kHeaderBytes);
+static_assert(std::is_standard_layout_v<SegmentHeader>);
+static_assert(std::atomic<ProcessIdentity>::is_always_lock_free);
 
 // Directory entry for named storage: where it lives (offset from the segment base) and what
 // it holds.
@@ -57,12 +88,14 @@ std::string quoted(std::string_view name) {
   return q;
 }
 
+std::string shm_path(std::string_view name) { return "/" + std::string(name); }
+
 [[noreturn]] void rethrow_interprocess(const bip::interprocess_exception& e,
                                        const std::string& what) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: throw_error(errc::already_exists, what + ": already exists");
-    case bip::not_found_error: throw_error(errc::not_found, what + ": not found");
-    case bip::out_of_space_error: throw_error(errc::out_of_memory, what + ": out of space");
+    case bip::already_exists_error: throw_error(errc::already_exists, what + ": name exists");
+    case bip::not_found_error: throw_error(errc::not_found, what + ": no such name");
+    case bip::out_of_space_error: throw_error(errc::out_of_memory, what + ": no room left");
     default: break;
   }
   const int native = e.get_native_error();
@@ -71,11 +104,47 @@ std::string quoted(std::string_view name) {
 }
 
 void check_size(std::size_t size, const char* what) {
-  if (size < Segment::kMinSize || size > kMaxSize) {
+  if (size < Segment::kMinSize || size > Segment::kMaxSize) {
     throw_error(errc::invalid_argument, std::string(what) + ": size " + std::to_string(size) +
                                             " is outside " + std::to_string(Segment::kMinSize) +
-                                            ".." + std::to_string(kMaxSize));
+                                            ".." + std::to_string(Segment::kMaxSize));
   }
+}
+
+// A file mapping of a named segment (MAP_SHARED over its descriptor).
+std::byte* map_file(int fd, std::size_t size, const std::string& what) {
+  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) throw_errno(what + ": mmap(" + std::to_string(size) + " bytes)");
+  return static_cast<std::byte*>(p);
+}
+
+SegmentHeader* lay_out_header(std::byte* base, std::size_t size) {
+  auto* h = reinterpret_cast<SegmentHeader*>(base);  // zero-filled memory: state is kCreating
+  h->creator.store(current_identity(), std::memory_order_relaxed);
+  h->magic = kSegmentMagic;
+  h->version = kSegmentVersion;
+  h->size = size;
+  h->heap_offset = kHeaderBytes;
+  ::new (&h->lock) Mutex();
+  return h;
+}
+
+bool age_over(const struct stat& st, std::chrono::seconds age) {
+  timespec now{};
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  return now.tv_sec - st.st_ctim.tv_sec > age.count();
+}
+
+// Whether nobody alive created or uses the segment whose header is `h` (read atomically).
+bool nobody_alive(const SegmentHeader& h, const struct stat& st) {
+  const ProcessIdentity creator = h.creator.load(std::memory_order_acquire);
+  if (creator == 0) return age_over(st, kEmptyLeftoverAge);  // killed before it wrote itself
+  if (identity_alive(creator)) return false;
+  for (const auto& u : h.users) {
+    const ProcessIdentity id = u.load(std::memory_order_acquire);
+    if (id != 0 && identity_alive(id)) return false;
+  }
+  return true;
 }
 
 }  // namespace
@@ -84,24 +153,138 @@ struct Segment::Impl {
   std::string name;
   bool owner = false;
   pid_t creator = -1;
-  void* map = nullptr;  // anonymous mapping
-  std::size_t map_size = 0;
-  std::optional<bip::managed_external_buffer> ext;
-  std::optional<bip::managed_shared_memory> shm;
+  UniqueFd fd;                     // named segments
+  detail::Mapping anon;            // anonymous segments
+  std::byte* file_map = nullptr;   // named segments: the mapping of the whole file
+  std::size_t size = 0;
+  SegmentHeader* h = nullptr;
+  std::optional<Heap> heap;
+  std::chrono::milliseconds lock_timeout{5000};
+  ProcessIdentity registered = 0;  // our entry in h->users
 
-  template <class F>
-  decltype(auto) with(F&& f) const {
-    if (shm) return f(const_cast<bip::managed_shared_memory&>(*shm));
-    return f(const_cast<bip::managed_external_buffer&>(*ext));
-  }
+  [[nodiscard]] std::byte* base() const noexcept { return file_map ? file_map : anon.data(); }
 
   ~Impl() {
-    shm.reset();
-    ext.reset();
-    if (map) ::munmap(map, map_size);
-    if (owner && creator == ::getpid()) bip::shared_memory_object::remove(name.c_str());
+    heap.reset();
+    if (h != nullptr && registered != 0 && identity_pid(registered) == current_pid()) {
+      for (auto& u : h->users) {
+        ProcessIdentity mine = registered;
+        if (u.compare_exchange_strong(mine, 0, std::memory_order_acq_rel)) break;
+      }
+    }
+    if (file_map != nullptr) ::munmap(file_map, size);
+    if (owner && creator == ::getpid()) ::shm_unlink(shm_path(name).c_str());
+  }
+
+  // Adds the caller to h->users (under the lock). Throws errc::invalid_argument when the
+  // table is full of live processes.
+  void register_user(const std::string& what) {
+    const ProcessIdentity me = current_identity();
+    for (auto& u : h->users) {
+      if (u.load(std::memory_order_acquire) == me) {
+        registered = me;
+        return;
+      }
+    }
+    for (int pass = 0; pass < 2; ++pass) {
+      for (auto& u : h->users) {
+        ProcessIdentity cur = u.load(std::memory_order_acquire);
+        if (pass == 0 ? cur != 0 : (cur == 0 || identity_alive(cur))) continue;
+        if (u.compare_exchange_strong(cur, me, std::memory_order_acq_rel)) {
+          registered = me;
+          return;
+        }
+      }
+    }
+    throw_error(errc::invalid_argument, what + ": more than " + std::to_string(kMaxUsers) +
+                                            " live processes have the segment open");
   }
 };
+
+namespace {
+
+// Holds the segment's robust lock for one heap or directory call, at most lock_timeout
+// waiting. A holder that died is recovered; if it died while changing the heap (`writing`
+// calls mark that), the heap is marked broken for good, since its free lists may be
+// half-updated: later calls throw errc::bad_layout instead of trusting them.
+class HeapLock {
+ public:
+  HeapLock(const Segment::Impl& impl, const std::string& what, bool writing) : h_(*impl.h) {
+    const std::error_code ec = h_.lock.lock_for(impl.lock_timeout);
+    if (ec == errc::timeout) {
+      throw_error(errc::timeout, what + ": the segment's lock was held for over " +
+                                     std::to_string(impl.lock_timeout.count()) +
+                                     " ms (by a stopped process?)");
+    }
+    if (ec == errc::owner_dead && h_.heap_writing.load(std::memory_order_relaxed) != 0) {
+      h_.heap_broken.store(1, std::memory_order_relaxed);
+    }
+    if (h_.heap_broken.load(std::memory_order_relaxed) != 0) {
+      h_.lock.unlock();
+      throw_error(errc::bad_layout,
+                  what + ": a process died while changing the segment's heap; its heap and "
+                         "directory can no longer be trusted (objects already found still work)");
+    }
+    if (writing) {
+      h_.heap_writing.store(1, std::memory_order_relaxed);
+      writing_ = true;
+    }
+  }
+  HeapLock(const HeapLock&) = delete;
+  HeapLock& operator=(const HeapLock&) = delete;
+  ~HeapLock() {
+    if (writing_) h_.heap_writing.store(0, std::memory_order_relaxed);
+    h_.lock.unlock();
+  }
+
+ private:
+  SegmentHeader& h_;
+  bool writing_ = false;
+};
+
+// Removes `name` if it is stale. The decision and the removal happen under the segment's
+// lock with its state set to kReclaimed, and an opener registers under the same lock and
+// re-checks the state: a process that opens the segment concurrently either counts as a
+// live user (nothing is removed) or finds it reclaimed (and opens or creates anew).
+bool reclaim(std::string_view name) {
+  const std::string path = shm_path(name);
+  UniqueFd fd(::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0));
+  if (!fd) return false;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || st.st_uid != ::geteuid()) return false;
+  const auto same_file = [&] {
+    struct stat now {};
+    UniqueFd again(::shm_open(path.c_str(), O_RDONLY | O_CLOEXEC, 0));
+    return again && ::fstat(again.get(), &now) == 0 && now.st_ino == st.st_ino &&
+           now.st_dev == st.st_dev;
+  };
+  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) {
+    if (!age_over(st, kEmptyLeftoverAge) || !same_file()) return false;
+    return ::shm_unlink(path.c_str()) == 0;
+  }
+  void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return false;
+  auto* h = static_cast<SegmentHeader*>(p);
+  bool removed = false;
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);
+  if (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady) {
+    // owner_dead means we hold it too (consistent again); timeout: a stopped holder, skip.
+    if (h->lock.lock_for(std::chrono::seconds(1)) != errc::timeout) {
+      if (h->state.load(std::memory_order_acquire) == kReady && nobody_alive(*h, st) &&
+          same_file()) {
+        h->state.store(kReclaimed, std::memory_order_release);
+        removed = ::shm_unlink(path.c_str()) == 0;
+      }
+      h->lock.unlock();
+    }
+  } else if (state == kCreating && nobody_alive(*h, st) && same_file()) {
+    removed = ::shm_unlink(path.c_str()) == 0;
+  }
+  ::munmap(p, kHeaderBytes);
+  return removed;
+}
+
+}  // namespace
 
 Segment::Segment(std::unique_ptr<Impl> impl) noexcept : impl_(std::move(impl)) {}
 Segment::Segment(Segment&&) noexcept = default;
@@ -138,183 +321,348 @@ std::string Segment::unique_name(std::string_view prefix) {
   return name;
 }
 
-Segment Segment::anonymous(std::size_t size) {
+Segment Segment::anonymous(std::size_t size, const SegmentOptions& options) {
   check_size(size, "Segment::anonymous");
   auto impl = std::make_unique<Impl>();
-  impl->map = detail::map_shared_anonymous(size);
-  impl->map_size = size;
+  impl->lock_timeout = options.lock_timeout;
+  impl->anon = detail::Mapping::anonymous(size, "Segment::anonymous");
+  impl->size = size;
+  impl->h = lay_out_header(impl->anon.data(), size);
   try {
-    impl->ext.emplace(bip::create_only, impl->map, size);
+    impl->heap.emplace(bip::create_only, impl->anon.data() + kHeaderBytes, size - kHeaderBytes);
   } catch (const bip::interprocess_exception& e) {
     rethrow_interprocess(e, "Segment::anonymous(" + std::to_string(size) + ")");
   }
+  impl->h->state.store(kReady, std::memory_order_release);
   return Segment(std::move(impl));
 }
 
-Segment Segment::create(std::string_view name, std::size_t size) {
+Segment Segment::create(std::string_view name, std::size_t size, const SegmentOptions& options) {
   validate_name(name);
   check_size(size, "Segment::create");
   const std::string what = "Segment::create(" + quoted(name) + ")";
+  const std::string path = shm_path(name);
   auto impl = std::make_unique<Impl>();
   impl->name = std::string(name);
-  bip::permissions perm;
-  perm.set_permissions(0600);
+  impl->lock_timeout = options.lock_timeout;
+  for (int attempt = 0;; ++attempt) {
+    impl->fd.reset(::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0600));
+    if (impl->fd) break;
+    if (errno != EEXIST) throw_errno(what + ": shm_open");
+    if (!options.reclaim_stale || attempt == 2 || !reclaim(name)) {
+      throw_error(errc::already_exists,
+                  what + ": the name exists" +
+                      (options.reclaim_stale ? " and is in use" : " (reclaim_stale removes a stale one)"));
+    }
+  }
+  // From here on a failure removes the name again: nothing is left behind.
+  impl->owner = true;
+  impl->creator = ::getpid();
+  if (::fchmod(impl->fd.get(), 0600) != 0) throw_errno(what + ": fchmod");
+  if (::ftruncate(impl->fd.get(), static_cast<off_t>(size)) != 0) {
+    throw_errno(what + ": ftruncate(" + std::to_string(size) + ")");
+  }
+  // Reserve every page now: on a full tmpfs the first touch of a page would raise SIGBUS.
+  const int rc = ::posix_fallocate(impl->fd.get(), 0, static_cast<off_t>(size));
+  if (rc == ENOSPC) {
+    throw_error(errc::out_of_memory,
+                what + ": no room for " + std::to_string(size) + " bytes in /dev/shm");
+  }
+  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) throw_errno(rc, what + ": posix_fallocate");
+  impl->file_map = map_file(impl->fd.get(), size, what);
+  impl->size = size;
+  impl->h = lay_out_header(impl->file_map, size);
+  impl->register_user(what);
   try {
-    impl->shm.emplace(bip::create_only, impl->name.c_str(), size, nullptr, perm);
+    impl->heap.emplace(bip::create_only, impl->file_map + kHeaderBytes, size - kHeaderBytes);
   } catch (const bip::interprocess_exception& e) {
     rethrow_interprocess(e, what);
   }
-  impl->owner = true;  // from here on, ~Impl unlinks the name
-  impl->creator = ::getpid();
-  try {
-    impl->shm->construct<SegmentHeader>(kHeaderName)(
-        SegmentHeader{kSegmentMagic, kSegmentVersion, static_cast<std::uint64_t>(size)});
-  } catch (const bip::interprocess_exception& e) {
-    rethrow_interprocess(e, what + ": writing the header");
-  }
+  impl->h->state.store(kReady, std::memory_order_release);  // pairs with acquire in open
   return Segment(std::move(impl));
 }
 
-Segment Segment::create_unique(std::size_t size, std::string_view prefix) {
+Segment Segment::create_unique(std::size_t size, std::string_view prefix,
+                               const SegmentOptions& options) {
   check_size(size, "Segment::create_unique");
   for (int attempt = 0;; ++attempt) {
     try {
-      return create(unique_name(prefix), size);
+      return create(unique_name(prefix), size, options);
     } catch (const Error& e) {
       if (!e.is(errc::already_exists) || attempt == 2) throw;
     }
   }
 }
 
-Segment Segment::open(std::string_view name, std::optional<std::size_t> expected_size) {
+namespace {
+
+// One attempt to open `name`. Returns nullptr when the segment is not ready yet (missing
+// name: *missing is set; being created; reclaimed); throws for what waiting cannot change.
+std::unique_ptr<Segment::Impl> try_open(std::string_view name,
+                                        std::optional<std::size_t> expected_size,
+                                        const SegmentOptions& options, const std::string& what,
+                                        bool* missing) {
+  *missing = false;
+  auto impl = std::make_unique<Segment::Impl>();
+  impl->name = std::string(name);
+  impl->lock_timeout = options.lock_timeout;
+  impl->fd.reset(::shm_open(shm_path(name).c_str(), O_RDWR | O_CLOEXEC, 0));
+  if (!impl->fd) {
+    if (errno != ENOENT) throw_errno(what + ": shm_open");
+    *missing = true;
+    return nullptr;
+  }
+  // Ownership, mode and size are checked before anything is mapped and trusted.
+  struct stat st {};
+  if (::fstat(impl->fd.get(), &st) != 0) throw_errno(what + ": fstat");
+  if (st.st_uid != ::geteuid()) {
+    throw_errno(EACCES, what + ": owned by uid " + std::to_string(st.st_uid));
+  }
+  if ((st.st_mode & 0777) != 0600) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 0777));
+    throw_errno(EACCES, what + ": mode " + mode + ", expected 0600");
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  if (size < Segment::kMinSize) return nullptr;  // its creator has not sized it yet
+  if (size > Segment::kMaxSize) {
+    throw_error(errc::bad_layout, what + ": " + std::to_string(size) + " bytes is no ipckit segment");
+  }
+  if (expected_size && size != *expected_size) {
+    throw_error(errc::size_mismatch, what + ": size is " + std::to_string(size) + ", expected " +
+                                         std::to_string(*expected_size));
+  }
+  impl->file_map = map_file(impl->fd.get(), size, what);
+  impl->size = size;
+  auto* h = reinterpret_cast<SegmentHeader*>(impl->file_map);
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);  // pairs with create
+  if (state == kCreating) return nullptr;
+  if (state == kReclaimed) {
+    *missing = true;
+    return nullptr;
+  }
+  if (state != kReady || h->magic != kSegmentMagic || h->version != kSegmentVersion ||
+      h->size != size || h->heap_offset != kHeaderBytes) {
+    throw_error(errc::bad_layout, what + ": not an ipckit segment of this version");
+  }
+  impl->h = h;
+  {
+    HeapLock lock(*impl, what, false);
+    if (h->state.load(std::memory_order_acquire) != kReady) {  // reclaimed meanwhile
+      *missing = true;
+      return nullptr;
+    }
+    impl->register_user(what);
+  }
+  try {
+    impl->heap.emplace(bip::open_only, impl->file_map + kHeaderBytes, size - kHeaderBytes);
+  } catch (const bip::interprocess_exception& e) {
+    throw_error(errc::bad_layout, what + ": its heap is not valid (" + e.what() + ")");
+  }
+  return impl;
+}
+
+Segment::Impl* open_loop(std::string_view name, const Deadline& name_deadline,
+                         const Deadline& ready_deadline, std::optional<std::size_t> expected_size,
+                         const SegmentOptions& options, const std::string& what) {
+  for (;;) {
+    bool missing = false;
+    auto impl = try_open(name, expected_size, options, what, &missing);
+    if (impl) return impl.release();
+    if (missing ? name_deadline.expired() : ready_deadline.expired()) {
+      if (missing) throw_error(errc::not_found, what + ": no such segment");
+      throw_error(errc::timeout, what + ": the segment is still being created (or its "
+                                        "creator died doing so: see Segment::remove_stale)");
+    }
+    std::this_thread::sleep_for(kPoll);
+  }
+}
+
+}  // namespace
+
+Segment Segment::open(std::string_view name, std::optional<std::size_t> expected_size,
+                      const SegmentOptions& options) {
   validate_name(name);
   const std::string what = "Segment::open(" + quoted(name) + ")";
-  // Check ownership, mode and size before Boost maps and trusts the contents.
-  {
-    const std::string path = "/" + std::string(name);
-    UniqueFd fd(::shm_open(path.c_str(), O_RDONLY | O_CLOEXEC, 0));
-    if (!fd) {
-      if (errno == ENOENT) throw_error(errc::not_found, what + ": no such segment");
-      throw_errno(what + ": shm_open");
+  return Segment(std::unique_ptr<Impl>(open_loop(name, Deadline::after(std::chrono::seconds(0)),
+                                                 Deadline::after(kOpenGrace), expected_size,
+                                                 options, what)));
+}
+
+Segment Segment::open_until(std::string_view name, const Deadline& deadline,
+                            std::optional<std::size_t> expected_size,
+                            const SegmentOptions& options) {
+  validate_name(name);
+  const std::string what = "Segment::open_for(" + quoted(name) + ")";
+  return Segment(
+      std::unique_ptr<Impl>(open_loop(name, deadline, deadline, expected_size, options, what)));
+}
+
+Segment Segment::open_or_create(std::string_view name, std::size_t size,
+                                const SegmentOptions& options) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      return create(name, size, options);
+    } catch (const Error& e) {
+      if (!e.is(errc::already_exists)) throw;
     }
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) throw_errno(what + ": fstat");
-    if (st.st_uid != ::geteuid()) {
-      throw_errno(EACCES, what + ": owned by uid " + std::to_string(st.st_uid));
-    }
-    if ((st.st_mode & 0777) != 0600) {
-      char mode[8];
-      std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 0777));
-      throw_errno(EACCES, what + ": mode " + mode + ", expected 0600");
-    }
-    if (static_cast<std::size_t>(st.st_size) < kMinSize) {
-      throw_error(errc::bad_layout, what + ": " + std::to_string(st.st_size) +
-                                        " bytes is too small to be an ipckit segment");
-    }
-    if (expected_size && static_cast<std::size_t>(st.st_size) != *expected_size) {
-      throw_error(errc::size_mismatch, what + ": size is " + std::to_string(st.st_size) +
-                                           ", expected " + std::to_string(*expected_size));
-    }
-    // A creator killed mid-create, or a file that is not a managed segment, would make Boost
-    // spin forever or read garbage. A creator still initialising gets up to a second.
-    std::uint32_t init = 0;
-    for (int tries = 0;; ++tries) {
-      const bool read =
-          ::pread(fd.get(), &init, sizeof init, 0) == static_cast<ssize_t>(sizeof init);
-      if (read && init == kBoostSegmentInitialized) break;
-      if (!read || init > kBoostSegmentInitialized || tries == 100) {
-        throw_error(errc::bad_layout, what + ": not an initialised ipckit segment");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    try {
+      return open(name, size, options);
+    } catch (const Error& e) {
+      // Removed between the two calls: create again (a few times at most).
+      if (!e.is(errc::not_found) || attempt == 4) throw;
     }
   }
-  auto impl = std::make_unique<Impl>();
-  impl->name = std::string(name);
-  try {
-    impl->shm.emplace(bip::open_only, impl->name.c_str());
-    const auto header = impl->shm->find<SegmentHeader>(kHeaderName);
-    if (header.first == nullptr || header.second != 1 || header.first->magic != kSegmentMagic ||
-        header.first->version != kSegmentVersion || header.first->size != impl->shm->get_size()) {
-      throw_error(errc::bad_layout, what + ": not an ipckit segment of this version");
-    }
-  } catch (const bip::interprocess_exception& e) {
-    rethrow_interprocess(e, what);
-  }
-  return Segment(std::move(impl));
 }
 
 bool Segment::remove(std::string_view name) noexcept {
   if (name.empty() || name.size() > kMaxNameLength) return false;
-  return bip::shared_memory_object::remove(std::string(name).c_str());
+  return ::shm_unlink(shm_path(name).c_str()) == 0;
 }
 
-void* Segment::base() const noexcept {
-  return impl_->with([](auto& m) { return m.get_address(); });
+bool Segment::is_stale(std::string_view name) {
+  validate_name(name);
+  UniqueFd fd(::shm_open(shm_path(name).c_str(), O_RDONLY | O_CLOEXEC, 0));
+  if (!fd) return false;
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0 || st.st_uid != ::geteuid()) return false;
+  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) return age_over(st, kEmptyLeftoverAge);
+  void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return false;
+  const auto* h = static_cast<const SegmentHeader*>(p);
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);
+  const bool ours = state == kCreating ||
+                    (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady);
+  const bool stale = ours && nobody_alive(*h, st);
+  ::munmap(p, kHeaderBytes);
+  return stale;
 }
-std::size_t Segment::size() const noexcept {
-  return impl_->with([](auto& m) { return static_cast<std::size_t>(m.get_size()); });
+
+std::size_t Segment::remove_stale(std::string_view prefix) {
+  std::vector<std::string> names;
+  if (DIR* dir = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(dir)) {
+      const std::string_view n = e->d_name;
+      if (n.size() > kMaxNameLength || n.empty() || n.front() == '.') continue;
+      if (n.substr(0, prefix.size()) == prefix) names.emplace_back(n);
+    }
+    ::closedir(dir);
+  }
+  std::size_t removed = 0;
+  for (const auto& n : names) {
+    try {
+      validate_name(n);
+    } catch (const Error&) {
+      continue;
+    }
+    if (reclaim(n)) ++removed;
+  }
+  return removed;
 }
+
+void* Segment::base() const noexcept { return impl_->base(); }
+std::size_t Segment::size() const noexcept { return impl_->size; }
 std::size_t Segment::free_memory() const noexcept {
-  return impl_->with([](auto& m) { return static_cast<std::size_t>(m.get_free_memory()); });
+  try {
+    HeapLock lock(*impl_, "Segment::free_memory", false);
+    return static_cast<std::size_t>(impl_->heap->get_free_memory());
+  } catch (...) {
+    return 0;
+  }
 }
 const std::string& Segment::name() const noexcept { return impl_->name; }
-bool Segment::is_anonymous() const noexcept { return !impl_->shm.has_value(); }
+bool Segment::is_anonymous() const noexcept { return impl_->file_map == nullptr; }
 bool Segment::owns_name() const noexcept { return impl_->owner; }
+int Segment::fd() const noexcept { return impl_->fd.get(); }
+
+void Segment::check_backing() const {
+  if (!impl_->fd) return;
+  struct stat st {};
+  if (::fstat(impl_->fd.get(), &st) == 0 && static_cast<std::size_t>(st.st_size) < impl_->size) {
+    throw_error(errc::bad_layout, "Segment " + quoted(impl_->name) + ": truncated to " +
+                                      std::to_string(st.st_size) + " of " +
+                                      std::to_string(impl_->size) + " bytes by another process");
+  }
+}
 
 void* Segment::allocate(std::size_t bytes, std::size_t align) {
   if (align == 0 || (align & (align - 1)) != 0) {
     throw_error(errc::invalid_argument,
                 "Segment::allocate: alignment " + std::to_string(align) + " is not a power of two");
   }
-  void* p = impl_->with([&](auto& m) {
-    return align <= alignof(std::max_align_t)
-               ? m.allocate(bytes ? bytes : 1, std::nothrow)
-               : m.allocate_aligned(bytes ? bytes : 1, align, std::nothrow);
-  });
+  const std::string what = "Segment::allocate(" + std::to_string(bytes) + ")";
+  if (bytes > impl_->size) {
+    throw_error(errc::out_of_memory,
+                what + ": more than the segment's " + std::to_string(impl_->size) + " bytes");
+  }
+  void* p = nullptr;
+  std::size_t free = 0;
+  {
+    HeapLock lock(*impl_, what, true);
+    Heap& m = *impl_->heap;
+    p = align <= alignof(std::max_align_t) ? m.allocate(bytes ? bytes : 1, std::nothrow)
+                                           : m.allocate_aligned(bytes ? bytes : 1, align, std::nothrow);
+    free = m.get_free_memory();
+  }
   if (p == nullptr) {
-    throw_error(errc::out_of_memory, "Segment::allocate(" + std::to_string(bytes) + "): only " +
-                                         std::to_string(free_memory()) + " bytes free");
+    throw_error(errc::out_of_memory, what + ": only " + std::to_string(free) + " bytes free");
   }
   return p;
 }
 
 void Segment::deallocate(void* p) noexcept {
-  if (p) impl_->with([&](auto& m) { m.deallocate(p); });
+  if (p == nullptr) return;
+  try {
+    HeapLock lock(*impl_, "Segment::deallocate", true);
+    impl_->heap->deallocate(p);
+  } catch (...) {  // a stopped holder or a broken heap: the block stays allocated
+  }
 }
 
 std::span<std::byte> Segment::construct_bytes(std::string_view name, std::size_t size,
                                               std::size_t align) {
   validate_name(name);
+  const std::string what = "Segment::construct(" + quoted(name) + ")";
   const std::string key(name);
   void* storage = allocate(size, align);
+  // Zero the front before the name appears: an opener that finds it before its object is
+  // built sees "not ready" (magic 0), never an older object's bytes.
+  std::memset(storage, 0, std::min<std::size_t>(size, 64));
   const Record rec{offset_of(storage), size, align};
   Record* r = nullptr;
+  bool exists = false;
   try {
-    r = impl_->with(
-        [&](auto& m) { return m.template construct<Record>(key.c_str(), std::nothrow)(rec); });
+    HeapLock lock(*impl_, what, true);
+    r = impl_->heap->construct<Record>(key.c_str(), std::nothrow)(rec);
+    if (r == nullptr) exists = impl_->heap->find<Record>(key.c_str()).first != nullptr;
   } catch (const bip::interprocess_exception& e) {
     deallocate(storage);
-    rethrow_interprocess(e, "Segment::construct(" + quoted(name) + ")");
+    rethrow_interprocess(e, what);
+  } catch (...) {
+    deallocate(storage);
+    throw;
   }
   if (r == nullptr) {
     deallocate(storage);
-    const bool exists = find_bytes(name).has_value();
     throw_error(exists ? errc::already_exists : errc::out_of_memory,
-                "Segment::construct(" + quoted(name) + ")" +
-                    (exists ? ": name already exists" : ": no room for the directory entry"));
+                what + (exists ? ": the name exists" : ": no room for the directory entry"));
   }
   return {static_cast<std::byte*>(storage), size};
 }
 
 std::optional<std::span<std::byte>> Segment::find_bytes(std::string_view name) const {
   validate_name(name);
+  const std::string what = "Segment::find(" + quoted(name) + ")";
   const std::string key(name);
-  const auto found = impl_->with([&](auto& m) { return m.template find<Record>(key.c_str()); });
-  if (found.first == nullptr) return std::nullopt;
-  const Record rec = *found.first;
-  if (rec.offset >= size() || rec.size > size() - rec.offset) {
-    throw_error(errc::bad_layout,
-                "Segment::find(" + quoted(name) + "): entry points outside the segment");
+  Record rec{};
+  {
+    HeapLock lock(*impl_, what, false);
+    const auto found = impl_->heap->find<Record>(key.c_str());
+    if (found.first == nullptr) return std::nullopt;
+    rec = *found.first;
+  }
+  if (rec.offset < kHeaderBytes || rec.offset >= size() || rec.size > size() - rec.offset) {
+    throw_error(errc::bad_layout, what + ": entry points outside the segment's heap");
   }
   return std::span<std::byte>(static_cast<std::byte*>(at(rec.offset)), rec.size);
 }
@@ -330,7 +678,10 @@ bool Segment::destroy_bytes(std::string_view name) noexcept {
     const auto bytes = find_bytes(name);
     if (!bytes) return false;
     const std::string key(name);
-    impl_->with([&](auto& m) { return m.template destroy<Record>(key.c_str()); });
+    {
+      HeapLock lock(*impl_, "Segment::destroy", true);
+      impl_->heap->destroy<Record>(key.c_str());
+    }
     deallocate(bytes->data());
     return true;
   } catch (...) {
@@ -362,16 +713,6 @@ void* Segment::at(std::size_t offset) const {
 }
 
 namespace detail {
-
-void* map_shared_anonymous(std::size_t bytes) {
-  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) throw_errno("mmap(MAP_SHARED|MAP_ANONYMOUS, " + std::to_string(bytes) + ")");
-  return p;
-}
-
-void unmap(void* p, std::size_t bytes) noexcept {
-  if (p) ::munmap(p, bytes);
-}
 
 void throw_array_size(std::string_view name, std::size_t bytes, std::size_t elem) {
   throw_error(errc::size_mismatch,

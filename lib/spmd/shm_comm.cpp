@@ -13,20 +13,26 @@
 // rank's own collective buffer, meet at the barrier and read the others' buffers directly.
 #include "ipckit/spmd/run.hpp"
 
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <climits>
 #include <cstdio>
-#include <exception>
-#include <type_traits>
 #include <cstring>
 #include <deque>
+#include <exception>
 #include <optional>
 #include <string>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "ipckit/channel/byte_ring.hpp"
@@ -113,6 +119,36 @@ namespace {
               std::string(what) + ": rank " + std::to_string(rank) + " has exited or died");
 }
 
+// True when `pid` is stopped (by SIGSTOP and the like, or a debugger): state T or t in
+// /proc/<pid>/stat. Only for messages: a stopped rank is the usual cause of a timeout.
+bool process_stopped(pid_t pid) noexcept {
+  if (pid <= 0) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[512];
+  const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  // The command name may hold spaces and parentheses: the state follows the last ')'.
+  const char* close_paren = std::strrchr(buf, ')');
+  return close_paren != nullptr && close_paren[1] == ' ' &&
+         (close_paren[2] == 'T' || close_paren[2] == 't');
+}
+
+// "rank 3", "ranks 1 (stopped), 3": `ranks` in order, `stopped[i]` marking ranks[i].
+std::string rank_list(const std::vector<int>& ranks, const std::vector<bool>& stopped) {
+  std::string s = ranks.size() == 1 ? "rank " : "ranks ";
+  for (std::size_t i = 0; i < ranks.size(); ++i) {
+    if (i != 0) s += ", ";
+    s += std::to_string(ranks[i]);
+    if (stopped[i]) s += " (stopped)";
+  }
+  return s;
+}
+
 }  // namespace
 
 // One posted send or receive. A request dropped without wait_all() leaves the pair's stream
@@ -150,6 +186,8 @@ ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   policy_ = WaitPolicy::hybrid();
   policy_.spin = std::chrono::nanoseconds(h_->spin_ns);
   yield_ = h_->oversubscribed != 0;
+  call_timeout_ = std::chrono::nanoseconds(
+      static_cast<std::int64_t>(std::min<std::uint64_t>(h_->call_timeout_ns, INT64_MAX)));
 }
 
 ShmComm::~ShmComm() = default;
@@ -299,25 +337,49 @@ bool ShmComm::progress() noexcept {
   return moved;
 }
 
+// The deadline of a blocking call that starts now: RunOptions::call_timeout from now.
+Deadline ShmComm::call_deadline() const noexcept {
+  return call_timeout_.count() > 0 ? Deadline::after(call_timeout_) : Deadline::never();
+}
+
 // How a rank waits. With no more ranks than CPUs: spin briefly, then sleep on the futex.
 // With more (oversubscribed), spinning would hold the CPU the awaited rank needs: the rank
-// yields it instead (sched_yield) for about a millisecond, then sleeps.
+// yields it instead (sched_yield) for about a millisecond, then sleeps. False when the
+// deadline passed first.
 template <class Ready, class Check>
-void ShmComm::await(EventCount& ec, Ready&& ready, Check&& check) {
+bool ShmComm::await(EventCount& ec, const Deadline& deadline, Ready&& ready, Check&& check) {
   if (yield_) {
     const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1);
     for (unsigned i = 1;; ++i) {
-      if (ready()) return;
+      if (ready()) return true;
       ::sched_yield();
       if ((i & 15) == 0) {
         check();
-        if (std::chrono::steady_clock::now() >= end) break;
+        const auto now = std::chrono::steady_clock::now();
+        if (!deadline.is_never() && now >= deadline.when()) return ready();
+        if (now >= end) break;
       }
     }
-    (void)ec.await(ready, Deadline::never(), WaitPolicy::block(), check);
-    return;
+    return ec.await(ready, deadline, WaitPolicy::block(), check);
   }
-  (void)ec.await(ready, Deadline::never(), policy_, check);
+  return ec.await(ready, deadline, policy_, check);
+}
+
+// Error(errc::timeout): "<what>: call_timeout of 500 ms passed waiting for rank 1 (stopped)
+// <state>".
+void ShmComm::throw_timeout(const char* what, const std::vector<int>& peers,
+                            const char* state) const {
+  std::vector<bool> stopped;
+  stopped.reserve(peers.size());
+  for (int p : peers) {
+    stopped.push_back(process_stopped(slot(p).pid.load(std::memory_order_acquire)));
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(call_timeout_).count();
+  std::string msg =
+      std::string(what) + ": call_timeout of " + std::to_string(ms) + " ms passed waiting for ";
+  msg += peers.empty() ? std::string("the other ranks") : rank_list(peers, stopped);
+  if (*state != '\0') msg += std::string(" ") + state;
+  throw Error(errc::timeout, msg);
 }
 
 // Fails the queued operations with peers that died (after one more pass: what they
@@ -342,16 +404,27 @@ void ShmComm::fail_dead_peers() {
   }
 }
 
-void ShmComm::wait_ops(std::span<Op* const> ops) {
+void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
   const auto done = [&] {
     return std::all_of(ops.begin(), ops.end(), [](const Op* o) { return o->complete; });
   };
+  const Deadline deadline = call_deadline();
   for (;;) {
     (void)progress();
     if (done()) break;
     EventCount& bell = slot(rank_).doorbell;
-    await(bell, [&] { return progress() || done(); }, [&] { fail_dead_peers(); });
+    const bool woke = await(
+        bell, deadline, [&] { return progress() || done(); }, [&] { fail_dead_peers(); });
     if (done()) break;
+    if (!woke) {
+      std::vector<int> peers;
+      for (const Op* o : ops) {
+        if (!o->complete) peers.push_back(o->peer);
+      }
+      std::sort(peers.begin(), peers.end());
+      peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
+      throw_timeout(what, peers, "");
+    }
   }
   std::erase_if(orphans_, [](const std::unique_ptr<Op>& o) { return o->complete; });
   std::exception_ptr first;
@@ -401,7 +474,7 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
 
 // Blocking calls keep their operation on the stack: when nothing is queued before it and
 // the ring has room (or the message is there), it completes without an allocation.
-void ShmComm::run_blocking(Op& op) {
+void ShmComm::run_blocking(Op& op, const char* what) {
   auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
   if (q.empty()) {
     (void)step(op);
@@ -413,7 +486,7 @@ void ShmComm::run_blocking(Op& op) {
   q.push_back(&op);
   try {
     Op* one = &op;
-    wait_ops(std::span(&one, 1));
+    wait_ops(std::span(&one, 1), what);
   } catch (...) {
     // Never leave a pointer to this frame behind; a half-moved message is finished by the
     // comm (as for a dropped request), so that the pair's stream stays whole.
@@ -429,7 +502,7 @@ void ShmComm::send(int dest, std::span<const std::byte> data) {
   op.is_send = true;
   op.peer = dest;
   op.out = data;
-  run_blocking(op);
+  run_blocking(op, "ShmComm::send");
 }
 
 void ShmComm::recv(int src, std::span<std::byte> data) {
@@ -437,7 +510,7 @@ void ShmComm::recv(int src, std::span<std::byte> data) {
   Op op;
   op.peer = src;
   op.in = data;
-  run_blocking(op);
+  run_blocking(op, "ShmComm::recv");
 }
 
 Request ShmComm::isend(int dest, std::span<const std::byte> data) {
@@ -463,7 +536,7 @@ void ShmComm::wait_all(std::span<Request> requests) {
     ops.push_back(op);
   }
   try {
-    wait_ops(ops);
+    wait_ops(ops, "ShmComm::wait_all");
   } catch (...) {
     for (Request& r : requests) r.reset();
     throw;
@@ -472,8 +545,17 @@ void ShmComm::wait_all(std::span<Request> requests) {
 }
 
 // ---- collectives ----
-void ShmComm::barrier() {
+void ShmComm::barrier() { meet("ShmComm::barrier"); }
+
+// The barrier every collective meets at; `what` names the user's call in errors.
+void ShmComm::meet(const char* what) {
+  if (coll_broken_) {
+    throw Error(errc::barrier_broken,
+                std::string(what) + ": an earlier collective of this rank timed out");
+  }
   Coll& c = h_->coll;
+  const Deadline deadline = call_deadline();
+  slot(rank_).barriers.store(++barriers_, std::memory_order_relaxed);  // for messages only
   const std::uint32_t gen = c.generation.load(std::memory_order_acquire);
   if (c.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<std::uint32_t>(n_)) {
     c.arrived.store(0, std::memory_order_relaxed);
@@ -482,13 +564,22 @@ void ShmComm::barrier() {
     return;
   }
   const auto passed = [&] { return c.generation.load(std::memory_order_acquire) != gen; };
-  await(c.ec, passed, [&] {
+  const bool met = await(c.ec, deadline, passed, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores
       // are visible once its death is, so an unchanged generation settles it.
-      if (!alive(r) && !passed()) throw_peer_dead(r, "ShmComm::barrier");
+      if (!alive(r) && !passed()) throw_peer_dead(r, what);
     }
   });
+  if (met) return;
+  // This rank's arrival stays counted: the barrier cannot be left cleanly, so this comm
+  // refuses further collectives rather than miscount them.
+  coll_broken_ = true;
+  std::vector<int> missing;
+  for (int r = 0; r < n_; ++r) {
+    if (slot(r).barriers.load(std::memory_order_relaxed) < barriers_) missing.push_back(r);
+  }
+  throw_timeout(what, missing, "(not there yet)");
 }
 
 // Every collective: publish this rank's size, meet, and check that all ranks agree.
@@ -520,7 +611,7 @@ void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
     const std::size_t k = std::min(per, count - at);
     const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", kNoRoot);
     if (k != 0) std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
-    barrier();
+    meet("ShmComm::allreduce");
     check_sizes(parity, count * esz, "ShmComm::allreduce");
     // Every rank combines in rank order: the same bytes everywhere.
     if (k != 0) std::memcpy(data + at * esz, coll_buf(0, parity), k * esz);
@@ -537,7 +628,7 @@ void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, 
     const unsigned parity = begin_collective(b, "ShmComm::gather", root);
     if (k != 0) std::memcpy(coll_buf(rank_, parity), mine.data() + at, k);
     if (rank_ == root) slot(root).coll_aux[parity].store(all.size(), std::memory_order_relaxed);
-    barrier();
+    meet("ShmComm::gather");
     check_sizes(parity, b, "ShmComm::gather");
     // Every rank checks the root's buffer, so that all of them fail alike.
     const std::uint64_t root_bytes = slot(root).coll_aux[parity].load(std::memory_order_relaxed);
@@ -562,7 +653,7 @@ void ShmComm::broadcast(std::span<std::byte> data, int root) {
     const std::size_t k = std::min(kCollBytes, b - at);
     const unsigned parity = begin_collective(b, "ShmComm::broadcast", root);
     if (rank_ == root && k != 0) std::memcpy(coll_buf(root, parity), data.data() + at, k);
-    barrier();
+    meet("ShmComm::broadcast");
     check_sizes(parity, b, "ShmComm::broadcast");
     if (rank_ != root && k != 0) std::memcpy(data.data() + at, coll_buf(root, parity), k);
     at += k;
@@ -573,40 +664,129 @@ void ShmComm::broadcast(std::span<std::byte> data, int root) {
 namespace spmd {
 
 namespace {
-std::string first_failure(const std::vector<RankOutcome>& ranks, int& failed) {
-  failed = -1;
+
+bool failed_by_itself(const RankOutcome& r) {
+  return !r.status.success() && !r.peer_dead && !r.call_timed_out && !r.unfinished;
+}
+
+template <class Pred>
+int first_rank(const std::vector<RankOutcome>& ranks, Pred&& pred) {
   for (const auto& r : ranks) {
-    if (r.status.success()) continue;
-    if (!r.peer_dead) {
-      failed = r.rank;
-      break;
-    }
+    if (pred(r)) return r.rank;
   }
-  std::string msg = "spmd::run: ";
+  return -1;
+}
+
+// RunError::failed_rank().
+int cause_of(const std::vector<RankOutcome>& ranks) {
+  for (int c : {first_rank(ranks, failed_by_itself),
+                first_rank(ranks, [](const RankOutcome& r) { return r.stopped; }),
+                first_rank(ranks, [](const RankOutcome& r) { return r.call_timed_out; }),
+                first_rank(ranks, [](const RankOutcome& r) { return r.unfinished; })}) {
+    if (c >= 0) return c;
+  }
+  return -1;
+}
+
+// "spmd::run: rank 2 failed (why); ranks 0, 1 ended too", led by the deadline when it passed
+// ("deadline of 2000 ms passed; rank 1 (stopped) still running"), or followed by the ranks
+// killed call_timeout after a failure.
+std::string describe(const std::vector<RankOutcome>& ranks, bool deadline_passed,
+                     const RunOptions& options) {
+  std::vector<int> unfinished;
+  std::vector<bool> stopped;
+  for (const auto& r : ranks) {
+    if (!r.unfinished) continue;
+    unfinished.push_back(r.rank);
+    stopped.push_back(r.stopped);
+  }
+  std::vector<std::string> parts;
+  if (deadline_passed) {
+    parts.push_back("deadline of " + std::to_string(options.timeout.count()) + " ms passed; " +
+                    rank_list(unfinished, stopped) + " still running");
+  }
+  int failed = first_rank(ranks, failed_by_itself);
+  if (failed < 0) failed = first_rank(ranks, [](const RankOutcome& r) { return r.call_timed_out; });
+  if (failed < 0 && !deadline_passed) {
+    failed = first_rank(ranks,
+                        [](const RankOutcome& r) { return !r.status.success() && !r.unfinished; });
+  }
   if (failed >= 0) {
     const RankOutcome& f = ranks[static_cast<std::size_t>(failed)];
-    msg += "rank " + std::to_string(failed) + " failed (" +
-           (f.error.empty() ? f.status.describe() : f.error) + ")";
-  } else {
-    msg += "ranks stopped";
+    parts.push_back("rank " + std::to_string(failed) + " failed (" +
+                    (f.error.empty() ? f.status.describe() : f.error) + ")");
   }
-  std::string stopped;
+  std::vector<int> ended;
   for (const auto& r : ranks) {
-    if (r.rank != failed && !r.status.success()) {
-      stopped += (stopped.empty() ? "" : ", ") + std::to_string(r.rank);
-    }
+    if (r.rank != failed && !r.status.success() && !r.unfinished) ended.push_back(r.rank);
   }
-  if (!stopped.empty()) msg += "; ranks " + stopped + " stopped too";
+  if (!ended.empty()) {
+    parts.push_back(rank_list(ended, std::vector<bool>(ended.size())) + " ended too");
+  }
+  if (!deadline_passed && !unfinished.empty()) {
+    parts.push_back(rank_list(unfinished, stopped) + " still running " +
+                    std::to_string(options.call_timeout.count()) +
+                    " ms (call_timeout) after that; killed");
+  }
+  std::string msg = "spmd::run: ";
+  if (parts.empty()) return msg + "ranks stopped";
+  for (std::size_t i = 0; i < parts.size(); ++i) msg += (i == 0 ? "" : "; ") + parts[i];
   return msg;
 }
-}  // namespace
 
-RunError::RunError(const std::string& what, std::vector<RankOutcome> ranks)
-    : Error(errc::child_failed, what), ranks_(std::move(ranks)) {
-  (void)first_failure(ranks_, failed_);
+// What a failed call attempted: its error's message without the ": <strerror>" that
+// std::system_error appends ("fork() failed").
+std::string attempted(const std::system_error& e) {
+  std::string w = e.what();
+  const std::string tail = ": " + e.code().message();
+  if (w.size() >= tail.size() && w.compare(w.size() - tail.size(), tail.size(), tail) == 0) {
+    w.resize(w.size() - tail.size());
+  }
+  return w;
 }
 
+// Reaps the ranks that have exited. True once all have; otherwise, when none exited just
+// now, sleeps until one does or `until` passes (on the pidfds; 10 ms slices without them).
+bool reap_some(std::vector<Process>& ranks, std::vector<std::optional<ExitStatus>>& status,
+               const Deadline& until) {
+  std::vector<pollfd> fds;
+  bool reaped = false;
+  bool running = false;
+  bool all_pidfds = true;
+  for (std::size_t r = 0; r < ranks.size(); ++r) {
+    if (status[r]) continue;
+    status[r] = ranks[r].try_wait();
+    if (status[r]) {
+      reaped = true;
+      continue;
+    }
+    running = true;
+    if (ranks[r].pidfd() >= 0) {
+      fds.push_back({ranks[r].pidfd(), POLLIN, 0});
+    } else {
+      all_pidfds = false;
+    }
+  }
+  if (!running) return true;
+  if (reaped || until.expired()) return false;
+  int ms = all_pidfds ? -1 : 10;
+  if (!until.is_never()) {
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(until.remaining()).count();
+    const int cap = static_cast<int>(std::min<std::chrono::milliseconds::rep>(left, 1000));
+    ms = ms < 0 ? cap : std::min(ms, cap);
+  }
+  (void)::poll(fds.data(), fds.size(), ms);
+  return false;
+}
+
+}  // namespace
+
+RunError::RunError(const std::string& what, std::vector<RankOutcome> ranks, errc code)
+    : Error(code, what), ranks_(std::move(ranks)), failed_(cause_of(ranks_)) {}
+
 void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options) {
+  const Deadline deadline =
+      options.timeout.count() > 0 ? Deadline::after(options.timeout) : Deadline::never();
   if (n < 1 || n > 1024) {
     throw Error(errc::invalid_argument,
                 "spmd::run: " + std::to_string(n) + " ranks (1 to 1024 allowed)");
@@ -616,10 +796,15 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
     throw Error(errc::invalid_argument, "spmd::run: ring_bytes " + std::to_string(rb) +
                                             " is not a power of two in [64 KiB, 1 GiB]");
   }
+  if (options.timeout.count() < 0 || options.call_timeout.count() < 0) {
+    throw Error(errc::invalid_argument, "spmd::run: a negative timeout or call_timeout");
+  }
   const auto layout = detail::Layout::of(n, rb);
   detail::Mapping map(layout.total);
   Header* h = &detail::lay_out(map.data(), n, rb, layout);
   h->spin_ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, options.spin.count()));
+  h->call_timeout_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options.call_timeout).count());
   {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
@@ -627,11 +812,15 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
                                                                           : 1;
     h->oversubscribed = n > cpus ? 1 : 0;
   }
+  const auto slot_of = [&](int r) -> Slot& {
+    return reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
+  };
 
+  // Declared after the mapping: on any exit, the ranks are killed and reaped before it goes.
   std::vector<Process> ranks;
   ranks.reserve(static_cast<std::size_t>(n));
   for (int r = 0; r < n; ++r) {
-    ranks.push_back(Process::spawn([&, r]() -> int {
+    const auto body = [&, r]() -> int {
       if (options.pin && h->oversubscribed == 0) {
         cpu_set_t allowed;
         CPU_ZERO(&allowed);
@@ -649,7 +838,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
           }
         }
       }
-      Slot& me = reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
+      Slot& me = slot_of(r);
       me.pid.store(::getpid(), std::memory_order_release);
       const auto note = [&](const std::string& what) {
         std::snprintf(me.error, sizeof me.error, "%s", what.c_str());
@@ -662,6 +851,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       } catch (const Error& e) {
         note(e.what());
         if (e.is(errc::peer_dead)) me.peer_dead.store(1, std::memory_order_release);
+        if (e.is(errc::timeout)) me.timed_out.store(1, std::memory_order_release);
       } catch (const std::exception& e) {
         note(e.what());
       } catch (...) {
@@ -669,29 +859,84 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       }
       me.finished.store(1, std::memory_order_release);
       return 3;
-    }));
-    reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r].pid.store(
-        ranks.back().pid(), std::memory_order_release);
+    };
+    try {
+      ranks.push_back(Process::spawn(body));
+    } catch (const std::system_error& e) {
+      // `ranks` goes with the exception: the ranks already started are killed and reaped.
+      const bool limit = e.code() == std::errc::resource_unavailable_try_again;
+      const std::string before =
+          r == 0   ? ""
+          : r == 1 ? " (rank 0, already running, was killed)"
+                   : " (ranks 0-" + std::to_string(r - 1) + ", already running, were killed)";
+      throw Error(std::error_code(e.code().value(), std::system_category()),
+                  "spmd::run: could not start rank " + std::to_string(r) + " of ranks 0-" +
+                      std::to_string(n - 1) + before + ": " + attempted(e) +
+                      (limit ? " (a process limit such as RLIMIT_NPROC reached?)" : ""));
+    }
+    slot_of(r).pid.store(ranks.back().pid(), std::memory_order_release);
   }
+
+  // Wait for every rank; with call_timeout set, once one has failed the others get
+  // call_timeout to end (healthy ones do at their next blocking call).
+  const auto un = static_cast<std::size_t>(n);
+  std::vector<std::optional<ExitStatus>> status(un);
+  Deadline grace = Deadline::never();
+  bool deadline_passed = false;
+  for (;;) {
+    if (reap_some(ranks, status, grace.when() < deadline.when() ? grace : deadline)) break;
+    if (grace.is_never() && options.call_timeout.count() > 0 &&
+        std::any_of(status.begin(), status.end(),
+                    [](const auto& st) { return st && !st->success(); })) {
+      grace = Deadline::after(options.call_timeout);
+    }
+    if (deadline.expired()) {
+      deadline_passed = true;
+      break;
+    }
+    if (grace.expired()) break;
+  }
+  std::vector<bool> unfinished(un);
+  std::vector<bool> stopped(un);
+  for (std::size_t r = 0; r < un; ++r) {
+    if (status[r]) continue;
+    unfinished[r] = true;
+    stopped[r] = process_stopped(ranks[r].pid());
+  }
+  for (std::size_t r = 0; r < un; ++r) {
+    if (unfinished[r]) ranks[r].kill(SIGKILL);  // also ends a stopped process
+  }
+  for (std::size_t r = 0; r < un; ++r) {
+    if (unfinished[r]) status[r] = ranks[r].wait();
+  }
+
   std::vector<RankOutcome> out;
   bool ok = true;
+  bool timed = deadline_passed;
   for (int r = 0; r < n; ++r) {
+    const auto ur = static_cast<std::size_t>(r);
     RankOutcome o;
     o.rank = r;
-    o.status = ranks[static_cast<std::size_t>(r)].wait();
-    Slot& s = reinterpret_cast<Slot*>(map.data() + layout.slots_at)[r];
+    o.status = *status[ur];
+    o.unfinished = unfinished[ur];
+    o.stopped = stopped[ur];
+    Slot& s = slot_of(r);
     if (!o.status.success()) {
       ok = false;
       o.error = s.error[0] != '\0' ? std::string(s.error, strnlen(s.error, sizeof s.error))
                                    : std::string();
       o.peer_dead = s.peer_dead.load(std::memory_order_acquire) != 0;
+      o.call_timed_out = s.timed_out.load(std::memory_order_acquire) != 0;
     }
+    timed = timed || o.unfinished || o.call_timed_out;
     out.push_back(std::move(o));
   }
   if (!ok) {
-    int failed = -1;
-    const std::string msg = first_failure(out, failed);
-    throw RunError(msg, std::move(out));
+    // A timeout is the cause unless a rank failed by itself (threw, crashed, was killed).
+    const int cause = cause_of(out);
+    if (cause >= 0 && failed_by_itself(out[static_cast<std::size_t>(cause)])) timed = false;
+    std::string msg = describe(out, deadline_passed, options);
+    throw RunError(msg, std::move(out), timed ? errc::timeout : errc::child_failed);
   }
 }
 

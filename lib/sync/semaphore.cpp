@@ -20,6 +20,10 @@ Semaphore::Semaphore(std::uint32_t initial, WaitPolicy policy)
 void Semaphore::post(std::uint32_t n) {
   std::uint32_t c = count_.load(std::memory_order_relaxed);
   do {
+    if (c > kMaxValue) {
+      throw_error(errc::bad_layout, "Semaphore::post: the shared count " + std::to_string(c) +
+                                        " is above kMaxValue (overwritten by a peer?)");
+    }
     if (n > kMaxValue - c) {
       throw_error(errc::invalid_argument, "Semaphore::post(" + std::to_string(n) +
                                               ") would exceed kMaxValue (count " +
@@ -44,7 +48,7 @@ bool Semaphore::try_wait() noexcept {
 void Semaphore::wait() { (void)wait_until(Deadline::never()); }
 
 bool Semaphore::wait_until(const Deadline& deadline) {
-  return ec_.await([this] { return try_wait(); }, deadline, policy_);
+  return ec_.await([this] { return try_wait(); }, deadline, read_policy(policy_));
 }
 
 }  // namespace ipckit

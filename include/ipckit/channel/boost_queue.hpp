@@ -35,13 +35,10 @@ namespace detail {
 template <class Q>
 struct BoostQueueShared {
   static constexpr std::uint32_t kMagic = 0x49425131;  // "IBQ1"
-  BoostQueueShared(std::uint64_t elem, std::uint64_t cap, const WaitPolicy& p)
-      : elem_size(elem), capacity(cap), control(p) {}
+  static constexpr std::uint32_t kVersion = 2;
+  explicit BoostQueueShared(const WaitPolicy& p) : control(p) {}
 
-  std::uint32_t magic = kMagic;
-  std::uint32_t version = 1;
-  std::uint64_t elem_size;
-  std::uint64_t capacity;
+  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
   alignas(kCacheLine) ChannelControl control;
   alignas(kCacheLine) Q queue;
 };
@@ -57,18 +54,26 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
  public:
   static constexpr std::uint64_t kCapacity = N;
 
+  // Boost.Lockfree's queues trust the indices they keep in shared memory: only the header
+  // is validated here, so use them between processes that trust each other.
+  static constexpr LayoutSpec kLayout{kName, Shared::kMagic, Shared::kVersion, sizeof(T),
+                                      sizeof(Shared), 0, N, N};
+
   explicit BoostQueue(WaitPolicy policy = WaitPolicy::hybrid())
-      : BoostQueue(Region::anonymous(sizeof(Shared)), policy) {}
+      : BoostQueue(Placement::own(), policy) {}
   static BoostQueue in(Segment& seg, WaitPolicy policy = WaitPolicy::hybrid()) {
-    return BoostQueue(Region::in(seg, sizeof(Shared)), policy);
+    return BoostQueue(Placement::heap(seg), policy);
   }
   static BoostQueue create(Segment& seg, std::string_view name,
                            WaitPolicy policy = WaitPolicy::hybrid()) {
-    return BoostQueue(Region::create(seg, name, sizeof(Shared)), policy);
+    return BoostQueue(Placement::named(seg, name), policy);
   }
-  // Throws errc::not_found, or errc::bad_layout unless `name` holds this queue type.
+  // Throws errc::not_found, errc::timeout (its creator has not finished it), or
+  // errc::bad_layout unless `name` holds this queue type.
   static BoostQueue open(Segment& seg, std::string_view name) {
-    return BoostQueue(Region::find(seg, name));
+    std::uint64_t capacity = 0;
+    return BoostQueue(Region::open(seg, name, kLayout, Deadline::after(std::chrono::seconds(0)),
+                                   kName, capacity));
   }
 
   BoostQueue(BoostQueue&&) noexcept = default;
@@ -100,16 +105,17 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
   static constexpr const char* kPopWhat = kMulti ? "BoostMpmcQueue::pop" : "BoostSpscQueue::pop";
   ChannelControl& control() const noexcept { return s_->control; }
 
-  BoostQueue(Region r, const WaitPolicy& policy) : region_(std::move(r)) {
-    s_ = ::new (region_.data()) Shared(sizeof(T), N, policy);
+  const Region& region() const noexcept { return region_; }
+
+  BoostQueue(const Placement& where, const WaitPolicy& policy)
+      : region_(where.make(sizeof(Shared))) {
+    s_ = ::new (region_.data()) Shared(policy);
+    begin_layout(s_->layout, kLayout, N);
     sleep_ = policy.sleep;
+    publish_layout(s_->layout, kLayout);
   }
   explicit BoostQueue(Region r) : region_(std::move(r)) {
     s_ = std::launder(reinterpret_cast<Shared*>(region_.data()));
-    if (region_.size() < sizeof(Shared) || s_->magic != Shared::kMagic || s_->version != 1 ||
-        s_->elem_size != sizeof(T) || s_->capacity != N) {
-      throw_bad_layout(kName, "not a queue of this element type and capacity");
-    }
     sleep_ = s_->control.safe_policy().sleep;
   }
   void wake(EventCount& ec) noexcept {

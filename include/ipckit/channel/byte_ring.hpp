@@ -41,11 +41,10 @@ namespace detail {
 
 struct ByteRingHeader {
   static constexpr std::uint32_t kMagic = 0x49425231;  // "IBR1"
-  ByteRingHeader(std::uint64_t cap, const WaitPolicy& p) noexcept : capacity(cap), control(p) {}
+  static constexpr std::uint32_t kVersion = 2;
+  explicit ByteRingHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  std::uint32_t magic = kMagic;
-  std::uint32_t version = 1;
-  std::uint64_t capacity;
+  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
   // Bytes released so far, written by the consumer only; the producer reads it only when its
   // private copy says the ring is too full. There is no shared producer index: records carry
   // their own headers, and a producer that attaches finds its position by walking the
@@ -82,6 +81,12 @@ class ByteRing {
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 40;
   static constexpr std::size_t kRecordHeader = sizeof(detail::RecordHeader);
   static constexpr std::uint64_t kMaxRecord = 0xFFFF'FFF8;  // largest 8-aligned 32-bit size
+  static constexpr std::size_t kDataOffset = detail::slots_offset(sizeof(detail::ByteRingHeader));
+  static constexpr detail::LayoutSpec kLayout{"ByteRing",  detail::ByteRingHeader::kMagic,
+                                              detail::ByteRingHeader::kVersion,
+                                              1,           kDataOffset,
+                                              1,           kMinCapacity,
+                                              kMaxCapacity};
 
   // Bytes of shared memory a ring of `capacity` bytes occupies.
   static std::size_t bytes_for(std::uint64_t capacity) noexcept;
@@ -99,11 +104,20 @@ class ByteRing {
   // On `seg`'s heap, unnamed (anonymous segments shared by fork).
   static ByteRing in(Segment& seg, std::uint64_t capacity,
                      WaitPolicy policy = WaitPolicy::hybrid());
-  // Under `name` in `seg`, for unrelated processes; open() finds it (errc::not_found,
-  // errc::bad_layout when the bytes there are not a ByteRing).
+  // Under `name` in `seg`, for unrelated processes; the caller takes `side` at once (see
+  // Side). open() finds it: errc::not_found, errc::timeout (its creator has not finished
+  // it), errc::bad_layout when the bytes there are not a ByteRing; open_for()/open_until()
+  // wait for the name and its creator until the deadline.
   static ByteRing create(Segment& seg, std::string_view name, std::uint64_t capacity,
-                         WaitPolicy policy = WaitPolicy::hybrid());
-  static ByteRing open(Segment& seg, std::string_view name);
+                         WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none);
+  static ByteRing open(Segment& seg, std::string_view name, Side side = Side::none);
+  static ByteRing open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                             Side side = Side::none);
+  template <class Rep, class Period>
+  static ByteRing open_for(Segment& seg, std::string_view name,
+                           std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(timeout), side);
+  }
   // In shared memory the caller manages (at least bytes_for(capacity) bytes, 64-byte
   // aligned, outliving every handle): at() lays a new ring there, attach() opens the ring
   // another process laid (errc::bad_layout when there is none).
@@ -253,9 +267,10 @@ class ByteRing {
   }
 
  private:
-  ByteRing(std::uint64_t capacity, const WaitPolicy& policy, detail::Region r);
-  explicit ByteRing(detail::Region r);
-  void bind() noexcept;
+  ByteRing(detail::Region r, std::uint64_t capacity, const WaitPolicy& policy);
+  ByteRing(detail::Region r, std::uint64_t capacity);  // opened: a validated capacity
+  void bind(std::uint64_t capacity) noexcept;
+  void take(Side side);
   static constexpr std::uint64_t round8(std::uint64_t n) noexcept {
     return (n + 7) & ~std::uint64_t{7};
   }

@@ -71,12 +71,27 @@ class Channel {
       pipe_ = std::make_unique<PipeChannel>(PipeChannel::Options{options.max_message});
     }
   }
-  // A shm channel stored under `name` in `seg` for unrelated processes, and its lookup.
-  static Channel create(Segment& seg, std::string_view name, ChannelOptions options = {}) {
-    return Channel(ByteRing::create(seg, name, options.capacity, policy_for(options.mode)));
+  // A shm channel stored under `name` in `seg` for unrelated processes, and its lookup. The
+  // caller takes `side` at once: a receiver then learns of a sender's death even when it
+  // died before its first send (see Side). open() throws errc::not_found, errc::timeout (its
+  // creator has not finished it) or errc::bad_layout; open_for()/open_until() wait for the
+  // name and its creator until the deadline (for a receiver started first).
+  static Channel create(Segment& seg, std::string_view name, ChannelOptions options = {},
+                        Side side = Side::none) {
+    return Channel(
+        ByteRing::create(seg, name, options.capacity, policy_for(options.mode), side));
   }
-  static Channel open(Segment& seg, std::string_view name) {
-    return Channel(ByteRing::open(seg, name));
+  static Channel open(Segment& seg, std::string_view name, Side side = Side::none) {
+    return Channel(ByteRing::open(seg, name, side));
+  }
+  static Channel open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                            Side side = Side::none) {
+    return Channel(ByteRing::open_until(seg, name, deadline, side));
+  }
+  template <class Rep, class Period>
+  static Channel open_for(Segment& seg, std::string_view name,
+                          std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
+    return Channel(ByteRing::open_until(seg, name, Deadline::after(timeout), side));
   }
 
   [[nodiscard]] Transport transport() const noexcept { return options_.transport; }

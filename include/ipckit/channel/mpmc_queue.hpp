@@ -24,6 +24,7 @@
 #include <cstring>
 #include <new>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <type_traits>
 
@@ -38,13 +39,10 @@ namespace detail {
 
 struct MpmcQueueHeader {
   static constexpr std::uint32_t kMagic = 0x494d5131;  // "IMQ1"
-  MpmcQueueHeader(std::uint64_t cap, std::uint64_t elem, const WaitPolicy& p) noexcept
-      : capacity(cap), elem_size(elem), control(p) {}
+  static constexpr std::uint32_t kVersion = 2;
+  explicit MpmcQueueHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  std::uint32_t magic = kMagic;
-  std::uint32_t version = 1;
-  std::uint64_t capacity;
-  std::uint64_t elem_size;
+  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
   alignas(kCacheLine) std::atomic<std::uint64_t> enqueue{0};  // next slot producers claim
   alignas(kCacheLine) std::atomic<std::uint64_t> dequeue{0};  // next slot consumers claim
   alignas(kCacheLine) ChannelControl control;
@@ -68,12 +66,13 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
   static_assert(std::is_standard_layout_v<Cell>);
   static_assert(alignof(Cell) <= detail::kCacheLine);
-  static constexpr std::size_t kCellsOffset =
-      (sizeof(Header) + alignof(Cell) + detail::kCacheLine - 1) / detail::kCacheLine *
-      detail::kCacheLine;
+  static constexpr std::size_t kCellsOffset = detail::slots_offset(sizeof(Header));
 
  public:
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
+  static constexpr detail::LayoutSpec kLayout{"MpmcQueue",  Header::kMagic, Header::kVersion,
+                                              sizeof(T),    kCellsOffset,   sizeof(Cell),
+                                              2,            kMaxCapacity};
 
   static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
     return kCellsOffset + capacity * sizeof(Cell);
@@ -82,22 +81,37 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   // `capacity` slots, a power of two in [2, kMaxCapacity]; otherwise throws
   // Error(errc::invalid_argument). Own anonymous mapping: make it before fork.
   explicit MpmcQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
-      : MpmcQueue(capacity, policy,
-                  [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
+      : MpmcQueue(detail::Placement::own(), capacity, policy) {}
   static MpmcQueue in(Segment& seg, std::uint64_t capacity,
                       WaitPolicy policy = WaitPolicy::hybrid()) {
-    return MpmcQueue(capacity, policy,
-                     [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
+    return MpmcQueue(detail::Placement::heap(seg), capacity, policy);
   }
+  // Under `name` in `seg`; the caller takes `side` at once (see Side).
   static MpmcQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
-                          WaitPolicy policy = WaitPolicy::hybrid()) {
-    return MpmcQueue(capacity, policy, [&] {
-      return detail::Region::create(seg, name, bytes_for(checked(capacity)));
-    });
+                          WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none) {
+    MpmcQueue q(detail::Placement::named(seg, name), capacity, policy);
+    q.take(side);
+    return q;
   }
-  // Throws errc::not_found, or errc::bad_layout when the bytes are not an MpmcQueue of T.
-  static MpmcQueue open(Segment& seg, std::string_view name) {
-    return MpmcQueue(detail::Region::find(seg, name));
+  // Throws errc::not_found, errc::timeout (its creator has not finished it), or
+  // errc::bad_layout when the bytes are not an MpmcQueue of T. open_for()/open_until() wait
+  // for the name and its creator until the deadline.
+  static MpmcQueue open(Segment& seg, std::string_view name, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
+  }
+  static MpmcQueue open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                              Side side = Side::none) {
+    std::uint64_t capacity = 0;
+    detail::Region r =
+        detail::Region::open(seg, name, kLayout, deadline, "MpmcQueue::open", capacity);
+    MpmcQueue q(std::move(r), capacity);
+    q.take(side);
+    return q;
+  }
+  template <class Rep, class Period>
+  static MpmcQueue open_for(Segment& seg, std::string_view name,
+                            std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(timeout), side);
   }
 
   MpmcQueue(MpmcQueue&&) noexcept = default;
@@ -105,14 +119,15 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
 
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
 
-  // Any number of producers. False when full; never blocks. Throws Error(errc::closed)
-  // after close() (nothing pushed).
+  // Any number of producers. False when full; never blocks (its retries are bounded, also
+  // when peers scribbled on the cursors). Throws Error(errc::closed) after close() (nothing
+  // pushed), Error(errc::bad_frame) when the shared cursor and slots contradict each other.
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(h_->control.producers, "MpmcQueue producer");
     if (h_->control.is_closed()) [[unlikely]]
       detail::throw_closed("MpmcQueue::try_push");
     std::uint64_t pos = h_->enqueue.load(std::memory_order_relaxed);
-    for (;;) {
+    for (std::uint32_t tries = 0; tries < kMaxTries; ++tries) {
       Cell& c = cells_[pos & mask_];
       const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // pairs with pop's release
       const auto diff = static_cast<std::int64_t>(seq - pos);
@@ -126,17 +141,23 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
       } else if (diff < 0) {
         return false;  // the slot still holds last lap's value: full
       } else {
-        pos = h_->enqueue.load(std::memory_order_relaxed);
+        // Another producer took pos: the cursor has moved past it (its CAS precedes the
+        // sequence we acquired). A cursor that has not moved was rewound by a peer.
+        const std::uint64_t now = h_->enqueue.load(std::memory_order_relaxed);
+        if (now == pos) [[unlikely]]
+          corrupt("MpmcQueue::try_push", pos, seq);
+        pos = now;
       }
     }
+    return false;
   }
-  // Any number of consumers. False when empty; never blocks. (try_pop() returns an
+  // Any number of consumers. False when empty; never blocks (bounded retries, as try_push). (try_pop() returns an
   // optional; push/pop/_until/_for/close come from detail::BlockingQueue.)
   using detail::BlockingQueue<MpmcQueue<T>, T>::try_pop;
   [[nodiscard]] bool try_pop(T& out) {
     attach_consumer_(h_->control.consumers, "MpmcQueue consumer");
     std::uint64_t pos = h_->dequeue.load(std::memory_order_relaxed);
-    for (;;) {
+    for (std::uint32_t tries = 0; tries < kMaxTries; ++tries) {
       Cell& c = cells_[pos & mask_];
       const std::uint64_t seq = c.seq.load(std::memory_order_acquire);  // pairs with push's release
       const auto diff = static_cast<std::int64_t>(seq - (pos + 1));
@@ -150,9 +171,13 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
       } else if (diff < 0) {
         return false;  // not yet published: empty
       } else {
-        pos = h_->dequeue.load(std::memory_order_relaxed);
+        const std::uint64_t now = h_->dequeue.load(std::memory_order_relaxed);
+        if (now == pos) [[unlikely]]
+          corrupt("MpmcQueue::try_pop", pos, seq);
+        pos = now;
       }
     }
+    return false;
   }
   void attach_producer() { attach_producer_(h_->control.producers, "MpmcQueue producer"); }
   void attach_consumer() { attach_consumer_(h_->control.consumers, "MpmcQueue consumer"); }
@@ -166,33 +191,45 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   static constexpr const char* kPushWhat = "MpmcQueue::push";
   static constexpr const char* kPopWhat = "MpmcQueue::pop";
   detail::ChannelControl& control() const noexcept { return h_->control; }
+  const detail::Region& region() const noexcept { return region_; }
 
-  template <class Make>
-  MpmcQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
-    h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);
-    bind();
+  // Consecutive lost races before try_push/try_pop give up and report full/empty: every lost
+  // race is another process's progress, so only a peer that scribbled on the slots gets
+  // near it; the blocking calls then wait for their deadline.
+  static constexpr std::uint32_t kMaxTries = 1u << 16;
+
+  MpmcQueue(const detail::Placement& where, std::uint64_t capacity, const WaitPolicy& policy)
+      : region_(where.make(checked(capacity))) {
+    h_ = ::new (region_.data()) Header(policy);
+    detail::begin_layout(h_->layout, kLayout, capacity);
+    bind(capacity);
     for (std::uint64_t i = 0; i < capacity; ++i) {
       ::new (static_cast<void*>(&cells_[i].seq)) std::atomic<std::uint64_t>(i);
     }
+    detail::publish_layout(h_->layout, kLayout);
   }
-  explicit MpmcQueue(detail::Region r) : region_(std::move(r)) {
+  // An opened queue: `capacity` is what detail::read_layout() validated.
+  MpmcQueue(detail::Region r, std::uint64_t capacity) : region_(std::move(r)) {
     h_ = std::launder(reinterpret_cast<Header*>(region_.data()));
-    if (region_.size() < sizeof(Header) || h_->magic != Header::kMagic || h_->version != 1) {
-      detail::throw_bad_layout("MpmcQueue::open", "not an MpmcQueue (magic/version)");
-    }
-    if (h_->elem_size != sizeof(T) || region_.size() < bytes_for(h_->capacity)) {
-      detail::throw_bad_layout("MpmcQueue::open", "element size or capacity does not match T");
-    }
-    bind();
+    bind(capacity);
   }
-  void bind() noexcept {
+  void bind(std::uint64_t capacity) noexcept {
     sleep_ = h_->control.safe_policy().sleep;
-    mask_ = h_->capacity - 1;
+    mask_ = capacity - 1;
     cells_ = reinterpret_cast<Cell*>(region_.data() + kCellsOffset);
   }
-  static std::uint64_t checked(std::uint64_t capacity) {
-    detail::check_capacity(capacity, 2, kMaxCapacity, "MpmcQueue capacity");
-    return capacity;
+  void take(Side side) {
+    if (side == Side::sender) attach_producer();
+    if (side == Side::receiver) attach_consumer();
+  }
+  [[noreturn]] static void corrupt(const char* what, std::uint64_t pos, std::uint64_t seq) {
+    detail::throw_bad_frame(what, "cursor " + std::to_string(pos) +
+                                      " is behind the sequence " + std::to_string(seq) +
+                                      " of its slot (a peer rewrote the queue)");
+  }
+  static std::size_t checked(std::uint64_t capacity) {
+    detail::check_capacity(kLayout, capacity);
+    return detail::layout_bytes(kLayout, capacity);
   }
   void wake(EventCount& ec) noexcept {
     if (sleep_) ec.notify(1);

@@ -10,8 +10,8 @@
 //
 //   ipckit::SpscQueue<Msg> q(1024);        // own shared mapping; fork, then push / pop
 //   auto seg = ipckit::Segment::create(name, 1 << 20);
-//   auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);   // elsewhere: ::open(seg,
-//   "jobs")
+//   auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);
+//   auto q3 = ipckit::SpscQueue<Msg>::open_for(seg, "jobs", 5s, ipckit::Side::receiver);
 #pragma once
 
 #include <algorithm>
@@ -37,13 +37,10 @@ namespace detail {
 
 struct SpscQueueHeader {
   static constexpr std::uint32_t kMagic = 0x49535131;  // "ISQ1"
-  SpscQueueHeader(std::uint64_t cap, std::uint64_t elem, const WaitPolicy& p) noexcept
-      : capacity(cap), elem_size(elem), control(p) {}
+  static constexpr std::uint32_t kVersion = 2;
+  explicit SpscQueueHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  std::uint32_t magic = kMagic;
-  std::uint32_t version = 1;
-  std::uint64_t capacity;
-  std::uint64_t elem_size;
+  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
   // Messages popped so far, written by the consumer only; the producer reads it only when it
   // believes the queue is full. There is no shared producer index: slots carry their own
   // sequence numbers, and a producer that attaches finds its position by scanning the
@@ -70,12 +67,14 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     T value;
   };
   static_assert(std::is_standard_layout_v<Cell>);
-  static constexpr std::size_t kSlotsOffset =
-      (sizeof(Header) + detail::kCacheLine - 1) / detail::kCacheLine * detail::kCacheLine;
+  static constexpr std::size_t kSlotsOffset = detail::slots_offset(sizeof(Header));
   static_assert(alignof(Cell) <= detail::kCacheLine);
 
  public:
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
+  static constexpr detail::LayoutSpec kLayout{"SpscQueue",  Header::kMagic, Header::kVersion,
+                                              sizeof(T),    kSlotsOffset,   sizeof(Cell),
+                                              1,            kMaxCapacity};
 
   // Bytes of shared memory a queue of `capacity` slots occupies.
   static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
@@ -85,26 +84,39 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
   // A queue in an anonymous shared mapping of its own: make it before fork. `capacity` slots,
   // a power of two in [1, kMaxCapacity]; otherwise throws Error(errc::invalid_argument).
   explicit SpscQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
-      : SpscQueue(capacity, policy,
-                  [&] { return detail::Region::anonymous(bytes_for(checked(capacity))); }) {}
+      : SpscQueue(detail::Placement::own(), capacity, policy) {}
   // A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
   static SpscQueue in(Segment& seg, std::uint64_t capacity,
                       WaitPolicy policy = WaitPolicy::hybrid()) {
-    return SpscQueue(capacity, policy,
-                     [&] { return detail::Region::in(seg, bytes_for(checked(capacity))); });
+    return SpscQueue(detail::Placement::heap(seg), capacity, policy);
   }
-  // A queue stored under `name` in `seg`, for unrelated processes. Throws as
-  // Segment::construct_bytes does (errc::already_exists, ...).
+  // A queue stored under `name` in `seg`, for unrelated processes; the caller takes `side`
+  // at once (see Side). Throws as Segment::construct_bytes does (errc::already_exists, ...).
   static SpscQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
-                          WaitPolicy policy = WaitPolicy::hybrid()) {
-    return SpscQueue(capacity, policy, [&] {
-      return detail::Region::create(seg, name, bytes_for(checked(capacity)));
-    });
+                          WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none) {
+    SpscQueue q(detail::Placement::named(seg, name), capacity, policy);
+    q.take(side);
+    return q;
   }
-  // The queue create() made under `name`. Throws errc::not_found, or errc::bad_layout when
-  // the bytes there are not an SpscQueue of this T.
-  static SpscQueue open(Segment& seg, std::string_view name) {
-    return SpscQueue(detail::Region::find(seg, name));
+  // The queue create() made under `name`. Throws errc::not_found, errc::timeout (its creator
+  // has not finished it), or errc::bad_layout when the bytes there are not an SpscQueue of
+  // this T. open_for()/open_until() wait for the name and its creator until the deadline.
+  static SpscQueue open(Segment& seg, std::string_view name, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
+  }
+  static SpscQueue open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                              Side side = Side::none) {
+    std::uint64_t capacity = 0;
+    detail::Region r =
+        detail::Region::open(seg, name, kLayout, deadline, "SpscQueue::open", capacity);
+    SpscQueue q(std::move(r), capacity);
+    q.take(side);
+    return q;
+  }
+  template <class Rep, class Period>
+  static SpscQueue open_for(Segment& seg, std::string_view name,
+                            std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(timeout), side);
   }
 
   SpscQueue(SpscQueue&&) noexcept = default;
@@ -180,32 +192,31 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
   static constexpr const char* kPushWhat = "SpscQueue::push";
   static constexpr const char* kPopWhat = "SpscQueue::pop";
   detail::ChannelControl& control() const noexcept { return h_->control; }
+  const detail::Region& region() const noexcept { return region_; }
 
-  template <class Make>
-  SpscQueue(std::uint64_t capacity, const WaitPolicy& policy, Make&& make) : region_(make()) {
-    h_ = ::new (region_.data()) Header(capacity, sizeof(T), policy);
-    bind();
-    init_cells();
-  }
-  explicit SpscQueue(detail::Region r) : region_(std::move(r)) {
-    h_ = std::launder(reinterpret_cast<Header*>(region_.data()));
-    if (region_.size() < sizeof(Header) || h_->magic != Header::kMagic || h_->version != 1) {
-      detail::throw_bad_layout("SpscQueue::open", "not an SpscQueue (magic/version)");
-    }
-    if (h_->elem_size != sizeof(T) || region_.size() < bytes_for(h_->capacity)) {
-      detail::throw_bad_layout("SpscQueue::open", "element size or capacity does not match T");
-    }
-    bind();
-  }
-  void bind() noexcept {
-    sleep_ = h_->control.safe_policy().sleep;
-    mask_ = h_->capacity - 1;
-    cells_ = reinterpret_cast<Cell*>(region_.data() + kSlotsOffset);
-  }
-  void init_cells() noexcept {
+  SpscQueue(const detail::Placement& where, std::uint64_t capacity, const WaitPolicy& policy)
+      : region_(where.make(checked(capacity))) {
+    h_ = ::new (region_.data()) Header(policy);
+    detail::begin_layout(h_->layout, kLayout, capacity);
+    bind(capacity);
     for (std::uint64_t i = 0; i <= mask_; ++i) {
       ::new (static_cast<void*>(&cells_[i].seq)) std::atomic<std::uint64_t>(0);
     }
+    detail::publish_layout(h_->layout, kLayout);
+  }
+  // An opened queue: `capacity` is what detail::read_layout() validated.
+  SpscQueue(detail::Region r, std::uint64_t capacity) : region_(std::move(r)) {
+    h_ = std::launder(reinterpret_cast<Header*>(region_.data()));
+    bind(capacity);
+  }
+  void bind(std::uint64_t capacity) noexcept {
+    sleep_ = h_->control.safe_policy().sleep;
+    mask_ = capacity - 1;
+    cells_ = reinterpret_cast<Cell*>(region_.data() + kSlotsOffset);
+  }
+  void take(Side side) {
+    if (side == Side::sender) attach_producer();
+    if (side == Side::receiver) attach_consumer();
   }
   // A handle inherited through fork (or opened anew) starts from the shared indices.
   void begin_produce() {
@@ -239,9 +250,9 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     std::memcpy(static_cast<void*>(&out), &c.value, sizeof(T));
     return true;
   }
-  static std::uint64_t checked(std::uint64_t capacity) {
-    detail::check_capacity(capacity, 1, kMaxCapacity, "SpscQueue capacity");
-    return capacity;
+  static std::size_t checked(std::uint64_t capacity) {
+    detail::check_capacity(kLayout, capacity);
+    return detail::layout_bytes(kLayout, capacity);
   }
   void wake(EventCount& ec) noexcept {
     if (sleep_) ec.notify(1);

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <exception>
 #include <optional>
@@ -102,6 +103,22 @@ class Process {
 
 // True while process `pid` exists and has not exited (a zombie counts as exited).
 [[nodiscard]] bool process_alive(pid_t pid) noexcept;
+
+// A process as the kernel knows it: its pid in the low 32 bits and the low 32 bits of its
+// start time (clock ticks since boot, from /proc/<pid>/stat) in the high ones, so that shared
+// tables hold it in one atomic word and a pid the kernel recycled for an unrelated process
+// does not pass for the process that had it. A high half of 0 means "start time unknown"
+// (no /proc): only the pid is compared then. 0 is no process.
+using ProcessIdentity = std::uint64_t;
+// The identity of running process `pid`, 0 when there is none.
+[[nodiscard]] ProcessIdentity process_identity(pid_t pid) noexcept;
+// The caller's identity (cached; recomputed in a forked child).
+[[nodiscard]] ProcessIdentity current_identity() noexcept;
+[[nodiscard]] constexpr pid_t identity_pid(ProcessIdentity id) noexcept {
+  return static_cast<pid_t>(id & 0xffffffffu);
+}
+// True while the process `id` names is running: its pid is alive and started when it did.
+[[nodiscard]] bool identity_alive(ProcessIdentity id) noexcept;
 
 namespace detail {
 // 0 until first use; refreshed in children by a pthread_atfork handler (glibc fork() only:

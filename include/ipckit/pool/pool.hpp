@@ -358,7 +358,11 @@ class Pool {
   // `processes` workers (0: one per hardware thread).
   explicit Pool(std::size_t processes = 0) : Pool(with_processes(processes)) {}
   // Throws Error(errc::invalid_argument) for a CPU in cpu_affinity that does not exist or
-  // is not allowed to this process, a negative task_retries; errno errors if fork fails.
+  // is not allowed to this process, a negative task_retries. When a worker or the pool's
+  // driver thread cannot be started, the workers already started are stopped and reaped
+  // and it throws Error with the errno (EAGAIN at a process limit such as RLIMIT_NPROC):
+  // "Pool: could not start worker 3 of 4 (...): fork() failed (...): Resource temporarily
+  // unavailable".
   explicit Pool(PoolOptions options) : core_(detail::start_pool(std::move(options))) {}
   Pool(Pool&&) noexcept = default;
   Pool& operator=(Pool&& o) noexcept {

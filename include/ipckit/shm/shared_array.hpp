@@ -14,13 +14,11 @@
 #include <type_traits>
 #include <utility>
 
+#include "ipckit/core/mapping.hpp"
 #include "ipckit/shm/segment.hpp"
 
 namespace ipckit {
 namespace detail {
-// MAP_SHARED|MAP_ANONYMOUS of `bytes` (rounded up to pages); throws Error on failure.
-void* map_shared_anonymous(std::size_t bytes);
-void unmap(void* p, std::size_t bytes) noexcept;
 [[noreturn]] void throw_array_size(std::string_view name, std::size_t bytes, std::size_t elem);
 }  // namespace detail
 
@@ -30,14 +28,20 @@ class SharedArray {
                 "SharedArray<T> needs a trivially copyable T: it is shared as raw bytes");
 
  public:
-  // n zero-filled elements in an anonymous mapping of their own (n may be 0).
+  // n zero-filled elements in an anonymous mapping of their own (n may be 0). Throws
+  // Error(errc::invalid_argument) when n * sizeof(T) overflows or passes 1 TiB, the mmap
+  // errno when the kernel refuses.
   explicit SharedArray(std::size_t n)
-      : data_(n ? static_cast<T*>(detail::map_shared_anonymous(n * sizeof(T))) : nullptr),
-        size_(n),
-        owned_(n != 0) {}
+      : SharedArray(n == 0 ? detail::Mapping()
+                           : detail::Mapping::anonymous(
+                                 detail::checked_bytes(n, sizeof(T), "SharedArray"), "SharedArray"),
+                    n) {}
   // n value-initialised elements stored under `name` in `seg` (which must outlive the view).
+  // Throws as Segment::construct_bytes does, and errc::invalid_argument when n * sizeof(T)
+  // overflows.
   static SharedArray construct(Segment& seg, std::string_view name, std::size_t n) {
-    auto bytes = seg.construct_bytes(name, n * sizeof(T), alignof(T));
+    auto bytes = seg.construct_bytes(
+        name, detail::checked_bytes(n, sizeof(T), "SharedArray::construct"), alignof(T));
     T* p = reinterpret_cast<T*>(bytes.data());
     for (std::size_t i = 0; i < n; ++i) ::new (p + i) T{};
     return SharedArray(p, n);
@@ -54,21 +58,19 @@ class SharedArray {
   }
 
   SharedArray(SharedArray&& o) noexcept
-      : data_(std::exchange(o.data_, nullptr)),
-        size_(std::exchange(o.size_, 0)),
-        owned_(std::exchange(o.owned_, false)) {}
+      : map_(std::move(o.map_)), data_(std::exchange(o.data_, nullptr)),
+        size_(std::exchange(o.size_, 0)) {}
   SharedArray& operator=(SharedArray&& o) noexcept {
     if (this != &o) {
-      release();
+      map_ = std::move(o.map_);
       data_ = std::exchange(o.data_, nullptr);
       size_ = std::exchange(o.size_, 0);
-      owned_ = std::exchange(o.owned_, false);
     }
     return *this;
   }
   SharedArray(const SharedArray&) = delete;
   SharedArray& operator=(const SharedArray&) = delete;
-  ~SharedArray() { release(); }
+  ~SharedArray() = default;
 
   [[nodiscard]] std::span<T> span() const noexcept { return {data_, size_}; }
   operator std::span<T>() const noexcept { return span(); }  // NOLINT: a view, like span
@@ -80,17 +82,13 @@ class SharedArray {
   [[nodiscard]] T* end() const noexcept { return data_ + size_; }
 
  private:
-  SharedArray(T* p, std::size_t n) noexcept : data_(p), size_(n), owned_(false) {}
-  void release() noexcept {
-    if (owned_) detail::unmap(data_, size_ * sizeof(T));
-    data_ = nullptr;
-    size_ = 0;
-    owned_ = false;
-  }
+  SharedArray(T* p, std::size_t n) noexcept : data_(p), size_(n) {}
+  SharedArray(detail::Mapping m, std::size_t n) noexcept
+      : map_(std::move(m)), data_(reinterpret_cast<T*>(map_.data())), size_(n) {}
 
+  detail::Mapping map_;  // empty for a view of segment storage
   T* data_;
   std::size_t size_;
-  bool owned_;
 };
 
 }  // namespace ipckit

@@ -4,8 +4,16 @@
 // hang), and run() throws RunError naming the rank that failed first and why.
 //
 //   ipckit::spmd::run(4, [](ipckit::Comm& comm) { solve(comm); });
+//   ipckit::spmd::run(4, solve, {.timeout = 10min, .call_timeout = 30s});  // bounded
+//
+// By default nothing is timed: a rank that is alive but never answers (stopped by SIGSTOP or
+// a debugger, deadlocked, computing forever) keeps the ranks that wait for it, and run(),
+// waiting, by design; a rank that exited or died is always noticed. RunOptions::timeout
+// bounds the whole run and RunOptions::call_timeout every blocking call; with either set, a
+// stopped rank makes nobody wait forever.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <string>
@@ -32,6 +40,23 @@ struct RunOptions {
   // and never share a core. Turn it off when several runs share the machine at once (each
   // would pin its rank 0 to the same CPU).
   bool pin = true;
+  // Deadline for the whole run, counted from the call to run(); 0: none. When it passes
+  // with ranks still running, run() kills every rank (SIGKILL), reaps them and throws
+  // RunError with errc::timeout, naming the ranks that had not finished and which of them
+  // were stopped ("spmd::run: deadline of 2000 ms passed; ranks 1 (stopped), 3 still
+  // running").
+  std::chrono::milliseconds timeout{0};
+  // The longest a single blocking call of the ShmComm (send, recv, wait_all and sendrecv,
+  // barrier, allreduce, gather, broadcast) may take, from its start to its end; 0: no
+  // limit. Past it the call throws Error(errc::timeout) naming the call and the rank(s) it
+  // was waiting for. Set it well above the longest a call may legitimately wait: the
+  // slowest rank's work between two calls plus the transfer. After a timed-out call the
+  // communicator is not usable for further calls with the ranks involved (a timed-out
+  // collective breaks the collectives): let the error end the rank. Once a rank has ended
+  // with an error, run() also gives the ranks still running call_timeout to end (healthy
+  // ones do, with peer_dead, at their next blocking call), then kills them and reports them
+  // as not finished.
+  std::chrono::milliseconds call_timeout{0};
 };
 
 // How one rank ended.
@@ -40,16 +65,24 @@ struct RankOutcome {
   ExitStatus status;
   std::string error;       // what() of the exception that ended it ("" when it returned)
   bool peer_dead = false;  // it stopped because another rank died (a consequence)
+  bool call_timed_out = false;  // it stopped because a blocking call hit call_timeout
+  // Still running when run() gave up on it (the run's deadline, or call_timeout after
+  // another rank failed): run() killed it with SIGKILL.
+  bool unfinished = false;
+  bool stopped = false;  // unfinished, and stopped (SIGSTOP, a debugger) at that moment
 };
 
-// Thrown by run() when a rank did not return normally: errc::child_failed, a message that
-// names the first failing rank and why, and every rank's outcome.
+// Thrown by run() when a rank did not return normally, with a message that names the cause
+// and every rank's outcome. code() is errc::timeout when the run ended because of a timeout
+// (the run's deadline passed, or a call_timeout with no other failure behind it), else
+// errc::child_failed.
 class RunError : public Error {
  public:
-  RunError(const std::string& what, std::vector<RankOutcome> ranks);
+  RunError(const std::string& what, std::vector<RankOutcome> ranks, errc code = errc::child_failed);
   [[nodiscard]] const std::vector<RankOutcome>& ranks() const noexcept { return ranks_; }
-  // The rank whose failure is the cause (the lowest rank that did not stop with
-  // peer_dead), or -1.
+  // The rank whose failure is the cause, or -1: the lowest rank that failed by itself (not
+  // with peer_dead, a call timeout, or killed by run()); else the lowest stopped rank; else
+  // the lowest rank whose call timed out; else the lowest unfinished rank.
   [[nodiscard]] int failed_rank() const noexcept { return failed_; }
 
  private:
@@ -57,8 +90,11 @@ class RunError : public Error {
   int failed_ = -1;
 };
 
-// Throws Error(errc::invalid_argument) for n < 1 or n > 1024, or a bad ring size, before
-// anything is forked.
+// Throws Error(errc::invalid_argument) for n < 1 or n > 1024, a bad ring size or a negative
+// timeout, before anything is forked. When a rank cannot be forked (EAGAIN at a process
+// limit such as RLIMIT_NPROC, ENOMEM), the ranks already started are killed and reaped and
+// run() throws Error with that errno ("spmd::run: could not start rank 2 of ranks 0-3
+// (...): fork() failed (...): Resource temporarily unavailable").
 void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options = {});
 
 }  // namespace ipckit::spmd

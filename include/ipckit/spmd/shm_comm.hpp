@@ -4,10 +4,15 @@
 // memory directly: each rank writes its own buffer, the ranks meet at a barrier, and each
 // reads the others' buffers (allreduce combines in rank order, so every rank gets the same
 // bytes). Blocking calls spin briefly, then sleep on a futex, and end with
-// Error(errc::peer_dead) when a rank they wait for has died.
+// Error(errc::peer_dead) when a rank they wait for has died, or with Error(errc::timeout)
+// when they take longer than spmd::RunOptions::call_timeout (if set): a point-to-point call
+// that timed out leaves the pair's stream whole (as a dropped request does), so it may be
+// tried again; a collective that timed out breaks the collectives (later ones throw
+// errc::barrier_broken).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -17,6 +22,7 @@
 #include <vector>
 
 #include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/core/deadline.hpp"
 #include "ipckit/spmd/comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 
@@ -70,10 +76,14 @@ class ShmComm final : public Comm {
   bool step(Op& op) noexcept;
   bool progress() noexcept;
   void fail_dead_peers();
-  void wait_ops(std::span<Op* const> ops);
-  void run_blocking(Op& op);
+  void wait_ops(std::span<Op* const> ops, const char* what);
+  void run_blocking(Op& op, const char* what);
+  [[nodiscard]] Deadline call_deadline() const noexcept;
   template <class Ready, class Check>
-  void await(EventCount& ec, Ready&& ready, Check&& check);
+  [[nodiscard]] bool await(EventCount& ec, const Deadline& deadline, Ready&& ready, Check&& check);
+  [[noreturn]] void throw_timeout(const char* what, const std::vector<int>& peers,
+                                  const char* state) const;
+  void meet(const char* what);
   void orphan(Op& op) noexcept;
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
@@ -86,7 +96,10 @@ class ShmComm final : public Comm {
   std::size_t piece_ = 0;
   WaitPolicy policy_;
   bool yield_ = false;  // more ranks than CPUs: yield instead of spinning
+  std::chrono::nanoseconds call_timeout_{0};  // 0: blocking calls are not timed
   std::uint64_t coll_phase_ = 0;
+  std::uint64_t barriers_ = 0;  // barriers entered (published in this rank's slot)
+  bool coll_broken_ = false;    // a collective timed out: the barrier count is off
   std::vector<std::optional<ByteRing>> out_;
   std::vector<std::optional<ByteRing>> in_;
   std::vector<std::deque<Op*>> sendq_;

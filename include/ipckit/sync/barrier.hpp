@@ -1,7 +1,10 @@
 // Barrier: a reusable barrier for N processes in shared memory. Each phase ends when all N
-// parties have arrived. When a party dies (checked between bounded sleeps) or a wait times
-// out, the barrier breaks: every waiting and later caller gets errc::barrier_broken instead
-// of hanging. Parties are the processes that called attach() or have waited at least once.
+// parties have arrived. When a party dies (checked between bounded sleeps; by pid and start
+// time, so a recycled pid does not pass for it) or a wait times out, the barrier breaks:
+// every waiting and later caller gets errc::barrier_broken instead of hanging. Parties are
+// the processes that called attach() or have waited at least once. Every word a peer could
+// scribble on (party count, wait policy) is checked or clamped where it is read: garbage
+// there gives errc::bad_layout, never a wild read or an endless wait.
 #pragma once
 
 #include <sys/types.h>
@@ -12,6 +15,7 @@
 #include <cstdint>
 
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/core/process.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
@@ -47,10 +51,11 @@ class Barrier {
   [[nodiscard]] bool broken() const noexcept {
     return broken_.load(std::memory_order_acquire) != 0;
   }
-  [[nodiscard]] std::uint32_t parties() const noexcept { return parties_; }
+  // Throws Error(errc::bad_layout) when the shared party count is not in 1..kMaxParties.
+  [[nodiscard]] std::uint32_t parties() const;
 
  private:
-  void check_parties_alive(std::uint32_t phase);
+  void check_parties_alive(std::uint32_t phase, std::uint32_t parties);
 
   std::uint32_t magic_;
   std::uint32_t parties_;
@@ -61,7 +66,7 @@ class Barrier {
   alignas(64) std::atomic<std::uint32_t> phase_{0};
   std::atomic<std::uint32_t> broken_{0};
   alignas(64) EventCount ec_;  // own line: notifiers read it without stealing phase_'s line
-  alignas(64) std::array<std::atomic<pid_t>, kMaxParties> pids_{};
+  alignas(64) std::array<std::atomic<ProcessIdentity>, kMaxParties> ids_{};
 };
 
 }  // namespace ipckit

@@ -8,9 +8,11 @@
 // or simply ec.await(ready, deadline, policy).
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "ipckit/core/deadline.hpp"
@@ -31,6 +33,24 @@ struct WaitPolicy {
   static constexpr WaitPolicy hybrid() noexcept { return {}; }
   static constexpr WaitPolicy block() noexcept { return {std::chrono::nanoseconds{0}, true}; }
 };
+
+// A wait policy stored in shared memory, as a waiter may use it: any peer may have written
+// anything there, so it is read once, the flag as a byte, and the durations are clamped
+// (spin to [0, 1 s], check_interval to [1 ms, 1 s]: a garbage interval cannot stop a waiter
+// from noticing a dead peer).
+[[nodiscard]] inline WaitPolicy read_policy(const WaitPolicy& shared) noexcept {
+  unsigned char sleep = 0;
+  std::chrono::nanoseconds::rep spin = 0;
+  std::chrono::milliseconds::rep check = 0;
+  std::memcpy(&sleep, &shared.sleep, 1);
+  std::memcpy(&spin, &shared.spin, sizeof spin);
+  std::memcpy(&check, &shared.check_interval, sizeof check);
+  WaitPolicy p;
+  p.sleep = sleep != 0;
+  p.spin = std::chrono::nanoseconds(std::clamp<decltype(spin)>(spin, 0, 1'000'000'000));
+  p.check_interval = std::chrono::milliseconds(std::clamp<decltype(check)>(check, 1, 1000));
+  return p;
+}
 
 class EventCount {
  public:

@@ -16,7 +16,9 @@
 #include <type_traits>
 
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/core/mapping.hpp"
 #include "ipckit/core/process.hpp"
+#include "ipckit/shm/detail/layout.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
@@ -27,18 +29,18 @@ namespace ipckit::detail {
 
 inline constexpr std::size_t kCacheLine = 64;
 
-// Processes attached to one side of a channel (producers or consumers). A process attaches
-// on its first blocking or non-blocking operation (or explicitly); waiters on the other side
-// use the table to learn that nobody is left to wake them.
+// Processes attached to one side of a channel (producers or consumers), by identity (pid and
+// start time: a recycled pid is not taken for the process that had it). A process attaches
+// on its first blocking or non-blocking operation, when it creates or opens the channel for
+// a side, or explicitly; waiters on the other side use the table to learn that nobody is
+// left to wake them.
 class PeerTable {
  public:
   static constexpr std::size_t kMaxPeers = 64;
 
-  // Adds `pid` unless present. Throws Error(errc::invalid_argument) when kMaxPeers distinct
+  // Adds `id` unless present. Throws Error(errc::invalid_argument) when kMaxPeers distinct
   // live processes are attached already (slots of dead processes are reused).
-  void attach(pid_t pid, const char* who);
-  // True when at least one process has attached.
-  [[nodiscard]] bool any_attached() const noexcept;
+  void attach(ProcessIdentity id, const char* who);
   // True when some process other than the caller attached and every such process has
   // exited. Processes count from their first operation (or attach): when several producers
   // are forked, have each attach before any may finish, or a consumer that drained the
@@ -46,8 +48,19 @@ class PeerTable {
   [[nodiscard]] bool all_dead() const noexcept;
 
  private:
-  std::array<std::atomic<pid_t>, kMaxPeers> pids_{};
+  std::array<std::atomic<ProcessIdentity>, kMaxPeers> ids_{};
 };
+
+}  // namespace ipckit::detail
+namespace ipckit {
+// Which side a process takes when it creates or opens a channel (sender: push/send/reserve;
+// receiver: pop/recv/peek): it counts as a peer of that
+// side from that moment, so the other side learns of its death even before its first
+// operation. `none`: from its first operation on (or attach_*()).
+enum class Side { none, sender, receiver };
+}  // namespace ipckit
+namespace ipckit::detail {
+using ipckit::Side;
 
 // The part of every channel layout that is not the data: lives in shared memory.
 struct ChannelControl {
@@ -63,23 +76,8 @@ struct ChannelControl {
   [[nodiscard]] bool is_closed() const noexcept {
     return closed.load(std::memory_order_acquire) != 0;
   }
-  // The wait policy as a waiter may use it, read once per wait: any peer may have written
-  // anything into shared memory, so the flag is read as a byte and the durations are clamped
-  // (spin to [0, 1 s], check_interval to [1 ms, 1 s]: a garbage interval cannot stop a
-  // waiter from noticing a dead peer).
-  [[nodiscard]] WaitPolicy safe_policy() const noexcept {
-    unsigned char sleep = 0;
-    std::chrono::nanoseconds::rep spin = 0;
-    std::chrono::milliseconds::rep check = 0;
-    std::memcpy(&sleep, &policy.sleep, 1);
-    std::memcpy(&spin, &policy.spin, sizeof spin);
-    std::memcpy(&check, &policy.check_interval, sizeof check);
-    WaitPolicy p;
-    p.sleep = sleep != 0;
-    p.spin = std::chrono::nanoseconds(std::clamp<decltype(spin)>(spin, 0, 1'000'000'000));
-    p.check_interval = std::chrono::milliseconds(std::clamp<decltype(check)>(check, 1, 1000));
-    return p;
-  }
+  // The wait policy as a waiter may use it (see read_policy()).
+  [[nodiscard]] WaitPolicy safe_policy() const noexcept { return read_policy(policy); }
   // Closing is for the sending side after its last send (or for tearing down): a send that
   // races a close() from another process may land after the receiver's final drain.
   void close() noexcept {
@@ -90,11 +88,11 @@ struct ChannelControl {
 };
 
 static_assert(std::is_standard_layout_v<ChannelControl>);
-static_assert(std::atomic<pid_t>::is_always_lock_free);
+static_assert(std::atomic<ProcessIdentity>::is_always_lock_free);
 
-// Memory a channel layout lives in: either a private MAP_SHARED|MAP_ANONYMOUS mapping owned
-// by the handle (inherited by forked children, unmapped by each process's handle), or bytes
-// in a Segment (unnamed, or named so that unrelated processes can find them). Move-only.
+// Memory a channel layout lives in: either a MAP_SHARED|MAP_ANONYMOUS mapping owned by the
+// handle (inherited by forked children, unmapped by each process's handle), or bytes in a
+// Segment (unnamed, or named so that unrelated processes can find them). Move-only.
 class Region {
  public:
   Region() noexcept = default;
@@ -102,35 +100,63 @@ class Region {
   static Region anonymous(std::size_t bytes);
   // Unnamed bytes on a segment's heap (the segment must outlive every handle).
   static Region in(Segment& seg, std::size_t bytes);
-  // Named bytes in a segment: exclusive create, or lookup of what create() made.
+  // Named bytes in a segment, exclusive create.
   static Region create(Segment& seg, std::string_view name, std::size_t bytes);
-  static Region find(Segment& seg, std::string_view name);
+  // What create() made under `name`, once its creator has published it: waits until
+  // `deadline` while the name is missing or the object is still being built, polling every
+  // millisecond. Returns the region and the capacity validated from its header. Throws
+  // Error(errc::not_found) when the name is still missing at the deadline,
+  // Error(errc::timeout) when it is still being built, errc::bad_layout when the bytes are
+  // not a valid object of `spec`.
+  static Region open(Segment& seg, std::string_view name, const LayoutSpec& spec,
+                     const Deadline& deadline, const char* what, std::uint64_t& capacity);
   // Bytes owned by someone else (shared memory the caller manages): never unmapped here.
-  static Region view(std::byte* p, std::size_t n) noexcept { return Region(p, n, false); }
+  static Region view(std::byte* p, std::size_t n) noexcept { return Region(p, n); }
 
-  Region(Region&& o) noexcept;
-  Region& operator=(Region&& o) noexcept;
-  Region(const Region&) = delete;
-  Region& operator=(const Region&) = delete;
-  ~Region();
+  Region(Region&&) noexcept = default;
+  Region& operator=(Region&&) noexcept = default;
 
   [[nodiscard]] std::byte* data() const noexcept { return data_; }
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  // For a region in a named segment: throws Error(errc::bad_layout) naming `what` when
+  // another process has truncated the segment's file below the end of this region (the
+  // next access would raise SIGBUS). Costs an fstat(); blocking calls run it before they
+  // sleep and between sleeps. A no-op for other regions.
+  void check_backing(const char* what) const;
 
  private:
-  Region(std::byte* p, std::size_t n, bool owned) noexcept : data_(p), size_(n), owned_(owned) {}
-  void release() noexcept;
+  Region(std::byte* p, std::size_t n) noexcept : data_(p), size_(n) {}
+  Mapping map_;  // set when the region owns its memory
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  bool owned_ = false;
+  int file_ = -1;          // a named segment's descriptor (owned by the Segment), or -1
+  std::size_t file_end_ = 0;  // offset just past this region in that file
 };
 
-// Rejects capacities that are zero, not a power of two or above `max`, naming `what`
-// ("SpscQueue capacity") in the message. Throws Error(errc::invalid_argument).
-void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max, const char* what);
 // Throws Error(errc::bad_layout) when a layout found in shared memory is not what `what`
 // expects (magic, version, element size).
+// Where a new shared object goes: the one place the ways to lay one out are told apart.
+struct Placement {
+  enum class Kind { own, heap, named } kind = Kind::own;
+  Segment* seg = nullptr;
+  std::string_view name;
+
+  static Placement own() noexcept { return {}; }                    // its own mapping
+  static Placement heap(Segment& s) noexcept { return {Kind::heap, &s, {}}; }  // unnamed
+  static Placement named(Segment& s, std::string_view n) noexcept { return {Kind::named, &s, n}; }
+  // The memory for `bytes` of object at this place.
+  [[nodiscard]] Region make(std::size_t bytes) const {
+    switch (kind) {
+      case Kind::heap: return Region::in(*seg, bytes);
+      case Kind::named: return Region::create(*seg, name, bytes);
+      case Kind::own: break;
+    }
+    return Region::anonymous(bytes);
+  }
+};
+
 [[noreturn]] void throw_bad_layout(const char* what, std::string_view detail);
+[[noreturn]] void throw_bad_frame(const char* what, std::string_view detail);
 [[noreturn]] void throw_closed(const char* what);
 [[noreturn]] void throw_peer_dead(const char* what);
 
@@ -139,16 +165,22 @@ void check_capacity(std::uint64_t capacity, std::uint64_t min, std::uint64_t max
 // passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
 // consumer (`fail_if_closed` false) tries once more, so what was published just before is
 // still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
+// Before it first sleeps and between sleeps it checks that `region` is still backed (a
+// named segment truncated under it).
 template <class Attempt>
 bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
-               const Deadline& deadline, const char* what, Attempt&& attempt, bool fail_if_closed) {
+               const Region& region, const Deadline& deadline, const char* what,
+               Attempt&& attempt, bool fail_if_closed) {
   if (fail_if_closed && ctl.is_closed()) throw_closed(what);
   if (attempt()) return true;
+  region.check_backing(what);
   bool done = false;
   bool gone = false;
   ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,
-           ctl.safe_policy(),
-           [&] { gone = others.all_dead(); });
+           ctl.safe_policy(), [&] {
+             region.check_backing(what);
+             gone = others.all_dead();
+           });
   if (done) return true;
   if (!fail_if_closed && attempt()) return true;
   if (ctl.is_closed()) throw_closed(what);
@@ -178,7 +210,7 @@ class AttachOnce {
     const pid_t me = current_pid();
     if (me == attached_.load(std::memory_order_relaxed)) [[likely]]
       return false;
-    table.attach(me, who);
+    table.attach(current_identity(), who);
     attached_.store(me, std::memory_order_relaxed);
     return true;
   }

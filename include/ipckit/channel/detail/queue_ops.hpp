@@ -12,7 +12,7 @@
 namespace ipckit::detail {
 
 // Derived provides: try_push(const T&) -> bool, try_pop(T&) -> bool, control() ->
-// ChannelControl&, and static constexpr const char* kPushWhat / kPopWhat for messages.
+// ChannelControl&, region() -> const Region&, and static constexpr const char* kPushWhat / kPopWhat for messages.
 template <class Derived, class T>
 class BlockingQueue {
  public:
@@ -25,7 +25,7 @@ class BlockingQueue {
   [[nodiscard]] bool push_until(const T& v, const Deadline& deadline) {
     ChannelControl& c = self().control();
     return wait_side(
-        c, c.writable, c.consumers, deadline, Derived::kPushWhat,
+        c, c.writable, c.consumers, self().region(), deadline, Derived::kPushWhat,
         [&] { return self().try_push(v); }, /*fail_if_closed=*/true);
   }
   template <class Rep, class Period>
@@ -50,7 +50,7 @@ class BlockingQueue {
   [[nodiscard]] bool pop_until(T& out, const Deadline& deadline) {
     ChannelControl& c = self().control();
     return wait_side(
-        c, c.readable, c.producers, deadline, Derived::kPopWhat,
+        c, c.readable, c.producers, self().region(), deadline, Derived::kPopWhat,
         [&] { return self().try_pop(out); }, /*fail_if_closed=*/false);
   }
   template <class Rep, class Period>

@@ -29,7 +29,10 @@ struct alignas(64) Slot {
   std::atomic<pid_t> pid{0};
   char error[kErrorBytes]{};
   std::atomic<std::uint32_t> peer_dead{0};
-  std::atomic<std::uint32_t> finished{0};  // returned from fn: gone, whatever its pid says
+  std::atomic<std::uint32_t> timed_out{0};  // its error was errc::timeout (a call_timeout)
+  std::atomic<std::uint32_t> finished{0};   // returned from fn: gone, whatever its pid says
+  // How many barriers the rank has entered: who has not arrived, when a barrier times out.
+  std::atomic<std::uint64_t> barriers{0};
   // The size each rank passes to the current collective (checked by every rank).
   std::atomic<std::uint64_t> coll_size[2]{};
   // gather: the size of the root's receive buffer (checked by every rank).
@@ -47,8 +50,9 @@ struct alignas(64) Header {
   std::int32_t n = 0;
   std::uint64_t ring_bytes = 0;
   std::uint64_t spin_ns = 0;
-  std::uint32_t oversubscribed = 0;  // more ranks than CPUs this process may use
-  std::uint64_t slots_at = 0;        // offsets from the header
+  std::uint32_t oversubscribed = 0;   // more ranks than CPUs this process may use
+  std::uint64_t call_timeout_ns = 0;  // RunOptions::call_timeout; 0: none
+  std::uint64_t slots_at = 0;         // offsets from the header
   std::uint64_t dir_at = 0;
   std::uint64_t coll_buf_at = 0;
   std::uint64_t arena_at = 0;
@@ -78,7 +82,8 @@ struct Layout {
 };
 
 // Lays the header, the slots and the arena of `l` for `n` ranks at `base` (l.total bytes,
-// zero-filled, page aligned). spin_ns and oversubscribed are left for the caller.
+// zero-filled, page aligned). spin_ns, oversubscribed and call_timeout_ns are left for the
+// caller.
 Header& lay_out(std::byte* base, int n, std::size_t ring_bytes, const Layout& l);
 
 // Every point-to-point message travels as records of its pair's ring; the first leads with
