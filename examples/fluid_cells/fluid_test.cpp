@@ -1,16 +1,20 @@
 // Correctness of the fluid-cell example (issue 6): the D2Q9 kernel against analytic flows
 // (Taylor-Green decay, Poiseuille channel) and published data (Ghia et al. 1982 cavity),
-// mass conservation, bit-identical fields for any number of cells, and bad input rejected
-// with exit code 2 by the CLI before anything runs.
+// mass conservation, bit-identical fields for any number of cells, bad input rejected with
+// exit code 2 by the CLI before anything runs, and the CLI's other exit codes (1 a run failed,
+// 3 --tol not reached) with what summary.json says about convergence.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -295,8 +299,10 @@ struct Exit {
   std::string output;
 };
 
-Exit run_cli(const std::string& args) {
-  const std::string cmd = std::string("'") + FLUID_CELLS_EXE + "' " + args + " 2>&1";
+// Runs the built fluid_cells with `args` through the shell; `prefix` goes before it
+// ("VAR=value" for its environment, "ulimit ...;").
+Exit run_cli(const std::string& args, const std::string& prefix = "") {
+  const std::string cmd = prefix + " '" + FLUID_CELLS_EXE + "' " + args + " 2>&1";
   FILE* f = ::popen(cmd.c_str(), "r");
   if (f == nullptr) throw std::runtime_error("popen failed: " + cmd);
   Exit e;
@@ -306,6 +312,37 @@ Exit run_cli(const std::string& args) {
   const int status = ::pclose(f);
   e.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return e;
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// A fresh (absent) path under the temporary folder, removed again when the test ends.
+class TempPath {
+ public:
+  explicit TempPath(const std::string& name)
+      : path_(std::filesystem::temp_directory_path() /
+              ("fluid_test_" + std::to_string(::getpid()) + "_" + name)) {
+    std::filesystem::remove_all(path_);
+  }
+  ~TempPath() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempPath(const TempPath&) = delete;
+  TempPath& operator=(const TempPath&) = delete;
+  [[nodiscard]] std::string str() const { return path_.string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 TEST_F(FluidInput, CliRejectsUnknownCase) {
@@ -327,6 +364,122 @@ TEST_F(FluidInput, CliRejectsGridSmallerThanProcessGrid) {
   const auto e = run_cli("--nx 2 --ny 2 --procs 16 --steps 10");
   EXPECT_EQ(e.code, 2) << e.output;
   EXPECT_NE(e.output.find("process grid"), std::string::npos) << e.output;
+}
+
+TEST_F(FluidInput, CliHelpListsExitCodesAndEveryDefault) {
+  const auto e = run_cli("--help");
+  EXPECT_EQ(e.code, 0) << e.output;
+  for (const char* part : {"Exit codes", "3 --tol", "=20000", "=129", "=cavity", "=0.1", "=bgk",
+                           "--procs: at most 8 x"}) {
+    EXPECT_TRUE(has(e.output, part)) << part << " missing from\n" << e.output;
+  }
+}
+
+TEST_F(FluidInput, CliExitsThreeAndWritesConvergedFalseWhenTolNotReached) {
+  const TempPath out("not_converged");
+  const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 1 --tol 1e-12 --out " + out.str());
+  EXPECT_EQ(e.code, 3) << e.output;
+  EXPECT_TRUE(has(e.output, "did not converge: residual")) << e.output;
+  EXPECT_TRUE(has(e.output, "after 50 steps, tolerance 1e-12")) << e.output;
+  const std::string summary = read_file(out.str() + "/summary.json");
+  EXPECT_TRUE(has(summary, "\"converged\": false")) << summary;
+}
+
+TEST_F(FluidInput, CliExitsZeroAndWritesConvergedTrueWhenTolReached) {
+  // Re 10 on 16 x 16 is steady to 1e-4 per 100 steps in about 700 steps.
+  const TempPath out("converged");
+  const auto e =
+      run_cli("--nx 16 --ny 16 --re 10 --steps 20000 --procs 2 --tol 1e-4 --out " + out.str());
+  EXPECT_EQ(e.code, 0) << e.output;
+  EXPECT_FALSE(has(e.output, "did not converge")) << e.output;
+  const std::string summary = read_file(out.str() + "/summary.json");
+  EXPECT_TRUE(has(summary, "\"converged\": true")) << summary;
+  EXPECT_FALSE(has(summary, "\"steps\": 20000")) << summary;
+}
+
+TEST_F(FluidInput, CliWritesNoConvergedKeyWithoutTol) {
+  const TempPath out("no_tol");
+  const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 1 --out " + out.str());
+  EXPECT_EQ(e.code, 0) << e.output;
+  const std::string summary = read_file(out.str() + "/summary.json");
+  EXPECT_TRUE(has(summary, "\"residual\"")) << summary;
+  EXPECT_FALSE(has(summary, "converged")) << summary;
+}
+
+TEST_F(FluidInput, CliRejectsOutThatCannotBeMadeBeforeAnyRun) {
+  // Root may write anywhere, so the folder is made impossible instead: its parent is a file.
+  const TempPath file("regular_file");
+  std::ofstream(file.str()) << "not a folder\n";
+  const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 2 --out " + file.str() + "/out");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(has(e.output, "--out " + file.str() + "/out")) << e.output;
+  EXPECT_FALSE(has(e.output, "MLUPS")) << "it ran before refusing:\n" << e.output;
+}
+
+TEST_F(FluidInput, CliRejectsEmptyOut) {
+  const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 1 --out ''");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(has(e.output, "--out needs a folder")) << e.output;
+  EXPECT_FALSE(has(e.output, "MLUPS")) << e.output;
+}
+
+TEST_F(FluidInput, CliRejectsNonFiniteAndOutOfRangeNumbersReadably) {
+  const std::regex long_number("[0-9]{25}");
+  for (const char* bad :
+       {"--re nan", "--re inf", "--re -inf", "--re 0", "--u nan", "--u inf", "--u 1", "--tol nan",
+        "--tol inf", "--tol -1", "--sweep nan", "--sweep 100,-1", "--sweep 0", "--sweep 100,inf"}) {
+    const auto e = run_cli(std::string(bad) + " --nx 16 --ny 16 --steps 50 --procs 1");
+    EXPECT_EQ(e.code, 2) << bad << ":\n" << e.output;
+    EXPECT_TRUE(has(e.output, "is not a finite number")) << bad << ":\n" << e.output;
+    EXPECT_FALSE(std::regex_search(e.output, long_number)) << bad << ":\n" << e.output;
+    EXPECT_FALSE(has(e.output, "MLUPS")) << bad << ":\n" << e.output;
+  }
+}
+
+TEST_F(FluidInput, CliRejectsProcsFarAboveTheCpuCount) {
+  const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 100000");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(has(e.output, "--procs 100000 is above the limit of")) << e.output;
+}
+
+TEST_F(FluidInput, CliRefusesAnMpirunLaunchWithoutCommMpi) {
+  for (const char* env : {"OMPI_COMM_WORLD_SIZE=4", "PMI_SIZE=2"}) {
+    const auto e = run_cli("--nx 16 --ny 16 --steps 50 --procs 1", env);
+    EXPECT_EQ(e.code, 2) << env << ":\n" << e.output;
+    EXPECT_TRUE(has(e.output, "add --comm mpi")) << env << ":\n" << e.output;
+    EXPECT_FALSE(has(e.output, "MLUPS")) << env << ":\n" << e.output;
+  }
+  // One process under mpirun is one job: it runs.
+  const auto one = run_cli("--nx 16 --ny 16 --steps 50 --procs 1", "OMPI_COMM_WORLD_SIZE=1");
+  EXPECT_EQ(one.code, 0) << one.output;
+}
+
+TEST_F(FluidInput, CliSweepExitsThreeWhenARunDoesNotConverge) {
+  const auto e = run_cli("--sweep 10,20 --nx 16 --ny 16 --steps 50 --tol 1e-12");
+  EXPECT_EQ(e.code, 3) << e.output;
+  EXPECT_TRUE(has(e.output, "Re=10 did not converge")) << e.output;
+  EXPECT_TRUE(has(e.output, "Re=20 did not converge")) << e.output;
+}
+
+TEST_F(FluidInput, CliSweepRejectsAReynoldsNumberTooHighForTheGridBeforeRunning) {
+  const auto e = run_cli("--sweep 10,1e9 --nx 16 --ny 16 --steps 50");
+  EXPECT_EQ(e.code, 2) << e.output;
+  EXPECT_TRUE(has(e.output, "--sweep Re=1e+09")) << e.output;
+  EXPECT_FALSE(has(e.output, "MLUPS")) << e.output;
+}
+
+// A rank that runs out of memory (address space capped, so the allocation fails at once) is
+// reported, and the exit code is 1: no abort (134) from an uncaught exception.
+TEST_F(FluidInput, CliReportsARankOutOfMemoryWithExitOne) {
+  const std::string huge = "--re 1e6 --nx 65536 --ny 65536 --steps 1";
+  const auto one = run_cli(huge + " --procs 1", "ulimit -v 8000000;");
+  EXPECT_EQ(one.code, 1) << one.output;
+  EXPECT_TRUE(has(one.output, "rank 0 failed")) << one.output;
+  const auto sweep =
+      run_cli("--sweep 1e6,2e6 --nx 65536 --ny 65536 --steps 1", "ulimit -v 8000000;");
+  EXPECT_EQ(sweep.code, 1) << sweep.output;
+  EXPECT_TRUE(has(sweep.output, "Re=1e+06 failed")) << sweep.output;
+  EXPECT_TRUE(has(sweep.output, "2 of 2 runs failed")) << sweep.output;
 }
 
 }  // namespace

@@ -424,8 +424,8 @@ std::unique_ptr<Segment::Impl> try_open(std::string_view name,
     throw_errno(EACCES, what + ": mode " + mode + ", expected 0600");
   }
   const auto size = static_cast<std::size_t>(st.st_size);
-  if (size < Segment::kMinSize) return nullptr;  // its creator has not sized it yet
-  if (size > Segment::kMaxSize) {
+  if (size == 0) return nullptr;  // its creator has not sized it yet
+  if (size < Segment::kMinSize || size > Segment::kMaxSize) {
     throw_error(errc::bad_layout, what + ": " + std::to_string(size) + " bytes is no ipckit segment");
   }
   if (expected_size && size != *expected_size) {
