@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -22,6 +23,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -30,6 +32,7 @@
 #include "ipckit/pool/pool.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "leak_check.hpp"
+#include "nproc_limit.hpp"
 #include "test_util.hpp"
 
 namespace ipckit {
@@ -784,6 +787,67 @@ TEST_F(PoolFailureTest, InitializerThatExitsBreaksThePoolInsteadOfRespawningFore
   });
   EXPECT_EQ(outcome, errc::child_failed);
   EXPECT_EQ(error_of([&] { (void)pool.apply_async(square, 4); }), errc::child_failed);
+}
+
+// ---- a pool that cannot start (RLIMIT_NPROC) ---------------------------------------------
+
+// In the limited child: Pool(4) must throw an ipckit::Error with errno EAGAIN whose message
+// contains every piece of `expect`, and leave no child, descriptor or shared mapping behind.
+int pool_start_fails(const std::vector<std::string>& expect) {
+  const auto fds = testing::open_fds();
+  const std::size_t maps = testing::shared_mappings();
+  try {
+    Pool pool(4);
+    std::fprintf(stderr, "Pool(4) started under the limit\n");
+    return 1;
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    if (e.code() != std::error_code(EAGAIN, std::system_category())) {
+      std::fprintf(stderr, "code %s, not EAGAIN: %s\n", e.code().message().c_str(), e.what());
+      return 2;
+    }
+    for (const auto& piece : expect) {
+      if (what.find(piece) == std::string::npos) {
+        std::fprintf(stderr, "no \"%s\" in: %s\n", piece.c_str(), e.what());
+        return 3;
+      }
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "not an ipckit::Error: %s\n", e.what());
+    return 4;
+  }
+  if (!testing::no_children()) {
+    std::fprintf(stderr, "a worker was left behind\n");
+    return 5;
+  }
+  if (testing::open_fds() != fds) {
+    std::fprintf(stderr, "a descriptor was left open\n");
+    return 6;
+  }
+  if (testing::shared_mappings() != maps) {
+    std::fprintf(stderr, "a shared mapping was left behind\n");
+    return 7;
+  }
+  return 0;
+}
+
+// Room for the driver thread and one worker: the second worker's fork fails.
+TEST_F(PoolFailureTest, PoolThatCannotForkAWorkerThrowsErrorAndStopsTheOthers) {
+  const int rc = testing::run_under_nproc_limit(2, [] {
+    return pool_start_fails({"Pool: could not start worker 2 of 4", "fork() failed", "RLIMIT_NPROC",
+                             "Resource temporarily unavailable"});
+  });
+  if (rc == testing::kNprocUnavailable) GTEST_SKIP() << "RLIMIT_NPROC cannot be applied here";
+  EXPECT_EQ(rc, 0) << "see the child's stderr above";
+}
+
+// No room even for the driver thread: std::thread's bare std::system_error becomes an Error.
+TEST_F(PoolFailureTest, PoolThatCannotStartItsDriverThreadThrowsError) {
+  const int rc = testing::run_under_nproc_limit(0, [] {
+    return pool_start_fails({"Pool: could not start its driver thread", "RLIMIT_NPROC"});
+  });
+  if (rc == testing::kNprocUnavailable) GTEST_SKIP() << "RLIMIT_NPROC cannot be applied here";
+  EXPECT_EQ(rc, 0) << "see the child's stderr above";
 }
 
 }  // namespace

@@ -7,15 +7,19 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
+#include "nproc_limit.hpp"
 #include "channel_helpers.hpp"
 #include "comm_bodies.hpp"
 #include "ipckit/shm/shared_array.hpp"
@@ -31,9 +35,9 @@ using ShmCommTest = testing::LeakCheckedTest;
 using testing::error_of;
 
 template <class F>
-std::optional<spmd::RunError> run_error_of(int n, F&& fn) {
+std::optional<spmd::RunError> run_error_of(int n, F&& fn, const spmd::RunOptions& options = {}) {
   try {
-    spmd::run(n, fn);
+    spmd::run(n, fn, options);
   } catch (const spmd::RunError& e) {
     return e;
   }
@@ -269,6 +273,191 @@ TEST_F(ShmCommTest, EndingOnACollectiveIsNotAPeerDeath) {
     on_ranks(4, [](Comm& c) { c.barrier(); });
     on_ranks(4, [](Comm& c) { (void)c.allreduce(c.rank(), ReduceOp::sum); });
   }
+}
+
+// ---- timeouts ------------------------------------------------------------------------------
+
+bool contains(const std::string& s, const std::string& piece) {
+  return s.find(piece) != std::string::npos;
+}
+
+// A rank stops itself; the others wait for it in a barrier. Without timeouts that waits
+// forever (by design: the rank is alive); with the run's deadline, run() kills every rank.
+TEST_F(ShmCommTest, RunDeadlineKillsAStoppedRankAndNamesIt) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto err = run_error_of(4,
+                                [](Comm& c) {
+                                  if (c.rank() == 1) ::raise(SIGSTOP);
+                                  c.barrier();
+                                },
+                                {.timeout = 1000ms});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 60s);  // a hang guard
+  ASSERT_TRUE(err.has_value());
+  EXPECT_TRUE(err->is(errc::timeout)) << err->what();
+  EXPECT_EQ(err->failed_rank(), 1) << err->what();
+  EXPECT_TRUE(contains(err->what(), "deadline of 1000 ms passed")) << err->what();
+  EXPECT_TRUE(contains(err->what(), "1 (stopped)")) << err->what();
+  EXPECT_TRUE(err->ranks()[1].unfinished);
+  EXPECT_TRUE(err->ranks()[1].stopped);
+  EXPECT_TRUE(err->ranks()[1].status.signaled());
+  for (int r : {0, 2, 3}) {
+    const auto& o = err->ranks()[static_cast<std::size_t>(r)];
+    EXPECT_TRUE(o.unfinished) << r;  // still in the barrier
+    EXPECT_FALSE(o.stopped) << r;
+  }
+}
+
+// The same with call_timeout only: the waiting ranks' barriers time out, and run() kills
+// the stopped rank call_timeout after the first of them failed.
+TEST_F(ShmCommTest, CallTimeoutEndsTheWaitsOnAStoppedRankAndRunKillsIt) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto err = run_error_of(4,
+                                [](Comm& c) {
+                                  if (c.rank() == 1) ::raise(SIGSTOP);
+                                  c.barrier();
+                                },
+                                {.call_timeout = 300ms});
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 60s);  // a hang guard
+  ASSERT_TRUE(err.has_value());
+  EXPECT_TRUE(err->is(errc::timeout)) << err->what();
+  EXPECT_EQ(err->failed_rank(), 1) << err->what();
+  EXPECT_TRUE(err->ranks()[1].unfinished && err->ranks()[1].stopped) << err->what();
+  EXPECT_TRUE(contains(err->what(), "ShmComm::barrier: call_timeout of 300 ms passed"))
+      << err->what();
+  int timed_out = 0;
+  for (int r : {0, 2, 3}) {
+    // Each either timed out itself or saw a rank that had timed out exit first.
+    const auto& o = err->ranks()[static_cast<std::size_t>(r)];
+    EXPECT_TRUE(o.call_timed_out || o.peer_dead) << r << ": " << o.error;
+    EXPECT_FALSE(o.unfinished) << r;
+    timed_out += o.call_timed_out ? 1 : 0;
+  }
+  EXPECT_GE(timed_out, 1);
+}
+
+// Rank 0 receives from rank 1, which sends nothing until rank 0 has seen the timeout: the
+// receive ends with errc::timeout naming the call and the rank, and the pair's stream is
+// whole afterwards (the next receive gets rank 1's message).
+TEST_F(ShmCommTest, RecvPastCallTimeoutThrowsTimeoutNamingTheCallAndTheRank) {
+  SharedArray<std::uint32_t> seen(1);
+  spmd::RunOptions options;
+  options.call_timeout = 200ms;
+  spmd::run(
+      2,
+      [&](Comm& c) {
+        int v = 0;
+        if (c.rank() == 0) {
+          try {
+            c.recv(1, std::span(&v, 1));
+            throw std::runtime_error("the receive returned");
+          } catch (const Error& e) {
+            if (!e.is(errc::timeout) || !contains(e.what(), "ShmComm::recv") ||
+                !contains(e.what(), "rank 1")) {
+              throw std::runtime_error(std::string("not the timeout expected: ") + e.what());
+            }
+          }
+          __atomic_store_n(&seen[0], 1U, __ATOMIC_RELEASE);
+          c.recv(1, std::span(&v, 1));
+          if (v != 42) throw std::runtime_error("the message after the timeout was lost");
+        } else {
+          for (int i = 0; i < 60000 && __atomic_load_n(&seen[0], __ATOMIC_ACQUIRE) == 0; ++i) {
+            std::this_thread::sleep_for(1ms);
+          }
+          v = 42;
+          c.send(0, std::span<const int>(&v, 1));
+        }
+      },
+      options);
+}
+
+// A barrier past call_timeout names the rank that has not arrived; the collectives of that
+// comm are broken afterwards (barrier_broken), not silently miscounted.
+TEST_F(ShmCommTest, BarrierPastCallTimeoutNamesTheMissingRankAndBreaksTheCollectives) {
+  SharedArray<std::uint32_t> seen(1);
+  spmd::RunOptions options;
+  options.call_timeout = 200ms;
+  spmd::run(
+      2,
+      [&](Comm& c) {
+        if (c.rank() == 0) {
+          try {
+            c.barrier();
+            throw std::runtime_error("the barrier returned");
+          } catch (const Error& e) {
+            if (!e.is(errc::timeout) || !contains(e.what(), "ShmComm::barrier") ||
+                !contains(e.what(), "rank 1 (not there yet)")) {
+              throw std::runtime_error(std::string("not the timeout expected: ") + e.what());
+            }
+          }
+          if (error_of([&] { (void)c.allreduce(1, ReduceOp::sum); }) != errc::barrier_broken) {
+            throw std::runtime_error("a collective after a timed-out one was not refused");
+          }
+          __atomic_store_n(&seen[0], 1U, __ATOMIC_RELEASE);
+        } else {
+          for (int i = 0; i < 60000 && __atomic_load_n(&seen[0], __ATOMIC_ACQUIRE) == 0; ++i) {
+            std::this_thread::sleep_for(1ms);
+          }
+        }
+      },
+      options);
+}
+
+TEST_F(ShmCommTest, NegativeTimeoutsAreInvalidArguments) {
+  spmd::RunOptions bad_run;
+  bad_run.timeout = -1ms;
+  EXPECT_EQ(error_of([&] {
+              spmd::run(
+                  2, [](Comm&) {}, bad_run);
+            }),
+            errc::invalid_argument);
+  spmd::RunOptions bad_call;
+  bad_call.call_timeout = -1ms;
+  EXPECT_EQ(error_of([&] {
+              spmd::run(
+                  2, [](Comm&) {}, bad_call);
+            }),
+            errc::invalid_argument);
+}
+
+// ---- a run that cannot start (RLIMIT_NPROC) ----------------------------------------------
+
+// Room for two ranks: the third fork fails. run() kills the two, and throws an Error with
+// errno EAGAIN that says what it attempted.
+TEST_F(ShmCommTest, RunThatCannotForkARankThrowsErrorAndKillsTheOthers) {
+  const int rc = testing::run_under_nproc_limit(2, [] {
+    const auto fds = testing::open_fds();
+    const std::size_t maps = testing::shared_mappings();
+    try {
+      spmd::run(4, [](Comm& c) { c.barrier(); });
+      std::fprintf(stderr, "spmd::run started 4 ranks under the limit\n");
+      return 1;
+    } catch (const spmd::RunError& e) {
+      std::fprintf(stderr, "a RunError, not a start failure: %s\n", e.what());
+      return 2;
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      if (e.code() != std::error_code(EAGAIN, std::system_category()) ||
+          !contains(what, "spmd::run: could not start rank 2") ||
+          !contains(what, "fork() failed") || !contains(what, "RLIMIT_NPROC")) {
+        std::fprintf(stderr, "not the error expected: %s\n", e.what());
+        return 3;
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "not an ipckit::Error: %s\n", e.what());
+      return 4;
+    }
+    if (!testing::no_children()) {
+      std::fprintf(stderr, "a rank was left behind\n");
+      return 5;
+    }
+    if (testing::open_fds() != fds || testing::shared_mappings() != maps) {
+      std::fprintf(stderr, "a descriptor or shared mapping was left behind\n");
+      return 6;
+    }
+    return 0;
+  });
+  if (rc == testing::kNprocUnavailable) GTEST_SKIP() << "RLIMIT_NPROC cannot be applied here";
+  EXPECT_EQ(rc, 0) << "see the child's stderr above";
 }
 
 }  // namespace

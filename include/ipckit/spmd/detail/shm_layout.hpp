@@ -16,6 +16,7 @@
 #include <type_traits>
 
 #include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/core/process.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit::spmd::detail {
@@ -26,7 +27,7 @@ constexpr std::size_t kErrorBytes = 512;
 
 struct alignas(64) Slot {
   EventCount doorbell;
-  std::atomic<pid_t> pid{0};
+  std::atomic<ProcessIdentity> id{0};  // pid and start time (core/process.hpp)
   char error[kErrorBytes]{};
   std::atomic<std::uint32_t> peer_dead{0};
   std::atomic<std::uint32_t> timed_out{0};  // its error was errc::timeout (a call_timeout)
@@ -60,7 +61,7 @@ struct alignas(64) Header {
   Coll coll;
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
-              std::atomic<pid_t>::is_always_lock_free);
+              std::atomic<ProcessIdentity>::is_always_lock_free);
 static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
               std::is_standard_layout_v<Header>);
 
