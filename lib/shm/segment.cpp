@@ -43,9 +43,6 @@ using Heap = bip::basic_managed_external_buffer<char, bip::rbtree_best_fit<bip::
 constexpr std::uint32_t kSegmentMagic = 0x49534732;  // "ISG2"
 constexpr std::uint32_t kSegmentVersion = 2;
 constexpr std::size_t kHeaderBytes = 4096;
-// A leftover too small to hold a header (a creator killed between shm_open and sizing it)
-// is stale once it is this old: no live creator takes that long between the two calls.
-constexpr std::chrono::seconds kEmptyLeftoverAge{10};
 // How long open() waits for a creator that has not finished.
 constexpr std::chrono::seconds kOpenGrace{1};
 constexpr std::chrono::milliseconds kPoll{2};
@@ -129,16 +126,39 @@ SegmentHeader* lay_out_header(std::byte* base, std::size_t size) {
   return h;
 }
 
-bool age_over(const struct stat& st, std::chrono::seconds age) {
-  timespec now{};
-  ::clock_gettime(CLOCK_REALTIME, &now);
-  return now.tv_sec - st.st_ctim.tv_sec > age.count();
+// How many descriptors open on the file `st` describes the processes we can see hold (ours
+// included): every /proc/<pid>/fd/<n> whose target is that file. A process forked from one
+// that had the segment open holds the descriptor too, registered or not.
+std::size_t open_descriptors(const struct stat& st) {
+  std::size_t count = 0;
+  DIR* procs = ::opendir("/proc");
+  if (procs == nullptr) return 0;
+  std::string dir;
+  while (const dirent* p = ::readdir(procs)) {
+    if (p->d_name[0] < '0' || p->d_name[0] > '9') continue;
+    dir.assign("/proc/").append(p->d_name).append("/fd");
+    DIR* fds = ::opendir(dir.c_str());
+    if (fds == nullptr) continue;  // gone, or not ours to look at
+    while (const dirent* f = ::readdir(fds)) {
+      if (f->d_name[0] == '.') continue;
+      struct stat target {};
+      if (::fstatat(::dirfd(fds), f->d_name, &target, 0) == 0 && target.st_ino == st.st_ino &&
+          target.st_dev == st.st_dev) {
+        ++count;
+      }
+    }
+    ::closedir(fds);
+  }
+  ::closedir(procs);
+  return count;
 }
 
-// Whether nobody alive created or uses the segment whose header is `h` (read atomically).
-bool nobody_alive(const SegmentHeader& h, const struct stat& st) {
+// Whether nobody alive created or uses the segment whose header is `h` (read atomically)
+// and no process but the caller's one descriptor (`own`) has its file open.
+bool nobody_alive(const SegmentHeader& h, const struct stat& st, std::size_t own) {
+  if (open_descriptors(st) > own) return false;
   const ProcessIdentity creator = h.creator.load(std::memory_order_acquire);
-  if (creator == 0) return age_over(st, kEmptyLeftoverAge);  // killed before it wrote itself
+  if (creator == 0) return true;  // killed before it wrote itself, and nobody has it open
   if (identity_alive(creator)) return false;
   for (const auto& u : h.users) {
     const ProcessIdentity id = u.load(std::memory_order_acquire);
@@ -259,7 +279,8 @@ bool reclaim(std::string_view name) {
            now.st_dev == st.st_dev;
   };
   if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) {
-    if (!age_over(st, kEmptyLeftoverAge) || !same_file()) return false;
+    // A creator killed before it sized the file: nobody else holds it open.
+    if (open_descriptors(st) > 1 || !same_file()) return false;
     return ::shm_unlink(path.c_str()) == 0;
   }
   void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
@@ -270,14 +291,14 @@ bool reclaim(std::string_view name) {
   if (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady) {
     // owner_dead means we hold it too (consistent again); timeout: a stopped holder, skip.
     if (h->lock.lock_for(std::chrono::seconds(1)) != errc::timeout) {
-      if (h->state.load(std::memory_order_acquire) == kReady && nobody_alive(*h, st) &&
+      if (h->state.load(std::memory_order_acquire) == kReady && nobody_alive(*h, st, 1) &&
           same_file()) {
         h->state.store(kReclaimed, std::memory_order_release);
         removed = ::shm_unlink(path.c_str()) == 0;
       }
       h->lock.unlock();
     }
-  } else if (state == kCreating && nobody_alive(*h, st) && same_file()) {
+  } else if (state == kCreating && nobody_alive(*h, st, 1) && same_file()) {
     removed = ::shm_unlink(path.c_str()) == 0;
   }
   ::munmap(p, kHeaderBytes);
@@ -526,14 +547,14 @@ bool Segment::is_stale(std::string_view name) {
   if (!fd) return false;
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0 || st.st_uid != ::geteuid()) return false;
-  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) return age_over(st, kEmptyLeftoverAge);
+  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) return open_descriptors(st) <= 1;
   void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return false;
   const auto* h = static_cast<const SegmentHeader*>(p);
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
   const bool ours = state == kCreating ||
                     (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady);
-  const bool stale = ours && nobody_alive(*h, st);
+  const bool stale = ours && nobody_alive(*h, st, 1);
   ::munmap(p, kHeaderBytes);
   return stale;
 }

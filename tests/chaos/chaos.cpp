@@ -39,6 +39,8 @@ constexpr Scenario kScenarios[] = {
     {"barrier", barrier_scenario, "a Barrier party killed"},
     {"mutex", mutex_scenario, "a robust Mutex owner killed (also while holding it)"},
     {"spmd", spmd_scenario, "a rank of spmd::run killed"},
+    {"segment", segment_scenario,
+     "a named segment's creator killed inside create, or a process killed using its heap"},
 };
 
 // --plant fd / child / shm: leaves one of each behind in the first iteration.

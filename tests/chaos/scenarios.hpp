@@ -19,6 +19,7 @@ void pool_parent_scenario(Ctx& ctx);
 void barrier_scenario(Ctx& ctx);
 void mutex_scenario(Ctx& ctx);
 void spmd_scenario(Ctx& ctx);
+void segment_scenario(Ctx& ctx);
 
 struct Scenario {
   const char* name;

@@ -8,8 +8,9 @@
 //    create_unique(size) picks a name nobody can guess; open() refuses a segment another user
 //    owns or whose mode is not 0600; open_for() waits for a creator that has not finished.
 //  - Lifecycle: the segment records its creator and every process that opened it (by pid and
-//    start time). A segment whose creator and users are all dead is stale: remove_stale()
-//    and create(..., {.reclaim_stale = true}) remove it; one a live process uses, never.
+//    start time). A segment whose creator and users are all dead, and whose file no process
+//    holds open, is stale: remove_stale() and create(..., {.reclaim_stale = true}) remove
+//    it; one a live process uses, never.
 //  - Heap and directory are guarded by a robust lock in the segment: a process killed or
 //    stopped while holding it blocks nobody forever (owner death is recovered; a stopped
 //    holder makes calls fail with errc::timeout after SegmentOptions::lock_timeout).
@@ -37,9 +38,8 @@
 namespace ipckit {
 
 struct SegmentOptions {
-  // create(): when the name exists but is stale (its creator and every process that opened
-  // it are dead, or it is an empty file left by a creator killed before it sized it, over
-  // 10 s old), remove it and create anew instead of throwing errc::already_exists.
+  // create(): when the name exists but is stale (see Segment::is_stale), remove it and
+  // create anew instead of throwing errc::already_exists.
   bool reclaim_stale = false;
   // Longest wait for the segment's lock (held for microseconds by a running process; longer
   // only when its holder is stopped). Past it, heap and directory calls throw
@@ -102,8 +102,10 @@ class Segment {
   // Removes a name; true if it existed. Processes that have it open keep their mapping.
   static bool remove(std::string_view name) noexcept;
   // True when the segment under `name` is stale: its creator and every process that opened
-  // it are dead (or it is an empty leftover over 10 s old). False when it does not exist,
-  // is not ours, or a live process may use it.
+  // it are dead, and no process (a forked child included) holds its file open; or it is an
+  // empty file a creator killed before sizing it left, open nowhere. False when it does
+  // not exist, belongs to another user, is not an ipckit segment, or a live process may use
+  // it. Scans /proc (its cost grows with the processes and descriptors on the machine).
   [[nodiscard]] static bool is_stale(std::string_view name);
   // Removes every stale segment whose name starts with `prefix` (all of this user's stale
   // ipckit segments for ""); returns how many. Never removes one a live process uses.
