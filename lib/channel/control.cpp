@@ -112,6 +112,15 @@ void throw_bad_frame(const char* what, std::string_view detail) {
   throw_error(errc::bad_frame, std::string(what) + ": " + std::string(detail));
 }
 
+void rethrow_as(const Error& e, const char* what) {
+  const std::string m = e.what();
+  const std::size_t colon = m.find(": ");
+  const std::string_view head = std::string_view(m).substr(0, colon);
+  const bool transport = head.starts_with("ByteRing") || head.starts_with("PipeChannel");
+  if (colon == std::string::npos || !transport) throw;  // NOLINT: rethrows the active exception
+  throw Error(e.code(), std::string(what) + m.substr(colon));
+}
+
 void throw_closed(const char* what) {
   throw_error(errc::closed, std::string(what) + ": the channel is closed");
 }

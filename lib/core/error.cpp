@@ -1,5 +1,6 @@
 #include "ipckit/core/error.hpp"
 
+#include <cctype>
 #include <cerrno>
 
 namespace ipckit {
@@ -34,6 +35,24 @@ class Category final : public std::error_category {
 };
 
 }  // namespace
+
+namespace {
+// "what: text", or `what` alone when it already holds the code's text (any case).
+std::string compose(const std::string& what, const std::error_code& ec) {
+  const std::string text = ec.message();
+  const auto lower = [](std::string v) {
+    for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return v;
+  };
+  if (what.empty()) return text;
+  if (lower(what).find(lower(text)) != std::string::npos) return what;
+  return what + ": " + text;
+}
+}  // namespace
+
+Error::Error(std::error_code ec, const std::string& what)
+    : std::system_error(ec, what),
+      what_(std::make_shared<const std::string>(compose(what, ec))) {}
 
 const std::error_category& ipckit_category() noexcept {
   static const Category category;

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <dirent.h>
+#include <signal.h>
 
 #include <algorithm>
 #include <array>
@@ -90,7 +91,7 @@ std::string shm_path(std::string_view name) { return "/" + std::string(name); }
 [[noreturn]] void rethrow_interprocess(const bip::interprocess_exception& e,
                                        const std::string& what) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: throw_error(errc::already_exists, what + ": name exists");
+    case bip::already_exists_error: throw_error(errc::already_exists, what + ": the name already exists");
     case bip::not_found_error: throw_error(errc::not_found, what + ": no such name");
     case bip::out_of_space_error: throw_error(errc::out_of_memory, what + ": no room left");
     default: break;
@@ -108,10 +109,89 @@ void check_size(std::size_t size, const char* what) {
   }
 }
 
-// A file mapping of a named segment (MAP_SHARED over its descriptor).
+// ---- truncation guard ------------------------------------------------------------------------
+// A same-user peer can ftruncate() a named segment's file under the processes that map it;
+// their next access past the new end raises SIGBUS, which no check can fully forestall (the
+// file may shrink between an fstat() and the access). So every process that maps a named
+// segment registers the mapping here, and a SIGBUS inside a registered mapping replaces the
+// pages from the faulting one to the mapping's end with private zero pages and returns: the
+// access completes on zeros ("nothing there"), and the next check_backing() (every blocking
+// call runs one before and between sleeps; every heap call runs one) reports errc::bad_layout.
+// A SIGBUS anywhere else goes to the handler that was there before (or kills as usual).
+struct GuardedMapping {
+  std::atomic<std::uintptr_t> base{0};
+  std::atomic<std::size_t> size{0};
+};
+constexpr std::size_t kMaxGuarded = 1024;
+std::array<GuardedMapping, kMaxGuarded> guarded;
+struct sigaction previous_sigbus {};
+std::uintptr_t page_size = 4096;
+
+void call_previous(int sig, siginfo_t* info, void* context) {
+  if ((previous_sigbus.sa_flags & SA_SIGINFO) != 0 && previous_sigbus.sa_sigaction != nullptr) {
+    previous_sigbus.sa_sigaction(sig, info, context);
+  } else if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
+    previous_sigbus.sa_handler(sig);
+  } else {
+    // Default action: restore it; returning re-runs the access, which faults again and dies.
+    struct sigaction dfl {};
+    dfl.sa_handler = SIG_DFL;
+    ::sigaction(SIGBUS, &dfl, nullptr);
+  }
+}
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
+  const auto at = reinterpret_cast<std::uintptr_t>(info->si_addr);
+  for (const auto& g : guarded) {
+    const std::uintptr_t base = g.base.load(std::memory_order_acquire);
+    const std::size_t size = g.size.load(std::memory_order_acquire);
+    if (base == 0 || at < base || at >= base + size) continue;
+    const std::uintptr_t page = at & ~(page_size - 1);
+    void* p = ::mmap(reinterpret_cast<void*>(page), base + size - page, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p != MAP_FAILED) return;
+    break;
+  }
+  call_previous(sig, info, context);
+}
+
+void guard_mapping(std::byte* base, std::size_t size) {
+  static const bool installed = [] {
+    page_size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    ::sigemptyset(&sa.sa_mask);
+    return ::sigaction(SIGBUS, &sa, &previous_sigbus) == 0;
+  }();
+  if (!installed) return;
+  constexpr std::uintptr_t kTaken = 1;  // a slot being filled: matches no address
+  for (auto& g : guarded) {
+    std::uintptr_t none = 0;
+    if (g.base.load(std::memory_order_relaxed) != 0 ||
+        !g.base.compare_exchange_strong(none, kTaken, std::memory_order_acq_rel)) {
+      continue;
+    }
+    g.size.store(size, std::memory_order_release);
+    g.base.store(reinterpret_cast<std::uintptr_t>(base), std::memory_order_release);
+    return;
+  }
+  // More than kMaxGuarded named segments mapped at once: this one is unguarded.
+}
+
+void unguard_mapping(std::byte* base) noexcept {
+  for (auto& g : guarded) {
+    std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(base);
+    if (g.base.compare_exchange_strong(mine, 0, std::memory_order_acq_rel)) return;
+  }
+}
+
+// A file mapping of a named segment (MAP_SHARED over its descriptor), guarded against
+// truncation.
 std::byte* map_file(int fd, std::size_t size, const std::string& what) {
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) throw_errno(what + ": mmap(" + std::to_string(size) + " bytes)");
+  guard_mapping(static_cast<std::byte*>(p), size);
   return static_cast<std::byte*>(p);
 }
 
@@ -192,8 +272,22 @@ struct Segment::Impl {
         if (u.compare_exchange_strong(mine, 0, std::memory_order_acq_rel)) break;
       }
     }
-    if (file_map != nullptr) ::munmap(file_map, size);
+    if (file_map != nullptr) {
+      unguard_mapping(file_map);
+      ::munmap(file_map, size);
+    }
     if (owner && creator == ::getpid()) ::shm_unlink(shm_path(name).c_str());
+  }
+
+  // Throws errc::bad_layout when the file was truncated below the mapping (see the guard).
+  void check_backing(const std::string& what) const {
+    if (!fd) return;
+    struct stat st {};
+    if (::fstat(fd.get(), &st) == 0 && static_cast<std::size_t>(st.st_size) < size) {
+      throw_error(errc::bad_layout, what + ": the segment was truncated to " +
+                                        std::to_string(st.st_size) + " of " +
+                                        std::to_string(size) + " bytes by another process");
+    }
   }
 
   // Adds the caller to h->users (under the lock). Throws errc::invalid_argument when the
@@ -230,6 +324,7 @@ namespace {
 class HeapLock {
  public:
   HeapLock(const Segment::Impl& impl, const std::string& what, bool writing) : h_(*impl.h) {
+    impl.check_backing(what);
     const std::error_code ec = h_.lock.lock_for(impl.lock_timeout);
     if (ec == errc::timeout) {
       throw_error(errc::timeout, what + ": the segment's lock was held for over " +
@@ -285,6 +380,7 @@ bool reclaim(std::string_view name) {
   }
   void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return false;
+  guard_mapping(static_cast<std::byte*>(p), kHeaderBytes);
   auto* h = static_cast<SegmentHeader*>(p);
   bool removed = false;
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
@@ -301,6 +397,7 @@ bool reclaim(std::string_view name) {
   } else if (state == kCreating && nobody_alive(*h, st, 1) && same_file()) {
     removed = ::shm_unlink(path.c_str()) == 0;
   }
+  unguard_mapping(static_cast<std::byte*>(p));
   ::munmap(p, kHeaderBytes);
   return removed;
 }
@@ -372,7 +469,7 @@ Segment Segment::create(std::string_view name, std::size_t size, const SegmentOp
     if (errno != EEXIST) throw_errno(what + ": shm_open");
     if (!options.reclaim_stale || attempt == 2 || !reclaim(name)) {
       throw_error(errc::already_exists,
-                  what + ": the name exists" +
+                  what + ": the name already exists" +
                       (options.reclaim_stale ? " and is in use" : " (reclaim_stale removes a stale one)"));
     }
   }
@@ -550,11 +647,13 @@ bool Segment::is_stale(std::string_view name) {
   if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) return open_descriptors(st) <= 1;
   void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
   if (p == MAP_FAILED) return false;
+  guard_mapping(static_cast<std::byte*>(p), kHeaderBytes);
   const auto* h = static_cast<const SegmentHeader*>(p);
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
   const bool ours = state == kCreating ||
                     (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady);
   const bool stale = ours && nobody_alive(*h, st, 1);
+  unguard_mapping(static_cast<std::byte*>(p));
   ::munmap(p, kHeaderBytes);
   return stale;
 }
@@ -596,15 +695,7 @@ bool Segment::is_anonymous() const noexcept { return impl_->file_map == nullptr;
 bool Segment::owns_name() const noexcept { return impl_->owner; }
 int Segment::fd() const noexcept { return impl_->fd.get(); }
 
-void Segment::check_backing() const {
-  if (!impl_->fd) return;
-  struct stat st {};
-  if (::fstat(impl_->fd.get(), &st) == 0 && static_cast<std::size_t>(st.st_size) < impl_->size) {
-    throw_error(errc::bad_layout, "Segment " + quoted(impl_->name) + ": truncated to " +
-                                      std::to_string(st.st_size) + " of " +
-                                      std::to_string(impl_->size) + " bytes by another process");
-  }
-}
+void Segment::check_backing() const { impl_->check_backing("Segment " + quoted(impl_->name)); }
 
 void* Segment::allocate(std::size_t bytes, std::size_t align) {
   if (align == 0 || (align & (align - 1)) != 0) {
@@ -666,7 +757,7 @@ std::span<std::byte> Segment::construct_bytes(std::string_view name, std::size_t
   if (r == nullptr) {
     deallocate(storage);
     throw_error(exists ? errc::already_exists : errc::out_of_memory,
-                what + (exists ? ": the name exists" : ": no room for the directory entry"));
+                what + (exists ? ": the name already exists" : ": no room for the directory entry"));
   }
   return {static_cast<std::byte*>(storage), size};
 }

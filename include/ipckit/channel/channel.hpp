@@ -112,22 +112,11 @@ class Channel {
     return send_until(v, Deadline::after(timeout));
   }
   [[nodiscard]] bool send_until(const T& v, const Deadline& deadline) {
-    if (ring_) {
-      // try_reserve()/reserve_until() throw errc::closed themselves.
-      if constexpr (codec::is_trivial_v<T> || codec::is_raw_range_v<T>) {
-        const std::size_t n = codec::raw_size(v);
-        auto buf = ring_->try_reserve(n);
-        if (!buf && !(buf = ring_->reserve_until(n, deadline))) return false;
-        codec::encode_raw(v, *buf);
-        ring_->commit();
-        return true;
-      } else {
-        codec::encode(v, scratch_);
-        return ring_->send_until(scratch_, deadline);
-      }
+    try {
+      return send_on_transport(v, deadline);
+    } catch (const Error& e) {
+      detail::rethrow_as(e, "Channel::send");
     }
-    codec::encode(v, scratch_);
-    return pipe_->send_until(scratch_, deadline);
   }
 
   // Blocks while empty. Throws errc::closed once closed and drained, errc::peer_dead,
@@ -145,21 +134,11 @@ class Channel {
     return v;
   }
   [[nodiscard]] bool recv_until(T& out, const Deadline& deadline) {
-    if (ring_) {
-      auto msg = ring_->try_peek();
-      if (!msg && !(msg = ring_->peek_until(deadline))) return false;
-      try {
-        codec::decode_into(*msg, out);
-      } catch (...) {
-        ring_->release();
-        throw;
-      }
-      ring_->release();
-      return true;
+    try {
+      return recv_on_transport(out, deadline);
+    } catch (const Error& e) {
+      detail::rethrow_as(e, "Channel::recv");
     }
-    if (!pipe_->recv_until(scratch_, deadline)) return false;
-    codec::decode_into(std::span<const std::byte>(scratch_), out);
-    return true;
   }
 
   // No more sends; the receiver drains, then gets errc::closed.
@@ -192,6 +171,44 @@ class Channel {
 
  private:
   explicit Channel(ByteRing ring) : ring_(std::move(ring)) {}
+
+  bool send_on_transport(const T& v, const Deadline& deadline) {
+    if (ring_) {
+      // try_reserve()/reserve_until() throw errc::closed themselves.
+      if constexpr (codec::is_trivial_v<T> || codec::is_raw_range_v<T>) {
+        const std::size_t n = codec::raw_size(v);
+        auto buf = ring_->try_reserve(n);
+        if (!buf && !(buf = ring_->reserve_until(n, deadline))) return false;
+        codec::encode_raw(v, *buf);
+        ring_->commit();
+        return true;
+      } else {
+        codec::encode(v, scratch_);
+        return ring_->send_until(scratch_, deadline);
+      }
+    }
+    codec::encode(v, scratch_);
+    return pipe_->send_until(scratch_, deadline);
+  }
+
+  bool recv_on_transport(T& out, const Deadline& deadline) {
+    if (ring_) {
+      auto msg = ring_->try_peek();
+      if (!msg && !(msg = ring_->peek_until(deadline))) return false;
+      try {
+        codec::decode_into(*msg, out);
+      } catch (...) {
+        ring_->release();
+        throw;
+      }
+      ring_->release();
+      return true;
+    }
+    if (!pipe_->recv_until(scratch_, deadline)) return false;
+    codec::decode_into(std::span<const std::byte>(scratch_), out);
+    return true;
+  }
+
 
   ChannelOptions options_;
   std::optional<ByteRing> ring_;

@@ -3,6 +3,7 @@
 // message that says what was attempted.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <system_error>
 
@@ -36,14 +37,20 @@ inline std::error_code make_error_code(errc e) noexcept {
 }
 
 // The exception type of the library. `code()` is either in ipckit_category() or in
-// std::system_category() (errno).
+// std::system_category() (errno). what() is the message followed by ": " and the code's own
+// text, unless the message already says it ("...: the channel is closed", not "...: closed:
+// closed").
 class Error : public std::system_error {
  public:
-  Error(errc e, const std::string& what) : std::system_error(make_error_code(e), what) {}
-  Error(std::error_code ec, const std::string& what) : std::system_error(ec, what) {}
+  Error(errc e, const std::string& what) : Error(make_error_code(e), what) {}
+  Error(std::error_code ec, const std::string& what);
 
   // True when this error carries the given library condition.
   [[nodiscard]] bool is(errc e) const noexcept { return code() == make_error_code(e); }
+  [[nodiscard]] const char* what() const noexcept override { return what_->c_str(); }
+
+ private:
+  std::shared_ptr<const std::string> what_;  // shared: copying an exception never throws
 };
 
 // Throws Error(errno, "<what> failed").

@@ -22,6 +22,7 @@
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
+class Error;
 class Segment;
 }
 
@@ -157,6 +158,10 @@ struct Placement {
 
 [[noreturn]] void throw_bad_layout(const char* what, std::string_view detail);
 [[noreturn]] void throw_bad_frame(const char* what, std::string_view detail);
+// Throws `e` again (same code, and the same type when it is a plain Error) under the name of
+// the call the user made: a message that starts with a transport's own call
+// ("ByteRing::peek: ...", "PipeChannel::recv: ...") starts with `what` instead.
+[[noreturn]] void rethrow_as(const Error& e, const char* what);
 [[noreturn]] void throw_closed(const char* what);
 [[noreturn]] void throw_peer_dead(const char* what);
 
