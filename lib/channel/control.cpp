@@ -30,6 +30,14 @@ void PeerTable::attach(ProcessIdentity id, const char* who) {
                                           " live processes attached to one side");
 }
 
+void PeerTable::attach_pid(pid_t pid, const char* who) {
+  if (pid <= 0) {
+    throw_error(errc::invalid_argument, std::string(who) + ": pid " + std::to_string(pid));
+  }
+  const ProcessIdentity id = process_identity(pid);
+  attach(id != 0 ? id : static_cast<std::uint32_t>(pid), who);
+}
+
 bool PeerTable::all_dead() const noexcept {
   // The caller is not its own peer: a process that once pushed and now waits as a consumer
   // must still learn that the real producers died.

@@ -3,6 +3,7 @@
 // leaves an identity whose pid was recycled. Every call returns, times out or throws the
 // documented error; none crashes, hangs, or waits for a process that is gone.
 #include <fcntl.h>
+#include <signal.h>
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -527,6 +528,29 @@ TEST_F(HostilePeerTest, ReceiverBlockedInRecvGetsPeerDeadWhenTheSenderDiesBefore
         (void)in.recv();
       });
   EXPECT_EQ(code, testing::kPeerDead) << "-1000: the receiver hung (or a child did)";
+}
+
+// Made before fork, the channel cannot know its sender until the sender acts; the parent
+// registers the child it forked, so a child that dies before its first send is seen dead.
+TEST_F(HostilePeerTest, ForkedSenderRegisteredByPidIsSeenDeadBeforeItsFirstSend) {
+  ChannelOptions options;
+  options.capacity = 4096;
+  Channel<std::string> ch(options);
+  auto kid = Process::spawn([] {
+    ::raise(SIGKILL);  // dies before it ever touches the channel
+    return 0;
+  });
+  ch.attach_sender(kid.pid());
+  auto receiver = Process::spawn([&] {
+    try {
+      (void)ch.recv_for(10s);
+      return 1;
+    } catch (const Error& e) {
+      return e.is(errc::peer_dead) ? 0 : 2;
+    }
+  });
+  EXPECT_EQ(exit_code(receiver, 20s), 0) << "1: recv_for timed out (the dead sender went unseen)";
+  (void)kid.wait();
 }
 
 }  // namespace

@@ -259,6 +259,12 @@ class ByteRing {
   [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
   void attach_producer() { begin_produce(); }
   void attach_consumer() { begin_consume(); }
+  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  // side now, from the process that forked it: the other side then learns of its death
+  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  // or a full table.
+  void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "ByteRing producer"); }
+  void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "ByteRing consumer"); }
   // Bytes in use by published messages now (headers and padding included; a snapshot that
   // walks the records, O(messages)).
   [[nodiscard]] std::uint64_t used_bytes() const noexcept {

@@ -165,6 +165,19 @@ class Channel {
       pipe_->attach_receiver();
     }
   }
+  // shm: registers process `pid` as the sender/receiver now, from the process that forked
+  // it, so that its death is seen even before its first operation:
+  //   auto kid = ipckit::Process::spawn([&] { ch.send(work()); });
+  //   ch.attach_sender(kid.pid());            // then ch.recv() can never wait on a dead kid
+  // Throws errc::invalid_argument for the pipe transport (it sees a dead peer by itself).
+  void attach_sender(pid_t pid) {
+    if (!ring_) throw Error(errc::invalid_argument, "Channel::attach_sender(pid): pipe channel");
+    ring_->attach_producer(pid);
+  }
+  void attach_receiver(pid_t pid) {
+    if (!ring_) throw Error(errc::invalid_argument, "Channel::attach_receiver(pid): pipe channel");
+    ring_->attach_consumer(pid);
+  }
   // The transports underneath, for batching and zero-copy use (empty for the other kind).
   [[nodiscard]] ByteRing* ring() noexcept { return ring_ ? &*ring_ : nullptr; }
   [[nodiscard]] PipeChannel* pipe() noexcept { return pipe_.get(); }

@@ -181,6 +181,12 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   }
   void attach_producer() { attach_producer_(h_->control.producers, "MpmcQueue producer"); }
   void attach_consumer() { attach_consumer_(h_->control.consumers, "MpmcQueue consumer"); }
+  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  // side now, from the process that forked it: the other side then learns of its death
+  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  // or a full table.
+  void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "MpmcQueue producer"); }
+  void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "MpmcQueue consumer"); }
   [[nodiscard]] std::uint64_t size() const noexcept {
     const std::uint64_t d = h_->dequeue.load(std::memory_order_acquire);
     const std::uint64_t e = h_->enqueue.load(std::memory_order_acquire);

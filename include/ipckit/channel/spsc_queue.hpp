@@ -182,6 +182,12 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
   // tell when it dies even before its first push/pop.
   void attach_producer() { begin_produce(); }
   void attach_consumer() { begin_consume(); }
+  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  // side now, from the process that forked it: the other side then learns of its death
+  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  // or a full table.
+  void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "SpscQueue producer"); }
+  void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "SpscQueue consumer"); }
   // Elements in the queue now (a snapshot; counts the published slots, O(size)).
   [[nodiscard]] std::uint64_t size() const noexcept {
     const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);

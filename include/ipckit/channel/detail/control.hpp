@@ -42,6 +42,9 @@ class PeerTable {
   // Adds `id` unless present. Throws Error(errc::invalid_argument) when kMaxPeers distinct
   // live processes are attached already (slots of dead processes are reused).
   void attach(ProcessIdentity id, const char* who);
+  // Adds process `pid` (a child just forked, say) by its identity; a pid that has already
+  // exited is added as such, so the other side sees it dead.
+  void attach_pid(pid_t pid, const char* who);
   // True when some process other than the caller attached and every such process has
   // exited. Processes count from their first operation (or attach): when several producers
   // are forked, have each attach before any may finish, or a consumer that drained the
