@@ -59,6 +59,15 @@ const std::error_category& ipckit_category() noexcept {
   return category;
 }
 
+std::string attempted(const std::system_error& e) {
+  std::string w = e.what();
+  const std::string tail = ": " + e.code().message();
+  if (w.size() >= tail.size() && w.compare(w.size() - tail.size(), tail.size(), tail) == 0) {
+    w.resize(w.size() - tail.size());
+  }
+  return w;
+}
+
 void throw_errno(const std::string& what) { throw_errno(errno, what); }
 
 void throw_errno(int err, const std::string& what) {

@@ -53,17 +53,6 @@ std::string lost_what(pid_t pid, const ExitStatus& st, int attempts) {
   return s;
 }
 
-// What a failed call attempted: its error's message without the ": <strerror>" that
-// std::system_error appends ("fork() failed").
-std::string attempted(const std::system_error& e) {
-  std::string w = e.what();
-  const std::string tail = ": " + e.code().message();
-  if (w.size() >= tail.size() && w.compare(w.size() - tail.size(), tail.size(), tail) == 0) {
-    w.resize(w.size() - tail.size());
-  }
-  return w;
-}
-
 // Error(errno, "<context>: <attempted> failed (hint): <strerror>") for a worker or the driver
 // thread that could not be started. EAGAIN from fork() or pthread_create() is a process
 // limit: RLIMIT_NPROC (threads count), kernel.threads-max, kernel.pid_max or a cgroup's pids.max.

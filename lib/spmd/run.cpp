@@ -103,17 +103,6 @@ std::string describe(const std::vector<RankOutcome>& ranks, bool deadline_passed
   return msg;
 }
 
-// What a failed call attempted: its error's message without the ": <strerror>" that
-// std::system_error appends ("fork() failed").
-std::string attempted(const std::system_error& e) {
-  std::string w = e.what();
-  const std::string tail = ": " + e.code().message();
-  if (w.size() >= tail.size() && w.compare(w.size() - tail.size(), tail.size(), tail) == 0) {
-    w.resize(w.size() - tail.size());
-  }
-  return w;
-}
-
 // Reaps the ranks that have exited. True once all have; otherwise, when none exited just
 // now, sleeps until one does or `until` passes (on the pidfds; 10 ms slices without them).
 bool reap_some(std::vector<Process>& ranks, std::vector<std::optional<ExitStatus>>& status,

@@ -68,13 +68,9 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
                            WaitPolicy policy = WaitPolicy::hybrid()) {
     return BoostQueue(Placement::named(seg, name), policy);
   }
-  // Throws errc::not_found, errc::timeout (its creator has not finished it), or
-  // errc::bad_layout unless `name` holds this queue type.
-  static BoostQueue open(Segment& seg, std::string_view name) {
-    std::uint64_t capacity = 0;
-    return BoostQueue(Region::open(seg, name, kLayout, Deadline::after(std::chrono::seconds(0)),
-                                   kName, capacity));
-  }
+  // open(seg, name, side) / open_until / open_for come from BlockingQueue: errc::not_found,
+  // errc::timeout (its creator has not finished it), or errc::bad_layout unless `name`
+  // holds this queue type.
 
   BoostQueue(BoostQueue&&) noexcept = default;
   BoostQueue& operator=(BoostQueue&&) noexcept = default;
@@ -103,6 +99,7 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
  private:
   static constexpr const char* kPushWhat = kMulti ? "BoostMpmcQueue::push" : "BoostSpscQueue::push";
   static constexpr const char* kPopWhat = kMulti ? "BoostMpmcQueue::pop" : "BoostSpscQueue::pop";
+  static constexpr const char* kOpenWhat = kMulti ? "BoostMpmcQueue::open" : "BoostSpscQueue::open";
   ChannelControl& control() const noexcept { return s_->control; }
 
   const Region& region() const noexcept { return region_; }
@@ -114,12 +111,16 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
     sleep_ = policy.sleep;
     publish_layout(s_->layout, kLayout);
   }
-  explicit BoostQueue(Region r) : region_(std::move(r)) {
+  BoostQueue(Region r, std::uint64_t /*capacity: always N*/) : region_(std::move(r)) {
     s_ = std::launder(reinterpret_cast<Shared*>(region_.data()));
     sleep_ = s_->control.safe_policy().sleep;
   }
   void wake(EventCount& ec) noexcept {
     if (sleep_) ec.notify(1);
+  }
+  void take(Side side) {
+    if (side == Side::sender) attach_producer();
+    if (side == Side::receiver) attach_consumer();
   }
 
   Region region_;

@@ -93,26 +93,10 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     q.take(side);
     return q;
   }
-  // Throws errc::not_found, errc::timeout (its creator has not finished it), or
-  // errc::bad_layout when the bytes are not an MpmcQueue of T. open_for()/open_until() wait
-  // for the name and its creator until the deadline.
-  static MpmcQueue open(Segment& seg, std::string_view name, Side side = Side::none) {
-    return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
-  }
-  static MpmcQueue open_until(Segment& seg, std::string_view name, const Deadline& deadline,
-                              Side side = Side::none) {
-    std::uint64_t capacity = 0;
-    detail::Region r =
-        detail::Region::open(seg, name, kLayout, deadline, "MpmcQueue::open", capacity);
-    MpmcQueue q(std::move(r), capacity);
-    q.take(side);
-    return q;
-  }
-  template <class Rep, class Period>
-  static MpmcQueue open_for(Segment& seg, std::string_view name,
-                            std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
-    return open_until(seg, name, Deadline::after(timeout), side);
-  }
+  // open(seg, name, side), open_until(seg, name, deadline, side), open_for(seg, name,
+  // timeout, side) come from detail::BlockingQueue: the queue create() made under `name`;
+  // errc::not_found, errc::timeout (its creator has not finished it), or errc::bad_layout
+  // when the bytes there are not a MpmcQueue of this T.
 
   MpmcQueue(MpmcQueue&&) noexcept = default;
   MpmcQueue& operator=(MpmcQueue&&) noexcept = default;
@@ -196,6 +180,7 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
  private:
   static constexpr const char* kPushWhat = "MpmcQueue::push";
   static constexpr const char* kPopWhat = "MpmcQueue::pop";
+  static constexpr const char* kOpenWhat = "MpmcQueue::open";
   detail::ChannelControl& control() const noexcept { return h_->control; }
   const detail::Region& region() const noexcept { return region_; }
 

@@ -98,26 +98,10 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     q.take(side);
     return q;
   }
-  // The queue create() made under `name`. Throws errc::not_found, errc::timeout (its creator
-  // has not finished it), or errc::bad_layout when the bytes there are not an SpscQueue of
-  // this T. open_for()/open_until() wait for the name and its creator until the deadline.
-  static SpscQueue open(Segment& seg, std::string_view name, Side side = Side::none) {
-    return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
-  }
-  static SpscQueue open_until(Segment& seg, std::string_view name, const Deadline& deadline,
-                              Side side = Side::none) {
-    std::uint64_t capacity = 0;
-    detail::Region r =
-        detail::Region::open(seg, name, kLayout, deadline, "SpscQueue::open", capacity);
-    SpscQueue q(std::move(r), capacity);
-    q.take(side);
-    return q;
-  }
-  template <class Rep, class Period>
-  static SpscQueue open_for(Segment& seg, std::string_view name,
-                            std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
-    return open_until(seg, name, Deadline::after(timeout), side);
-  }
+  // open(seg, name, side), open_until(seg, name, deadline, side), open_for(seg, name,
+  // timeout, side) come from detail::BlockingQueue: the queue create() made under `name`;
+  // errc::not_found, errc::timeout (its creator has not finished it), or errc::bad_layout
+  // when the bytes there are not a SpscQueue of this T.
 
   SpscQueue(SpscQueue&&) noexcept = default;
   SpscQueue& operator=(SpscQueue&&) noexcept = default;
@@ -197,6 +181,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
  private:
   static constexpr const char* kPushWhat = "SpscQueue::push";
   static constexpr const char* kPopWhat = "SpscQueue::pop";
+  static constexpr const char* kOpenWhat = "SpscQueue::open";
   detail::ChannelControl& control() const noexcept { return h_->control; }
   const detail::Region& region() const noexcept { return region_; }
 

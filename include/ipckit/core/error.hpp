@@ -53,6 +53,10 @@ class Error : public std::system_error {
   std::shared_ptr<const std::string> what_;  // shared: copying an exception never throws
 };
 
+// What a failed call attempted: the error's message without the ": <code text>" that
+// what() appends ("fork() failed"), for wrapping it in a message of one's own.
+[[nodiscard]] std::string attempted(const std::system_error& e);
+
 // Throws Error(errno, "<what> failed").
 [[noreturn]] void throw_errno(const std::string& what);
 [[noreturn]] void throw_errno(int err, const std::string& what);

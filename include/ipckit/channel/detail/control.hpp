@@ -124,8 +124,8 @@ class Region {
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
   // For a region in a named segment: throws Error(errc::bad_layout) naming `what` when
   // another process has truncated the segment's file below the end of this region (the
-  // next access would raise SIGBUS). Costs an fstat(); blocking calls run it before they
-  // sleep and between sleeps. A no-op for other regions.
+  // next access would raise SIGBUS, which the segment's guard turns into zero pages). Costs
+  // an fstat(); blocking calls run it between sleeps. A no-op for other regions.
   void check_backing(const char* what) const;
 
  private:
@@ -173,15 +173,14 @@ struct Placement {
 // passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
 // consumer (`fail_if_closed` false) tries once more, so what was published just before is
 // still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
-// Before it first sleeps and between sleeps it checks that `region` is still backed (a
-// named segment truncated under it).
+// Between sleeps it also checks that `region` is still backed (a named segment truncated
+// under it: errc::bad_layout).
 template <class Attempt>
 bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
                const Region& region, const Deadline& deadline, const char* what,
                Attempt&& attempt, bool fail_if_closed) {
   if (fail_if_closed && ctl.is_closed()) throw_closed(what);
   if (attempt()) return true;
-  region.check_backing(what);
   bool done = false;
   bool gone = false;
   ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,

@@ -4,18 +4,44 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
+#include <string_view>
 
 #include "ipckit/channel/detail/control.hpp"
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/shm/segment.hpp"
 
 namespace ipckit::detail {
 
 // Derived provides: try_push(const T&) -> bool, try_pop(T&) -> bool, control() ->
-// ChannelControl&, region() -> const Region&, and static constexpr const char* kPushWhat / kPopWhat for messages.
+// ChannelControl&, region() -> const Region&, take(Side), a constructor
+// Derived(Region, validated capacity), static constexpr LayoutSpec kLayout, and
+// static constexpr const char* kPushWhat / kPopWhat / kOpenWhat for messages.
 template <class Derived, class T>
 class BlockingQueue {
  public:
+  // The queue create() made under `name` in `seg`, once its creator has published it; the
+  // caller takes `side` at once. open() waits for nothing; open_until()/open_for() wait
+  // while the name is missing or the queue is being built. Throws errc::not_found,
+  // errc::timeout (still being built), errc::bad_layout (not this queue type).
+  static Derived open(Segment& seg, std::string_view name, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(std::chrono::seconds(0)), side);
+  }
+  static Derived open_until(Segment& seg, std::string_view name, const Deadline& deadline,
+                            Side side = Side::none) {
+    std::uint64_t capacity = 0;
+    Region r = Region::open(seg, name, Derived::kLayout, deadline, Derived::kOpenWhat, capacity);
+    Derived q(std::move(r), capacity);
+    q.take(side);
+    return q;
+  }
+  template <class Rep, class Period>
+  static Derived open_for(Segment& seg, std::string_view name,
+                          std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
+    return open_until(seg, name, Deadline::after(timeout), side);
+  }
+
   // Blocks while full. Throws Error(errc::closed) once the queue is closed,
   // Error(errc::peer_dead) when every consumer that attached has exited.
   void push(const T& v) {
