@@ -39,7 +39,7 @@ class Category final : public std::error_category {
 namespace {
 // "what: text", or `what` alone when it already holds the code's text (any case).
 std::string compose(const std::string& what, const std::error_code& ec) {
-  const std::string text = ec.message();
+  std::string text = ec.message();
   const auto lower = [](std::string v) {
     for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     return v;

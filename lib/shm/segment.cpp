@@ -147,6 +147,7 @@ void on_sigbus(int sig, siginfo_t* info, void* context) {
     const std::size_t size = g.size.load(std::memory_order_acquire);
     if (base == 0 || at < base || at >= base + size) continue;
     const std::uintptr_t page = at & ~(page_size - 1);
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the faulting page, from the kernel's si_addr
     void* p = ::mmap(reinterpret_cast<void*>(page), base + size - page, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
     if (p != MAP_FAILED) return;
@@ -470,7 +471,8 @@ Segment Segment::create(std::string_view name, std::size_t size, const SegmentOp
     if (!options.reclaim_stale || attempt == 2 || !reclaim(name)) {
       throw_error(errc::already_exists,
                   what + ": the name already exists" +
-                      (options.reclaim_stale ? " and is in use" : " (reclaim_stale removes a stale one)"));
+                      (options.reclaim_stale ? " and is not stale (in use, or not an ipckit segment of ours)"
+                                             : " (reclaim_stale removes a stale one)"));
     }
   }
   // From here on a failure removes the name again: nothing is left behind.

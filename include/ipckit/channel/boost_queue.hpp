@@ -38,7 +38,7 @@ struct BoostQueueShared {
   static constexpr std::uint32_t kVersion = 2;
   explicit BoostQueueShared(const WaitPolicy& p) : control(p) {}
 
-  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
+  LayoutHeader layout{};  // written by begin_layout()/publish_layout(), validated on open
   alignas(kCacheLine) ChannelControl control;
   alignas(kCacheLine) Q queue;
 };

@@ -44,7 +44,7 @@ struct ByteRingHeader {
   static constexpr std::uint32_t kVersion = 2;
   explicit ByteRingHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
+  LayoutHeader layout{};  // written by begin_layout()/publish_layout(), validated on open
   // Bytes released so far, written by the consumer only; the producer reads it only when its
   // private copy says the ring is too full. There is no shared producer index: records carry
   // their own headers, and a producer that attaches finds its position by walking the

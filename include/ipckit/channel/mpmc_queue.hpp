@@ -42,7 +42,7 @@ struct MpmcQueueHeader {
   static constexpr std::uint32_t kVersion = 2;
   explicit MpmcQueueHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
+  LayoutHeader layout{};  // written by begin_layout()/publish_layout(), validated on open
   alignas(kCacheLine) std::atomic<std::uint64_t> enqueue{0};  // next slot producers claim
   alignas(kCacheLine) std::atomic<std::uint64_t> dequeue{0};  // next slot consumers claim
   alignas(kCacheLine) ChannelControl control;

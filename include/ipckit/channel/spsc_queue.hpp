@@ -40,7 +40,7 @@ struct SpscQueueHeader {
   static constexpr std::uint32_t kVersion = 2;
   explicit SpscQueueHeader(const WaitPolicy& p) noexcept : control(p) {}
 
-  LayoutHeader layout;  // written by begin_layout()/publish_layout(), validated on open
+  LayoutHeader layout{};  // written by begin_layout()/publish_layout(), validated on open
   // Messages popped so far, written by the consumer only; the producer reads it only when it
   // believes the queue is full. There is no shared producer index: slots carry their own
   // sequence numbers, and a producer that attaches finds its position by scanning the

