@@ -57,7 +57,7 @@ class Barrier {
  private:
   void check_parties_alive(std::uint32_t phase, std::uint32_t parties);
 
-  std::uint32_t magic_;
+  [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
   std::uint32_t parties_;
   WaitPolicy policy_;
   // Arrivals are read-modify-written by every party; waiters poll only the phase line, so
