@@ -38,6 +38,13 @@ void PeerTable::attach_pid(pid_t pid, const char* who) {
   attach(id != 0 ? id : static_cast<std::uint32_t>(pid), who);
 }
 
+bool PeerTable::empty() const noexcept {
+  for (const auto& slot : ids_) {
+    if (slot.load(std::memory_order_acquire) != 0) return false;
+  }
+  return true;
+}
+
 bool PeerTable::all_dead() const noexcept {
   // The caller is not its own peer: a process that once pushed and now waits as a consumer
   // must still learn that the real producers died.
@@ -64,6 +71,7 @@ Region Region::in(Segment& seg, std::size_t bytes) {
   Region r(static_cast<std::byte*>(seg.allocate(bytes, kCacheLine)), bytes);
   r.file_ = seg.fd();
   r.file_end_ = seg.offset_of(r.data_) + bytes;
+  if (!seg.is_anonymous()) r.seg_ = seg.impl();
   return r;
 }
 
@@ -72,6 +80,7 @@ Region Region::create(Segment& seg, std::string_view name, std::size_t bytes) {
   Region r(s.data(), s.size());
   r.file_ = seg.fd();
   r.file_end_ = seg.offset_of(r.data_) + bytes;
+  if (!seg.is_anonymous()) r.seg_ = seg.impl();
   return r;
 }
 
@@ -83,6 +92,7 @@ Region Region::open(Segment& seg, std::string_view name, const LayoutSpec& spec,
       Region r(s->data(), s->size());
       r.file_ = seg.fd();
       r.file_end_ = seg.offset_of(r.data_) + s->size();
+      if (!seg.is_anonymous()) r.seg_ = seg.impl();
       r.check_backing(what);
       const LayoutRead read = read_layout(spec, *s, what);
       if (read.state == LayoutState::ready) {
@@ -100,6 +110,10 @@ Region Region::open(Segment& seg, std::string_view name, const LayoutSpec& spec,
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+bool Region::others_alive() const noexcept {
+  return seg_ == nullptr || Segment::others_alive(static_cast<const Segment::Impl*>(seg_));
 }
 
 void Region::check_backing(const char* what) const {

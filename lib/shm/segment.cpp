@@ -697,6 +697,18 @@ bool Segment::is_anonymous() const noexcept { return impl_->file_map == nullptr;
 bool Segment::owns_name() const noexcept { return impl_->owner; }
 int Segment::fd() const noexcept { return impl_->fd.get(); }
 
+bool Segment::others_alive(const Impl* impl) noexcept {
+  if (impl == nullptr || !impl->fd) return true;
+  const pid_t me = current_pid();
+  const ProcessIdentity creator = impl->h->creator.load(std::memory_order_acquire);
+  if (identity_pid(creator) != me && identity_alive(creator)) return true;
+  for (const auto& u : impl->h->users) {
+    const ProcessIdentity id = u.load(std::memory_order_acquire);
+    if (id != 0 && identity_pid(id) != me && identity_alive(id)) return true;
+  }
+  return false;
+}
+
 void Segment::check_backing() const { impl_->check_backing("Segment " + quoted(impl_->name)); }
 
 void* Segment::allocate(std::size_t bytes, std::size_t align) {

@@ -530,6 +530,47 @@ TEST_F(HostilePeerTest, ReceiverBlockedInRecvGetsPeerDeadWhenTheSenderDiesBefore
   EXPECT_EQ(code, testing::kPeerDead) << "-1000: the receiver hung (or a child did)";
 }
 
+// Neither side took a Side: the producer program made the segment and the channel and died
+// before its first send. Nobody else alive has the segment open, so nobody can ever send:
+// the receiver gets peer_dead instead of waiting forever.
+TEST_F(HostilePeerTest, ReceiverGetsPeerDeadWhenTheOnlyOtherProcessInTheSegmentDied) {
+  const std::string name = shm_name();
+  const int code = testing::outcome_when_peer_is_killed(
+      [&] {
+        auto* seg = new Segment(Segment::create(name, 1 << 20));  // kept until it is killed
+        ChannelOptions options;
+        options.capacity = 4096;
+        (void)Channel<std::string>::create(*seg, "c", options);
+      },
+      [&] {
+        auto mine = Segment::open(name);
+        auto in = Channel<std::string>::open(mine, "c");
+        (void)in.recv();
+      });
+  Segment::remove(name);  // the creator was killed: its name is left to us
+  EXPECT_EQ(code, testing::kPeerDead) << "-1000: the receiver hung (or a child did)";
+}
+
+// The same, but another process in the segment (here the test, its creator) is alive and
+// could still send: the receiver waits for its deadline, with no false peer_dead.
+TEST_F(HostilePeerTest, ReceiverWaitsWhileAnotherProcessInTheSegmentLives) {
+  const std::string name = shm_name();
+  auto seg = Segment::create(name, 1 << 20);
+  ChannelOptions options;
+  options.capacity = 4096;
+  auto ch = Channel<std::string>::create(seg, "c", options);
+  auto receiver = Process::spawn([&] {
+    auto mine = Segment::open(name);
+    auto in = Channel<std::string>::open(mine, "c");
+    try {
+      return in.recv_for(300ms).has_value() ? 1 : 0;
+    } catch (const Error&) {
+      return 2;
+    }
+  });
+  EXPECT_EQ(exit_code(receiver, 10s), 0) << "1: a message from nowhere; 2: an error";
+}
+
 // Made before fork, the channel cannot know its sender until the sender acts; the parent
 // registers the child it forked, so a child that dies before its first send is seen dead.
 TEST_F(HostilePeerTest, ForkedSenderRegisteredByPidIsSeenDeadBeforeItsFirstSend) {

@@ -45,6 +45,8 @@ class PeerTable {
   // Adds process `pid` (a child just forked, say) by its identity; a pid that has already
   // exited is added as such, so the other side sees it dead.
   void attach_pid(pid_t pid, const char* who);
+  // True when no process has ever attached (every slot empty).
+  [[nodiscard]] bool empty() const noexcept;
   // True when some process other than the caller attached and every such process has
   // exited. Processes count from their first operation (or attach): when several producers
   // are forked, have each attach before any may finish, or a consumer that drained the
@@ -127,14 +129,20 @@ class Region {
   // next access would raise SIGBUS, which the segment's guard turns into zero pages). Costs
   // an fstat(); blocking calls run it between sleeps. A no-op for other regions.
   void check_backing(const char* what) const;
+  // For a region in a named segment: true while a process other than the caller that has
+  // the segment open (registered when it created or opened it) is alive. Always true for
+  // other regions (their processes are not known). Waiters use it for a side that no
+  // process ever joined: with nobody else alive in the segment, nobody can join it.
+  [[nodiscard]] bool others_alive() const noexcept;
 
  private:
   Region(std::byte* p, std::size_t n) noexcept : data_(p), size_(n) {}
   Mapping map_;  // set when the region owns its memory
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  int file_ = -1;          // a named segment's descriptor (owned by the Segment), or -1
+  int file_ = -1;             // a named segment's descriptor (owned by the Segment), or -1
   std::size_t file_end_ = 0;  // offset just past this region in that file
+  const void* seg_ = nullptr;  // a named segment's Segment::Impl (it outlives every handle)
 };
 
 // Throws Error(errc::bad_layout) when a layout found in shared memory is not what `what`
@@ -169,8 +177,9 @@ struct Placement {
 [[noreturn]] void throw_peer_dead(const char* what);
 
 // The one blocking loop of every shared channel: retries `attempt` until it succeeds, the
-// channel closes, every process on the other side (`others`) has exited, or the deadline
-// passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
+// channel closes, every process on the other side (`others`) has exited (or, in a named
+// segment, nobody ever joined that side and no other process in the segment is alive), or
+// the deadline passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
 // consumer (`fail_if_closed` false) tries once more, so what was published just before is
 // still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
 // Between sleeps it also checks that `region` is still backed (a named segment truncated
@@ -186,7 +195,7 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
   ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,
            ctl.safe_policy(), [&] {
              region.check_backing(what);
-             gone = others.all_dead();
+             gone = others.all_dead() || (others.empty() && !region.others_alive());
            });
   if (done) return true;
   if (!fail_if_closed && attempt()) return true;
