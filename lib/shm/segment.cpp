@@ -6,16 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <dirent.h>
-#include <signal.h>
-
 #include <algorithm>
-#include <array>
-#include <atomic>
-#include <boost/interprocess/indexes/iset_index.hpp>
-#include <boost/interprocess/managed_external_buffer.hpp>
-#include <boost/interprocess/mem_algo/rbtree_best_fit.hpp>
-#include <boost/interprocess/sync/mutex_family.hpp>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -29,64 +20,17 @@
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/sync/mutex.hpp"
-
-namespace bip = boost::interprocess;
+#include "segment_internal.hpp"
 
 namespace ipckit {
+
+using namespace segment_detail;  // NOLINT(google-build-using-namespace): this file's own parts
+
 namespace {
 
-// The heap and directory: Boost.Interprocess's allocator and name index over the bytes after
-// the header page, with Boost's own (non-robust) locks turned off; ipckit's robust lock in
-// the header guards every call instead (HeapLock below).
-using Heap = bip::basic_managed_external_buffer<char, bip::rbtree_best_fit<bip::null_mutex_family>,
-                                                bip::iset_index>;
-
-constexpr std::uint32_t kSegmentMagic = 0x49534732;  // "ISG2"
-constexpr std::uint32_t kSegmentVersion = 2;
-constexpr std::size_t kHeaderBytes = 4096;
 // How long open() waits for a creator that has not finished.
 constexpr std::chrono::seconds kOpenGrace{1};
 constexpr std::chrono::milliseconds kPoll{2};
-
-enum : std::uint32_t { kCreating = 0, kReady = 1, kReclaimed = 2 };
-
-// The first page of every segment, named or anonymous.
-struct SegmentHeader {
-  std::atomic<std::uint32_t> state;  // kCreating until the creator publishes it (release)
-  std::uint32_t magic;
-  std::uint32_t version;
-  std::uint32_t reserved;
-  std::uint64_t size;         // bytes of the whole segment, header included
-  std::uint64_t heap_offset;  // kHeaderBytes
-  std::atomic<ProcessIdentity> creator;
-  std::atomic<std::uint32_t> heap_writing;  // 1 while the lock's holder changes the heap
-  std::atomic<std::uint32_t> heap_broken;   // 1 once a process died doing that
-  alignas(64) Mutex lock;
-  // Processes that have a named segment open (0: free slot), for stale detection.
-  alignas(64) std::array<std::atomic<ProcessIdentity>, Segment::kMaxUsers> users;
-};
-static_assert(sizeof(SegmentHeader) <= kHeaderBytes);
-static_assert(std::is_standard_layout_v<SegmentHeader>);
-static_assert(std::atomic<ProcessIdentity>::is_always_lock_free);
-
-// Directory entry for named storage: where it lives (offset from the segment base) and what
-// it holds.
-struct Record {
-  std::uint64_t offset;
-  std::uint64_t size;
-  std::uint64_t align;
-};
-
-std::string quoted(std::string_view name) {
-  std::string q;  // appended piecewise: `"\"" + s + "\""` trips GCC 12's -Wrestrict (PR105651)
-  q.reserve(name.size() + 2);
-  q.push_back('"');
-  q.append(name);
-  q.push_back('"');
-  return q;
-}
-
-std::string shm_path(std::string_view name) { return "/" + std::string(name); }
 
 [[noreturn]] void rethrow_interprocess(const bip::interprocess_exception& e,
                                        const std::string& what) {
@@ -109,93 +53,6 @@ void check_size(std::size_t size, const char* what) {
   }
 }
 
-// ---- truncation guard ------------------------------------------------------------------------
-// A same-user peer can ftruncate() a named segment's file under the processes that map it;
-// their next access past the new end raises SIGBUS, which no check can fully forestall (the
-// file may shrink between an fstat() and the access). So every process that maps a named
-// segment registers the mapping here, and a SIGBUS inside a registered mapping replaces the
-// pages from the faulting one to the mapping's end with private zero pages and returns: the
-// access completes on zeros ("nothing there"), and the next check_backing() (every blocking
-// call runs one before and between sleeps; every heap call runs one) reports errc::bad_layout.
-// A SIGBUS anywhere else goes to the handler that was there before (or kills as usual).
-struct GuardedMapping {
-  std::atomic<std::uintptr_t> base{0};
-  std::atomic<std::size_t> size{0};
-};
-constexpr std::size_t kMaxGuarded = 1024;
-std::array<GuardedMapping, kMaxGuarded> guarded;
-struct sigaction previous_sigbus {};
-std::uintptr_t page_size = 4096;
-
-void call_previous(int sig, siginfo_t* info, void* context) {
-  if ((previous_sigbus.sa_flags & SA_SIGINFO) != 0 && previous_sigbus.sa_sigaction != nullptr) {
-    previous_sigbus.sa_sigaction(sig, info, context);
-  } else if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
-    previous_sigbus.sa_handler(sig);
-  } else {
-    // Default action: restore it; returning re-runs the access, which faults again and dies.
-    struct sigaction dfl {};
-    dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGBUS, &dfl, nullptr);
-  }
-}
-
-void on_sigbus(int sig, siginfo_t* info, void* context) {
-  const auto at = reinterpret_cast<std::uintptr_t>(info->si_addr);
-  for (const auto& g : guarded) {
-    const std::uintptr_t base = g.base.load(std::memory_order_acquire);
-    const std::size_t size = g.size.load(std::memory_order_acquire);
-    if (base == 0 || at < base || at >= base + size) continue;
-    const std::uintptr_t page = at & ~(page_size - 1);
-    // NOLINTNEXTLINE(performance-no-int-to-ptr): the faulting page, from the kernel's si_addr
-    void* p = ::mmap(reinterpret_cast<void*>(page), base + size - page, PROT_READ | PROT_WRITE,
-                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    if (p != MAP_FAILED) return;
-    break;
-  }
-  call_previous(sig, info, context);
-}
-
-void guard_mapping(std::byte* base, std::size_t size) {
-  static const bool installed = [] {
-    page_size = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
-    struct sigaction sa {};
-    sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    ::sigemptyset(&sa.sa_mask);
-    return ::sigaction(SIGBUS, &sa, &previous_sigbus) == 0;
-  }();
-  if (!installed) return;
-  constexpr std::uintptr_t kTaken = 1;  // a slot being filled: matches no address
-  for (auto& g : guarded) {
-    std::uintptr_t none = 0;
-    if (g.base.load(std::memory_order_relaxed) != 0 ||
-        !g.base.compare_exchange_strong(none, kTaken, std::memory_order_acq_rel)) {
-      continue;
-    }
-    g.size.store(size, std::memory_order_release);
-    g.base.store(reinterpret_cast<std::uintptr_t>(base), std::memory_order_release);
-    return;
-  }
-  // More than kMaxGuarded named segments mapped at once: this one is unguarded.
-}
-
-void unguard_mapping(std::byte* base) noexcept {
-  for (auto& g : guarded) {
-    std::uintptr_t mine = reinterpret_cast<std::uintptr_t>(base);
-    if (g.base.compare_exchange_strong(mine, 0, std::memory_order_acq_rel)) return;
-  }
-}
-
-// A file mapping of a named segment (MAP_SHARED over its descriptor), guarded against
-// truncation.
-std::byte* map_file(int fd, std::size_t size, const std::string& what) {
-  void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  if (p == MAP_FAILED) throw_errno(what + ": mmap(" + std::to_string(size) + " bytes)");
-  guard_mapping(static_cast<std::byte*>(p), size);
-  return static_cast<std::byte*>(p);
-}
-
 SegmentHeader* lay_out_header(std::byte* base, std::size_t size) {
   auto* h = reinterpret_cast<SegmentHeader*>(base);  // zero-filled memory: state is kCreating
   h->creator.store(current_identity(), std::memory_order_relaxed);
@@ -207,114 +64,7 @@ SegmentHeader* lay_out_header(std::byte* base, std::size_t size) {
   return h;
 }
 
-// How many descriptors open on the file `st` describes the processes we can see hold (ours
-// included): every /proc/<pid>/fd/<n> whose target is that file. A process forked from one
-// that had the segment open holds the descriptor too, registered or not.
-std::size_t open_descriptors(const struct stat& st) {
-  std::size_t count = 0;
-  DIR* procs = ::opendir("/proc");
-  if (procs == nullptr) return 0;
-  std::string dir;
-  while (const dirent* p = ::readdir(procs)) {
-    if (p->d_name[0] < '0' || p->d_name[0] > '9') continue;
-    dir.assign("/proc/").append(p->d_name).append("/fd");
-    DIR* fds = ::opendir(dir.c_str());
-    if (fds == nullptr) continue;  // gone, or not ours to look at
-    while (const dirent* f = ::readdir(fds)) {
-      if (f->d_name[0] == '.') continue;
-      struct stat target {};
-      if (::fstatat(::dirfd(fds), f->d_name, &target, 0) == 0 && target.st_ino == st.st_ino &&
-          target.st_dev == st.st_dev) {
-        ++count;
-      }
-    }
-    ::closedir(fds);
-  }
-  ::closedir(procs);
-  return count;
-}
-
-// Whether nobody alive created or uses the segment whose header is `h` (read atomically)
-// and no process but the caller's one descriptor (`own`) has its file open.
-bool nobody_alive(const SegmentHeader& h, const struct stat& st, std::size_t own) {
-  if (open_descriptors(st) > own) return false;
-  const ProcessIdentity creator = h.creator.load(std::memory_order_acquire);
-  if (creator == 0) return true;  // killed before it wrote itself, and nobody has it open
-  if (identity_alive(creator)) return false;
-  for (const auto& u : h.users) {
-    const ProcessIdentity id = u.load(std::memory_order_acquire);
-    if (id != 0 && identity_alive(id)) return false;
-  }
-  return true;
-}
-
 }  // namespace
-
-struct Segment::Impl {
-  std::string name;
-  bool owner = false;
-  pid_t creator = -1;
-  UniqueFd fd;                     // named segments
-  detail::Mapping anon;            // anonymous segments
-  std::byte* file_map = nullptr;   // named segments: the mapping of the whole file
-  std::size_t size = 0;
-  SegmentHeader* h = nullptr;
-  std::optional<Heap> heap;
-  std::chrono::milliseconds lock_timeout{5000};
-  ProcessIdentity registered = 0;  // our entry in h->users
-
-  [[nodiscard]] std::byte* base() const noexcept { return file_map ? file_map : anon.data(); }
-
-  ~Impl() {
-    heap.reset();
-    if (h != nullptr && registered != 0 && identity_pid(registered) == current_pid()) {
-      for (auto& u : h->users) {
-        ProcessIdentity mine = registered;
-        if (u.compare_exchange_strong(mine, 0, std::memory_order_acq_rel)) break;
-      }
-    }
-    if (file_map != nullptr) {
-      unguard_mapping(file_map);
-      ::munmap(file_map, size);
-    }
-    if (owner && creator == ::getpid()) ::shm_unlink(shm_path(name).c_str());
-  }
-
-  // Throws errc::bad_layout when the file was truncated below the mapping (see the guard).
-  void check_backing(const std::string& what) const {
-    if (!fd) return;
-    struct stat st {};
-    if (::fstat(fd.get(), &st) == 0 && static_cast<std::size_t>(st.st_size) < size) {
-      throw_error(errc::bad_layout, what + ": the segment was truncated to " +
-                                        std::to_string(st.st_size) + " of " +
-                                        std::to_string(size) + " bytes by another process");
-    }
-  }
-
-  // Adds the caller to h->users (under the lock). Throws errc::invalid_argument when the
-  // table is full of live processes.
-  void register_user(const std::string& what) {
-    const ProcessIdentity me = current_identity();
-    for (auto& u : h->users) {
-      if (u.load(std::memory_order_acquire) == me) {
-        registered = me;
-        return;
-      }
-    }
-    for (int pass = 0; pass < 2; ++pass) {
-      for (auto& u : h->users) {
-        ProcessIdentity cur = u.load(std::memory_order_acquire);
-        if (pass == 0 ? cur != 0 : (cur == 0 || identity_alive(cur))) continue;
-        if (u.compare_exchange_strong(cur, me, std::memory_order_acq_rel)) {
-          registered = me;
-          return;
-        }
-      }
-    }
-    throw_error(errc::invalid_argument, what + ": more than " + std::to_string(kMaxUsers) +
-                                            " live processes have the segment open");
-  }
-};
 
 namespace {
 
@@ -357,51 +107,6 @@ class HeapLock {
   SegmentHeader& h_;
   bool writing_ = false;
 };
-
-// Removes `name` if it is stale. The decision and the removal happen under the segment's
-// lock with its state set to kReclaimed, and an opener registers under the same lock and
-// re-checks the state: a process that opens the segment concurrently either counts as a
-// live user (nothing is removed) or finds it reclaimed (and opens or creates anew).
-bool reclaim(std::string_view name) {
-  const std::string path = shm_path(name);
-  UniqueFd fd(::shm_open(path.c_str(), O_RDWR | O_CLOEXEC, 0));
-  if (!fd) return false;
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || st.st_uid != ::geteuid()) return false;
-  const auto same_file = [&] {
-    struct stat now {};
-    UniqueFd again(::shm_open(path.c_str(), O_RDONLY | O_CLOEXEC, 0));
-    return again && ::fstat(again.get(), &now) == 0 && now.st_ino == st.st_ino &&
-           now.st_dev == st.st_dev;
-  };
-  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) {
-    // A creator killed before it sized the file: nobody else holds it open.
-    if (open_descriptors(st) > 1 || !same_file()) return false;
-    return ::shm_unlink(path.c_str()) == 0;
-  }
-  void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) return false;
-  guard_mapping(static_cast<std::byte*>(p), kHeaderBytes);
-  auto* h = static_cast<SegmentHeader*>(p);
-  bool removed = false;
-  const std::uint32_t state = h->state.load(std::memory_order_acquire);
-  if (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady) {
-    // owner_dead means we hold it too (consistent again); timeout: a stopped holder, skip.
-    if (h->lock.lock_for(std::chrono::seconds(1)) != errc::timeout) {
-      if (h->state.load(std::memory_order_acquire) == kReady && nobody_alive(*h, st, 1) &&
-          same_file()) {
-        h->state.store(kReclaimed, std::memory_order_release);
-        removed = ::shm_unlink(path.c_str()) == 0;
-      }
-      h->lock.unlock();
-    }
-  } else if (state == kCreating && nobody_alive(*h, st, 1) && same_file()) {
-    removed = ::shm_unlink(path.c_str()) == 0;
-  }
-  unguard_mapping(static_cast<std::byte*>(p));
-  ::munmap(p, kHeaderBytes);
-  return removed;
-}
 
 }  // namespace
 
@@ -638,48 +343,6 @@ Segment Segment::open_or_create(std::string_view name, std::size_t size,
 bool Segment::remove(std::string_view name) noexcept {
   if (name.empty() || name.size() > kMaxNameLength) return false;
   return ::shm_unlink(shm_path(name).c_str()) == 0;
-}
-
-bool Segment::is_stale(std::string_view name) {
-  validate_name(name);
-  UniqueFd fd(::shm_open(shm_path(name).c_str(), O_RDONLY | O_CLOEXEC, 0));
-  if (!fd) return false;
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0 || st.st_uid != ::geteuid()) return false;
-  if (static_cast<std::size_t>(st.st_size) < kHeaderBytes) return open_descriptors(st) <= 1;
-  void* p = ::mmap(nullptr, kHeaderBytes, PROT_READ, MAP_SHARED, fd.get(), 0);
-  if (p == MAP_FAILED) return false;
-  guard_mapping(static_cast<std::byte*>(p), kHeaderBytes);
-  const auto* h = static_cast<const SegmentHeader*>(p);
-  const std::uint32_t state = h->state.load(std::memory_order_acquire);
-  const bool ours = state == kCreating ||
-                    (h->magic == kSegmentMagic && h->version == kSegmentVersion && state == kReady);
-  const bool stale = ours && nobody_alive(*h, st, 1);
-  unguard_mapping(static_cast<std::byte*>(p));
-  ::munmap(p, kHeaderBytes);
-  return stale;
-}
-
-std::size_t Segment::remove_stale(std::string_view prefix) {
-  std::vector<std::string> names;
-  if (DIR* dir = ::opendir("/dev/shm")) {
-    while (const dirent* e = ::readdir(dir)) {
-      const std::string_view n = e->d_name;
-      if (n.size() > kMaxNameLength || n.empty() || n.front() == '.') continue;
-      if (n.substr(0, prefix.size()) == prefix) names.emplace_back(n);
-    }
-    ::closedir(dir);
-  }
-  std::size_t removed = 0;
-  for (const auto& n : names) {
-    try {
-      validate_name(n);
-    } catch (const Error&) {
-      continue;
-    }
-    if (reclaim(n)) ++removed;
-  }
-  return removed;
 }
 
 void* Segment::base() const noexcept { return impl_->base(); }
