@@ -112,8 +112,8 @@ Region Region::open(Segment& seg, std::string_view name, const LayoutSpec& spec,
   }
 }
 
-bool Region::others_alive() const noexcept {
-  return seg_ == nullptr || Segment::others_alive(static_cast<const Segment::Impl*>(seg_));
+bool Region::others_gone() const noexcept {
+  return seg_ != nullptr && Segment::others_gone(static_cast<const Segment::Impl*>(seg_));
 }
 
 void Region::check_backing(const char* what) const {

@@ -360,16 +360,20 @@ bool Segment::is_anonymous() const noexcept { return impl_->file_map == nullptr;
 bool Segment::owns_name() const noexcept { return impl_->owner; }
 int Segment::fd() const noexcept { return impl_->fd.get(); }
 
-bool Segment::others_alive(const Impl* impl) noexcept {
-  if (impl == nullptr || !impl->fd) return true;
+bool Segment::others_gone(const Impl* impl) noexcept {
+  if (impl == nullptr || !impl->fd) return false;
   const pid_t me = current_pid();
-  const ProcessIdentity creator = impl->h->creator.load(std::memory_order_acquire);
-  if (identity_pid(creator) != me && identity_alive(creator)) return true;
+  bool any = false;
+  const auto gone = [&](ProcessIdentity id) {
+    if (id == 0 || identity_pid(id) == me) return true;
+    any = true;
+    return !identity_alive(id);
+  };
+  if (!gone(impl->h->creator.load(std::memory_order_acquire))) return false;
   for (const auto& u : impl->h->users) {
-    const ProcessIdentity id = u.load(std::memory_order_acquire);
-    if (id != 0 && identity_pid(id) != me && identity_alive(id)) return true;
+    if (!gone(u.load(std::memory_order_acquire))) return false;
   }
-  return false;
+  return any;
 }
 
 void Segment::check_backing() const { impl_->check_backing("Segment " + quoted(impl_->name)); }

@@ -571,6 +571,24 @@ TEST_F(HostilePeerTest, ReceiverWaitsWhileAnotherProcessInTheSegmentLives) {
   EXPECT_EQ(exit_code(receiver, 10s), 0) << "1: a message from nowhere; 2: an error";
 }
 
+// The receiver made the segment and the channel itself and waits for a sender program that
+// has not started yet: nobody else ever came, so nobody has died: it waits (no peer_dead).
+TEST_F(HostilePeerTest, ReceiverThatCreatedTheSegmentWaitsForASenderNotStartedYet) {
+  const std::string name = shm_name();
+  auto receiver = Process::spawn([&] {
+    auto seg = Segment::create(name, 1 << 20);
+    ChannelOptions options;
+    options.capacity = 4096;
+    auto in = Channel<std::string>::create(seg, "c", options, Side::receiver);
+    try {
+      return in.recv_for(300ms).has_value() ? 1 : 0;
+    } catch (const Error&) {
+      return 2;
+    }
+  });
+  EXPECT_EQ(exit_code(receiver, 10s), 0) << "1: a message from nowhere; 2: an error";
+}
+
 // Made before fork, the channel cannot know its sender until the sender acts; the parent
 // registers the child it forked, so a child that dies before its first send is seen dead.
 TEST_F(HostilePeerTest, ForkedSenderRegisteredByPidIsSeenDeadBeforeItsFirstSend) {

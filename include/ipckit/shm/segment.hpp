@@ -129,9 +129,11 @@ class Segment {
   [[nodiscard]] bool owns_name() const noexcept;
   // The descriptor of a named segment's file (owned by the Segment), -1 for anonymous ones.
   [[nodiscard]] int fd() const noexcept;
-  // For a named segment: true while some process other than the caller that created or
-  // opened it is alive (by identity). True for anonymous segments (not tracked).
-  [[nodiscard]] bool others_alive() const noexcept { return others_alive(impl_.get()); }
+  // For a named segment: true when some process other than the caller created or opened
+  // it and every such process is dead (by identity) — nobody but the caller is left who
+  // ever took part. False while one lives, when nobody else ever came (or all closed it
+  // normally), and for anonymous segments (not tracked).
+  [[nodiscard]] bool others_gone() const noexcept { return others_gone(impl_.get()); }
   // For a named segment: throws Error(errc::bad_layout) when another process has truncated
   // its file below size() (the next access past the new end would raise SIGBUS).
   void check_backing() const;
@@ -172,9 +174,9 @@ class Segment {
 
   struct Impl;  // opaque: defined in lib/shm/segment.cpp
   // The implementation, whose address stays put when the Segment is moved: what handles of
-  // objects in the segment keep (Segment::others_alive(impl)).
+  // objects in the segment keep (Segment::others_gone(impl)).
   [[nodiscard]] const Impl* impl() const noexcept { return impl_.get(); }
-  static bool others_alive(const Impl* impl) noexcept;
+  static bool others_gone(const Impl* impl) noexcept;
 
  private:
   explicit Segment(std::unique_ptr<Impl> impl) noexcept;

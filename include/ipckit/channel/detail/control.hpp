@@ -129,11 +129,11 @@ class Region {
   // next access would raise SIGBUS, which the segment's guard turns into zero pages). Costs
   // an fstat(); blocking calls run it between sleeps. A no-op for other regions.
   void check_backing(const char* what) const;
-  // For a region in a named segment: true while a process other than the caller that has
-  // the segment open (registered when it created or opened it) is alive. Always true for
-  // other regions (their processes are not known). Waiters use it for a side that no
-  // process ever joined: with nobody else alive in the segment, nobody can join it.
-  [[nodiscard]] bool others_alive() const noexcept;
+  // For a region in a named segment: true when another process created or opened the
+  // segment and every such process is dead (Segment::others_gone). False for other regions
+  // (their processes are not known). Waiters use it for a side that no process ever joined:
+  // nobody who ever came is left to join it.
+  [[nodiscard]] bool others_gone() const noexcept;
 
  private:
   Region(std::byte* p, std::size_t n) noexcept : data_(p), size_(n) {}
@@ -178,7 +178,8 @@ struct Placement {
 
 // The one blocking loop of every shared channel: retries `attempt` until it succeeds, the
 // channel closes, every process on the other side (`others`) has exited (or, in a named
-// segment, nobody ever joined that side and no other process in the segment is alive), or
+// segment, nobody ever joined that side and every other process that ever had the segment
+// open has died), or
 // the deadline passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
 // consumer (`fail_if_closed` false) tries once more, so what was published just before is
 // still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
@@ -195,7 +196,7 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
   ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,
            ctl.safe_policy(), [&] {
              region.check_backing(what);
-             gone = others.all_dead() || (others.empty() && !region.others_alive());
+             gone = others.all_dead() || (others.empty() && region.others_gone());
            });
   if (done) return true;
   if (!fail_if_closed && attempt()) return true;
