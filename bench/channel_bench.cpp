@@ -46,7 +46,7 @@
 #include "ipckit/channel/boost_queue.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/core/futex.hpp"
 #include "ipckit/core/process.hpp"
@@ -501,7 +501,7 @@ void rtt_spsc(benchmark::State& state, const Point& pt, WaitPolicy policy) {
 }
 
 // A copying request/answer over any pair of ipckit channels with send(Bytes) and
-// recv_until(Bytes&, Deadline): ByteRing, Channel<Bytes>, PipeChannel. The first two rounds of
+// recv_until(Bytes&, Deadline): ByteRing, Channel<Bytes>, SocketChannel. The first two rounds of
 // the parent's warm-up send a message of `big` bytes (when not 0), so that every page of a
 // ring is touched before timing.
 template <class Ch>
@@ -575,9 +575,9 @@ void rtt_channel(benchmark::State& state, const Point& pt, ChannelOptions opt) {
            opt.transport == ipckit::Transport::shm ? req.max_message_size() : 0);
 }
 
-void rtt_pipe_channel(benchmark::State& state, const Point& pt) {
-  ipckit::PipeChannel req;
-  ipckit::PipeChannel rep;
+void rtt_socket_channel(benchmark::State& state, const Point& pt) {
+  ipckit::SocketChannel req;
+  ipckit::SocketChannel rep;
   rtt_echo(state, pt, req, rep, 0);
 }
 
@@ -1013,9 +1013,10 @@ void register_rtt() {
       })->Iterations(m == WaitMode::block ? kernel_rounds(n) : spin_rounds(n));
     }
     add("BM_RTT", {"channel_pipe", "kernel", n}, [](benchmark::State& s, const Point& p) {
-      rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::pipe});
+      rtt_channel(s, p, ChannelOptions{.transport = ipckit::Transport::socket});
     })->Iterations(kernel_rounds(n));
-    add("BM_RTT", {"pipe_channel", "kernel", n}, rtt_pipe_channel)->Iterations(kernel_rounds(n));
+    add("BM_RTT", {"socket_channel", "kernel", n}, rtt_socket_channel)
+        ->Iterations(kernel_rounds(n));
     add("BM_RTT", {"pipe", "kernel", n}, rtt_pipe)->Iterations(kernel_rounds(n));
     add("BM_RTT", {"socketpair", "kernel", n}, rtt_socketpair)->Iterations(kernel_rounds(n));
     add("BM_RTT", {"boost_mq", "block", n}, rtt_boost_mq)->Iterations(kernel_rounds(n));
@@ -1064,7 +1065,7 @@ void register_other() {
   idle("channel", "spin", {.mode = WaitMode::spin});
   idle("channel", "hybrid", {.mode = WaitMode::hybrid});
   idle("channel", "block", {.mode = WaitMode::block});
-  idle("channel_pipe", "kernel", {.transport = ipckit::Transport::pipe});
+  idle("channel_pipe", "kernel", {.transport = ipckit::Transport::socket});
 }
 
 }  // namespace

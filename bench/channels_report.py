@@ -27,8 +27,8 @@ NAMES = {
     "byte_ring_zc": "ipckit ByteRing (reserve/commit, peek/release)",
     "byte_ring_zc_ack": "ipckit ByteRing zero-copy request, 64 B answer",
     "channel": "ipckit Channel<vector<byte>> (shm)",
-    "channel_pipe": "ipckit Channel<vector<byte>> (Transport::pipe)",
-    "pipe_channel": "ipckit PipeChannel",
+    "channel_pipe": "ipckit Channel<vector<byte>> (Transport::socket)",
+    "socket_channel": "ipckit SocketChannel",
     "boost_spsc": "boost::lockfree::spsc_queue in shm",
     "ipckit_boost_spsc": "ipckit BoostSpscQueue<T, N> (push/pop)",
     "boost_spsc_batch": "boost::lockfree::spsc_queue in shm (batch of 64)",
@@ -316,7 +316,7 @@ def markdown(ctx, mpi_ctx, lat, tput, idle, cv, busy, rows):
       "wait/wake, shown for sleeping modes only); the ratios are medians over the repetitions "
       "of median ÷ floor. On this KVM guest the futex floor is bimodal: ~30–60 µs when the "
       "woken vCPU has halted (the host must run it again), under 1 µs when it has not; "
-      "beside poll()-based transports (PipeChannel, Channel over a pipe) it is mostly in the "
+      "beside poll()-based transports (SocketChannel, Channel over a pipe) it is mostly in the "
       "fast mode, so their futex ratios are not comparable with the others. The "
       "`floor: shm …` rows with a payload move it through a 1 MiB region of slots plus a flag "
       "line (a ring without bookkeeping).\n")

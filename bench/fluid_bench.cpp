@@ -116,16 +116,25 @@ int main(int argc, char** argv) {
   if (scaling) {
     for (int p : process_counts()) {
       benchmark::RegisterBenchmark("BM_triad", BM_triad)
-          ->ArgName("procs")->Arg(p)->Iterations(1)->Unit(benchmark::kMillisecond);
+          ->ArgName("procs")
+          ->Arg(p)
+          ->Iterations(1)
+          ->Unit(benchmark::kMillisecond);
     }
     for (int p : process_counts()) {
       benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
-          ->ArgNames({"n", "procs"})->Args({4096, p})->Iterations(1)
+          ->ArgNames({"n", "procs"})
+          ->Args({4096, p})
+          ->Iterations(1)
           ->Unit(benchmark::kMillisecond);
     }
   } else {
     benchmark::RegisterBenchmark("BM_triad", BM_triad)
-        ->ArgName("procs")->Arg(1)->Arg(2)->Iterations(1)->Unit(benchmark::kMillisecond);
+        ->ArgName("procs")
+        ->Arg(1)
+        ->Arg(2)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
         ->ArgNames({"n", "procs"})
         ->Args({1024, 1})

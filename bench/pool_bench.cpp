@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <numeric>
 #include <thread>
 #include <vector>
@@ -181,7 +182,7 @@ void BM_recovery(benchmark::State& state) {
   for (auto _ : state) {
     state.PauseTiming();
     // One 50 ms task per worker, so that the victim is mid-task.
-    auto busy = pool.map_async(sleep_ms, std::vector<int>(kWorkers, 50), {.chunksize = 1, .callback = {}, .error_callback = {}, .progress = {}});
+    auto busy = pool.map_async(sleep_ms, std::vector<int>(kWorkers, 50), {.chunksize = 1});
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
     const pid_t victim = pool.stats()[0].pid;
     state.ResumeTiming();
@@ -208,8 +209,94 @@ void BM_recovery(benchmark::State& state) {
   state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
 }
 
+// ---- 100 MB through the pool, beside the memory's own speed ----------------------------------
+// `gbps`: bytes moved / median time of the call. memcpy_100MB copies between two buffers
+// already touched (the memory's speed); copy_100MB copy-constructs a vector (what any new
+// 100 MB result costs: the copy plus the first-touch page faults of fresh memory).
+constexpr std::size_t kBig = 100'000'000;
+
+const std::vector<char>& big_input() {
+  static const std::vector<char> v(kBig, 'x');
+  return v;
+}
+std::size_t size_of(const std::vector<char>& v) { return v.size(); }
+std::vector<char> make_big(std::size_t n) { return std::vector<char>(n, 'x'); }
+
+void report_gbps(benchmark::State& state, double seconds) {
+  state.counters["gbps"] =
+      static_cast<double>(kBig) * static_cast<double>(state.iterations()) / seconds / 1e9;
+}
+
+void BM_memcpy_100MB(benchmark::State& state) {
+  const std::vector<char>& src = big_input();
+  std::vector<char> dst(kBig, 'y');
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::memcpy(dst.data(), src.data(), kBig);
+    benchmark::DoNotOptimize(dst.data());
+    benchmark::ClobberMemory();
+    seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+  report_gbps(state, seconds);
+}
+
+void BM_copy_100MB(benchmark::State& state) {
+  const std::vector<char>& src = big_input();
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::vector<char> dst(src);
+    benchmark::DoNotOptimize(dst.data());
+    seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+  report_gbps(state, seconds);
+}
+
+// The task of large_result run here, without the pool: what making the result costs.
+void BM_make_100MB(benchmark::State& state) {
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::vector<char> v = make_big(kBig);
+    benchmark::DoNotOptimize(v.data());
+    seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+  }
+  report_gbps(state, seconds);
+}
+
+void BM_large_arg(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  const std::vector<char>& big = big_input();
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    const std::size_t n = pool.apply(size_of, big);
+    seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+    if (n != kBig) state.SkipWithError("the worker saw another size");
+  }
+  report_gbps(state, seconds);
+}
+
+void BM_large_result(benchmark::State& state) {
+  ipckit::Pool pool = warm_pool();
+  double seconds = 0;
+  for (auto _ : state) {
+    const auto t0 = clock_type::now();
+    std::vector<char> v = pool.apply(make_big, kBig);
+    seconds += std::chrono::duration<double>(clock_type::now() - t0).count();
+    if (v.size() != kBig || v[kBig / 2] != 'x') state.SkipWithError("a wrong result");
+  }
+  report_gbps(state, seconds);
+}
+
 }  // namespace
 
+BENCHMARK(BM_memcpy_100MB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK(BM_copy_100MB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK(BM_make_100MB)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK(BM_large_arg)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
+BENCHMARK(BM_large_result)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(10);
 BENCHMARK(BM_map_chunk1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_imap_chunk1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_apply_async)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -15,6 +15,9 @@ Workloads (the C++ side uses the same names):
   cpu_pool     pool.map(burn, [loops] * 100, chunksize=1)                  ms total
   cpu_speedup  cpu_seq / cpu_pool: median = ratio of the two medians (as pool_report.py
                computes it for ipckit), values = each repetition's ratio    x
+  large_arg    pool.apply(len, (100 MB bytes,))                               GB/s
+  large_result pool.apply(make_big, (100 MB,)), make_big = b"x" * n          GB/s
+  make_100MB   make_big(100 MB) here, without the pool (the task's own cost) GB/s
 The pool of the per-task and cpu_pool workloads is made once per repetition, outside the
 timed region, and warmed with one small map. About 30 s with the defaults on 2 idle cores.
 """
@@ -30,10 +33,15 @@ import time
 CPU_TASKS = 100
 START_STOP_ITERS = 20
 N_LARGE = 1_000_000
+BIG = 100_000_000
 
 
 def trivial(x):
     return x * x
+
+
+def make_big(n):
+    return b"x" * n
 
 
 def burn(loops):
@@ -92,6 +100,24 @@ def one_repetition(ctx, n_small, loops):
         pool.map(trivial, range(N_LARGE))
         r["map_auto_1M"] = per_task_us(t0, time.perf_counter(), N_LARGE)
 
+        big = b"y" * BIG
+        t0 = time.perf_counter()
+        n = pool.apply(len, (big,))
+        r["large_arg"] = BIG / (time.perf_counter() - t0) / 1e9
+        assert n == BIG
+        del big
+
+        t0 = time.perf_counter()
+        back = pool.apply(make_big, (BIG,))
+        r["large_result"] = BIG / (time.perf_counter() - t0) / 1e9
+        assert len(back) == BIG
+        del back
+
+        t0 = time.perf_counter()
+        back = make_big(BIG)
+        r["make_100MB"] = BIG / (time.perf_counter() - t0) / 1e9
+        del back
+
         t0 = time.perf_counter()
         for _ in range(CPU_TASKS):
             burn(loops)
@@ -114,7 +140,8 @@ def one_repetition(ctx, n_small, loops):
 
 
 UNITS = {"map_chunk1": "us/task", "imap_chunk1": "us/task", "apply_async": "us/task",
-         "map_auto_1M": "us/task", "start_stop": "ms", "cpu_seq": "ms", "cpu_pool": "ms"}
+         "map_auto_1M": "us/task", "start_stop": "ms", "cpu_seq": "ms", "cpu_pool": "ms",
+         "large_arg": "GB/s", "large_result": "GB/s", "make_100MB": "GB/s"}
 
 
 def main():

@@ -26,9 +26,10 @@ def fmt(ns):
 def main(paths):
     for path in paths:
         ctx, rows = medians(path)
+        # library_build_type is Google Benchmark's own build (Debian's is "debug"), not ipckit's.
         print(f"Machine: {ctx.get('num_cpus', '?')} CPUs @ {ctx.get('mhz_per_cpu', '?')} MHz, "
-              f"{ctx.get('date', '')}; medians of {ctx.get('library_build_type', '')} "
-              f"Google Benchmark repetitions\n")
+              f"{ctx.get('date', '')}; medians of Google Benchmark repetitions (libbenchmark "
+              f"built as {ctx.get('library_build_type', '?')})\n")
         floors = {k: rows[v][0] for k, v in FLOORS.items() if v in rows}
         head = "| benchmark | what | median (wall) | CPU | × spin floor | × futex floor |"
         print(head)

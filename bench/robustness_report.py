@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""The README's Robustness table from the long runs' JSON files.
+"""The robustness tables from the long runs' JSON files (docs/robustness.md is assembled
+from the same JSON by bench/docs_report.py).
 
     bench/robustness_report.py [--chaos build/chaos.json] [--soak build/soak.json]
                                [--fuzz build/fuzz/summary.json] [--out bench/results]
 
 Reads what `make chaos`, `make soak` and `make fuzz` wrote, copies the JSON files to the
-output folder and writes robustness.md there: one row per chaos scenario (faults injected,
-messages and tasks checked, lost / hangs / leaks / failures, worst time to the survivor's
-error), one per fuzz target (executions, exec/s, crashes) and the soak run. Exits 1 when any
-run reports a loss, hang, leak, failure or crash.
+output folder (a run whose file is missing, or older than the copy there, keeps that copy)
+and writes robustness.md there: one row per chaos scenario (faults injected, messages and
+tasks checked, lost / hangs / leaks / failures, worst time to the survivor's error), one per
+fuzz target (executions, exec/s, crashes) and the soak run. Exits 1 when any run reports a
+loss, hang, leak, failure or crash.
 """
 import argparse
 import json
@@ -94,12 +96,20 @@ def main():
     md, bad = ["# Robustness runs", ""], 0
     for name, path, rows in (("chaos", a.chaos, chaos_rows), ("fuzz", a.fuzz, fuzz_rows),
                              ("soak", a.soak, soak_rows)):
-        data = load(path)
+        kept = os.path.join(a.out, name + ".json")
+        # A run not made since the kept copy was written (say `make chaos` alone, with an older
+        # build/soak.json lying around) keeps the kept copy's table.
+        stale = (os.path.exists(path) and os.path.exists(kept)
+                 and os.path.getmtime(path) <= os.path.getmtime(kept))
+        data = None if stale else load(path)
         if data is None:
-            md += [f"({name}: no {path})", ""]
-            continue
-        if os.path.abspath(path) != os.path.abspath(os.path.join(a.out, name + ".json")):
-            shutil.copy(path, os.path.join(a.out, name + ".json"))
+            data = load(kept)
+            if data is None:
+                md += [f"({name}: no {path})", ""]
+                continue
+            path = kept
+        if os.path.abspath(path) != os.path.abspath(kept):
+            shutil.copy(path, kept)
         if name == "chaos":
             md.append(f'Chaos: seed {data["seed"]}, {data["iterations"]:,} iterations in '
                       f'{data["seconds"]:.0f} s.')

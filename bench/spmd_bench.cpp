@@ -11,8 +11,8 @@
 //   {"comm":"shm","procs":2,"name":"pingpong","bytes":8,"median_ns":...,"gb_per_s":...}
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -56,8 +56,7 @@ double time_ns(ipckit::Comm& c, int iters, const std::function<void()>& fn) {
     c.barrier();
     const auto t0 = clock_type::now();
     for (int i = 0; i < iters; ++i) fn();
-    per.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count() /
-                  iters);
+    per.push_back(std::chrono::duration<double, std::nano>(clock_type::now() - t0).count() / iters);
   }
   // Every rank reports rank 0's figure.
   return c.broadcast(median(per), 0);
@@ -69,8 +68,8 @@ void body(ipckit::Comm& c, const Out* out) {
     if (r == 0) out->row(name, bytes, ns, gbs);
   };
   // Ping-pong between ranks 0 and 1 (the others wait at the barrier inside time_ns).
-  for (std::size_t bytes : {std::size_t{8}, std::size_t{1} << 10, std::size_t{64} << 10,
-                            std::size_t{1} << 20}) {
+  for (std::size_t bytes :
+       {std::size_t{8}, std::size_t{1} << 10, std::size_t{64} << 10, std::size_t{1} << 20}) {
     std::vector<std::byte> buf(bytes);
     const int iters = bytes >= (std::size_t{1} << 20) ? 200 : bytes >= 65536 ? 2000 : 20000;
     const double ns = time_ns(c, iters, [&] {
@@ -120,9 +119,12 @@ int main(int argc, char** argv) {
   std::string path = "spmd.jsonl";
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string k = argv[i];
-    if (k == "--comm") comm = argv[i + 1];
-    else if (k == "--procs") procs = std::atoi(argv[i + 1]);
-    else if (k == "--out") path = argv[i + 1];
+    if (k == "--comm")
+      comm = argv[i + 1];
+    else if (k == "--procs")
+      procs = std::atoi(argv[i + 1]);
+    else if (k == "--out")
+      path = argv[i + 1];
   }
   if (comm == "shm") {
     std::FILE* f = std::fopen(path.c_str(), "a");

@@ -1,5 +1,5 @@
-// fuzz_pipe_frame: the PipeChannel frame parser, fed through a real descriptor. The input's
-// first byte picks the channel (a byte-vector PipeChannel over pipe(2), or a Channel<T> with
+// fuzz_pipe_frame: the SocketChannel frame parser, fed through a real descriptor. The input's
+// first byte picks the channel (a byte-vector SocketChannel over pipe(2), or a Channel<T> with
 // the pipe transport for one of three T) and its max_message; the rest is written, as the
 // bytes a sending process put on the stream, before the write end is closed. recv() then runs
 // until it throws: messages, errc::closed, errc::peer_dead and errc::bad_frame (and, for a
@@ -16,7 +16,7 @@
 
 #include "fuzz_support.hpp"
 #include "ipckit/channel/channel.hpp"
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 
 namespace {
 
@@ -50,8 +50,8 @@ void drain_bytes(std::span<const std::byte> stream, std::size_t max_message) {
   ipckit::UniqueFd w(fds[1]);
   if (!write_all(w.get(), stream)) return;
   w.reset();
-  auto ch = ipckit::PipeChannel::from_fds(std::move(r), {}, {max_message});
-  for (std::size_t i = 0; i <= stream.size() / ipckit::PipeChannel::kFrameHeader + 1; ++i) {
+  auto ch = ipckit::SocketChannel::from_fds(std::move(r), {}, {max_message});
+  for (std::size_t i = 0; i <= stream.size() / ipckit::SocketChannel::kFrameHeader + 1; ++i) {
     try {
       const std::vector<std::byte> msg = ch.recv();
       if (msg.size() > max_message) ipckit::fuzz::fail("a message longer than max_message");
@@ -74,14 +74,14 @@ void drain_bytes(std::span<const std::byte> stream, std::size_t max_message) {
 template <class T>
 void drain_typed(std::span<const std::byte> stream, std::size_t max_message) {
   ipckit::ChannelOptions o;
-  o.transport = ipckit::Transport::pipe;
+  o.transport = ipckit::Transport::socket;
   o.max_message = max_message;
   ipckit::Channel<T> ch(o);
-  const int wfd = ch.pipe()->write_fd();
+  const int wfd = ch.socket()->write_fd();
   if (!write_all(wfd, stream)) return;
   ch.attach_receiver();  // drops the write end: the stream ends after these bytes
   bool pipe_broken = false;
-  for (std::size_t i = 0; i <= stream.size() / ipckit::PipeChannel::kFrameHeader + 1; ++i) {
+  for (std::size_t i = 0; i <= stream.size() / ipckit::SocketChannel::kFrameHeader + 1; ++i) {
     try {
       (void)ch.recv();
     } catch (const Error& e) {
@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::uint8_t mode = data[0];
   const std::span<const std::byte> stream(reinterpret_cast<const std::byte*>(data + 1), size - 1);
   // Half the inputs run with a small limit, so that "longer than max_message" is reachable.
-  const std::size_t max_message = (mode & 0x80) != 0 ? 4096 : ipckit::PipeOptions{}.max_message;
+  const std::size_t max_message = (mode & 0x80) != 0 ? 4096 : ipckit::SocketOptions{}.max_message;
   switch (mode & 3) {
     case 0: drain_bytes(stream, max_message); break;
     case 1: drain_typed<std::vector<std::uint32_t>>(stream, max_message); break;

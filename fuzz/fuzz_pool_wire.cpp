@@ -5,17 +5,19 @@
 //    invoker `which` (kOk) or as an exception's text (kError, kInitError).
 //  - mode 1, a worker: fragments reassembled as worker_main does, each whole message parsed
 //    as a task (parse_task) and run by trampoline `which` (the frame's invoker address is
-//    not followed: only the driver writes it, see detail/wire.hpp), whose results must then
+//    not followed: only the driver writes it, see lib/pool/wire.hpp), whose results must then
 //    decode as the driver would.
 //  - mode 2: the payload of a failed task (decode_error_text), which must round-trip.
 // Only errc::bad_frame may come out of a parser or decoder.
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
+#include "channel/fragment.hpp"
 #include "fuzz_support.hpp"
-#include "ipckit/pool/detail/wire.hpp"
+#include "pool/wire.hpp"
 #include "pool_wire_types.hpp"
 
 namespace {
@@ -26,30 +28,20 @@ using ipckit::fuzz::expect;
 using ipckit::fuzz::fail;
 namespace d = ipckit::detail;
 
-// Feeds records through fragment reassembly; calls on_message for each whole message.
+// Feeds records through the fragment layer's reader, as the driver and the worker do; calls
+// on_message for each whole message.
 template <class F>
 void reassemble(const std::vector<std::span<const std::byte>>& records, F&& on_message) {
-  std::vector<std::byte> acc;
+  d::FragmentReader reader(std::uint64_t{1} << 20);
   for (const auto& rec : records) {
-    d::Fragment frag;
+    std::optional<d::FragmentReader::Message> msg;
     try {
-      frag = d::parse_fragment(rec);
+      msg = reader.feed(rec, "fuzz");
     } catch (const Error& e) {
       expect(e, {errc::bad_frame});
       return;  // the reader stops trusting the writer here
     }
-    if (frag.body.data() != rec.data() + 8 || frag.body.size() + 8 != rec.size()) {
-      fail("a fragment body that is not the record after its word");
-    }
-    if (frag.more || !acc.empty()) {
-      acc.insert(acc.end(), frag.body.begin(), frag.body.end());
-      if (frag.more) continue;
-      const std::vector<std::byte> msg = std::move(acc);
-      acc.clear();
-      on_message(std::span<const std::byte>(msg));
-    } else {
-      on_message(frag.body);
-    }
+    if (msg) on_message(msg->bytes);
   }
 }
 

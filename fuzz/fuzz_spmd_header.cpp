@@ -17,8 +17,8 @@
 
 #include "fuzz_support.hpp"
 #include "ipckit/shm/arena.hpp"
-#include "ipckit/spmd/detail/shm_layout.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
+#include "spmd/shm_layout.hpp"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Writes the seed corpora of the fuzz targets: real encodings made by the library's own
-// writers (PipeChannel::send, ByteRing, codec::encode / SeqWriter, the pool's frames,
+// writers (SocketChannel::send, ByteRing, codec::encode / SeqWriter, the pool's frames,
 // ShmComm::send), in each target's input format, plus a few edge cases. Usage:
 //   fuzz_make_corpus <dir>    (writes <dir>/<target>/<name>; the committed seeds live in
 //                              fuzz/corpus)
@@ -17,8 +17,8 @@
 #include "codec_types.hpp"
 #include "fuzz_support.hpp"
 #include "ipckit/channel/byte_ring.hpp"
-#include "ipckit/channel/pipe_channel.hpp"
-#include "ipckit/pool/detail/wire.hpp"
+#include "ipckit/channel/socket_channel.hpp"
+#include "pool/wire.hpp"
 #include "pool_wire_types.hpp"
 
 namespace fs = std::filesystem;
@@ -50,13 +50,13 @@ Bytes bytes_of(const std::string& s) {
   return Bytes(p, p + s.size());
 }
 
-// ---- fuzz_pipe_frame: the bytes PipeChannel::send/close put on a stream ----
+// ---- fuzz_pipe_frame: the bytes SocketChannel::send/close put on a stream ----
 Bytes stream_of(const std::vector<Bytes>& msgs, bool close) {
   int fds[2];
   if (::pipe(fds) != 0) std::abort();
   ipckit::UniqueFd r(fds[0]);
   {
-    auto ch = ipckit::PipeChannel::from_fds({}, ipckit::UniqueFd(fds[1]));
+    auto ch = ipckit::SocketChannel::from_fds({}, ipckit::UniqueFd(fds[1]));
     for (const Bytes& m : msgs) ch.send(m);
     if (close) ch.close();
   }
@@ -223,12 +223,15 @@ void codec_seeds() {
 }
 
 // ---- fuzz_pool_wire ----
-Bytes record_of(std::uint64_t word, const Bytes& body) {
+// A first record of the fragment layer: the message's total, then its first bytes.
+Bytes record_of(std::uint64_t total, const Bytes& body) {
   Bytes rec;
-  add(rec, word);
+  add(rec, total);
   add(rec, body);
   return rec;
 }
+// A whole message in one record.
+Bytes whole(const Bytes& m) { return record_of(m.size(), m); }
 void pool_wire() {
   const auto input = [](std::uint8_t mode, std::uint8_t which, const std::vector<Bytes>& records) {
     Bytes b{std::byte{mode}, std::byte{which}};
@@ -242,10 +245,10 @@ void pool_wire() {
     codec::SeqWriter<std::int32_t> w(ok);
     for (std::int32_t v : {2, 4, 6}) w.add(v);
   }
-  put("fuzz_pool_wire", "result_ok", input(0, 0, {record_of(0, ok)}));
+  put("fuzz_pool_wire", "result_ok", input(0, 0, {whole(ok)}));
   const Bytes head(ok.begin(), ok.begin() + 10), tail(ok.begin() + 10, ok.end());
   put("fuzz_pool_wire", "result_ok_fragments",
-      input(0, 0, {record_of(d::kMore, head), record_of(0, tail)}));
+      input(0, 0, {record_of(d::kMore, head), whole(tail)}));
   Bytes strings;
   add(strings, d::ResultFrame{2, d::ResultFrame::kOk, 2, 10});
   {
@@ -253,19 +256,19 @@ void pool_wire() {
     w.add("ab");
     w.add("");
   }
-  put("fuzz_pool_wire", "result_strings", input(0, 6, {record_of(0, strings)}));
+  put("fuzz_pool_wire", "result_strings", input(0, 6, {whole(strings)}));
   Bytes err;
   add(err, d::ResultFrame{3, d::ResultFrame::kError, 1, 10});
   d::encode_error_text("std::runtime_error", "boom", err);
-  put("fuzz_pool_wire", "result_error", input(0, 0, {record_of(0, err)}));
+  put("fuzz_pool_wire", "result_error", input(0, 0, {whole(err)}));
   Bytes init;
   add(init, d::ResultFrame{0, d::ResultFrame::kInitError, 0, 0});
   d::encode_error_text("std::logic_error", "", init);
-  put("fuzz_pool_wire", "result_init_error", input(0, 0, {record_of(0, init)}));
+  put("fuzz_pool_wire", "result_init_error", input(0, 0, {whole(init)}));
   Bytes status = ok;  // regression: an unknown status was taken for an error
   status[8] = std::byte{9};
-  put("fuzz_pool_wire", "result_bad_status", input(0, 0, {record_of(0, status)}));
-  put("fuzz_pool_wire", "result_bad_word", input(0, 0, {record_of(6, ok)}));
+  put("fuzz_pool_wire", "result_bad_status", input(0, 0, {whole(status)}));
+  put("fuzz_pool_wire", "result_past_total", input(0, 0, {record_of(ok.size() - 1, ok)}));
 
   // Tasks, as the driver sends them (PoolCore::send_chunk): frame, callable padded, inputs.
   const auto task = [&](unsigned which, const Bytes& fn, std::uint32_t count, const Bytes& args) {
@@ -275,7 +278,7 @@ void pool_wire() {
     m.resize(m.size() + d::pad8(fn.size()) - fn.size());
     add(m, args);
     put("fuzz_pool_wire", "task" + std::to_string(which),
-        input(1, static_cast<std::uint8_t>(which), {record_of(0, m)}));
+        input(1, static_cast<std::uint8_t>(which), {whole(m)}));
   };
   const auto seq_of = [&]<class T>(std::initializer_list<T> vs) {
     Bytes b;
@@ -358,6 +361,40 @@ void spmd() {
 
 }  // namespace
 
+// ---- fuzz_fragment ----
+void fragment() {
+  // Mode 0: records from a hostile writer, limit 64 KiB.
+  const auto hostile = [](const std::vector<Bytes>& records) {
+    Bytes b{std::byte{0}};
+    add(b, std::uint16_t{64});
+    for (const Bytes& r : records) append_record(b, r);
+    return b;
+  };
+  const Bytes body = bytes_of("a message in three records");
+  const Bytes head(body.begin(), body.begin() + 5), mid(body.begin() + 5, body.begin() + 12),
+      tail(body.begin() + 12, body.end());
+  put("fuzz_fragment", "whole", hostile({whole(body), whole({})}));
+  put("fuzz_fragment", "three_records", hostile({record_of(body.size(), head), mid, tail}));
+  put("fuzz_fragment", "past_total", hostile({record_of(4, body)}));
+  put("fuzz_fragment", "over_limit", hostile({record_of(std::uint64_t{1} << 40, head)}));
+  put("fuzz_fragment", "short_header", hostile({Bytes{std::byte{1}, std::byte{2}}}));
+  // Mode 1: round trips, records of 16 + param bytes, cut into parts at 3, 10 and 40.
+  const auto trip = [](std::uint16_t param, const Bytes& msg) {
+    Bytes b{std::byte{1}};
+    add(b, param);
+    add(b, std::uint16_t{3});
+    add(b, std::uint16_t{10});
+    add(b, std::uint16_t{40});
+    add(b, msg);
+    return b;
+  };
+  Bytes big(3000);
+  for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 7);
+  put("fuzz_fragment", "trip_small", trip(100, body));
+  put("fuzz_fragment", "trip_empty", trip(0, {}));
+  put("fuzz_fragment", "trip_many_records", trip(0, big));
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <corpus dir>\n", argv[0]);
@@ -369,5 +406,6 @@ int main(int argc, char** argv) {
   codec_seeds();
   pool_wire();
   spmd();
+  fragment();
   return 0;
 }

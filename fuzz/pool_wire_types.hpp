@@ -41,7 +41,7 @@ inline auto make_adder(std::int32_t k) {
 using Adder = decltype(make_adder(0));
 
 // The trampolines a worker would find at the frame's invoker address, numbered. (The address
-// itself is not checked: see detail/wire.hpp.)
+// itself is not checked: see lib/pool/wire.hpp.)
 inline constexpr int kInvokers = 7;
 inline detail::Invoker invoker(unsigned which) {
   using detail::invoke_chunk;

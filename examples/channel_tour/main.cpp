@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 100000000u));
   CLI11_PARSE(app, argc, argv);
   const ipckit::ChannelOptions opts{
-      .transport = transport == "pipe" ? ipckit::Transport::pipe : ipckit::Transport::shm,
+      .transport = transport == "pipe" ? ipckit::Transport::socket : ipckit::Transport::shm,
       .mode = parse_mode(mode)};
 
   // 1. Typed values of any codec-able type, both ways.

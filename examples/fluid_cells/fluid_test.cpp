@@ -22,8 +22,8 @@
 
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/spmd/run.hpp"
-#include "leak_check.hpp"
 #include "lbm.hpp"
+#include "leak_check.hpp"
 #include "solver.hpp"
 
 namespace {
@@ -245,7 +245,8 @@ double ghia_deviation(int n) {
     // An odd n has a column of cells centred on x = 0.5; an even n the mean of two.
     const int a = (n - 1) / 2, b = n / 2;
     for (int j = 0; j < n; ++j) {
-      centre[j] = 0.5 * (r.field.ux[r.field.index(a, j)] + r.field.ux[r.field.index(b, j)]) / p.u_lid;
+      centre[j] =
+          0.5 * (r.field.ux[r.field.index(a, j)] + r.field.ux[r.field.index(b, j)]) / p.u_lid;
     }
     centre[n] = r.steps;
   });

@@ -134,12 +134,13 @@ void BlockT<Real>::init() {
         const double gx = x0_ + x, gy = y0_ + y;
         ux = -p_.tg_u0 * std::cos(kx * gx) * std::sin(ky * gy);
         uy = p_.tg_u0 * std::sin(kx * gx) * std::cos(ky * gy);
-        const double pr = -p_.tg_u0 * p_.tg_u0 / 4 * (std::cos(2 * kx * gx) + std::cos(2 * ky * gy));
+        const double pr =
+            -p_.tg_u0 * p_.tg_u0 / 4 * (std::cos(2 * kx * gx) + std::cos(2 * ky * gy));
         rho = 1.0 + 3.0 * pr;
       }
       for (int i = 0; i < kQ; ++i) {
-        f_[i * cells_ + at(x, y)] = feq<Real>(i, static_cast<Real>(rho), static_cast<Real>(ux),
-                                              static_cast<Real>(uy));
+        f_[i * cells_ + at(x, y)] =
+            feq<Real>(i, static_cast<Real>(rho), static_cast<Real>(ux), static_cast<Real>(uy));
       }
     }
   }

@@ -4,10 +4,8 @@
 // (streaming) and collides in the same pass. Walls are half-way bounce-back (a pull from a
 // solid halo cell returns the cell's own opposite population, plus the moving-wall term for
 // the lid). The halo is filled from the neighbouring blocks (CartComm::halo_exchange) or,
-// for a periodic axis of one block, from the block itself.
-//
-// Work in progress (issue 6): the serial kernel and its diagnostics; the decomposition,
-// the CLI and the outputs come next.
+// for a periodic axis of one block, from the block itself. The decomposition and the
+// time loop are in solver.hpp, the command line in main.cpp, the outputs in output.hpp.
 #pragma once
 
 #include <array>
@@ -21,12 +19,12 @@ enum class Case { cavity, taylor_green, channel };
 
 struct Params {
   Case flow = Case::cavity;
-  int nx = 129;            // global lattice size
+  int nx = 129;  // global lattice size
   int ny = 129;
-  double tau = 0.6;        // relaxation time (> 0.5)
-  double u_lid = 0.1;      // cavity: lid speed (lattice units)
-  double force = 0.0;      // channel: body force along x
-  double tg_u0 = 0.01;     // taylor-green: initial velocity amplitude
+  double tau = 0.6;     // relaxation time (> 0.5)
+  double u_lid = 0.1;   // cavity: lid speed (lattice units)
+  double force = 0.0;   // channel: body force along x
+  double tg_u0 = 0.01;  // taylor-green: initial velocity amplitude
   // Two-relaxation-time collision (more stable than BGK at high Re): the antisymmetric part
   // relaxes with a rate set by the "magic" parameter Lambda = 3/16.
   bool trt = false;
@@ -40,14 +38,14 @@ inline constexpr int kQ = 9;
 inline constexpr std::array<int, kQ> kCx{0, 1, 0, -1, 0, 1, -1, -1, 1};
 inline constexpr std::array<int, kQ> kCy{0, 0, 1, 0, -1, 1, 1, -1, -1};
 inline constexpr std::array<int, kQ> kOpp{0, 3, 4, 1, 2, 7, 8, 5, 6};
-inline constexpr std::array<double, kQ> kW{4.0 / 9, 1.0 / 9, 1.0 / 9, 1.0 / 9, 1.0 / 9,
-                                          1.0 / 36, 1.0 / 36, 1.0 / 36, 1.0 / 36};
+inline constexpr std::array<double, kQ> kW{4.0 / 9,  1.0 / 9,  1.0 / 9,  1.0 / 9, 1.0 / 9,
+                                           1.0 / 36, 1.0 / 36, 1.0 / 36, 1.0 / 36};
 
 struct Diagnostics {
   double mass = 0;
-  double kinetic = 0;     // sum of rho |u|^2 / 2
+  double kinetic = 0;  // sum of rho |u|^2 / 2
   double max_speed = 0;
-  double residual = 0;    // sum of |u - u_prev|^2 (for steady-state detection)
+  double residual = 0;  // sum of |u - u_prev|^2 (for steady-state detection)
 };
 
 // Real: the type of the populations and of the collision arithmetic (double or float);
@@ -97,9 +95,9 @@ class BlockT {
   std::size_t stride_;
   std::size_t cells_;
   Real omega_;
-  Real omega_minus_;  // TRT: the antisymmetric rate
-  std::vector<Real> f_;   // kQ arrays of cells_ values: current
-  std::vector<Real> g_;   // next
+  Real omega_minus_;                 // TRT: the antisymmetric rate
+  std::vector<Real> f_;              // kQ arrays of cells_ values: current
+  std::vector<Real> g_;              // next
   std::vector<std::uint8_t> solid_;  // per halo/interior cell: 1 = wall, 2 = moving lid
   std::vector<double> u_prev_;
 };

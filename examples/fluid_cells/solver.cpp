@@ -26,7 +26,8 @@ void validate(const Params& p, int procs) {
                                 " is too close to 0.5 to be stable (raise the grid size or "
                                 "lower Re)");
   }
-  if (p.tau > 5.0) throw std::invalid_argument("relaxation time tau above 5: lower the grid or raise Re");
+  if (p.tau > 5.0)
+    throw std::invalid_argument("relaxation time tau above 5: lower the grid or raise Re");
   if (p.nx < 2 || p.ny < 2) throw std::invalid_argument("the grid needs at least 2 x 2 cells");
   if (procs < 1) throw std::invalid_argument("at least one process");
   const auto dims = ipckit::CartComm::dims_for(procs, 2);

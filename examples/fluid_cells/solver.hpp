@@ -15,9 +15,9 @@
 namespace fluid {
 
 struct SolveOptions {
-  int steps = 1000;          // at most this many steps
-  double tol = 0.0;          // stop when the relative velocity change per check falls below
-  int check_every = 100;     // steps between diagnostics/residual checks
+  int steps = 1000;       // at most this many steps
+  double tol = 0.0;       // stop when the relative velocity change per check falls below
+  int check_every = 100;  // steps between diagnostics/residual checks
   // Called on rank 0 after each check: step, diagnostics, relative residual.
   std::function<void(int, const Diagnostics&, double)> progress;
 };
@@ -25,12 +25,12 @@ struct SolveOptions {
 struct SolveResult {
   int steps = 0;
   Diagnostics last;
-  double residual = 0;       // relative velocity change at the last check
-  double seconds = 0;        // wall time of the time loop
-  double comm_seconds = 0;   // of which halo exchange and reductions (rank 0)
-  double mlups = 0;          // million lattice updates per second, whole domain
-  std::vector<int> dims;     // the process grid
-  Field field;               // on rank 0 only: the whole domain at the end
+  double residual = 0;      // relative velocity change at the last check
+  double seconds = 0;       // wall time of the time loop
+  double comm_seconds = 0;  // of which halo exchange and reductions (rank 0)
+  double mlups = 0;         // million lattice updates per second, whole domain
+  std::vector<int> dims;    // the process grid
+  Field field;              // on rank 0 only: the whole domain at the end
 };
 
 // The extent and offset of block `i` of `n` blocks over `len` cells (the first len % n

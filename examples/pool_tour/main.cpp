@@ -90,11 +90,14 @@ int main(int argc, char** argv) {
   std::printf("map(square, 0..19)            -> %s\n", show(pool.map(square, xs)).c_str());
   std::printf("map(..., chunksize=5)         -> %s\n", show(pool.map(square, xs, 5)).c_str());
 
-  auto ar = pool.map_async(square, xs, {.chunksize = {}, .callback = [](const std::vector<int>& v) {
-                                          std::printf("  map_async callback: %zu results\n",
-                                                      v.size());
-                                        },
-                                        .error_callback = {}, .progress = {}});
+  auto ar = pool.map_async(square, xs,
+                           {.chunksize = {},
+                            .callback =
+                                [](const std::vector<int>& v) {
+                                  std::printf("  map_async callback: %zu results\n", v.size());
+                                },
+                            .error_callback = {},
+                            .progress = {}});
   const std::string got = show(ar.get());
   std::printf("map_async(...).get()          -> %s (ready=%d, successful=%d)\n", got.c_str(),
               ar.ready(), ar.successful());
@@ -115,9 +118,9 @@ int main(int argc, char** argv) {
   std::printf("apply_async(add, 20, 22)      -> %d\n", f.get(std::chrono::seconds(10)));
 
   const int offset = 100;
-  std::printf("map(lambda capturing %d)     -> %s\n", offset,
-              show(pool.map([offset](int x) { return x + offset; }, std::vector<int>{1, 2, 3}))
-                  .c_str());
+  std::printf(
+      "map(lambda capturing %d)     -> %s\n", offset,
+      show(pool.map([offset](int x) { return x + offset; }, std::vector<int>{1, 2, 3})).c_str());
   const std::vector<std::string> names{"Ada", "Grace"};
   std::printf("map(Greeter{\"Hello\"}, names)  -> %s\n",
               show(pool.map(Greeter{"Hello"}, names)).c_str());
@@ -138,8 +141,8 @@ int main(int argc, char** argv) {
   }
 
   auto doomed = pool.apply_async(report_then_sleep, fds[1]);
-  auto others = pool.map_async(square, xs, {.chunksize = 1, .callback = {}, .error_callback = {},
-                                            .progress = {}});
+  auto others = pool.map_async(
+      square, xs, {.chunksize = 1, .callback = {}, .error_callback = {}, .progress = {}});
   pid_t victim = -1;
   if (::read(fds[0], &victim, sizeof victim) != sizeof victim) return 1;
   ::kill(victim, SIGKILL);

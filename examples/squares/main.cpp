@@ -41,7 +41,8 @@ int main(int argc, char** argv) {
   int count = 12;
   app.add_option("-w,--workers", workers, "pool size")->check(CLI::Range(1, 256));
   app.add_option("-s,--seconds", g_seconds, "seconds each job takes")->check(CLI::Range(0.0, 60.0));
-  app.add_option("-n,--count", count, "jobs on the pool: range(count)")->check(CLI::Range(0, 100000));
+  app.add_option("-n,--count", count, "jobs on the pool: range(count)")
+      ->check(CLI::Range(0, 100000));
   CLI11_PARSE(app, argc, argv);
 
   const std::vector<int> first{1, 2, 3, 4, 5};

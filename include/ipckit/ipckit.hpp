@@ -1,11 +1,14 @@
-// The umbrella header: every public ipckit type.
+/// @file
+/// The umbrella header: every public ipckit type, except those that pull in another
+/// library: BoostSpscQueue/BoostMpmcQueue (ipckit/channel/boost_queue.hpp) and MpiComm
+/// (ipckit/spmd/mpi_comm.hpp).
 #pragma once
 
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/codec.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/error.hpp"

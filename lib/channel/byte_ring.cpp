@@ -51,12 +51,12 @@ ByteRing ByteRing::at(std::span<std::byte> memory, std::uint64_t capacity, WaitP
   const std::size_t need = checked(capacity);
   if (memory.size() < need ||
       reinterpret_cast<std::uintptr_t>(memory.data()) % detail::kCacheLine != 0) {
-    throw_error(errc::invalid_argument,
-                "ByteRing::at: " + std::to_string(memory.size()) + " bytes at " +
-                    std::to_string(reinterpret_cast<std::uintptr_t>(memory.data()) %
-                                   detail::kCacheLine) +
-                    " past a cache line; a ring of " + std::to_string(capacity) + " needs " +
-                    std::to_string(need) + ", cache-line aligned");
+    throw_error(
+        errc::invalid_argument,
+        "ByteRing::at: " + std::to_string(memory.size()) + " bytes at " +
+            std::to_string(reinterpret_cast<std::uintptr_t>(memory.data()) % detail::kCacheLine) +
+            " past a cache line; a ring of " + std::to_string(capacity) + " needs " +
+            std::to_string(need) + ", cache-line aligned");
   }
   return ByteRing(detail::Region::view(memory.data(), memory.size()), capacity, policy);
 }
@@ -107,8 +107,7 @@ std::optional<std::span<std::byte>> ByteRing::reserve_until(std::size_t n,
   out.reset();
   if (!detail::wait_side(
           h_->control, h_->control.writable, h_->control.consumers, region_, deadline,
-          "ByteRing::reserve",
-          [&] { return (out = try_reserve(n)).has_value(); }, true)) {
+          "ByteRing::reserve", [&] { return (out = try_reserve(n)).has_value(); }, true)) {
     return std::nullopt;
   }
   return out;
@@ -223,8 +222,7 @@ std::optional<std::span<const std::byte>> ByteRing::peek_until(const Deadline& d
   std::optional<std::span<const std::byte>> out;
   if (!detail::wait_side(
           h_->control, h_->control.readable, h_->control.producers, region_, deadline,
-          "ByteRing::peek",
-          [&] { return (out = try_peek()).has_value(); }, false)) {
+          "ByteRing::peek", [&] { return (out = try_peek()).has_value(); }, false)) {
     return std::nullopt;
   }
   return out;

@@ -121,8 +121,7 @@ void Region::check_backing(const char* what) const {
   struct stat st {};
   if (::fstat(file_, &st) == 0 && static_cast<std::size_t>(st.st_size) < file_end_) {
     throw_error(errc::bad_layout, std::string(what) + ": the segment was truncated to " +
-                                      std::to_string(st.st_size) +
-                                      " bytes by another process");
+                                      std::to_string(st.st_size) + " bytes by another process");
   }
 }
 
@@ -138,7 +137,7 @@ void rethrow_as(const Error& e, const char* what) {
   const std::string m = e.what();
   const std::size_t colon = m.find(": ");
   const std::string_view head = std::string_view(m).substr(0, colon);
-  const bool transport = head.starts_with("ByteRing") || head.starts_with("PipeChannel");
+  const bool transport = head.starts_with("ByteRing") || head.starts_with("SocketChannel");
   if (colon == std::string::npos || !transport) throw;  // NOLINT: rethrows the active exception
   throw Error(e.code(), std::string(what) + m.substr(colon));
 }

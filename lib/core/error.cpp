@@ -51,8 +51,7 @@ std::string compose(const std::string& what, const std::error_code& ec) {
 }  // namespace
 
 Error::Error(std::error_code ec, const std::string& what)
-    : std::system_error(ec, what),
-      what_(std::make_shared<const std::string>(compose(what, ec))) {}
+    : std::system_error(ec, what), what_(std::make_shared<const std::string>(compose(what, ec))) {}
 
 const std::error_category& ipckit_category() noexcept {
   static const Category category;

@@ -22,7 +22,8 @@ std::string hex(std::uint64_t v) {
 }
 
 [[noreturn]] void bad(const LayoutSpec& spec, const char* what, const std::string& why) {
-  throw_error(errc::bad_layout, std::string(what) + ": not a valid " + spec.type + " (" + why + ")");
+  throw_error(errc::bad_layout,
+              std::string(what) + ": not a valid " + spec.type + " (" + why + ")");
 }
 
 }  // namespace
@@ -43,9 +44,8 @@ void check_capacity(const LayoutSpec& spec, std::uint64_t capacity) {
                 what + " is not a power of two (next: " + std::to_string(next) + ")");
   }
   if (capacity < spec.min_capacity || capacity > spec.max_capacity) {
-    throw_error(errc::invalid_argument, what + " is outside [" +
-                                            std::to_string(spec.min_capacity) + ", " +
-                                            std::to_string(spec.max_capacity) + "]");
+    throw_error(errc::invalid_argument, what + " is outside [" + std::to_string(spec.min_capacity) +
+                                            ", " + std::to_string(spec.max_capacity) + "]");
   }
 }
 
@@ -70,8 +70,7 @@ void publish_layout(LayoutHeader& h, const LayoutSpec& spec) noexcept {
   __atomic_store_n(&h.magic, spec.magic, __ATOMIC_RELEASE);
 }
 
-LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes,
-                       const char* what) {
+LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes, const char* what) {
   if (bytes.size() < spec.data_offset || bytes.size() < sizeof(LayoutHeader)) {
     bad(spec, what, std::to_string(bytes.size()) + " bytes is smaller than its header");
   }
@@ -83,12 +82,13 @@ LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes,
   const std::uint64_t elem = load_word(&h->elem_size);
   if (magic != spec.magic) bad(spec, what, "magic " + hex(magic));
   if (version != spec.version) {
-    bad(spec, what, "layout version " + std::to_string(version) + ", this build reads " +
-                        std::to_string(spec.version));
+    bad(spec, what,
+        "layout version " + std::to_string(version) + ", this build reads " +
+            std::to_string(spec.version));
   }
   if (elem != spec.elem_size) {
-    bad(spec, what, "element size " + std::to_string(elem) + ", expected " +
-                        std::to_string(spec.elem_size));
+    bad(spec, what,
+        "element size " + std::to_string(elem) + ", expected " + std::to_string(spec.elem_size));
   }
   const bool fixed = spec.min_capacity == spec.max_capacity;
   if ((!fixed && !power_of_two(capacity)) || capacity < spec.min_capacity ||
@@ -97,8 +97,9 @@ LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes,
   }
   const std::size_t room = bytes.size() - spec.data_offset;
   if (spec.slot_bytes != 0 && capacity > room / spec.slot_bytes) {
-    bad(spec, what, "capacity " + std::to_string(capacity) + " needs more than the " +
-                        std::to_string(bytes.size()) + " bytes it has");
+    bad(spec, what,
+        "capacity " + std::to_string(capacity) + " needs more than the " +
+            std::to_string(bytes.size()) + " bytes it has");
   }
   return {LayoutState::ready, capacity};
 }

@@ -35,7 +35,8 @@ constexpr std::chrono::milliseconds kPoll{2};
 [[noreturn]] void rethrow_interprocess(const bip::interprocess_exception& e,
                                        const std::string& what) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: throw_error(errc::already_exists, what + ": the name already exists");
+    case bip::already_exists_error:
+      throw_error(errc::already_exists, what + ": the name already exists");
     case bip::not_found_error: throw_error(errc::not_found, what + ": no such name");
     case bip::out_of_space_error: throw_error(errc::out_of_memory, what + ": no room left");
     default: break;
@@ -88,8 +89,9 @@ class HeapLock {
     if (h_.heap_broken.load(std::memory_order_relaxed) != 0) {
       h_.lock.unlock();
       throw_error(errc::bad_layout,
-                  what + ": a process died while changing the segment's heap; its heap and "
-                         "directory can no longer be trusted (objects already found still work)");
+                  what +
+                      ": a process died while changing the segment's heap; its heap and "
+                      "directory can no longer be trusted (objects already found still work)");
     }
     if (writing) {
       h_.heap_writing.store(1, std::memory_order_relaxed);
@@ -176,8 +178,9 @@ Segment Segment::create(std::string_view name, std::size_t size, const SegmentOp
     if (!options.reclaim_stale || attempt == 2 || !reclaim(name)) {
       throw_error(errc::already_exists,
                   what + ": the name already exists" +
-                      (options.reclaim_stale ? " and is not stale (in use, or not an ipckit segment of ours)"
-                                             : " (reclaim_stale removes a stale one)"));
+                      (options.reclaim_stale
+                           ? " and is not stale (in use, or not an ipckit segment of ours)"
+                           : " (reclaim_stale removes a stale one)"));
     }
   }
   // From here on a failure removes the name again: nothing is left behind.
@@ -251,7 +254,8 @@ std::unique_ptr<Segment::Impl> try_open(std::string_view name,
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size == 0) return nullptr;  // its creator has not sized it yet
   if (size < Segment::kMinSize || size > Segment::kMaxSize) {
-    throw_error(errc::bad_layout, what + ": " + std::to_string(size) + " bytes is no ipckit segment");
+    throw_error(errc::bad_layout,
+                what + ": " + std::to_string(size) + " bytes is no ipckit segment");
   }
   if (expected_size && size != *expected_size) {
     throw_error(errc::size_mismatch, what + ": size is " + std::to_string(size) + ", expected " +
@@ -296,8 +300,9 @@ Segment::Impl* open_loop(std::string_view name, const Deadline& name_deadline,
     if (impl) return impl.release();
     if (missing ? name_deadline.expired() : ready_deadline.expired()) {
       if (missing) throw_error(errc::not_found, what + ": no such segment");
-      throw_error(errc::timeout, what + ": the segment is still being created (or its "
-                                        "creator died doing so: see Segment::remove_stale)");
+      throw_error(errc::timeout, what +
+                                     ": the segment is still being created (or its "
+                                     "creator died doing so: see Segment::remove_stale)");
     }
     std::this_thread::sleep_for(kPoll);
   }
@@ -309,9 +314,9 @@ Segment Segment::open(std::string_view name, std::optional<std::size_t> expected
                       const SegmentOptions& options) {
   validate_name(name);
   const std::string what = "Segment::open(" + quoted(name) + ")";
-  return Segment(std::unique_ptr<Impl>(open_loop(name, Deadline::after(std::chrono::seconds(0)),
-                                                 Deadline::after(kOpenGrace), expected_size,
-                                                 options, what)));
+  return Segment(
+      std::unique_ptr<Impl>(open_loop(name, Deadline::after(std::chrono::seconds(0)),
+                                      Deadline::after(kOpenGrace), expected_size, options, what)));
 }
 
 Segment Segment::open_until(std::string_view name, const Deadline& deadline,
@@ -393,8 +398,9 @@ void* Segment::allocate(std::size_t bytes, std::size_t align) {
   {
     HeapLock lock(*impl_, what, true);
     Heap& m = *impl_->heap;
-    p = align <= alignof(std::max_align_t) ? m.allocate(bytes ? bytes : 1, std::nothrow)
-                                           : m.allocate_aligned(bytes ? bytes : 1, align, std::nothrow);
+    p = align <= alignof(std::max_align_t)
+            ? m.allocate(bytes ? bytes : 1, std::nothrow)
+            : m.allocate_aligned(bytes ? bytes : 1, align, std::nothrow);
     free = m.get_free_memory();
   }
   if (p == nullptr) {
@@ -437,8 +443,9 @@ std::span<std::byte> Segment::construct_bytes(std::string_view name, std::size_t
   }
   if (r == nullptr) {
     deallocate(storage);
-    throw_error(exists ? errc::already_exists : errc::out_of_memory,
-                what + (exists ? ": the name already exists" : ": no room for the directory entry"));
+    throw_error(
+        exists ? errc::already_exists : errc::out_of_memory,
+        what + (exists ? ": the name already exists" : ": no room for the directory entry"));
   }
   return {static_cast<std::byte*>(storage), size};
 }

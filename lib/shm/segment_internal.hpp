@@ -102,9 +102,9 @@ struct Segment::Impl {
   std::string name;
   bool owner = false;
   pid_t creator = -1;
-  UniqueFd fd;                     // named segments
-  detail::Mapping anon;            // anonymous segments
-  std::byte* file_map = nullptr;   // named segments: the mapping of the whole file
+  UniqueFd fd;                    // named segments
+  detail::Mapping anon;           // anonymous segments
+  std::byte* file_map = nullptr;  // named segments: the mapping of the whole file
   std::size_t size = 0;
   SegmentHeader* h = nullptr;
   std::optional<Heap> heap;
@@ -134,8 +134,8 @@ struct Segment::Impl {
     struct stat st {};
     if (::fstat(fd.get(), &st) == 0 && static_cast<std::size_t>(st.st_size) < size) {
       throw_error(errc::bad_layout, what + ": the segment was truncated to " +
-                                        std::to_string(st.st_size) + " of " +
-                                        std::to_string(size) + " bytes by another process");
+                                        std::to_string(st.st_size) + " of " + std::to_string(size) +
+                                        " bytes by another process");
     }
   }
 

@@ -8,7 +8,8 @@ namespace ipckit {
 std::vector<int> CartComm::dims_for(int nprocs, int ndims) {
   if (nprocs < 1 || ndims < 1 || ndims > 3) {
     throw Error(errc::invalid_argument, "CartComm::dims_for(" + std::to_string(nprocs) + ", " +
-                                            std::to_string(ndims) + "): need nprocs >= 1 and "
+                                            std::to_string(ndims) +
+                                            "): need nprocs >= 1 and "
                                             "1 <= ndims <= 3");
   }
   // Give each prime factor, largest first, to the axis with the smallest extent so far.
@@ -48,7 +49,8 @@ CartComm::CartComm(Comm& comm, int ndims, std::vector<int> dims, std::vector<boo
     throw Error(errc::invalid_argument,
                 "CartComm: ndims must be 2 or 3, not " + std::to_string(ndims));
   }
-  const bool choose = dims.empty() || std::all_of(dims.begin(), dims.end(), [](int d) { return d == 0; });
+  const bool choose =
+      dims.empty() || std::all_of(dims.begin(), dims.end(), [](int d) { return d == 0; });
   if (choose) {
     dims = dims_for(comm.size(), ndims);
   } else {
@@ -58,10 +60,10 @@ CartComm::CartComm(Comm& comm, int ndims, std::vector<int> dims, std::vector<boo
       product *= d;
     }
     if (static_cast<int>(dims.size()) != ndims || product != comm.size()) {
-      throw Error(errc::invalid_argument,
-                  "CartComm: " + std::to_string(dims.size()) + " extents with product " +
-                      std::to_string(product) + " for " + std::to_string(ndims) +
-                      " axes and " + std::to_string(comm.size()) + " ranks");
+      throw Error(errc::invalid_argument, "CartComm: " + std::to_string(dims.size()) +
+                                              " extents with product " + std::to_string(product) +
+                                              " for " + std::to_string(ndims) + " axes and " +
+                                              std::to_string(comm.size()) + " ranks");
     }
   }
   if (periodic.empty()) periodic.assign(static_cast<std::size_t>(ndims), false);
@@ -117,10 +119,10 @@ void CartComm::halo_exchange(std::span<const std::span<const std::byte>> send,
                              std::span<const std::span<std::byte>> recv) {
   const std::size_t k = dirs_.size();
   if (send.size() != k || recv.size() != k) {
-    throw Error(errc::invalid_argument,
-                "CartComm::halo_exchange: " + std::to_string(send.size()) + " send and " +
-                    std::to_string(recv.size()) + " receive buffers for " + std::to_string(k) +
-                    " directions");
+    throw Error(errc::invalid_argument, "CartComm::halo_exchange: " + std::to_string(send.size()) +
+                                            " send and " + std::to_string(recv.size()) +
+                                            " receive buffers for " + std::to_string(k) +
+                                            " directions");
   }
   // Messages between two ranks arrive in the order they were sent: each rank sends in
   // direction order, and receives from each neighbour in the order that neighbour sends

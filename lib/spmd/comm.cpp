@@ -10,12 +10,10 @@ std::size_t size_of(DataType t) noexcept {
   switch (t) {
     case DataType::i32:
     case DataType::u32:
-    case DataType::f32:
-      return 4;
+    case DataType::f32: return 4;
     case DataType::i64:
     case DataType::u64:
-    case DataType::f64:
-      return 8;
+    case DataType::f64: return 8;
   }
   return 0;
 }

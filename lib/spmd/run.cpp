@@ -19,16 +19,16 @@
 #include <vector>
 
 #include "ipckit/core/mapping.hpp"
-#include "ipckit/spmd/detail/shm_layout.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "shm_internal.hpp"
+#include "shm_layout.hpp"
 
 namespace ipckit {
 
 using spmd::detail::Header;
-using spmd::detail::Slot;
 using spmd::detail::process_stopped;
 using spmd::detail::rank_list;
+using spmd::detail::Slot;
 
 namespace spmd {
 
@@ -168,8 +168,8 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
   {
     cpu_set_t allowed;
     CPU_ZERO(&allowed);
-    const int cpus = ::sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed)
-                                                                          : 1;
+    const int cpus =
+        ::sched_getaffinity(0, sizeof allowed, &allowed) == 0 ? CPU_COUNT(&allowed) : 1;
     h->oversubscribed = n > cpus ? 1 : 0;
   }
   const auto slot_of = [&](int r) -> Slot& {

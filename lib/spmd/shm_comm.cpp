@@ -6,11 +6,12 @@
 //            collective buffers (used alternately by successive collectives);
 //   Coll     the collective barrier (arrival count and generation);
 //   Arena    where rings are made on first use: only pairs that talk get one.
-// Point-to-point messages travel over ByteRings, in pieces of at most kPiece bytes, the
-// first piece led by the message's total size. Isend/irecv queue per peer and progress
-// together in wait_all(); a rank that finds nothing to do sleeps on its doorbell, which a
-// peer rings after publishing to it or freeing room in its ring. Collectives write into the
-// rank's own collective buffer, meet at the barrier and read the others' buffers directly.
+// Point-to-point messages travel over ByteRings in fragments of at most 256 KiB (the fragment
+// layer, lib/channel/fragment.hpp: the first record leads with the message's size). Isend/irecv
+// queue per peer and progress together in wait_all(); a rank that finds nothing to do sleeps on its
+// doorbell, which a peer rings after publishing to it or freeing room in its ring. Collectives
+// write into the rank's own collective buffer, meet at the barrier and read the others' buffers
+// directly.
 #include "ipckit/spmd/run.hpp"
 
 #include <fcntl.h>
@@ -35,13 +36,14 @@
 #include <type_traits>
 #include <vector>
 
+#include "../channel/fragment.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/core/futex.hpp"
 #include "ipckit/shm/arena.hpp"
-#include "ipckit/spmd/detail/shm_layout.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 #include "shm_internal.hpp"
+#include "shm_layout.hpp"
 
 namespace ipckit {
 namespace spmd::detail {
@@ -55,25 +57,10 @@ Header& lay_out(std::byte* base, int n, std::size_t ring_bytes, const Layout& l)
   h->coll_buf_at = l.coll_buf_at;
   h->arena_at = l.arena_at;
   h->arena_bytes = l.total - l.arena_at;
-  for (int r = 0; r < n; ++r) new (base + l.slots_at + static_cast<std::size_t>(r) * sizeof(Slot)) Slot();
+  for (int r = 0; r < n; ++r)
+    new (base + l.slots_at + static_cast<std::size_t>(r) * sizeof(Slot)) Slot();
   Arena::create(std::span(base + l.arena_at, h->arena_bytes));
   return *h;
-}
-
-Piece parse_piece(std::span<const std::byte> record, bool first, std::uint64_t total,
-                  std::uint64_t done) {
-  Piece p{total, record};
-  if (first) {
-    if (record.size() < kPieceHeader) {
-      throw Error(errc::bad_frame, "ShmComm::recv: a piece without its size");
-    }
-    std::memcpy(&p.total, record.data(), kPieceHeader);
-    p.body = record.subspan(kPieceHeader);
-  }
-  if (done > p.total || p.body.size() > p.total - done) {
-    throw Error(errc::bad_frame, "ShmComm::recv: a piece past the message's end");
-  }
-  return p;
 }
 
 void check_ring_offset(const Header& h, std::uint64_t at) {
@@ -84,7 +71,6 @@ void check_ring_offset(const Header& h, std::uint64_t at) {
                                       std::to_string(at) + ", outside the arena");
   }
 }
-
 
 // True when `pid` is stopped (by SIGSTOP and the like, or a debugger): state T or t in
 // /proc/<pid>/stat. Only for messages: a stopped rank is the usual cause of a timeout.
@@ -123,7 +109,6 @@ using spmd::detail::Header;
 using spmd::detail::kCollBytes;
 using spmd::detail::Slot;
 
-using spmd::detail::kPieceHeader;
 using spmd::detail::process_stopped;
 using spmd::detail::rank_list;
 
@@ -145,18 +130,17 @@ struct ShmComm::Op final : Request::State {
   }
   ShmComm* owner = nullptr;  // set for posted requests (not for blocking calls' own ops)
   bool orphaned = false;     // owned by the comm: no user buffer behind it
-  std::size_t orphan_size = 0;
   bool is_send = false;
   int peer = 0;
-  std::span<const std::byte> out;  // send
-  std::span<std::byte> in;         // receive
-  std::size_t done = 0;            // payload bytes moved
-  std::uint64_t total = 0;         // receive: the message's size, once known
-  bool started = false;
+  std::span<const std::byte> out;                     // send
+  std::span<std::byte> in;                            // receive
+  ipckit::detail::FragmentWriter writer;              // send: started on its first progress
+  ipckit::detail::FragmentCursor cursor{UINT64_MAX};  // receive: the fragments read so far
   bool complete = false;
   std::exception_ptr error;
-  [[nodiscard]] std::size_t send_size() const noexcept {
-    return orphaned ? orphan_size : out.size();
+  // Whether part of the message has moved: the pair's stream now expects the rest.
+  [[nodiscard]] bool started() const noexcept {
+    return is_send ? writer.started() : cursor.started();
   }
 };
 
@@ -167,7 +151,8 @@ ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   in_.resize(static_cast<std::size_t>(n_));
   sendq_.resize(static_cast<std::size_t>(n_));
   recvq_.resize(static_cast<std::size_t>(n_));
-  piece_ = std::min<std::size_t>(ByteRing::max_message_for(h_->ring_bytes), std::size_t{1} << 18);
+  fragment_bytes_ =
+      std::min<std::size_t>(ByteRing::max_message_for(h_->ring_bytes), std::size_t{1} << 18);
   policy_ = WaitPolicy::hybrid();
   policy_.spin = std::chrono::nanoseconds(h_->spin_ns);
   yield_ = h_->oversubscribed != 0;
@@ -188,9 +173,7 @@ std::atomic<std::uint64_t>& ShmComm::dir(int from, int to) const noexcept {
 std::byte* ShmComm::coll_buf(int r, unsigned parity) const noexcept {
   return base_ + h_->coll_buf_at + (static_cast<std::size_t>(r) * 2 + parity) * kCollBytes;
 }
-Arena& ShmComm::arena() const noexcept {
-  return *reinterpret_cast<Arena*>(base_ + h_->arena_at);
-}
+Arena& ShmComm::arena() const noexcept { return *reinterpret_cast<Arena*>(base_ + h_->arena_at); }
 
 bool ShmComm::alive(int r) const noexcept {
   if (slot(r).finished.load(std::memory_order_acquire) != 0) return false;
@@ -203,8 +186,8 @@ ByteRing& ShmComm::out_ring(int to) {
   if (!r) {
     const std::size_t bytes = ByteRing::bytes_for(h_->ring_bytes);
     const std::size_t off = arena().allocate(bytes, 64);
-    r.emplace(ByteRing::at(std::span(arena().at(off), bytes), h_->ring_bytes,
-                           WaitPolicy::spin_only()));
+    r.emplace(
+        ByteRing::at(std::span(arena().at(off), bytes), h_->ring_bytes, WaitPolicy::spin_only()));
     r->attach_producer();
     // Published after the ring is laid: the receiver attaches only to a finished ring.
     dir(rank_, to).store(h_->arena_at + off, std::memory_order_release);
@@ -229,29 +212,10 @@ ByteRing* ShmComm::in_ring(int from) {
 // Moves as much of `op` as the ring allows now. True when anything moved.
 bool ShmComm::progress_send(Op& op) {
   ByteRing& ring = out_ring(op.peer);
-  bool moved = false;
-  while (!op.complete) {
-    const std::size_t lead = op.started ? 0 : kPieceHeader;
-    const std::size_t part = std::min(op.send_size() - op.done, piece_ - lead);
-    auto span = ring.try_reserve(lead + part);
-    if (!span) break;
-    if (lead != 0) {
-      const std::uint64_t total = op.send_size();
-      std::memcpy(span->data(), &total, 8);
-      op.started = true;
-    }
-    if (part != 0) {
-      if (op.orphaned) {
-        std::memset(span->data() + lead, 0, part);
-      } else {
-        std::memcpy(span->data() + lead, op.out.data() + op.done, part);
-      }
-    }
-    ring.commit();
-    op.done += part;
-    moved = true;
-    if (op.done == op.send_size()) op.complete = true;
-  }
+  if (!op.writer.active()) op.writer.start({op.out});
+  const bool moved =
+      op.writer.write(ring, fragment_bytes_, ipckit::detail::FragmentWriter::Mode::commit);
+  if (op.writer.done()) op.complete = true;
   if (moved) slot(op.peer).doorbell.notify_all();
   return moved;
 }
@@ -263,27 +227,20 @@ bool ShmComm::progress_recv(Op& op) {
   while (!op.complete) {
     auto rec = ring->try_peek();
     if (!rec) break;
-    const spmd::detail::Piece piece =
-        spmd::detail::parse_piece(*rec, !op.started, op.total, op.done);
-    const std::span<const std::byte> body = piece.body;
-    if (!op.started) {
-      op.total = piece.total;
-      op.started = true;
-      if (op.total != op.in.size() && !op.error) {
-        op.error = std::make_exception_ptr(Error(
-            errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(op.peer) +
-                                     ": the message has " + std::to_string(op.total) +
-                                     " bytes, the receive expects " +
-                                     std::to_string(op.in.size())));
-      }
+    const bool first = !op.cursor.started();
+    const std::span<const std::byte> body = op.cursor.take(*rec, "ShmComm::recv");
+    if (first && op.cursor.total() != op.in.size() && !op.error) {
+      op.error = std::make_exception_ptr(Error(
+          errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(op.peer) +
+                                   ": the message has " + std::to_string(op.cursor.total()) +
+                                   " bytes, the receive expects " + std::to_string(op.in.size())));
     }
     if (!op.error && !op.orphaned && !body.empty()) {
-      std::memcpy(op.in.data() + op.done, body.data(), body.size());
+      std::memcpy(op.in.data() + (op.cursor.done() - body.size()), body.data(), body.size());
     }
-    op.done += body.size();
     ring->release();
     moved = true;
-    if (op.done == op.total) op.complete = true;  // a wrong-sized message is consumed whole
+    if (op.cursor.complete()) op.complete = true;  // a wrong-sized message is consumed whole
   }
   if (moved) slot(op.peer).doorbell.notify_all();
   return moved;
@@ -379,8 +336,7 @@ void ShmComm::fail_dead_peers() {
       for (Op* op : *q) {
         if (!op->complete) {
           op->error = std::make_exception_ptr(
-              Error(errc::peer_dead,
-                    "ShmComm: rank " + std::to_string(p) + " has exited or died"));
+              Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " has exited or died"));
           op->complete = true;
         }
       }
@@ -423,7 +379,7 @@ void ShmComm::orphan(Op& op) noexcept {
   auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
   const auto it = std::find(q.begin(), q.end(), &op);
   if (it == q.end()) return;
-  if (!op.started) {
+  if (!op.started()) {
     q.erase(it);
     return;
   }
@@ -432,10 +388,9 @@ void ShmComm::orphan(Op& op) noexcept {
     keep->orphaned = true;
     keep->is_send = op.is_send;
     keep->peer = op.peer;
-    keep->orphan_size = op.out.size();
-    keep->done = op.done;
-    keep->total = op.total;
-    keep->started = true;
+    keep->writer = op.writer;
+    keep->writer.orphan();  // the rest goes as zero bytes: the user's buffer may be gone
+    keep->cursor = op.cursor;
     keep->error = op.error;
     *it = keep.get();
     orphans_.push_back(std::move(keep));
@@ -581,8 +536,7 @@ void ShmComm::check_sizes(unsigned parity, std::uint64_t expect, const char* wha
     if (s != expect) {
       throw Error(errc::size_mismatch, std::string(what) + ": rank " + std::to_string(r) +
                                            " passed " + std::to_string(s) + " bytes, rank " +
-                                           std::to_string(rank_) + " " +
-                                           std::to_string(expect));
+                                           std::to_string(rank_) + " " + std::to_string(expect));
     }
   }
 }
@@ -618,9 +572,9 @@ void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, 
     // Every rank checks the root's buffer, so that all of them fail alike.
     const std::uint64_t root_bytes = slot(root).coll_aux[parity].load(std::memory_order_relaxed);
     if (root_bytes != b * static_cast<std::uint64_t>(n_)) {
-      throw Error(errc::invalid_argument,
-                  "ShmComm::gather: the root's buffer has " + std::to_string(root_bytes) +
-                      " bytes for " + std::to_string(n_) + " x " + std::to_string(b));
+      throw Error(errc::invalid_argument, "ShmComm::gather: the root's buffer has " +
+                                              std::to_string(root_bytes) + " bytes for " +
+                                              std::to_string(n_) + " x " + std::to_string(b));
     }
     if (rank_ == root && k != 0) {
       for (int r = 0; r < n_; ++r) {

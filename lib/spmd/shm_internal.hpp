@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "ipckit/spmd/detail/shm_layout.hpp"
+#include "shm_layout.hpp"
 
 namespace ipckit::spmd::detail {
 

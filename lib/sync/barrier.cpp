@@ -47,8 +47,7 @@ void Barrier::attach(pid_t pid) {
     if (cur == id) return;  // another thread of ours won the race for this slot
   }
   throw_error(errc::invalid_argument, "Barrier::attach(" + std::to_string(identity_pid(id)) +
-                                          "): all " + std::to_string(n) +
-                                          " party slots are taken");
+                                          "): all " + std::to_string(n) + " party slots are taken");
 }
 
 void Barrier::break_barrier() noexcept {

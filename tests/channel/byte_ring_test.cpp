@@ -322,8 +322,7 @@ TEST_F(ByteRingTest, MisalignedSharedTailIsBadFrameOnEveryAttemptThroughTheHandl
     ASSERT_TRUE(ring.try_send(bytes(16, 1)));
   }
   const std::uint64_t bad_tail = 3;
-  std::memcpy(storage.data() + offsetof(detail::ByteRingHeader, tail), &bad_tail,
-              sizeof bad_tail);
+  std::memcpy(storage.data() + offsetof(detail::ByteRingHeader, tail), &bad_tail, sizeof bad_tail);
   ByteRing consumer = ByteRing::attach(storage);
   EXPECT_EQ(error_of([&] { (void)consumer.try_peek(); }), errc::bad_frame);
   EXPECT_EQ(error_of([&] { (void)consumer.try_peek(); }), errc::bad_frame) << "second call";

@@ -95,7 +95,7 @@ class ChannelKindTest : public testing::LeakCheckedTest,
   // This process forks the two sides and uses neither: it must not hold the pipe's ends.
   template <class T>
   static void step_aside(Channel<T>& ch) {
-    if (ch.pipe() != nullptr) ch.pipe()->disown();
+    if (ch.socket() != nullptr) ch.socket()->disown();
   }
 };
 
@@ -103,7 +103,7 @@ INSTANTIATE_TEST_SUITE_P(Channel, ChannelKindTest,
                          ::testing::Values(Kind{"shm_spin", Transport::shm, WaitMode::spin},
                                            Kind{"shm_hybrid", Transport::shm, WaitMode::hybrid},
                                            Kind{"shm_block", Transport::shm, WaitMode::block},
-                                           Kind{"pipe", Transport::pipe, WaitMode::hybrid}),
+                                           Kind{"pipe", Transport::socket, WaitMode::hybrid}),
                          kind_name);
 
 // ---- bad input --------------------------------------------------------------------------
@@ -140,10 +140,10 @@ TEST_F(ChannelTest, MaxMessageSizeComesFromTheTransport) {
   EXPECT_EQ(Channel<std::string>(shm).max_message_size(), ByteRing::max_message_for(4096));
   EXPECT_EQ(Channel<std::string>(shm).transport(), Transport::shm);
   ChannelOptions pipe;
-  pipe.transport = Transport::pipe;
+  pipe.transport = Transport::socket;
   pipe.max_message = 12345;
   EXPECT_EQ(Channel<std::string>(pipe).max_message_size(), 12345u);
-  EXPECT_EQ(Channel<std::string>(pipe).transport(), Transport::pipe);
+  EXPECT_EQ(Channel<std::string>(pipe).transport(), Transport::socket);
 }
 
 TEST_F(ChannelTest, ValueLargerThanTheShmRingIsMessageTooLargeAndNothingIsSent) {
@@ -168,7 +168,7 @@ TEST_F(ChannelTest, ValueLargerThanTheShmRingIsMessageTooLargeAndNothingIsSent) 
 
 TEST_F(ChannelTest, ValueLargerThanPipeMaxMessageIsMessageTooLarge) {
   ChannelOptions o;
-  o.transport = Transport::pipe;
+  o.transport = Transport::socket;
   o.max_message = 100;
   Channel<std::string> ch(o);
   EXPECT_EQ(error_of([&] { ch.send(std::string(101, 'x')); }), errc::message_too_large);
@@ -369,8 +369,8 @@ TEST_P(ChannelKindTest, ValueThatFailsToDecodeIsBadFrameAndTheNextStillArrives) 
       numbers.ring()->send(three);
       records.ring()->send(encoded);
     } else {
-      numbers.pipe()->send(three);
-      records.pipe()->send(encoded);
+      numbers.socket()->send(three);
+      records.socket()->send(encoded);
     }
     numbers.send(42);
     numbers.close();

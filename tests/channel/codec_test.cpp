@@ -177,10 +177,9 @@ TEST_F(CodecTest, VectorsOfPlainStructsAndBytesInsideAMapRoundTripAndLengthsAreC
   auto patched = codec::encode(std::tuple<std::string, std::vector<Pod>>{"p", {Pod{}, Pod{}}});
   const std::uint64_t three = 3;  // one more Pod than there are bytes for
   std::memcpy(patched.data() + 9, &three, sizeof three);
-  EXPECT_EQ(error_of([&] {
-              (void)codec::decode<std::tuple<std::string, std::vector<Pod>>>(patched);
-            }),
-            errc::bad_frame);
+  EXPECT_EQ(
+      error_of([&] { (void)codec::decode<std::tuple<std::string, std::vector<Pod>>>(patched); }),
+      errc::bad_frame);
 }
 
 TEST_F(CodecTest, TupleRoundTrips) {

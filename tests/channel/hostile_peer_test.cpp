@@ -3,8 +3,8 @@
 // leaves an identity whose pid was recycled. Every call returns, times out or throws the
 // documented error; none crashes, hangs, or waits for a process that is gone.
 #include <fcntl.h>
-#include <signal.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -47,11 +47,11 @@ using testing::Payloads;
 
 // Exit codes of a child that reports how a call ended, beside testing::Outcome's (10..15).
 enum HostileOutcome : int {
-  kFine = 0,          // every call ended as allowed
-  kOpened = 20,       // open() succeeded
-  kBadLayout = 21,    // errc::bad_layout
-  kUnexpected = 22,   // any other error (printed to stderr)
-  kTimedOutHere = 23, // a _for call returned nothing
+  kFine = 0,           // every call ended as allowed
+  kOpened = 20,        // open() succeeded
+  kBadLayout = 21,     // errc::bad_layout
+  kUnexpected = 22,    // any other error (printed to stderr)
+  kTimedOutHere = 23,  // a _for call returned nothing
 };
 
 // Stores a 4- or 8-byte word into shared memory with one atomic store, as a peer does.
@@ -352,8 +352,10 @@ TEST_F(HostilePeerTest, MpmcQueueWithGarbageSlotSequencesReturnsOrIsBadFrameNeve
         const std::uint64_t g = testing::mix64(seed * 131 + s);
         __atomic_store_n(seq_word(bytes, s), seed % 2 == 0 ? g : g % 32, __ATOMIC_RELEASE);
       }
-      if (seed % 3 == 0) __atomic_store_n(enqueue_word(bytes), testing::mix64(seed), __ATOMIC_RELEASE);
-      if (seed % 3 == 1) __atomic_store_n(dequeue_word(bytes), testing::mix64(~seed), __ATOMIC_RELEASE);
+      if (seed % 3 == 0)
+        __atomic_store_n(enqueue_word(bytes), testing::mix64(seed), __ATOMIC_RELEASE);
+      if (seed % 3 == 1)
+        __atomic_store_n(dequeue_word(bytes), testing::mix64(~seed), __ATOMIC_RELEASE);
     });
     auto caller = Process::spawn([&] { return mpmc_calls_outcome(seg, 1, true); });
     EXPECT_EQ(exit_code(caller, 10s), kFine) << "-1000: hung; other negative: killed by a signal";
@@ -459,7 +461,8 @@ TEST_F(HostilePeerTest, IdentityAliveComparesStartTimeNotJustThePid) {
   const auto tag = static_cast<std::uint32_t>(me >> 32);
   ASSERT_NE(tag, 0u) << "no start time in the identity (no /proc?)";
   const std::uint32_t other = tag + 1 == 0 ? 1 : tag + 1;
-  EXPECT_FALSE(identity_alive((std::uint64_t{other} << 32) | static_cast<std::uint32_t>(::getpid())));
+  EXPECT_FALSE(
+      identity_alive((std::uint64_t{other} << 32) | static_cast<std::uint32_t>(::getpid())));
 }
 
 // The producer attached and exited; a peer then rewrites its entry in the channel's producer

@@ -15,7 +15,7 @@
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "scenarios.hpp"
@@ -145,7 +145,7 @@ struct RingAdapter {
 };
 
 struct PipeAdapter {
-  PipeChannel ch;
+  SocketChannel ch;
   SizeRule sizes;
   std::uint64_t seed;
   std::vector<std::byte> buf;
@@ -197,7 +197,7 @@ struct ChannelAdapter {
   }
   void close() { ch.close(); }
   void parent_done() {
-    if (ch.pipe()) ch.pipe()->disown();
+    if (ch.socket()) ch.socket()->disown();
   }
 };
 
@@ -430,16 +430,16 @@ void byte_ring_scenario(Ctx& ctx) {
   two_party(ctx, ad, kRingProducerPoints, kRingConsumerPoints, false);
 }
 
-void pipe_channel_scenario(Ctx& ctx) {
+void socket_channel_scenario(Ctx& ctx) {
   PipeAdapter ad{
-      PipeChannel{}, {std::size_t{1} << ctx.uniform(10, 19), false, false}, ctx.seed, {}};
+      SocketChannel{}, {std::size_t{1} << ctx.uniform(10, 19), false, false}, ctx.seed, {}};
   two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, true);
 }
 
 void channel_scenario(Ctx& ctx) {
   ChannelOptions opt;
   const bool pipe = ctx.chance(0.3);
-  opt.transport = pipe ? Transport::pipe : Transport::shm;
+  opt.transport = pipe ? Transport::socket : Transport::shm;
   opt.mode = static_cast<WaitMode>(ctx.uniform(0, 2));
   opt.capacity = std::uint64_t{1} << ctx.uniform(12, 20);
   ChannelAdapter ad{Channel<std::vector<std::uint64_t>>(opt), {}, ctx.seed, {}};

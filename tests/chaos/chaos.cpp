@@ -31,7 +31,7 @@ constexpr Scenario kScenarios[] = {
     {"spsc_queue", spsc_queue_scenario, "SpscQueue producer or consumer killed"},
     {"byte_ring", byte_ring_scenario,
      "ByteRing producer or consumer killed (also between reserve and commit; named segments)"},
-    {"pipe_channel", pipe_channel_scenario, "PipeChannel sender or receiver killed"},
+    {"socket_channel", socket_channel_scenario, "SocketChannel sender or receiver killed"},
     {"mpmc_queue", mpmc_queue_scenario, "MpmcQueue (1 producer, 1 consumer) side killed"},
     {"channel", channel_scenario, "Channel<vector> (shm or pipe) sender or receiver killed"},
     {"pool_worker", pool_worker_scenario, "a Pool worker killed during imap"},

@@ -11,7 +11,7 @@ namespace ipckit::chaos {
 
 void spsc_queue_scenario(Ctx& ctx);
 void byte_ring_scenario(Ctx& ctx);
-void pipe_channel_scenario(Ctx& ctx);
+void socket_channel_scenario(Ctx& ctx);
 void mpmc_queue_scenario(Ctx& ctx);
 void channel_scenario(Ctx& ctx);
 void pool_worker_scenario(Ctx& ctx);

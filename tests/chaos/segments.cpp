@@ -64,8 +64,8 @@ void creator_killed(Ctx& ctx, Board& b) {
     again.deallocate(p);
     ++row.tasks;
   } catch (const Error& e) {
-    row.fail(row.failures, ctx.where() + ": create with reclaim_stale after the creator died: " +
-                               e.what());
+    row.fail(row.failures,
+             ctx.where() + ": create with reclaim_stale after the creator died: " + e.what());
   }
   row.latency(now_ns() - t0);
   Segment::remove(name);  // in case the create above failed (it unlinks its own)
@@ -117,8 +117,8 @@ void locker_killed(Ctx& ctx, Board& b) {
   }
   const auto st = wait_or_kill(survivor, kill_ns + 10'000 * kMs);
   if (!st) {
-    return row.fail(row.hangs, ctx.where() + ": the surviving locker blocked (" +
-                                   last_hang_info() + ")");
+    return row.fail(row.hangs,
+                    ctx.where() + ": the surviving locker blocked (" + last_hang_info() + ")");
   }
   if (st->exited() && st->value == 3) {
     ++row.reported_lost;  // the heap was marked broken (the victim died changing it)

@@ -729,7 +729,7 @@ TEST_F(PoolFailureTest, ACallbackThatDestroysItsPoolDoesNotCrash) {
   pool.emplace(2);
   AsyncOptions<int> opts;
   opts.callback = [&pool](const int&) { pool.reset(); };
-  auto r = pool->apply_async(std::move(opts), square, 7);
+  auto r = pool->apply_async(square, std::tuple{7}, std::move(opts));
   EXPECT_EQ(r.get(), 49);
   EXPECT_TRUE(eventually([&] { return testing::child_pids().empty(); }))
       << "the workers outlived their pool";
@@ -742,8 +742,7 @@ TEST_F(PoolFailureTest, AForkedCopyOfAPoolRefusesCallsAndLeavesTheParentsPoolAlo
   pool.emplace(2);
   auto pending = pool->apply_async(sleep_30s, 1);
   Process child = Process::spawn([&] {
-    if (error_of([&] { (void)pool->map(square, iota_vec(3)); }) != errc::invalid_argument)
-      return 1;
+    if (error_of([&] { (void)pool->map(square, iota_vec(3)); }) != errc::invalid_argument) return 1;
     if (error_of([&] { (void)pending.get(); }) != errc::invalid_argument) return 2;
     if (error_of([&] { pool->close(); }) != errc::invalid_argument) return 3;
     pool.reset();  // must not touch the parent's workers

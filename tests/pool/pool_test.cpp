@@ -194,6 +194,41 @@ TEST_F(PoolTest, ChunksizeZeroIsRejectedBeforeAnythingRuns) {
   EXPECT_EQ(runs[0], 0u);
 }
 
+// Arguments and results far larger than a ring record (256 KiB) travel in fragments, whole:
+// a checksum of every byte on both sides, in both directions, and through map's chunks.
+std::uint64_t fnv(const std::vector<char>& v) {
+  std::uint64_t h = 1469598103934665603u;
+  for (char c : v) h = (h ^ static_cast<unsigned char>(c)) * 1099511628211u;
+  return h;
+}
+std::vector<char> pattern(std::size_t n) {
+  std::vector<char> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = static_cast<char>((i * 131) ^ (i >> 9));
+  return v;
+}
+std::uint64_t fnv_of(const std::vector<char>& v) { return fnv(v); }
+std::vector<double> ramp(int n) {
+  std::vector<double> v(static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<std::size_t>(i)] = i * 0.5;
+  return v;
+}
+
+TEST_F(PoolTest, LargeArgumentsAndResultsArriveWhole) {
+  Pool pool{2};
+  const auto big = pattern(20'000'003);
+  EXPECT_EQ(pool.apply(fnv_of, big), fnv(big));
+  const auto back = pool.apply(pattern, std::size_t{20'000'003});
+  EXPECT_EQ(back.size(), big.size());
+  EXPECT_EQ(fnv(back), fnv(big));
+  // Several large results in one map, in order, next to small ones.
+  const auto ramps = pool.map(ramp, std::vector<int>{1, 3'000'000, 0, 700'000, 2}, 1);
+  ASSERT_EQ(ramps.size(), 5u);
+  for (std::size_t i = 0; i < ramps.size(); ++i)
+    EXPECT_EQ(ramps[i], ramp(std::vector<int>{1, 3'000'000, 0, 700'000, 2}[i]));
+  // The pool goes on with small tasks afterwards.
+  EXPECT_EQ(pool.apply(add, 1, 2), 3);
+}
+
 TEST_F(PoolTest, ChunksizeLargerThanInputMakesOneChunk) {
   Pool pool{2};
   const auto in = iota_vec(10);
@@ -405,6 +440,27 @@ TEST_F(PoolTest, DestroyingImapResultStopsReadingInput) {
   pool.join();  // the abandoned job does not keep the pool busy
 }
 
+// Assigning over an ImapResult stops the job it held, as destroying it does: an endless
+// input range stops being read, and close() + join() return.
+TEST_F(PoolTest, MoveAssigningOverAnImapResultStopsItsJob) {
+  Pool pool{2};
+  std::atomic<int> pulled{0};
+  auto endless = std::views::iota(0) | std::views::transform([&pulled](int i) {
+                   pulled.fetch_add(1);
+                   return i % 1000;
+                 });
+  auto results = pool.imap(square, endless);
+  ASSERT_EQ(results.next(), std::optional<int>(0));
+  results = pool.imap(square, std::vector<int>{5});
+  EXPECT_EQ(results.next(), std::optional<int>(25));
+  EXPECT_FALSE(results.next().has_value());
+  const int after = pulled.load();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(pulled.load(), after) << "the replaced job still reads its endless input";
+  pool.close();
+  EXPECT_TRUE(pool.join_for(std::chrono::seconds(20))) << "join waited for the replaced job";
+}
+
 TEST_F(PoolTest, ImapRaisesTheInputRangesExceptionAfterTheInputsBeforeIt) {
   Pool pool{2};
   auto throwing = std::views::iota(0, 100) | std::views::transform([](int i) {
@@ -522,25 +578,14 @@ TEST_F(PoolTest, ApplyAsyncWithOptionsRunsItsCallbacks) {
   std::vector<int> values;
   std::vector<std::string> errors;
   Pool pool{2};
-  auto ok = pool.apply_async({.chunksize = {},
-                              .callback =
-                                  [&](const int& v) {
-                                    std::lock_guard lk(mu);
-                                    values.push_back(v);
-                                  },
-                              .error_callback = {},
-                              .progress = {}},
-                             add, 20, 22);
-  auto bad =
-      pool.apply_async({.chunksize = {},
-                        .callback = {},
-                        .error_callback =
-                            [&](const Error& e) {
-                              std::lock_guard lk(mu);
-                              errors.push_back(dynamic_cast<const RemoteError&>(e).message());
-                            },
-                        .progress = {}},
-                       boom_at_13, 13);
+  auto ok = pool.apply_async(add, std::tuple{20, 22}, {.callback = [&](const int& v) {
+                               std::lock_guard lk(mu);
+                               values.push_back(v);
+                             }});
+  auto bad = pool.apply_async(boom_at_13, std::tuple{13}, {.error_callback = [&](const Error& e) {
+                                std::lock_guard lk(mu);
+                                errors.push_back(dynamic_cast<const RemoteError&>(e).message());
+                              }});
   EXPECT_EQ(ok.get(), 42);
   EXPECT_EQ(error_of([&] { bad.get(); }), make_error_code(errc::remote_error));
   pool.close();

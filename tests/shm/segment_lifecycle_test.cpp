@@ -83,8 +83,8 @@ int fail(int code, const std::string& what) {
 // Exit codes of a probe: how a heap/directory call on a named segment ended.
 enum Probe : int {
   kCompleted = 0,
-  kHeapBroken = 1,  // errc::bad_layout: the victim died while changing the heap (allowed)
-  kLockTimeout = 2, // errc::timeout
+  kHeapBroken = 1,   // errc::bad_layout: the victim died while changing the heap (allowed)
+  kLockTimeout = 2,  // errc::timeout
   kOther = 3,
 };
 
@@ -109,8 +109,7 @@ Process spawn_heap_churner(const std::string& name, Flag& running, const Flag& s
       void* p = mine.allocate(64 + i % 512);
       (void)mine.find_bytes("churn");
       // Named per process: a churner killed mid-way leaves its entry behind.
-      const std::string entry =
-          "churn-" + std::to_string(::getpid()) + "-" + std::to_string(i % 4);
+      const std::string entry = "churn-" + std::to_string(::getpid()) + "-" + std::to_string(i % 4);
       (void)mine.construct_bytes(entry, 128, 8);
       (void)mine.destroy_bytes(entry);
       mine.deallocate(p);
@@ -412,8 +411,9 @@ TEST_F(SegmentLifecycleTest, OpenForANameNeverCreatedIsNotFoundAtTheDeadline) {
   EXPECT_TRUE(segment_deadline.expired()) << "gave up before the deadline";
   auto seg = Segment::anonymous(1 << 16);
   const Deadline channel_deadline = Deadline::after(200ms);
-  EXPECT_EQ(error_of([&] { (void)Channel<std::string>::open_until(seg, "never", channel_deadline); }),
-            errc::not_found);
+  EXPECT_EQ(
+      error_of([&] { (void)Channel<std::string>::open_until(seg, "never", channel_deadline); }),
+      errc::not_found);
   EXPECT_TRUE(channel_deadline.expired()) << "gave up before the deadline";
 }
 
@@ -568,7 +568,8 @@ bool repeats_a_phrase(const std::string& what) {
     const std::string phrase = what.substr(from, end == std::string::npos ? end : end - from);
     if (phrase.empty() || phrase.size() > at) continue;
     const std::size_t start = at - phrase.size();
-    const bool word_start = start == 0 || !std::isalnum(static_cast<unsigned char>(what[start - 1]));
+    const bool word_start =
+        start == 0 || !std::isalnum(static_cast<unsigned char>(what[start - 1]));
     if (word_start && what.compare(start, phrase.size(), phrase) == 0) return true;
   }
   return false;

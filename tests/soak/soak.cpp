@@ -8,13 +8,13 @@
 // One round, repeated until the time is up:
 //   - channels: a freshly forked producer sends random-size checksummed messages through
 //     long-lived rings (ByteRing zero-copy, SpscQueue, a typed Channel<std::string>, a named
-//     ByteRing in a named Segment) and a new PipeChannel, so peer-table slots, fds and pipes
+//     ByteRing in a named Segment) and a new SocketChannel, so peer-table slots, fds and pipes
 //     churn while the rings stay; the parent checks order, count and checksums;
 //   - pool: map / imap_unordered / apply_async on a long-lived Pool (maxtasksperchild, so
 //     its workers are replaced all the time), and every few rounds a short-lived Pool;
 //   - spmd: spmd::run(4) with a ring exchange, allreduce and barrier per step.
-#include <CLI/CLI.hpp>
 #include <sys/resource.h>
+#include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -97,15 +97,15 @@ struct Rings {
   ipckit::ByteRing ring{1 << 16};
   ipckit::SpscQueue<std::uint64_t> queue{1 << 10};
   ipckit::Channel<std::string> channel;
-  ipckit::Segment named = ipckit::Segment::create(ipckit::Segment::unique_name("ipckit-soak"),
-                                                  1 << 20);
+  ipckit::Segment named =
+      ipckit::Segment::create(ipckit::Segment::unique_name("ipckit-soak"), 1 << 20);
   ipckit::ByteRing named_ring = ipckit::ByteRing::create(named, "ring", 1 << 15);
 };
 
 constexpr std::uint64_t kMessages = 2000;
 
 void channel_round(Rings& r, std::uint64_t round, Counters& c) {
-  ipckit::PipeChannel pipe;
+  ipckit::SocketChannel pipe;
   ipckit::Process producer = ipckit::Process::spawn([&] {
     const std::size_t max = std::min<std::size_t>(r.ring.max_message_size(), 4096);
     for (std::uint64_t i = 0; i < kMessages; ++i) {
@@ -126,8 +126,9 @@ void channel_round(Rings& r, std::uint64_t round, Counters& c) {
   std::vector<std::byte> m;
   for (std::uint64_t i = 0; i < kMessages; ++i) {
     const auto msg = r.ring.peek();
-    c.bad += !check(msg, round, i) || msg.size() != size_of(round, i, std::min<std::size_t>(
-                                                                          r.ring.max_message_size(), 4096));
+    c.bad +=
+        !check(msg, round, i) ||
+        msg.size() != size_of(round, i, std::min<std::size_t>(r.ring.max_message_size(), 4096));
     c.bytes += msg.size();
     r.ring.release();
     c.bad += r.queue.pop() != mix(round + i);
@@ -252,8 +253,8 @@ int main(int argc, char** argv) {
       if (now >= next_sample) {
         long workers = 0;
         for (const auto& w : pool.stats()) workers += rss_kib(w.pid);
-        samples.push_back({std::chrono::duration<double>(now - start).count(), rss_kib(0),
-                           workers, ipckit::testing::open_fds().size(),
+        samples.push_back({std::chrono::duration<double>(now - start).count(), rss_kib(0), workers,
+                           ipckit::testing::open_fds().size(),
                            ipckit::testing::shm_entries("ipckit").size(),
                            ipckit::testing::child_pids().size()});
         next_sample += std::chrono::duration_cast<Clock::duration>(

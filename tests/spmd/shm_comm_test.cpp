@@ -19,13 +19,13 @@
 #include <thread>
 #include <vector>
 
-#include "nproc_limit.hpp"
 #include "channel_helpers.hpp"
 #include "comm_bodies.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/run.hpp"
 #include "leak_check.hpp"
+#include "nproc_limit.hpp"
 
 namespace ipckit {
 namespace {
@@ -114,8 +114,9 @@ TEST_F(ShmCommTest, MessagesSentBeforeARankDiesStillArrive) {
 
 TEST_F(ShmCommTest, BadInputIsRejectedWithSpecificErrors) {
   EXPECT_EQ(error_of([] { spmd::run(0, [](Comm&) {}); }), errc::invalid_argument);
-  EXPECT_EQ(error_of([] { spmd::run(2, [](Comm&) {}, {.ring_bytes = 1000, .spin = {}, .pin = true}); }),
-            errc::invalid_argument);
+  EXPECT_EQ(
+      error_of([] { spmd::run(2, [](Comm&) {}, {.ring_bytes = 1000, .spin = {}, .pin = true}); }),
+      errc::invalid_argument);
   spmd::run(2, [](Comm& c) {
     const auto expect = [&](errc want, auto&& f) {
       if (error_of(f) != want) throw std::runtime_error("expected another error code");

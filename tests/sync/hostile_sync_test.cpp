@@ -160,9 +160,8 @@ TEST_F(HostileSyncTest, BarrierPartyCountAPeerOverwroteIsBadLayoutForEveryCall) 
       __atomic_store_n(reinterpret_cast<std::uint32_t*>(raw + kPartiesOffset), garbage,
                        __ATOMIC_RELEASE);
     });
-    auto waiter = Process::spawn([&] {
-      return outcome_of([&] { (void)barrier.arrive_and_wait_for(1s); });
-    });
+    auto waiter =
+        Process::spawn([&] { return outcome_of([&] { (void)barrier.arrive_and_wait_for(1s); }); });
     EXPECT_EQ(exit_code(waiter), kBadLayout) << "negative: killed by that signal";
     auto attacher = Process::spawn([&] { return outcome_of([&] { barrier.attach(); }); });
     EXPECT_EQ(exit_code(attacher), kBadLayout) << "negative: killed by that signal";

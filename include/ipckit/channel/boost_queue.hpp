@@ -1,16 +1,17 @@
-// BoostSpscQueue<T, N> and BoostMpmcQueue<T, N>: Boost.Lockfree's compile-time-capacity
-// queues (spsc_queue<T, capacity<N>> and queue<T, capacity<N>>) placed in shared memory,
-// behind the same interface as SpscQueue<T> / MpmcQueue<T> (try_push, push_until, pop, close,
-// peer_dead, wait policies). Their storage is inline (indices, not pointers), so they work
-// across fork and between unrelated processes mapping a segment at different addresses;
-// Boost's run-time-capacity variants keep raw pointers and do not.
-//
-// They are the comparison the channel benchmark measures ipckit's own rings against; the
-// run-time-capacity SpscQueue/MpmcQueue are the default. This header includes Boost (not
-// part of the umbrella header ipckit.hpp). MPMC capacity is below 65535 (Boost's tagged
-// 16-bit indices).
-//
-//   ipckit::BoostSpscQueue<Msg, 1024> q;    // fork, then push / pop
+/// @file
+/// BoostSpscQueue<T, N> and BoostMpmcQueue<T, N>: Boost.Lockfree's compile-time-capacity
+/// queues (spsc_queue<T, capacity<N>> and queue<T, capacity<N>>) placed in shared memory,
+/// behind the same interface as SpscQueue<T> / MpmcQueue<T> (try_push, push_until, pop, close,
+/// peer_dead, wait policies). Their storage is inline (indices, not pointers), so they work
+/// across fork and between unrelated processes mapping a segment at different addresses;
+/// Boost's run-time-capacity variants keep raw pointers and do not.
+///
+/// They are the comparison the channel benchmark measures ipckit's own rings against; the
+/// run-time-capacity SpscQueue/MpmcQueue are the default. This header includes Boost (not
+/// part of the umbrella header ipckit.hpp). MPMC capacity is below 65535 (Boost's tagged
+/// 16-bit indices).
+///
+///     ipckit::BoostSpscQueue<Msg, 1024> q;    // fork, then push / pop
 #pragma once
 
 #include <boost/lockfree/queue.hpp>
@@ -56,8 +57,8 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
 
   // Boost.Lockfree's queues trust the indices they keep in shared memory: only the header
   // is validated here, so use them between processes that trust each other.
-  static constexpr LayoutSpec kLayout{kName, Shared::kMagic, Shared::kVersion, sizeof(T),
-                                      sizeof(Shared), 0, N, N};
+  static constexpr LayoutSpec kLayout{
+      kName, Shared::kMagic, Shared::kVersion, sizeof(T), sizeof(Shared), 0, N, N};
 
   explicit BoostQueue(WaitPolicy policy = WaitPolicy::hybrid())
       : BoostQueue(Placement::own(), policy) {}
@@ -132,10 +133,14 @@ class BoostQueue : public BlockingQueue<BoostQueue<T, N, Q, kMulti>, T> {
 
 }  // namespace detail
 
+/// Boost.Lockfree's `spsc_queue<T, capacity<N>>` in shared memory, behind SpscQueue<T>'s
+/// interface (see boost_queue.hpp).
 template <class T, std::size_t N>
 using BoostSpscQueue =
     detail::BoostQueue<T, N, boost::lockfree::spsc_queue<T, boost::lockfree::capacity<N>>, false>;
 
+/// Boost.Lockfree's `queue<T, capacity<N>>` in shared memory (N below 65535), behind
+/// MpmcQueue<T>'s interface (see boost_queue.hpp).
 template <class T, std::size_t N>
 using BoostMpmcQueue =
     detail::BoostQueue<T, N, boost::lockfree::queue<T, boost::lockfree::capacity<N>>, true>;

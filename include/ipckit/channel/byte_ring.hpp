@@ -1,22 +1,23 @@
-// ByteRing: a single-producer single-consumer ring of variable-size messages (0 bytes up to
-// max_message_size()) in shared memory. Zero-copy: the producer reserve()s a contiguous span
-// inside the ring, writes the payload there and commit()s; the consumer peek()s a span of
-// the oldest message and release()s it.
-//
-// Layout: each record is an 8-byte header {size, kind} and the payload, 8-byte aligned. The
-// consumer learns that a record is there from its header alone (a zero header means "not
-// yet": the producer zeroes the next header slot before it publishes a record), so there is
-// no producer index to read or keep up to date. A message
-// is never split: when it does not fit before the end of the ring, the producer leaves a
-// padding record and starts again at the front, which is why a message may take at most
-// half the capacity (less 16 bytes). Batched calls stage many messages and wake the consumer
-// once. Blocking calls follow the ring's WaitPolicy, end with errc::closed after close()
-// (the consumer drains first) and errc::peer_dead when the other side died.
-//
-//   ipckit::ByteRing ring(1 << 20);              // fork, then in the producer:
-//   auto buf = ring.reserve(n); fill(buf); ring.commit();
-//   // in the consumer:
-//   auto msg = ring.peek(); use(msg); ring.release();
+/// @class ipckit::ByteRing
+/// ByteRing: a single-producer single-consumer ring of variable-size messages (0 bytes up to
+/// max_message_size()) in shared memory. Zero-copy: the producer reserve()s a contiguous span
+/// inside the ring, writes the payload there and commit()s; the consumer peek()s a span of
+/// the oldest message and release()s it.
+///
+/// Layout: each record is an 8-byte header {size, kind} and the payload, 8-byte aligned. The
+/// consumer learns that a record is there from its header alone (a zero header means "not
+/// yet": the producer zeroes the next header slot before it publishes a record), so there is
+/// no producer index to read or keep up to date. A message is never split: when it does not
+/// fit before the end of the ring, the producer leaves a padding record and starts again at
+/// the front, which is why a message may take at most half the capacity (less 16 bytes).
+/// Batched calls stage many messages and wake the consumer once. Blocking calls follow the
+/// ring's WaitPolicy, end with errc::closed after close() (the consumer drains first) and
+/// errc::peer_dead when the other side died.
+///
+///     ipckit::ByteRing ring(1 << 20);              // fork, then in the producer:
+///     auto buf = ring.reserve(n); fill(buf); ring.commit();
+///     // in the consumer:
+///     auto msg = ring.peek(); use(msg); ring.release();
 #pragma once
 
 #include <atomic>
@@ -77,37 +78,48 @@ static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 
 class ByteRing {
  public:
+  /// Smallest capacity (bytes).
   static constexpr std::uint64_t kMinCapacity = 64;
+  /// Largest capacity (bytes).
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 40;
+  /// Bytes of the header in front of each record.
   static constexpr std::size_t kRecordHeader = sizeof(detail::RecordHeader);
-  static constexpr std::uint64_t kMaxRecord = 0xFFFF'FFF8;  // largest 8-aligned 32-bit size
+  /// The largest payload a record header can hold: the largest 8-aligned 32-bit size.
+  static constexpr std::uint64_t kMaxRecord = 0xFFFF'FFF8;
+  /// Where the records start in the ring's memory (the control block before them).
   static constexpr std::size_t kDataOffset = detail::slots_offset(sizeof(detail::ByteRingHeader));
-  static constexpr detail::LayoutSpec kLayout{"ByteRing",  detail::ByteRingHeader::kMagic,
+  /// The layout header's expected values, checked when a ring is opened or attached.
+  static constexpr detail::LayoutSpec kLayout{"ByteRing",
+                                              detail::ByteRingHeader::kMagic,
                                               detail::ByteRingHeader::kVersion,
-                                              1,           kDataOffset,
-                                              1,           kMinCapacity,
+                                              1,
+                                              kDataOffset,
+                                              1,
+                                              kMinCapacity,
                                               kMaxCapacity};
 
-  // Bytes of shared memory a ring of `capacity` bytes occupies.
+  /// Bytes of shared memory a ring of `capacity` bytes occupies.
   static std::size_t bytes_for(std::uint64_t capacity) noexcept;
-  // The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 16, and below
-  // 4 GiB (a record header holds a 32-bit size).
+  /// The largest payload a ring of `capacity` bytes accepts: capacity / 2 - 16, and below
+  /// 4 GiB (a record header holds a 32-bit size).
   static constexpr std::size_t max_message_for(std::uint64_t capacity) noexcept {
     const std::uint64_t half = capacity / 2 - 2 * kRecordHeader;
     return static_cast<std::size_t>(half < kMaxRecord ? half : kMaxRecord);
   }
 
-  // A ring of `capacity` bytes (a power of two in [kMinCapacity, kMaxCapacity], otherwise
-  // Error(errc::invalid_argument)) in an anonymous shared mapping of its own: make it
-  // before fork.
+  /// A ring of `capacity` bytes (a power of two in [kMinCapacity, kMaxCapacity], otherwise
+  /// Error(errc::invalid_argument)) in an anonymous shared mapping of its own: make it
+  /// before fork.
   explicit ByteRing(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid());
-  // On `seg`'s heap, unnamed (anonymous segments shared by fork).
+  /// On `seg`'s heap, unnamed (anonymous segments shared by fork).
   static ByteRing in(Segment& seg, std::uint64_t capacity,
                      WaitPolicy policy = WaitPolicy::hybrid());
-  // Under `name` in `seg`, for unrelated processes; the caller takes `side` at once (see
-  // Side). open() finds it: errc::not_found, errc::timeout (its creator has not finished
-  // it), errc::bad_layout when the bytes there are not a ByteRing; open_for()/open_until()
-  // wait for the name and its creator until the deadline.
+  ///@{
+  /// Under `name` in `seg`, for unrelated processes; the caller takes `side` at once (see
+  /// Side). create() throws as Segment::construct_bytes does (errc::already_exists, ...).
+  /// open() finds it: errc::not_found, errc::timeout (its creator has not finished it),
+  /// errc::bad_layout when the bytes there are not a ByteRing; open_for()/open_until() wait
+  /// for the name and its creator until the deadline.
   static ByteRing create(Segment& seg, std::string_view name, std::uint64_t capacity,
                          WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none);
   static ByteRing open(Segment& seg, std::string_view name, Side side = Side::none);
@@ -118,25 +130,34 @@ class ByteRing {
                            std::chrono::duration<Rep, Period> timeout, Side side = Side::none) {
     return open_until(seg, name, Deadline::after(timeout), side);
   }
-  // In shared memory the caller manages (at least bytes_for(capacity) bytes, 64-byte
-  // aligned, outliving every handle): at() lays a new ring there, attach() opens the ring
-  // another process laid (errc::bad_layout when there is none).
+  ///@}
+  ///@{
+  /// In shared memory the caller manages (at least bytes_for(capacity) bytes, 64-byte
+  /// aligned, outliving every handle): at() lays a new ring there (Error(errc::invalid_argument)
+  /// when the memory is too small or misaligned), attach() opens the ring another process
+  /// laid (errc::bad_layout when there is none).
   static ByteRing at(std::span<std::byte> memory, std::uint64_t capacity,
                      WaitPolicy policy = WaitPolicy::hybrid());
   static ByteRing attach(std::span<std::byte> memory);
+  ///@}
 
+  /// Moves the handle; the ring itself stays where it is.
   ByteRing(ByteRing&&) noexcept = default;
+  /// Moves the handle; the ring itself stays where it is.
   ByteRing& operator=(ByteRing&&) noexcept = default;
 
+  /// The ring's size in bytes.
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
+  /// The largest payload it accepts (max_message_for(capacity())).
   [[nodiscard]] std::size_t max_message_size() const noexcept { return max_message_; }
+  /// The wait policy the ring was created with.
   [[nodiscard]] const WaitPolicy& policy() const noexcept { return h_->control.policy; }
 
   // ---- producer ---------------------------------------------------------------------------
-  // A writable span of exactly n bytes inside the ring, or nullopt when there is no room
-  // now. Throws Error(errc::message_too_large) when n > max_message_size() (nothing
-  // changes), Error(errc::invalid_argument) when a reservation is already open,
-  // Error(errc::closed) after close().
+  /// A writable span of exactly n bytes inside the ring, or nullopt when there is no room
+  /// now. Throws Error(errc::message_too_large) when n > max_message_size() (nothing
+  /// changes), Error(errc::invalid_argument) when a reservation is already open,
+  /// Error(errc::closed) after close().
   [[nodiscard]] std::optional<std::span<std::byte>> try_reserve(std::size_t n) {
     begin_produce();
     check_reservation(n);
@@ -155,26 +176,33 @@ class ByteRing {
     skip_ = skip;
     return std::span<std::byte>(data_ + ((whead_ + skip) & mask_) + kRecordHeader, n);
   }
-  // Blocks until there is room. Throws errc::closed, errc::peer_dead (every consumer died),
-  // and what try_reserve() throws.
+  /// Blocks until there is room. Throws errc::closed, errc::peer_dead (every consumer died),
+  /// and what try_reserve() throws.
   std::span<std::byte> reserve(std::size_t n) { return *reserve_until(n, Deadline::never()); }
+  /// Like reserve(); nullopt when there is still no room at the deadline.
   [[nodiscard]] std::optional<std::span<std::byte>> reserve_until(std::size_t n,
                                                                   const Deadline& deadline);
-  // Publishes the reserved message with its first `used` bytes (default: all of them).
-  // Throws Error(errc::invalid_argument) without a reservation or when used > reserved.
+  ///@{
+  /// Publishes the reserved message with its first `used` bytes (default: all of them).
+  /// Throws Error(errc::invalid_argument) without a reservation or when used > reserved.
   void commit() { commit(reserved_); }
   void commit(std::size_t used) {
     stage(used);
     publish();
   }
-  // Like commit(), but the message stays invisible until the next publish() or commit(): a
-  // batch of staged messages appears to the consumer at once, with one wake-up. (A blocking
-  // reserve() that finds the ring full publishes the staged batch first, so that the
-  // consumer can make room.)
+  ///@}
+  /// Like commit(), but the message stays invisible until the next publish() or commit(): a
+  /// batch of staged messages appears to the consumer at once, with one wake-up. (A blocking
+  /// reserve() that finds the ring full publishes the staged batch first, so that the
+  /// consumer can make room.)
   void stage(std::size_t used);
+  /// Makes the staged messages visible and wakes the consumer.
   void publish() noexcept;
 
-  // Copies a whole message in. try_send returns false when there is no room now.
+  ///@{
+  /// Copies a whole message in. try_send returns false when there is no room now; send()
+  /// blocks, send_until()/send_for() return false when there is still no room at the
+  /// deadline. Throws as reserve() does.
   [[nodiscard]] bool try_send(std::span<const std::byte> msg);
   void send(std::span<const std::byte> msg) { (void)send_until(msg, Deadline::never()); }
   [[nodiscard]] bool send_until(std::span<const std::byte> msg, const Deadline& deadline);
@@ -183,12 +211,14 @@ class ByteRing {
                               std::chrono::duration<Rep, Period> timeout) {
     return send_until(msg, Deadline::after(timeout));
   }
-  // Sends every message in order, publishing as many as fit at a time (blocking while full).
+  ///@}
+  /// Sends every message in order, publishing as many as fit at a time (blocking while full).
+  /// Every size is checked first: errc::message_too_large before anything is sent.
   void send_batch(std::span<const std::span<const std::byte>> msgs);
 
   // ---- consumer ---------------------------------------------------------------------------
-  // The oldest unreleased message (valid until release()), or nullopt when there is none.
-  // Throws Error(errc::bad_frame) if the record in shared memory is corrupt.
+  /// The oldest unreleased message (valid until release()), or nullopt when there is none.
+  /// Throws Error(errc::bad_frame) if the record in shared memory is corrupt.
   [[nodiscard]] std::optional<std::span<const std::byte>> try_peek() {
     begin_consume();
     if (peeked_) return current();
@@ -213,18 +243,22 @@ class ByteRing {
       return current();
     }
   }
-  // Blocks until a message is there. Throws errc::closed once closed and drained,
-  // errc::peer_dead when empty and every producer died.
+  /// Blocks until a message is there. Throws errc::closed once closed and drained,
+  /// errc::peer_dead when empty and every producer died.
   std::span<const std::byte> peek() { return *peek_until(Deadline::never()); }
+  /// Like peek(); nullopt when there is still no message at the deadline.
   [[nodiscard]] std::optional<std::span<const std::byte>> peek_until(const Deadline& deadline);
-  // Frees the peeked message. Throws Error(errc::invalid_argument) when nothing was peeked.
+  /// Frees the peeked message. Throws Error(errc::invalid_argument) when nothing was peeked.
   void release() {
     advance();
     h_->tail.store(rpos_, std::memory_order_release);  // pairs with acquire in try_reserve()
     wake(h_->control.writable);
   }
 
-  // Copies the oldest message into `out` (resized). try_recv returns false when empty.
+  ///@{
+  /// Copies the oldest message into `out` (resized), or returns it. try_recv returns false
+  /// when empty; recv() blocks; recv_until() returns false and recv_for() nullopt when there
+  /// is still no message at the deadline. Throws as peek() does.
   [[nodiscard]] bool try_recv(std::vector<std::byte>& out);
   std::vector<std::byte> recv();
   [[nodiscard]] bool recv_until(std::vector<std::byte>& out, const Deadline& deadline);
@@ -235,8 +269,9 @@ class ByteRing {
     if (!recv_until(out, Deadline::after(timeout))) return std::nullopt;
     return out;
   }
-  // Hands up to `max` available messages to fn(std::span<const std::byte>) in order, waiting
-  // (until `deadline`) only for the first, and frees them with one store. Returns how many.
+  ///@}
+  /// Hands up to `max` available messages to fn(std::span<const std::byte>) in order, waiting
+  /// (until `deadline`) only for the first, and frees them with one store. Returns how many.
   template <class F>
   std::size_t recv_batch(F&& fn, std::size_t max = SIZE_MAX,
                          const Deadline& deadline = Deadline::never()) {
@@ -254,19 +289,26 @@ class ByteRing {
     return n;
   }
 
-  // Either side: no more messages; the consumer drains what is there, then gets errc::closed.
+  /// Either side: no more messages; the consumer drains what is there, then gets errc::closed.
   void close() noexcept { h_->control.close(); }
+  /// Whether close() was called (from either side, in any process).
   [[nodiscard]] bool closed() const noexcept { return h_->control.is_closed(); }
+  ///@{
+  /// Registers the caller as the producer/consumer now, so that the other side's waits can
+  /// tell when it dies even before its first operation.
   void attach_producer() { begin_produce(); }
   void attach_consumer() { begin_consume(); }
-  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
-  // side now, from the process that forked it: the other side then learns of its death
-  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
-  // or a full table.
+  ///@}
+  ///@{
+  /// Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  /// side now, from the process that forked it: the other side then learns of its death
+  /// even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  /// or a full table.
   void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "ByteRing producer"); }
   void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "ByteRing consumer"); }
-  // Bytes in use by published messages now (headers and padding included; a snapshot that
-  // walks the records, O(messages)).
+  ///@}
+  /// Bytes in use by published messages now (headers and padding included; a snapshot that
+  /// walks the records, O(messages)).
   [[nodiscard]] std::uint64_t used_bytes() const noexcept {
     const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
     return published_end(tail) - tail;

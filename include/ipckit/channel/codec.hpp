@@ -1,20 +1,23 @@
-// codec: how values cross a channel as bytes.
-//  - trivially copyable T: its bytes, exactly sizeof(T) of them;
-//  - std::vector<U> and std::basic_string<C> of trivially copyable elements: the elements'
-//    bytes (the length is the message length);
-//  - anything else cereal can serialise (std::map, std::tuple, std::optional, nested
-//    containers, user types with a serialize() member or function): cereal, through
-//    ipckit's own binary archives, whose reader checks every length against the bytes left
-//    before it allocates or copies.
-// decode() throws Error(errc::bad_frame) on input that is short, long or inconsistent; it
-// never reads outside the span, and a container's element count is checked against the
-// bytes left before it is resized (so an allocation is at most sizeof(element) per input
-// byte). Raw structs are copied as they are: a bool member is not validated there.
-//
-//   std::vector<std::byte> bytes; ipckit::codec::encode(value, bytes);
-//   auto back = ipckit::codec::decode<Value>(bytes);
+/// @namespace ipckit::codec
+/// codec: how values cross a channel as bytes.
+///  - trivially copyable T: its bytes, exactly sizeof(T) of them;
+///  - std::vector<U> and std::basic_string<C> of trivially copyable elements: the elements'
+///    bytes (the length is the message length);
+///  - anything else cereal can serialise (std::map, std::tuple, std::optional, nested
+///    containers, user types with a serialize() member or function): cereal, through
+///    ipckit's own binary archives, whose reader checks every length against the bytes left
+///    before it allocates or copies.
+///
+/// decode() throws Error(errc::bad_frame) on input that is short, long or inconsistent; it
+/// never reads outside the span, and a container's element count is checked against the
+/// bytes left before it is resized (so an allocation is at most sizeof(element) per input
+/// byte). Raw structs are copied as they are: a bool member is not validated there.
+///
+///     std::vector<std::byte> bytes; ipckit::codec::encode(value, bytes);
+///     auto back = ipckit::codec::decode<Value>(bytes);
 #pragma once
 
+#include <algorithm>
 #include <cereal/cereal.hpp>
 #include <cereal/types/array.hpp>
 #include <cereal/types/map.hpp>
@@ -46,6 +49,22 @@ namespace detail {
 
 [[noreturn]] void throw_codec(const std::string& what);
 
+// Asks the kernel to back [p, p + n) with transparent huge pages when the block is large
+// (kLargeBlock and more): filling fresh memory 4 KiB page fault at a time costs several times
+// the copy itself. A hint; nothing changes when the kernel says no.
+inline constexpr std::size_t kLargeBlock = std::size_t{4} << 20;
+void advise_huge_pages(void* p, std::size_t n) noexcept;
+
+// Grows v's capacity to at least n elements, with huge pages for a large block (before the
+// first write touches it).
+template <class V>
+void reserve_large(V& v, std::size_t n) {
+  using U = typename V::value_type;
+  if (n <= v.capacity() || n > v.max_size() || n * sizeof(U) < kLargeBlock) return;
+  v.reserve(n);
+  advise_huge_pages(static_cast<void*>(v.data()), n * sizeof(U));
+}
+
 // Appends to a byte vector.
 class CodecOutputArchive
     : public cereal::OutputArchive<CodecOutputArchive, cereal::AllowEmptyClassElision> {
@@ -55,8 +74,9 @@ class CodecOutputArchive
         out_(out) {}
   void save_bytes(const void* p, std::size_t n) {
     const std::size_t at = out_.size();
-    out_.resize(at + n);
-    if (n != 0) std::memcpy(out_.data() + at, p, n);
+    if (at + n > out_.capacity()) reserve_large(out_, std::max(at + n, 2 * out_.capacity()));
+    const auto* b = static_cast<const std::byte*>(p);
+    out_.insert(out_.end(), b, b + n);  // one copy: no zero fill first
   }
 
  private:
@@ -78,6 +98,16 @@ class CodecInputArchive
     pos_ += n;
   }
   [[nodiscard]] std::size_t remaining() const noexcept { return in_.size() - pos_; }
+  // The next n bytes, in place (the caller copies them); throws as load_bytes.
+  std::span<const std::byte> take_bytes(std::size_t n) {
+    if (n > remaining()) {
+      throw_codec("codec: needs " + std::to_string(n) + " more bytes, " +
+                  std::to_string(remaining()) + " left (truncated message)");
+    }
+    const std::span<const std::byte> s = in_.subspan(pos_, n);
+    pos_ += n;
+    return s;
+  }
 
  private:
   std::span<const std::byte> in_;
@@ -143,26 +173,39 @@ struct is_view<std::span<U, E>> : std::true_type {};
 // the elements' bytes, as it does at the top level: cereal itself would want a serialize()
 // for each element, or copy std::byte one at a time.
 template <class U>
-inline constexpr bool is_raw_element_v = std::is_trivially_copyable_v<U> &&
-                                         !std::is_arithmetic_v<U> && !is_view<U>::value;
+inline constexpr bool is_raw_element_v =
+    std::is_trivially_copyable_v<U> && !std::is_arithmetic_v<U> && !is_view<U>::value;
 template <class U, class A>
 std::enable_if_t<is_raw_element_v<U>> CEREAL_SAVE_FUNCTION_NAME(CodecOutputArchive& ar,
                                                                 const std::vector<U, A>& v) {
   ar(cereal::make_size_tag(static_cast<cereal::size_type>(v.size())));
   ar.save_bytes(v.data(), v.size() * sizeof(U));
 }
+// Arithmetic elements (not bool) load the same way, replacing cereal's own overload for this
+// archive: one copy into storage reserved (with huge pages when large) for exactly n.
+template <class U>
+inline constexpr bool is_bulk_element_v = is_raw_element_v<U> ||
+                                          (std::is_arithmetic_v<U> && !std::is_same_v<U, bool>);
 template <class U, class A>
-std::enable_if_t<is_raw_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar,
-                                                                std::vector<U, A>& v) {
+std::enable_if_t<is_bulk_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchive& ar,
+                                                                 std::vector<U, A>& v) {
   cereal::size_type n = 0;
   ar(cereal::make_size_tag(n));
   if (n > ar.remaining() / sizeof(U)) {
     throw_codec("codec: " + std::to_string(static_cast<std::uint64_t>(n)) + " elements of " +
-                std::to_string(sizeof(U)) + " bytes exceed the " +
-                std::to_string(ar.remaining()) + " bytes left");
+                std::to_string(sizeof(U)) + " bytes exceed the " + std::to_string(ar.remaining()) +
+                " bytes left");
   }
-  v.resize(static_cast<std::size_t>(n));
-  ar.load_bytes(v.data(), static_cast<std::size_t>(n) * sizeof(U));
+  reserve_large(v, static_cast<std::size_t>(n));
+  if constexpr (sizeof(U) == 1 && std::is_arithmetic_v<U>) {
+    // Bytes need no alignment: appended straight from the message, with no zero fill first.
+    const std::span<const std::byte> src = ar.take_bytes(static_cast<std::size_t>(n));
+    const auto* first = reinterpret_cast<const U*>(src.data());
+    v.assign(first, first + src.size());
+  } else {
+    v.resize(static_cast<std::size_t>(n));
+    ar.load_bytes(v.data(), static_cast<std::size_t>(n) * sizeof(U));
+  }
 }
 
 // Storage in which the bytes of a trivially copyable T become a T (memcpy into suitably
@@ -173,8 +216,9 @@ class RawSlot {
  public:
   // inline_ is raw storage on purpose: fill() copies the bytes that become the T.
   RawSlot() {  // NOLINT(cppcoreguidelines-pro-type-member-init)
-    if constexpr (kHeap) heap_.reset(static_cast<unsigned char*>(
-        ::operator new(sizeof(T), std::align_val_t(alignof(T)))));
+    if constexpr (kHeap)
+      heap_.reset(
+          static_cast<unsigned char*>(::operator new(sizeof(T), std::align_val_t(alignof(T)))));
   }
   T& fill(const std::byte* src) noexcept {
     unsigned char* p = data();
@@ -219,23 +263,29 @@ CEREAL_SETUP_ARCHIVE_TRAITS(ipckit::detail::CodecInputArchive, ipckit::detail::C
 namespace ipckit::codec {
 
 // How T is encoded: raw bytes of one value, raw bytes of a contiguous range, or cereal.
+/// True for pointers, member pointers, string views and spans: they mean nothing in another
+/// process, so they never cross a channel.
 template <class T>
 using is_view = detail::is_view<T>;
+/// Encoded as its own bytes: trivially copyable and not a view.
 template <class T>
 inline constexpr bool is_trivial_v = std::is_trivially_copyable_v<T> && !is_view<T>::value;
+/// Encoded as its elements' bytes: a vector of trivially copyable elements (not bool, not
+/// views) or a string.
 template <class T>
 inline constexpr bool is_raw_range_v = detail::is_raw_range<T>::value;
+/// Encoded by cereal: T can be saved and loaded through ipckit's archives.
 template <class T>
 inline constexpr bool is_serializable_v =
     cereal::traits::is_output_serializable<T, detail::CodecOutputArchive>::value&&
         cereal::traits::is_input_serializable<T, detail::CodecInputArchive>::value;
-// True when a T can cross a channel at all.
+/// True when a T can cross a channel at all.
 template <class T>
 inline constexpr bool is_encodable_v =
     !is_view<T>::value && (is_trivial_v<T> || is_raw_range_v<T> || is_serializable_v<T>);
 
-// Bytes `v` will take when that is known without encoding (trivial values and raw ranges),
-// else 0 with `known` false.
+/// Bytes `v` will take when that is known without encoding (trivial values and raw ranges),
+/// else 0.
 template <class T>
 constexpr std::size_t raw_size(const T& v) noexcept {
   if constexpr (is_trivial_v<T>) {
@@ -247,7 +297,7 @@ constexpr std::size_t raw_size(const T& v) noexcept {
   }
 }
 
-// Writes the encoding of `v` to `dst`, which has exactly raw_size(v) bytes (raw kinds only).
+/// Writes the encoding of `v` to `dst`, which has exactly raw_size(v) bytes (raw kinds only).
 template <class T>
 void encode_raw(const T& v, std::span<std::byte> dst) noexcept {
   static_assert(is_trivial_v<T> || is_raw_range_v<T>);
@@ -258,7 +308,7 @@ void encode_raw(const T& v, std::span<std::byte> dst) noexcept {
   }
 }
 
-// Replaces `out` with the encoding of `v`.
+/// Replaces `out` with the encoding of `v`.
 template <class T>
 void encode(const T& v, std::vector<std::byte>& out) {
   static_assert(is_encodable_v<T>,
@@ -273,6 +323,7 @@ void encode(const T& v, std::vector<std::byte>& out) {
     ar(v);
   }
 }
+/// The encoding of `v`.
 template <class T>
 std::vector<std::byte> encode(const T& v) {
   std::vector<std::byte> out;
@@ -280,8 +331,8 @@ std::vector<std::byte> encode(const T& v) {
   return out;
 }
 
-// Decodes a whole message into `out`. Throws Error(errc::bad_frame) when the bytes are not a
-// complete encoding of a T (too short, trailing bytes, a length beyond the input).
+/// Decodes a whole message into `out`. Throws Error(errc::bad_frame) when the bytes are not a
+/// complete encoding of a T (too short, trailing bytes, a length beyond the input).
 template <class T>
 void decode_into(std::span<const std::byte> in, T& out) {
   static_assert(is_encodable_v<T>, "ipckit::codec: T cannot be decoded (see encode)");
@@ -302,8 +353,14 @@ void decode_into(std::span<const std::byte> in, T& out) {
                           " bytes is not a whole number of " + std::to_string(sizeof(U)) +
                           "-byte elements");
     }
-    out.resize(in.size() / sizeof(U));
-    if (!in.empty()) std::memcpy(static_cast<void*>(out.data()), in.data(), in.size());
+    detail::reserve_large(out, in.size() / sizeof(U));
+    if constexpr (sizeof(U) == 1 && std::is_arithmetic_v<U>) {
+      const auto* first = reinterpret_cast<const U*>(in.data());
+      out.assign(first, first + in.size());  // one copy, no zero fill first
+    } else {
+      out.resize(in.size() / sizeof(U));
+      if (!in.empty()) std::memcpy(static_cast<void*>(out.data()), in.data(), in.size());
+    }
   } else {
     detail::CodecInputArchive ar(in);
     try {
@@ -321,6 +378,7 @@ void decode_into(std::span<const std::byte> in, T& out) {
     }
   }
 }
+/// Decodes a whole message into a new T (default-constructed first); throws as decode_into.
 template <class T>
 T decode(std::span<const std::byte> in) {
   static_assert(std::is_default_constructible_v<T>,
@@ -330,8 +388,8 @@ T decode(std::span<const std::byte> in) {
   return out;
 }
 
-// A sequence of values whose count travels beside the bytes (a pool chunk): the raw bytes of
-// each value one after another for trivially copyable T, one cereal archive for the rest.
+/// A sequence of values whose count travels beside the bytes (a pool chunk): the raw bytes of
+/// each value one after another for trivially copyable T, one cereal archive for the rest.
 template <class T>
 class SeqWriter {
   static_assert(is_encodable_v<T>, "ipckit::codec: T cannot cross a channel (see encode)");
@@ -341,7 +399,9 @@ class SeqWriter {
   using Archive = std::conditional_t<is_trivial_v<T>, NoArchive, detail::CodecOutputArchive>;
 
  public:
+  /// Appends to `out`, which must outlive the writer.
   explicit SeqWriter(std::vector<std::byte>& out) : out_(out), ar_(out) {}
+  /// Appends the encoding of `v`.
   void add(const T& v) {
     if constexpr (is_trivial_v<T>) {
       const std::size_t at = out_.size();
@@ -357,8 +417,8 @@ class SeqWriter {
   Archive ar_;
 };
 
-// Decodes `count` values written by a SeqWriter<T> and hands each to fn(T&), in order.
-// Throws Error(errc::bad_frame) when the bytes are not exactly `count` encodings of T.
+/// Decodes `count` values written by a SeqWriter<T> and hands each to fn(T&), in order.
+/// Throws Error(errc::bad_frame) when the bytes are not exactly `count` encodings of T.
 template <class T, class Fn>
 void decode_each(std::span<const std::byte> in, std::size_t count, Fn&& fn) {
   static_assert(is_encodable_v<T>, "ipckit::codec: T cannot be decoded (see encode)");
@@ -372,7 +432,8 @@ void decode_each(std::span<const std::byte> in, std::size_t count, Fn&& fn) {
     for (std::size_t i = 0; i < count; ++i) {
       const std::byte* src = in.data() + i * sizeof(T);
       if constexpr (std::is_same_v<T, bool>) {
-        if (std::to_integer<unsigned>(*src) > 1) detail::throw_codec("codec: a bool byte not 0 or 1");
+        if (std::to_integer<unsigned>(*src) > 1)
+          detail::throw_codec("codec: a bool byte not 0 or 1");
       }
       fn(slot.fill(src));
     }
@@ -395,8 +456,8 @@ void decode_each(std::span<const std::byte> in, std::size_t count, Fn&& fn) {
       fn(v);
     }
     if (ar.remaining() != 0) {
-      detail::throw_codec("codec: " + std::to_string(ar.remaining()) +
-                          " trailing bytes after " + std::to_string(count) + " values");
+      detail::throw_codec("codec: " + std::to_string(ar.remaining()) + " trailing bytes after " +
+                          std::to_string(count) + " values");
     }
   }
 }

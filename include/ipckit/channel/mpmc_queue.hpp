@@ -1,20 +1,21 @@
-// MpmcQueue<T>: a bounded multi-producer multi-consumer queue of trivially copyable T in
-// shared memory, capacity chosen at run time. Each slot carries a sequence number that says
-// whose turn it is (producer of lap k, or consumer of lap k), so producers and consumers
-// claim slots with one CAS on their own cursor and never touch the other side's cursor.
-// Every element pushed is popped exactly once. Blocking calls follow the queue's WaitPolicy,
-// end with errc::closed after close() (consumers drain first) and with errc::peer_dead when
-// every process on the other side has exited.
-//
-// A producer killed between claiming a slot and publishing it (a window of one memcpy)
-// leaves that slot unpublished: consumers stop there. A consumer killed between claiming and
-// freeing a slot leaves it full for good: producers stop there one lap later. Producers
-// count for peer_dead from their first push: fork them all and have each attach_producer()
-// before any may finish. This is the price of a bounded
-// queue with run-time capacity that unrelated processes can map at different addresses
-// (Boost.Lockfree's run-time-sized queue keeps raw pointers, see bench/README).
-//
-//   ipckit::MpmcQueue<Job> jobs(4096);      // fork producers and consumers
+/// @class ipckit::MpmcQueue
+/// MpmcQueue<T>: a bounded multi-producer multi-consumer queue of trivially copyable T in
+/// shared memory, capacity chosen at run time. Each slot carries a sequence number that says
+/// whose turn it is (producer of lap k, or consumer of lap k), so producers and consumers
+/// claim slots with one CAS on their own cursor and never touch the other side's cursor.
+/// Every element pushed is popped exactly once. Blocking calls follow the queue's WaitPolicy,
+/// end with errc::closed after close() (consumers drain first) and with errc::peer_dead when
+/// every process on the other side has exited.
+///
+/// A producer killed between claiming a slot and publishing it (a window of one memcpy)
+/// leaves that slot unpublished: consumers stop there. A consumer killed between claiming and
+/// freeing a slot leaves it full for good: producers stop there one lap later. Producers
+/// count for peer_dead from their first push: fork them all and have each attach_producer()
+/// before any may finish. This is the price of a bounded queue with run-time capacity that
+/// unrelated processes can map at different addresses (Boost.Lockfree's run-time-sized queue
+/// keeps raw pointers, see boost_queue.hpp).
+///
+///     ipckit::MpmcQueue<Job> jobs(4096);      // fork producers and consumers
 #pragma once
 
 #include <atomic>
@@ -69,24 +70,29 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   static constexpr std::size_t kCellsOffset = detail::slots_offset(sizeof(Header));
 
  public:
+  /// Largest capacity (slots).
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
-  static constexpr detail::LayoutSpec kLayout{"MpmcQueue",  Header::kMagic, Header::kVersion,
-                                              sizeof(T),    kCellsOffset,   sizeof(Cell),
-                                              2,            kMaxCapacity};
+  /// The layout header's expected values, checked when a queue is opened.
+  static constexpr detail::LayoutSpec kLayout{"MpmcQueue", Header::kMagic, Header::kVersion,
+                                              sizeof(T),   kCellsOffset,   sizeof(Cell),
+                                              2,           kMaxCapacity};
 
+  /// Bytes of shared memory a queue of `capacity` slots occupies.
   static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
     return kCellsOffset + capacity * sizeof(Cell);
   }
 
-  // `capacity` slots, a power of two in [2, kMaxCapacity]; otherwise throws
-  // Error(errc::invalid_argument). Own anonymous mapping: make it before fork.
+  /// `capacity` slots, a power of two in [2, kMaxCapacity]; otherwise throws
+  /// Error(errc::invalid_argument). Own anonymous mapping: make it before fork.
   explicit MpmcQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
       : MpmcQueue(detail::Placement::own(), capacity, policy) {}
+  /// A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
   static MpmcQueue in(Segment& seg, std::uint64_t capacity,
                       WaitPolicy policy = WaitPolicy::hybrid()) {
     return MpmcQueue(detail::Placement::heap(seg), capacity, policy);
   }
-  // Under `name` in `seg`; the caller takes `side` at once (see Side).
+  /// Under `name` in `seg`; the caller takes `side` at once (see Side). Throws as
+  /// Segment::construct_bytes does (errc::already_exists, ...).
   static MpmcQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none) {
     MpmcQueue q(detail::Placement::named(seg, name), capacity, policy);
@@ -98,14 +104,17 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
   // errc::not_found, errc::timeout (its creator has not finished it), or errc::bad_layout
   // when the bytes there are not a MpmcQueue of this T.
 
+  /// Moves the handle; the queue itself stays where it is.
   MpmcQueue(MpmcQueue&&) noexcept = default;
+  /// Moves the handle; the queue itself stays where it is.
   MpmcQueue& operator=(MpmcQueue&&) noexcept = default;
 
+  /// The number of slots.
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
 
-  // Any number of producers. False when full; never blocks (its retries are bounded, also
-  // when peers scribbled on the cursors). Throws Error(errc::closed) after close() (nothing
-  // pushed), Error(errc::bad_frame) when the shared cursor and slots contradict each other.
+  /// Any number of producers. False when full; never blocks (its retries are bounded, also
+  /// when peers scribbled on the cursors). Throws Error(errc::closed) after close() (nothing
+  /// pushed), Error(errc::bad_frame) when the shared cursor and slots contradict each other.
   [[nodiscard]] bool try_push(const T& v) {
     attach_producer_(h_->control.producers, "MpmcQueue producer");
     if (h_->control.is_closed()) [[unlikely]]
@@ -135,9 +144,10 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     }
     return false;
   }
-  // Any number of consumers. False when empty; never blocks (bounded retries, as try_push). (try_pop() returns an
-  // optional; push/pop/_until/_for/close come from detail::BlockingQueue.)
+  // try_pop() returns an optional; push/pop/_until/_for/close come from detail::BlockingQueue.
   using detail::BlockingQueue<MpmcQueue<T>, T>::try_pop;
+  /// Any number of consumers. False when empty; never blocks (bounded retries, as try_push).
+  /// Throws Error(errc::bad_frame) when the shared cursor and slots contradict each other.
   [[nodiscard]] bool try_pop(T& out) {
     attach_consumer_(h_->control.consumers, "MpmcQueue consumer");
     std::uint64_t pos = h_->dequeue.load(std::memory_order_relaxed);
@@ -163,14 +173,21 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     }
     return false;
   }
+  ///@{
+  /// Registers the caller as a producer/consumer now, so that the other side's waits can
+  /// tell when it dies even before its first push/pop.
   void attach_producer() { attach_producer_(h_->control.producers, "MpmcQueue producer"); }
   void attach_consumer() { attach_consumer_(h_->control.consumers, "MpmcQueue consumer"); }
-  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
-  // side now, from the process that forked it: the other side then learns of its death
-  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
-  // or a full table.
+  ///@}
+  ///@{
+  /// Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  /// side now, from the process that forked it: the other side then learns of its death
+  /// even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  /// or a full table.
   void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "MpmcQueue producer"); }
   void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "MpmcQueue consumer"); }
+  ///@}
+  /// Elements in the queue now (a snapshot: claimed pushes minus claimed pops).
   [[nodiscard]] std::uint64_t size() const noexcept {
     const std::uint64_t d = h_->dequeue.load(std::memory_order_acquire);
     const std::uint64_t e = h_->enqueue.load(std::memory_order_acquire);
@@ -214,8 +231,8 @@ class MpmcQueue : public detail::BlockingQueue<MpmcQueue<T>, T> {
     if (side == Side::receiver) attach_consumer();
   }
   [[noreturn]] static void corrupt(const char* what, std::uint64_t pos, std::uint64_t seq) {
-    detail::throw_bad_frame(what, "cursor " + std::to_string(pos) +
-                                      " is behind the sequence " + std::to_string(seq) +
+    detail::throw_bad_frame(what, "cursor " + std::to_string(pos) + " is behind the sequence " +
+                                      std::to_string(seq) +
                                       " of its slot (a peer rewrote the queue)");
   }
   static std::size_t checked(std::uint64_t capacity) {

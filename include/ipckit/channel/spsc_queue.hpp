@@ -1,17 +1,18 @@
-// SpscQueue<T>: a bounded single-producer single-consumer queue of trivially copyable T in
-// shared memory, with a capacity chosen at run time. One process pushes, one pops. Each slot
-// carries a sequence number next to its value, so the consumer learns that a slot is full
-// from the slot itself and never reads the producer's index: a message costs one cache-line
-// transfer, as close to the hardware floor as a queue gets. The producer reads the
-// consumer's index only when its private copy says the queue is full. try_ calls never
-// block; push/pop wait by the queue's WaitPolicy (spin, hybrid, block), end with
-// errc::closed after close() and with errc::peer_dead when every process on the other side
-// has exited.
-//
-//   ipckit::SpscQueue<Msg> q(1024);        // own shared mapping; fork, then push / pop
-//   auto seg = ipckit::Segment::create(name, 1 << 20);
-//   auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);
-//   auto q3 = ipckit::SpscQueue<Msg>::open_for(seg, "jobs", 5s, ipckit::Side::receiver);
+/// @class ipckit::SpscQueue
+/// SpscQueue<T>: a bounded single-producer single-consumer queue of trivially copyable T in
+/// shared memory, with a capacity chosen at run time. One process pushes, one pops. Each slot
+/// carries a sequence number next to its value, so the consumer learns that a slot is full
+/// from the slot itself and never reads the producer's index: a message costs one cache-line
+/// transfer, as close to the hardware floor as a queue gets. The producer reads the
+/// consumer's index only when its private copy says the queue is full. try_ calls never
+/// block; push/pop wait by the queue's WaitPolicy (spin, hybrid, block), end with
+/// errc::closed after close() and with errc::peer_dead when every process on the other side
+/// has exited.
+///
+///     ipckit::SpscQueue<Msg> q(1024);        // own shared mapping; fork, then push / pop
+///     auto seg = ipckit::Segment::create(name, 1 << 20);
+///     auto q2 = ipckit::SpscQueue<Msg>::create(seg, "jobs", 1024);
+///     auto q3 = ipckit::SpscQueue<Msg>::open_for(seg, "jobs", 5s, ipckit::Side::receiver);
 #pragma once
 
 #include <algorithm>
@@ -71,27 +72,29 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
   static_assert(alignof(Cell) <= detail::kCacheLine);
 
  public:
+  /// Largest capacity (slots).
   static constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 32;
-  static constexpr detail::LayoutSpec kLayout{"SpscQueue",  Header::kMagic, Header::kVersion,
-                                              sizeof(T),    kSlotsOffset,   sizeof(Cell),
-                                              1,            kMaxCapacity};
+  /// The layout header's expected values, checked when a queue is opened.
+  static constexpr detail::LayoutSpec kLayout{"SpscQueue", Header::kMagic, Header::kVersion,
+                                              sizeof(T),   kSlotsOffset,   sizeof(Cell),
+                                              1,           kMaxCapacity};
 
-  // Bytes of shared memory a queue of `capacity` slots occupies.
+  /// Bytes of shared memory a queue of `capacity` slots occupies.
   static constexpr std::size_t bytes_for(std::uint64_t capacity) noexcept {
     return kSlotsOffset + capacity * sizeof(Cell);
   }
 
-  // A queue in an anonymous shared mapping of its own: make it before fork. `capacity` slots,
-  // a power of two in [1, kMaxCapacity]; otherwise throws Error(errc::invalid_argument).
+  /// A queue in an anonymous shared mapping of its own: make it before fork. `capacity` slots,
+  /// a power of two in [1, kMaxCapacity]; otherwise throws Error(errc::invalid_argument).
   explicit SpscQueue(std::uint64_t capacity, WaitPolicy policy = WaitPolicy::hybrid())
       : SpscQueue(detail::Placement::own(), capacity, policy) {}
-  // A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
+  /// A queue on `seg`'s heap, unnamed (for anonymous segments shared by fork).
   static SpscQueue in(Segment& seg, std::uint64_t capacity,
                       WaitPolicy policy = WaitPolicy::hybrid()) {
     return SpscQueue(detail::Placement::heap(seg), capacity, policy);
   }
-  // A queue stored under `name` in `seg`, for unrelated processes; the caller takes `side`
-  // at once (see Side). Throws as Segment::construct_bytes does (errc::already_exists, ...).
+  /// A queue stored under `name` in `seg`, for unrelated processes; the caller takes `side`
+  /// at once (see Side). Throws as Segment::construct_bytes does (errc::already_exists, ...).
   static SpscQueue create(Segment& seg, std::string_view name, std::uint64_t capacity,
                           WaitPolicy policy = WaitPolicy::hybrid(), Side side = Side::none) {
     SpscQueue q(detail::Placement::named(seg, name), capacity, policy);
@@ -103,13 +106,16 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
   // errc::not_found, errc::timeout (its creator has not finished it), or errc::bad_layout
   // when the bytes there are not a SpscQueue of this T.
 
+  /// Moves the handle; the queue itself stays where it is.
   SpscQueue(SpscQueue&&) noexcept = default;
+  /// Moves the handle; the queue itself stays where it is.
   SpscQueue& operator=(SpscQueue&&) noexcept = default;
 
+  /// The number of slots.
   [[nodiscard]] std::uint64_t capacity() const noexcept { return mask_ + 1; }
 
-  // Producer side. Returns false when the queue is full; never blocks. Throws
-  // Error(errc::closed) after close() (nothing pushed).
+  /// Producer side. Returns false when the queue is full; never blocks. Throws
+  /// Error(errc::closed) after close() (nothing pushed).
   [[nodiscard]] bool try_push(const T& v) {
     begin_produce();
     if (h_->control.is_closed()) [[unlikely]]
@@ -123,7 +129,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     wake(h_->control.readable);
     return true;
   }
-  // Pushes as many leading elements of `vs` as fit, with one wake-up; returns how many.
+  /// Pushes as many leading elements of `vs` as fit, with one wake-up; returns how many.
   [[nodiscard]] std::size_t try_push_n(std::span<const T> vs) {
     begin_produce();
     if (h_->control.is_closed()) [[unlikely]]
@@ -140,9 +146,9 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     wake(h_->control.readable);
     return n;
   }
-  // Consumer side. False when the queue is empty; never blocks. (try_pop() returns an
-  // optional; push/pop/_until/_for/close come from detail::BlockingQueue.)
+  // try_pop() returns an optional; push/pop/_until/_for/close come from detail::BlockingQueue.
   using detail::BlockingQueue<SpscQueue<T>, T>::try_pop;
+  /// Consumer side. False when the queue is empty; never blocks.
   [[nodiscard]] bool try_pop(T& out) {
     begin_consume();
     if (!take(tail_, out)) return false;
@@ -151,7 +157,7 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     wake(h_->control.writable);
     return true;
   }
-  // Pops up to out.size() elements with one store of the index; returns how many.
+  /// Pops up to out.size() elements with one store of the index; returns how many.
   [[nodiscard]] std::size_t try_pop_n(std::span<T> out) {
     begin_consume();
     std::size_t n = 0;
@@ -162,17 +168,21 @@ class SpscQueue : public detail::BlockingQueue<SpscQueue<T>, T> {
     wake(h_->control.writable);
     return n;
   }
-  // Registers the caller as the producer/consumer now, so that the other side's waits can
-  // tell when it dies even before its first push/pop.
+  ///@{
+  /// Registers the caller as the producer/consumer now, so that the other side's waits can
+  /// tell when it dies even before its first push/pop.
   void attach_producer() { begin_produce(); }
   void attach_consumer() { begin_consume(); }
-  // Registers process `pid` (say a child just forked to be the producer/consumer) on that
-  // side now, from the process that forked it: the other side then learns of its death
-  // even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
-  // or a full table.
+  ///@}
+  ///@{
+  /// Registers process `pid` (say a child just forked to be the producer/consumer) on that
+  /// side now, from the process that forked it: the other side then learns of its death
+  /// even if it dies before its first operation. Throws errc::invalid_argument for pid <= 0
+  /// or a full table.
   void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "SpscQueue producer"); }
   void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "SpscQueue consumer"); }
-  // Elements in the queue now (a snapshot; counts the published slots, O(size)).
+  ///@}
+  /// Elements in the queue now (a snapshot; counts the published slots, O(size)).
   [[nodiscard]] std::uint64_t size() const noexcept {
     const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
     return published_end(tail) - tail;

@@ -1,7 +1,8 @@
-// The two ways a pool task fails that a local call cannot: the task threw in its worker
-// (RemoteError: the original exception's type name and message), or the worker died while
-// running it (WorkerLost: which worker, and how it ended). Both are ipckit::Error, with
-// errc::remote_error and errc::worker_lost.
+/// @file
+/// The two ways a pool task fails that a local call cannot: the task threw in its worker
+/// (RemoteError: the original exception's type name and message), or the worker died while
+/// running it (WorkerLost: which worker, and how it ended). Both are ipckit::Error, with
+/// errc::remote_error and errc::worker_lost.
 #pragma once
 
 #include <sys/types.h>
@@ -13,14 +14,19 @@
 
 namespace ipckit {
 
+/// A pool task threw in its worker; the code is errc::remote_error, and what() reads
+/// `task raised std::runtime_error: bad input (in worker 4242)`.
 class RemoteError : public Error {
  public:
+  /// The error for an exception of type `type_name` with what() `message`, raised in the
+  /// worker process `worker` (the pool makes it from what the worker reported).
   RemoteError(std::string type_name, std::string message, pid_t worker);
 
-  // The exception's type as the worker saw it, demangled ("std::runtime_error").
+  /// The exception's type as the worker saw it, demangled ("std::runtime_error").
   [[nodiscard]] const std::string& type_name() const noexcept { return type_; }
-  // Its what() (empty for exceptions that are not std::exception).
+  /// Its what() (empty for exceptions that are not std::exception).
   [[nodiscard]] const std::string& message() const noexcept { return message_; }
+  /// The worker process the task ran in.
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
 
  private:
@@ -29,14 +35,20 @@ class RemoteError : public Error {
   pid_t worker_;
 };
 
+/// A pool worker died while running the task, and the task had no retry left
+/// (PoolOptions::task_retries): what() names the worker and how it ended, the code
+/// errc::worker_lost.
 class WorkerLost : public Error {
  public:
+  /// The error for a task run `attempts` times, the last time by `worker`, which ended as
+  /// `status`.
   WorkerLost(pid_t worker, ExitStatus status, int attempts);
 
+  /// The worker process that died (the last one to run the task).
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
-  // How the worker ended (killed by signal 9, exited with code 1, ...).
+  /// How the worker ended (killed by signal 9, exited with code 1, ...).
   [[nodiscard]] const ExitStatus& status() const noexcept { return status_; }
-  // How many times the task was run (1 + the retries it used).
+  /// How many times the task was run (1 + the retries it used).
   [[nodiscard]] int attempts() const noexcept { return attempts_; }
 
  private:

@@ -1,51 +1,54 @@
-// Pool: Python's multiprocessing.Pool for C++ — forked worker processes that run a callable
-// on many inputs, with far less overhead per task and no hang when a worker dies.
-//
-//   ipckit::Pool pool{4};
-//   std::vector<int> sq = pool.map(square, inputs);               // ordered, blocking
-//   auto ar = pool.map_async(square, inputs, {.callback = on_done});
-//   for (int r : pool.imap(square, inputs)) use(r);                // lazy, ordered
-//   int v = pool.apply(add, 1, 2);
-//   pool.close(); pool.join();
-//
-// Callables cross to the workers as addresses (workers are forks of this program): function
-// pointers, captureless lambdas, lambdas or functors whose captures are trivially copyable
-// (copied as bytes), and functors cereal can serialise. Anything else fails to compile.
-// Captured pointers and references keep their address, which in a worker names the worker's
-// own copy of the memory as it was when the worker was forked.
-//
-// Inputs and results go through ipckit::codec: trivially copyable values as bytes; strings,
-// vectors, maps, tuples and user types with a cereal serialize() through cereal.
-//
-// Work is cut into chunks (chunksize inputs each; map's default is Python's rule, n / (4 *
-// workers) rounded up; imap's is 1). A chunk is the unit that fails: a task that throws
-// fails its chunk with RemoteError; a worker that dies fails the chunk it was running with
-// WorkerLost (or runs it again, up to task_retries times), is replaced, and every other
-// chunk completes. Chunks it had queued but not begun go to other workers.
-//
-// Each worker has its own queue, filled ahead by the pool's driver thread: one chunk while
-// task times are unknown or long (10 ms and more), up to 128 when tasks take microseconds.
-// So a chunk can wait behind a long one on a busy worker while another worker idles (Python
-// workers share one queue); give very uneven tasks chunksize 1.
-//
-// Callbacks (callback, error_callback, progress) run on the pool's driver thread, as
-// Python's run on its result-handler thread: keep them short, and do not wait for pool
-// results inside them (that throws errc::invalid_argument).
-//
-// SIGINT: while a thread waits in a pool call (map, get, wait, join, imap's next), Ctrl-C
-// stops the pool (workers are killed, every pending result fails with errc::interrupted) and
-// the waiting call throws Error(errc::interrupted); at other times SIGINT keeps its own
-// disposition. Workers ignore SIGINT, so a terminal's Ctrl-C reaches only the parent.
-//
-// The destructor terminates (as Python's `with Pool() as p:` does): call close() and join()
-// first to let queued work finish. It never hangs and leaves no process behind.
-//
-// A Pool belongs to the process that made it: in a child forked later, its calls and waits
-// (and those of its results) throw Error(errc::invalid_argument), and its destructor leaves
-// the parent's workers alone. The
-// workers are forked from the pool's driver thread while the program's other threads run
-// (as Python's fork start method does): a task should not rely on a lock another thread of
-// the parent may have held at that moment.
+/// @class ipckit::Pool
+/// Pool: Python's multiprocessing.Pool for C++ — forked worker processes that run a callable
+/// on many inputs, with far less overhead per task and no hang when a worker dies.
+///
+///     ipckit::Pool pool{4};
+///     std::vector<int> sq = pool.map(square, inputs);               // ordered, blocking
+///     auto ar = pool.map_async(square, inputs, {.callback = on_done});
+///     for (int r : pool.imap(square, inputs)) use(r);                // lazy, ordered
+///     int v = pool.apply(add, 1, 2);
+///     auto f = pool.apply_async(add, std::tuple{1, 2}, {.callback = on_sum});
+///     pool.close(); pool.join();
+///
+/// Callables cross to the workers as addresses (workers are forks of this program): function
+/// pointers, captureless lambdas, lambdas or functors whose captures are trivially copyable
+/// (copied as bytes), and functors cereal can serialise. Anything else fails to compile.
+/// Captured pointers and references keep their address, which in a worker names the worker's
+/// own copy of the memory as it was when the worker was forked.
+///
+/// Inputs and results go through ipckit::codec: trivially copyable values as bytes; strings,
+/// vectors, maps, tuples and user types with a cereal serialize() through cereal.
+///
+/// Work is cut into chunks (chunksize inputs each; map's default is Python's rule, n / (4 *
+/// workers) rounded up; imap's is 1). A chunk is the unit that fails: a task that throws
+/// fails its chunk with RemoteError; a worker that dies fails the chunk it was running with
+/// WorkerLost (or runs it again, up to task_retries times), is replaced, and every other
+/// chunk completes. Chunks it had queued but not begun go to other workers.
+///
+/// Each worker has its own queue, filled ahead by the pool's driver thread: one chunk while
+/// task times are unknown or long (10 ms and more), up to 128 when tasks take microseconds.
+/// So a chunk can wait behind a long one on a busy worker while another worker idles (Python
+/// workers share one queue); give very uneven tasks chunksize 1.
+///
+/// Callbacks (callback, error_callback, progress) run on the pool's driver thread, as
+/// Python's run on its result-handler thread: keep them short, and do not wait for pool
+/// results inside them (that throws errc::invalid_argument). What a callback throws is
+/// printed on stderr and otherwise ignored.
+///
+/// SIGINT: while a thread waits in a pool call (map, get, wait, join, imap's next), Ctrl-C
+/// stops the pool (workers are killed, every pending result fails with errc::interrupted) and
+/// the waiting call throws Error(errc::interrupted) (wait() and wait_for() return: the result
+/// has failed); at other times SIGINT keeps its own disposition. Workers ignore SIGINT, so a
+/// terminal's Ctrl-C reaches only the parent.
+///
+/// The destructor terminates (as Python's `with Pool() as p:` does): call close() and join()
+/// first to let queued work finish. It never hangs and leaves no process behind.
+///
+/// A Pool belongs to the process that made it: in a child forked later, its calls and waits
+/// (and those of its results) throw Error(errc::invalid_argument), and its destructor leaves
+/// the parent's workers alone. The workers are forked from the pool's driver thread while the
+/// program's other threads run (as Python's fork start method does): a task should not rely
+/// on a lock another thread of the parent may have held at that moment.
 #pragma once
 
 #include <sys/types.h>
@@ -73,91 +76,113 @@
 
 namespace ipckit {
 
+/// How a Pool is made: Pool(PoolOptions).
 struct PoolOptions {
-  // Worker processes; 0: one per hardware thread.
+  /// Worker processes; 0: one per hardware thread (at most 4096).
   std::size_t processes = 0;
-  // Runs once in each worker (new and replacement ones) before its first task. If it throws,
-  // the pool is broken: pending and later calls fail with errc::child_failed and its message.
-  std::function<void()> initializer;
-  // A worker exits and is replaced after this many chunks; 0: never.
+  /// Runs once in each worker (new and replacement ones) before its first task. If it throws,
+  /// the pool is broken: pending and later calls fail with errc::child_failed and its message.
+  /// The pool is broken the same way when three workers in a row die before their
+  /// initializer returns.
+  std::function<void()> initializer{};
+  /// A worker exits and is replaced after this many chunks; 0: never.
   std::size_t maxtasksperchild = 0;
-  // When not empty, worker i runs on CPU cpu_affinity[i % size()] only.
-  std::vector<int> cpu_affinity;
-  // Times a chunk whose worker died under it is run again before it fails with WorkerLost.
+  /// When not empty, worker i runs on CPU cpu_affinity[i % size()] only.
+  std::vector<int> cpu_affinity{};
+  /// Times a chunk whose worker died under it is run again before it fails with WorkerLost.
   int task_retries = 0;
-  // Whether Ctrl-C interrupts blocking pool calls (see above); false leaves SIGINT alone.
+  /// Whether Ctrl-C interrupts blocking pool calls (see Pool); false leaves SIGINT alone.
+  /// Ctrl-C wakes at most 64 such pools at once; a further one notices it only when its
+  /// driver next wakes (at the next result, say).
   bool handle_sigint = true;
 };
 
-// One worker slot's counters (a slot keeps its counters across replacements).
+/// One worker slot's counters (a slot keeps its counters across replacements).
 struct WorkerStats {
-  std::size_t slot = 0;
-  pid_t pid = -1;                     // the current worker process (-1 between two)
-  std::uint64_t tasks = 0;            // chunks completed
-  std::uint64_t items = 0;            // inputs in those chunks
-  std::chrono::nanoseconds busy{0};   // time spent running them
-  std::uint64_t restarts = 0;         // replacements (death, maxtasksperchild)
+  std::size_t slot = 0;              ///< the slot's index, 0 to Pool::size() - 1
+  pid_t pid = -1;                    ///< the current worker process (-1 between two, and
+                                     ///< once the pool has stopped)
+  std::uint64_t tasks = 0;           ///< chunks completed (those whose task threw included)
+  std::uint64_t items = 0;           ///< inputs in those chunks
+  std::chrono::nanoseconds busy{0};  ///< time spent running them
+  std::uint64_t restarts = 0;        ///< replacements (death, maxtasksperchild)
 };
 
-// For map / imap / starmap.
+/// For map / imap / starmap.
 struct MapOptions {
-  std::optional<std::size_t> chunksize;  // inputs per task message; 0 is an error
-  // progress(done, total) after each chunk (total is 0 when unknown: imap).
-  std::function<void(std::size_t done, std::size_t total)> progress;
+  /// Inputs per task message; unset: Python's rule for map and starmap, 1 for imap. 0 (or
+  /// more than 2^32 - 1) is an error: Error(errc::invalid_argument).
+  std::optional<std::size_t> chunksize{};
+  /// progress(done, total) after each chunk (total is 0 when unknown: imap); `done` counts
+  /// the inputs whose results have arrived.
+  std::function<void(std::size_t done, std::size_t total)> progress{};
 };
 
+/// The type of AsyncOptions<V>::callback: std::function<void(const V&)>.
 template <class V>
 struct CallbackOf {
-  using type = std::function<void(const V&)>;
+  using type = std::function<void(const V&)>;  ///< the callback type
 };
+/// For V = void (a callable that returns nothing): std::function<void()>.
 template <>
 struct CallbackOf<void> {
-  using type = std::function<void()>;
+  using type = std::function<void()>;  ///< the callback type
 };
 
-// For the _async calls. V is the value get() returns.
+/// For the _async calls. V is the value get() returns.
 template <class V>
 struct AsyncOptions {
-  std::optional<std::size_t> chunksize;
-  typename CallbackOf<V>::type callback;                  // with the value, on success
-  std::function<void(const Error&)> error_callback;       // with the error, on failure
-  std::function<void(std::size_t done, std::size_t total)> progress;
+  /// As MapOptions::chunksize (apply_async ignores it).
+  std::optional<std::size_t> chunksize{};
+  typename CallbackOf<V>::type callback{};             ///< with the value, on success
+  std::function<void(const Error&)> error_callback{};  ///< with the error, on failure
+  /// As MapOptions::progress (apply_async ignores it).
+  std::function<void(std::size_t done, std::size_t total)> progress{};
 };
 
-// The result of an _async call, like Python's AsyncResult. Copies share the result.
+/// The result of an _async call, like Python's AsyncResult. Copies share the result.
 template <class V>
 class AsyncResult {
  public:
+  /// An empty handle with no call behind it: only assign to it or destroy it.
   AsyncResult() = default;
 
-  // Waits, then returns the value (or rethrows the task's RemoteError/WorkerLost, or the
-  // pool's closed/interrupted error). May be called again.
+  /// Waits, then returns the value (or rethrows the task's RemoteError/WorkerLost, or the
+  /// pool's closed/interrupted error). May be called again. Returns a reference to the value
+  /// the copies of this result share (nothing when V is void).
   decltype(auto) get() & {
     wait();
     return value();
   }
-  // Throws Error(errc::timeout) when the result is not ready within `timeout`.
+  /// Like get(); throws Error(errc::timeout) when the result is not ready within `timeout`.
   template <class Rep, class Period>
   decltype(auto) get(std::chrono::duration<Rep, Period> timeout) & {
     if (!wait_for(timeout)) throw Error(errc::timeout, "AsyncResult::get: not ready in time");
     return value();
   }
+  /// get() on an rvalue (`std::move(ar).get()`): returns the value itself, moved out when no
+  /// other copy of this result shares it.
   V get() && {
     wait();
     return take();
   }
+  /// Like get() &&; throws Error(errc::timeout) when the result is not ready within `timeout`.
   template <class Rep, class Period>
   V get(std::chrono::duration<Rep, Period> timeout) && {
     if (!wait_for(timeout)) throw Error(errc::timeout, "AsyncResult::get: not ready in time");
     return take();
   }
+  /// Waits until the result is ready, a value or an error (which get() throws; wait() does
+  /// not).
   void wait() const { (void)wait_until(Deadline::never()); }
+  /// Like wait(); false when the result is not ready within `timeout`.
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const {
     return wait_until(Deadline::after(timeout));
   }
+  /// Whether the result is ready (never blocks).
   [[nodiscard]] bool ready() const { return out_->ready(); }
-  // Whether the call succeeded; Error(errc::invalid_argument) when not ready yet.
+  /// Whether the call succeeded; Error(errc::invalid_argument) when not ready yet.
   [[nodiscard]] bool successful() const {
     if (!ready())
       throw Error(errc::invalid_argument, "AsyncResult::successful: the result is not ready");
@@ -166,7 +191,6 @@ class AsyncResult {
 
  private:
   friend class Pool;
-  using S = std::conditional_t<std::is_void_v<V>, detail::Unit, V>;
   AsyncResult(std::shared_ptr<detail::OutcomeBase> out, std::shared_ptr<detail::PoolLink> link)
       : out_(std::move(out)), link_(std::move(link)) {}
 
@@ -206,39 +230,60 @@ class AsyncResult {
   std::shared_ptr<detail::PoolLink> link_;
 };
 
-// The lazy result of imap / imap_unordered: an input range of R, or next() by hand.
-// Destroying it early stops the job (no more inputs are read; results are dropped).
+/// The lazy result of imap / imap_unordered: an input range of R, or next() by hand.
+/// Destroying it early stops the job (no more inputs are read; results are dropped).
 template <class R>
 class ImapResult {
  public:
+  /// Moves the handle (an ImapResult is move-only).
   ImapResult(ImapResult&&) noexcept = default;
-  ImapResult& operator=(ImapResult&&) noexcept = default;
+  /// Moves the handle. The job this ImapResult held before is stopped, as by destruction
+  /// (its input range may be gone with it).
+  ImapResult& operator=(ImapResult&& o) noexcept {
+    if (this != &o) {
+      if (job_) job_->cancel();
+      job_ = std::move(o.job_);
+      link_ = std::move(o.link_);
+      cur_ = std::move(o.cur_);
+    }
+    return *this;
+  }
+  /// Stops the job if it is still running (see the class description).
   ~ImapResult() {
     if (job_) job_->cancel();
   }
 
-  // The next result, or nullopt after the last. A chunk's error is thrown at its place, and
-  // next() may be called again after it to go on.
+  /// The next result, or nullopt after the last. A chunk's error is thrown at its place, and
+  /// next() may be called again after it to go on. An exception from the input range is
+  /// thrown after the results of the inputs before it (the job ends there); the pool's
+  /// closed/interrupted error when it stopped.
   std::optional<R> next() { return next_until(Deadline::never()); }
-  // Like next(); Error(errc::timeout) when nothing comes within `timeout`.
+  /// Like next(); Error(errc::timeout) when nothing comes within `timeout`.
   template <class Rep, class Period>
   std::optional<R> next_for(std::chrono::duration<Rep, Period> timeout) {
     return next_until(Deadline::after(timeout));
   }
 
+  /// The input iterator begin() returns: ++ calls next(), so it throws what next() throws.
   class iterator {
    public:
-    using value_type = R;
-    using difference_type = std::ptrdiff_t;
-    using iterator_concept = std::input_iterator_tag;
+    using value_type = R;                              ///< a result
+    using difference_type = std::ptrdiff_t;            ///< as input iterators need
+    using iterator_concept = std::input_iterator_tag;  ///< a single-pass input iterator
+    /// An iterator of no result (not dereferenceable).
     iterator() = default;
+    /// The current result (it may be moved from).
     R& operator*() const { return *owner_->cur_; }
+    /// The current result's members.
     R* operator->() const { return &*owner_->cur_; }
+    /// Waits for the next result (next()).
     iterator& operator++() {
       owner_->cur_ = owner_->next();
       return *this;
     }
+    /// Waits for the next result (next()).
     void operator++(int) { ++*this; }
+    /// True after the last result.
     friend bool operator==(const iterator& it, std::default_sentinel_t) { return it.at_end(); }
 
    private:
@@ -247,11 +292,12 @@ class ImapResult {
     [[nodiscard]] bool at_end() const { return !owner_->cur_; }
     ImapResult* owner_ = nullptr;
   };
-  // Waits for the first result.
+  /// Waits for the first result (next()). Call it once: each call takes a result.
   iterator begin() {
     cur_ = next();
     return iterator(this);
   }
+  /// The end of the results.
   std::default_sentinel_t end() const noexcept { return {}; }
 
  private:
@@ -271,31 +317,18 @@ class ImapResult {
 
 namespace detail {
 class PoolCore;
-std::shared_ptr<PoolCore> start_pool(PoolOptions options);
-std::size_t pool_size(const PoolCore& core) noexcept;
-const std::shared_ptr<PoolLink>& pool_link(const PoolCore& core) noexcept;
-// Hands a job to the driver. Throws Error(errc::closed) after close()/terminate(),
-// Error(errc::child_failed) when the initializer failed.
-void pool_submit(PoolCore& core, std::shared_ptr<JobBase> job, const char* what);
-void pool_close(PoolCore& core);
-bool pool_join(PoolCore& core, const Deadline& deadline);
-void pool_terminate(PoolCore& core) noexcept;
-std::vector<WorkerStats> pool_stats(const PoolCore& core);
 std::size_t check_chunksize(std::optional<std::size_t> chunksize, std::size_t n,
                             std::size_t workers, const char* what);
 
 template <class F, class In, bool Unpack>
 using raw_result_t = result_t<std::decay_t<F>, In, Unpack>;
 template <class F, class In, bool Unpack>
-using map_value_t =
-    std::conditional_t<std::is_same_v<raw_result_t<F, In, Unpack>, Unit>, void,
-                       std::vector<raw_result_t<F, In, Unpack>>>;
+using map_value_t = std::conditional_t<std::is_same_v<raw_result_t<F, In, Unpack>, Unit>, void,
+                                       std::vector<raw_result_t<F, In, Unpack>>>;
 template <class F, class... Args>
-using apply_value_t =
-    std::conditional_t<std::is_same_v<raw_result_t<F, std::tuple<std::decay_t<Args>...>, true>,
-                                      Unit>,
-                       void, raw_result_t<F, std::tuple<std::decay_t<Args>...>, true>>;
-
+using apply_value_t = std::conditional_t<
+    std::is_same_v<raw_result_t<F, std::tuple<std::decay_t<Args>...>, true>, Unit>, void,
+    raw_result_t<F, std::tuple<std::decay_t<Args>...>, true>>;
 
 template <class Fn>
 void check_callable() {
@@ -355,47 +388,46 @@ class RangeSource final : public ChunkSource {
 
 class Pool {
  public:
-  // `processes` workers (0: one per hardware thread).
+  /// `processes` workers (0: one per hardware thread). Throws as Pool(PoolOptions) does.
   explicit Pool(std::size_t processes = 0) : Pool(with_processes(processes)) {}
-  // Throws Error(errc::invalid_argument) for a CPU in cpu_affinity that does not exist or
-  // is not allowed to this process, a negative task_retries. When a worker or the pool's
-  // driver thread cannot be started, the workers already started are stopped and reaped
-  // and it throws Error with the errno (EAGAIN at a process limit such as RLIMIT_NPROC):
-  // "Pool: could not start worker 3 of 4 (...): fork() failed (...): Resource temporarily
-  // unavailable".
-  explicit Pool(PoolOptions options) : core_(detail::start_pool(std::move(options))) {}
-  Pool(Pool&&) noexcept = default;
-  Pool& operator=(Pool&& o) noexcept {
-    if (this != &o) {
-      if (core_) detail::pool_terminate(*core_);
-      core_ = std::move(o.core_);
-    }
-    return *this;
-  }
-  // terminate(): see the header comment.
-  ~Pool() {
-    if (core_) detail::pool_terminate(*core_);
-  }
+  /// A pool as `options` say, its workers forked when it returns. Throws
+  /// Error(errc::invalid_argument) for a CPU in cpu_affinity that does not exist or is not allowed
+  /// to this process, a negative task_retries, more than 4096 processes. When a worker or the
+  /// pool's driver thread cannot be started, the workers already started are stopped and reaped and
+  /// it throws Error with the errno (EAGAIN at a process limit such as RLIMIT_NPROC): "Pool: could
+  /// not start worker 3 of 4 (...): fork() failed (...): Resource temporarily unavailable".
+  explicit Pool(PoolOptions options);
+  /// Takes over the pool; the moved-from Pool may only be assigned to or destroyed.
+  Pool(Pool&&) noexcept;
+  /// Terminates the pool it replaces.
+  Pool& operator=(Pool&& o) noexcept;
+  /// terminate(): see the class description.
+  ~Pool();
 
-  [[nodiscard]] std::size_t size() const noexcept { return detail::pool_size(*core_); }
+  /// The number of worker processes.
+  [[nodiscard]] std::size_t size() const noexcept;
 
   // ---- map ---------------------------------------------------------------------------------
-  // f applied to every input, results in input order. Blocks. The first failed chunk's
-  // error is thrown (chunks already handed to workers still run; the rest are dropped).
+  ///@{
+  /// f applied to every input, results in input order (a std::vector; nothing when f returns
+  /// void). Blocks. The first failed chunk's error is thrown (chunks already handed to workers
+  /// still run; the rest are dropped). Every input is encoded before the work starts.
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
-    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::map");
-    auto ar = start_map<false, false, In>("Pool::map", std::forward<F>(f),
-                                          std::forward<Range>(inputs), options.chunksize,
-                                          std::move(options.progress), nullptr, {});
+    detail::check_may_block(link().get(), "Pool::map");
+    auto ar =
+        start_map<false, false, In>("Pool::map", std::forward<F>(f), std::forward<Range>(inputs),
+                                    options.chunksize, std::move(options.progress), nullptr, {});
     return ar.wait_and_take_own();
   }
   template <class F, std::ranges::input_range Range>
   auto map(F&& f, Range&& inputs, std::size_t chunksize) {
-    return map(std::forward<F>(f), std::forward<Range>(inputs),
-               MapOptions{.chunksize = chunksize, .progress = {}});
+    return map(std::forward<F>(f), std::forward<Range>(inputs), MapOptions{.chunksize = chunksize});
   }
+  ///@}
+  /// Like map, without blocking: the AsyncResult's value is map's result. Every input is
+  /// encoded before it returns, so `inputs` need not outlive the call.
   template <class F, std::ranges::input_range Range,
             class V = detail::map_value_t<F, std::ranges::range_value_t<Range>, false>>
   AsyncResult<V> map_async(F&& f, Range&& inputs, AsyncOptions<V> options = {}) {
@@ -407,15 +439,17 @@ class Pool {
   }
 
   // ---- starmap: each input is a tuple (or pair) of arguments -------------------------------
+  /// Like map, each input a tuple (or pair) of f's arguments, unpacked.
   template <class F, std::ranges::input_range Range>
   auto starmap(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
-    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::starmap");
-    auto ar = start_map<true, false, In>("Pool::starmap", std::forward<F>(f),
-                                         std::forward<Range>(inputs), options.chunksize,
-                                         std::move(options.progress), nullptr, {});
+    detail::check_may_block(link().get(), "Pool::starmap");
+    auto ar =
+        start_map<true, false, In>("Pool::starmap", std::forward<F>(f), std::forward<Range>(inputs),
+                                   options.chunksize, std::move(options.progress), nullptr, {});
     return ar.wait_and_take_own();
   }
+  /// Like map_async, each input a tuple (or pair) of f's arguments, unpacked.
   template <class F, std::ranges::input_range Range,
             class V = detail::map_value_t<F, std::ranges::range_value_t<Range>, true>>
   AsyncResult<V> starmap_async(F&& f, Range&& inputs, AsyncOptions<V> options = {}) {
@@ -427,37 +461,43 @@ class Pool {
   }
 
   // ---- apply: one call ---------------------------------------------------------------------
+  /// f(args...) in a worker: blocks, then returns its result or throws its error.
   template <class F, class... Args>
   auto apply(F&& f, Args&&... args) {
-    detail::check_may_block(detail::pool_link(*core_).get(), "Pool::apply");
+    detail::check_may_block(link().get(), "Pool::apply");
     return apply_async(std::forward<F>(f), std::forward<Args>(args)...).wait_and_take_own();
   }
+  /// Like apply, without blocking: an AsyncResult of f's result. The arguments are encoded
+  /// before it returns.
   template <class F, class... Args>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
-  auto apply_async(F&& f, Args&&... args) {
+  requires std::invocable < std::decay_t<F>
+  &, std::decay_t<Args>&... > auto apply_async(F&& f, Args&&... args) {
     using V = detail::apply_value_t<F, Args...>;
-    return apply_async(AsyncOptions<V>{}, std::forward<F>(f), std::forward<Args>(args)...);
+    return start_apply(std::forward<F>(f), AsyncOptions<V>{},
+                       static_cast<const std::decay_t<Args>&>(args)...);
   }
-  // With callbacks: pool.apply_async({.callback = ...}, f, args...).
+  /// With options, in Python's order (func, args, callbacks); chunksize and progress do not
+  /// apply to a single call:
+  ///
+  ///     pool.apply_async(add, std::tuple{1, 2}, {.callback = [](const int& v) { ... }});
   template <class F, class... Args, class V = detail::apply_value_t<F, Args...>>
-    requires std::invocable<std::decay_t<F>&, std::decay_t<Args>&...>
-  AsyncResult<V> apply_async(AsyncOptions<std::type_identity_t<V>> options, F&& f,
-                             Args&&... args) {
-    using In = std::tuple<std::decay_t<Args>...>;
-    In one{std::forward<Args>(args)...};
-    return start_map<true, true, In>("Pool::apply_async", std::forward<F>(f),
-                                     std::ranges::single_view<In>(std::move(one)),
-                                     std::size_t{1}, {}, std::move(options.callback),
-                                     std::move(options.error_callback));
+  requires std::invocable < std::decay_t<F>
+  &, Args&... > AsyncResult<V> apply_async(F&& f, const std::tuple<Args...>& args,
+                                           AsyncOptions<std::type_identity_t<V>> options) {
+    return std::apply(
+        [&](const Args&... a) { return start_apply(std::forward<F>(f), std::move(options), a...); },
+        args);
   }
 
   // ---- imap --------------------------------------------------------------------------------
-  // Lazy and ordered: inputs are read as workers need them (at most 512 chunks per worker,
-  // and 64 Ki inputs, past the results the consumer has taken; it takes every ready result
-  // at once, so up to twice that past the results it has used; without limit once the pool
-  // is closed, so that join() cannot wait for a consumer), results come in input order. An lvalue range is
-  // referenced (it must outlive the ImapResult); an rvalue range is moved in. The range is
-  // read on the pool's driver thread: an input that blocks holds up the whole pool.
+  ///@{
+  /// Lazy and ordered: inputs are read as workers need them (chunks of about 64 Ki inputs in
+  /// all, at least 4 and at most 512 per worker, past the results the consumer has taken; it
+  /// takes every ready result at once, so up to twice that past the results it has used;
+  /// without limit once the pool is closed, so that join() cannot wait for a consumer),
+  /// results come in input order. An lvalue range is referenced (it must outlive the
+  /// ImapResult); an rvalue range is moved in. The range is read on the pool's driver thread:
+  /// an input that blocks holds up the whole pool. f must return a value.
   template <class F, std::ranges::input_range Range>
   auto imap(F&& f, Range&& inputs, MapOptions options = {}) {
     return start_imap(true, std::forward<F>(f), std::forward<Range>(inputs), std::move(options));
@@ -465,39 +505,51 @@ class Pool {
   template <class F, std::ranges::input_range Range>
   auto imap(F&& f, Range&& inputs, std::size_t chunksize) {
     return imap(std::forward<F>(f), std::forward<Range>(inputs),
-                MapOptions{.chunksize = chunksize, .progress = {}});
+                MapOptions{.chunksize = chunksize});
   }
-  // Like imap, results in completion order.
+  ///@}
+  ///@{
+  /// Like imap, results in completion order.
   template <class F, std::ranges::input_range Range>
   auto imap_unordered(F&& f, Range&& inputs, MapOptions options = {}) {
-    return start_imap(false, std::forward<F>(f), std::forward<Range>(inputs),
-                      std::move(options));
+    return start_imap(false, std::forward<F>(f), std::forward<Range>(inputs), std::move(options));
   }
   template <class F, std::ranges::input_range Range>
   auto imap_unordered(F&& f, Range&& inputs, std::size_t chunksize) {
     return imap_unordered(std::forward<F>(f), std::forward<Range>(inputs),
-                          MapOptions{.chunksize = chunksize, .progress = {}});
+                          MapOptions{.chunksize = chunksize});
   }
+  ///@}
 
   // ---- lifetime ----------------------------------------------------------------------------
-  // No more work may be submitted (Error(errc::closed)); queued work finishes, then the
-  // workers exit.
-  void close() { detail::pool_close(*core_); }
-  // Waits for the workers to exit; only after close() or terminate()
-  // (Error(errc::invalid_argument) otherwise).
-  void join() { (void)detail::pool_join(*core_, Deadline::never()); }
-  // Like join(); false when the workers have not all exited within `timeout`.
+  /// No more work may be submitted (Error(errc::closed)); queued work finishes, then the
+  /// workers exit.
+  void close();
+  /// Waits for the workers to exit; only after close() or terminate()
+  /// (Error(errc::invalid_argument) otherwise). Throws Error(errc::interrupted) when SIGINT
+  /// stopped the pool.
+  void join();
+  /// Like join(); false when the workers have not all exited within `timeout`.
   template <class Rep, class Period>
   [[nodiscard]] bool join_for(std::chrono::duration<Rep, Period> timeout) {
-    return detail::pool_join(*core_, Deadline::after(timeout));
+    return join_until(Deadline::after(timeout));
   }
-  // Kills the workers now; every pending result fails with Error(errc::closed).
-  void terminate() noexcept { detail::pool_terminate(*core_); }
+  /// Kills the workers now; every pending result fails with Error(errc::closed). Returns once
+  /// the workers are reaped (from a callback: at once, and the pool stops after it). In a
+  /// forked copy of the pool, does nothing.
+  void terminate() noexcept;
 
-  // Per-slot counters, a snapshot (a copy, also in a forked child).
-  [[nodiscard]] std::vector<WorkerStats> stats() const { return detail::pool_stats(*core_); }
+  /// Per-slot counters, a snapshot (a copy, also in a forked child).
+  [[nodiscard]] std::vector<WorkerStats> stats() const;
 
  private:
+  bool join_until(const Deadline& deadline);
+  // Hands a job to the driver: Error(errc::closed) after close()/terminate(),
+  // Error(errc::child_failed) when the initializer failed, Error(errc::invalid_argument) in a
+  // forked copy.
+  void submit(std::shared_ptr<detail::JobBase> job, const char* what);
+  [[nodiscard]] const std::shared_ptr<detail::PoolLink>& link() const noexcept;
+
   // Encodes every input up front (the caller's range may be gone before the work is done)
   // into chunks and submits them. (The callbacks are taken by value and moved into the job;
   // clang-tidy 14 misses those moves.)
@@ -512,13 +564,10 @@ class Pool {
     using R = detail::result_t<Fn, In, Unpack>;
     detail::check_result<R>();
     using S = std::conditional_t<Single, R, std::vector<R>>;
-    using V = std::conditional_t<std::is_same_v<R, detail::Unit>, void, S>;
     using Job = detail::MapJob<R, S>;
 
-    std::vector<std::byte> fn_bytes;
-    detail::encode_callable<Fn>(f, fn_bytes);
     std::vector<std::byte> blob;
-    std::vector<typename Job::Piece> pieces;
+    std::vector<typename Job::Slice> slices;
     std::size_t n = 0;
     auto encode = [&](auto&& range, std::size_t total) {
       const std::size_t cs = detail::check_chunksize(chunksize, total, size(), what);
@@ -526,7 +575,7 @@ class Pool {
       auto it = std::ranges::begin(range);
       const auto end = std::ranges::end(range);
       while (it != end) {
-        typename Job::Piece p{blob.size(), 0, n, 0};
+        typename Job::Slice p{blob.size(), 0, n, 0};
         codec::SeqWriter<In> w(blob);
         for (; it != end && p.count < cs; ++it) {
           const In& v = *it;
@@ -535,7 +584,7 @@ class Pool {
         }
         p.size = blob.size() - p.offset;
         n += p.count;
-        pieces.push_back(p);
+        slices.push_back(p);
       }
     };
     if constexpr (std::ranges::sized_range<Range> && std::ranges::forward_range<Range>) {
@@ -545,10 +594,54 @@ class Pool {
       for (auto&& v : inputs) all.push_back(static_cast<In>(v));
       encode(all, all.size());
     }
+    return submit_job<Unpack, Single, In>(what, f, std::move(blob), std::move(slices), n,
+                                          std::move(progress), std::move(callback),
+                                          std::move(error_callback));
+  }
 
+  // apply_async: the one call's arguments are encoded from the caller's own objects (as the
+  // tuple In they decode to), never copied into a tuple first: a 100 MB argument is copied
+  // once, into the task message.
+  template <class F, class V, class... Args>
+  AsyncResult<V> start_apply(F&& f, AsyncOptions<V> options, const Args&... args) {
+    using In = std::tuple<Args...>;
+    using Fn = std::decay_t<F>;
+    detail::check_callable<Fn>();
+    detail::check_input<In>();
+    detail::check_result<detail::result_t<Fn, In, true>>();
+    using Job = detail::MapJob<detail::result_t<Fn, In, true>, detail::result_t<Fn, In, true>>;
+    std::vector<std::byte> blob;
+    if constexpr (codec::is_trivial_v<In>) {
+      codec::SeqWriter<In> w(blob);
+      w.add(In(args...));
+    } else {
+      std::tuple<const Args&...> refs(args...);  // encodes exactly as In does
+      detail::CodecOutputArchive ar(blob);
+      ar(refs);
+    }
+    std::vector<typename Job::Slice> slices{typename Job::Slice{0, blob.size(), 0, 1}};
+    return submit_job<true, true, In>("Pool::apply_async", f, std::move(blob), std::move(slices), 1,
+                                      {}, std::move(options.callback),
+                                      std::move(options.error_callback));
+  }
+
+  // Makes the job over encoded inputs and hands it to the driver.
+  template <bool Unpack, bool Single, class In, class F, class Slices, class Cb>
+  auto submit_job(const char* what, const F& f, std::vector<std::byte> blob, Slices slices,
+                  std::size_t n,
+                  detail::ProgressFn progress,  // NOLINT(performance-unnecessary-value-param)
+                  Cb callback,
+                  std::function<void(const Error&)> error_callback) {  // NOLINT(performance-*)
+    using Fn = std::decay_t<F>;
+    using R = detail::result_t<Fn, In, Unpack>;
+    using S = std::conditional_t<Single, R, std::vector<R>>;
+    using V = std::conditional_t<std::is_same_v<R, detail::Unit>, void, S>;
+    using Job = detail::MapJob<R, S>;
+    std::vector<std::byte> fn_bytes;
+    detail::encode_callable<Fn>(f, fn_bytes);
     auto out = std::make_shared<detail::Outcome<S>>();
     auto job = std::make_shared<Job>(&detail::invoke_chunk<Fn, In, R, Unpack>, std::move(fn_bytes),
-                                     std::move(blob), std::move(pieces), n, out);
+                                     std::move(blob), std::move(slices), n, out);
     job->progress = std::move(progress);
     if constexpr (!std::is_same_v<Cb, std::nullptr_t>) {
       if (callback) {
@@ -560,8 +653,8 @@ class Pool {
       }
     }
     job->error_callback = std::move(error_callback);
-    detail::pool_submit(*core_, job, what);
-    return AsyncResult<V>(std::move(out), detail::pool_link(*core_));
+    submit(job, what);
+    return AsyncResult<V>(std::move(out), link());
   }
 
   template <class F, class Range>
@@ -576,8 +669,8 @@ class Pool {
                   "ipckit::Pool::imap: the callable returns void; use map or map_async");
     detail::check_result<R>();
     const char* what = ordered ? "Pool::imap" : "Pool::imap_unordered";
-    const std::size_t cs = detail::check_chunksize(options.chunksize ? options.chunksize : 1, 0,
-                                                   size(), what);
+    const std::size_t cs =
+        detail::check_chunksize(options.chunksize ? options.chunksize : 1, 0, size(), what);
     using View = std::views::all_t<Range>;
     auto src = std::make_unique<detail::RangeSource<In, View>>(
         std::views::all(std::forward<Range>(inputs)), cs);
@@ -585,10 +678,10 @@ class Pool {
     detail::encode_callable<Fn>(f, fn_bytes);
     auto job = std::make_shared<detail::ImapJob<R>>(
         &detail::invoke_chunk<Fn, In, R, false>, std::move(fn_bytes), std::move(src), ordered,
-        std::clamp<std::size_t>(65536 / cs, 4 * size(), 512 * size()), detail::pool_link(*core_));
+        std::clamp<std::size_t>(65536 / cs, 4 * size(), 512 * size()), link());
     job->progress = std::move(options.progress);
-    detail::pool_submit(*core_, job, what);
-    return ImapResult<R>(std::move(job), detail::pool_link(*core_));
+    submit(job, what);
+    return ImapResult<R>(std::move(job), link());
   }
 
   static PoolOptions with_processes(std::size_t n) {

@@ -1,9 +1,10 @@
-// SharedArray<T>: a fixed-size array of trivially copyable T in shared memory, usable as a
-// std::span in the parent and in every forked child. Either it owns an anonymous mapping of
-// its own (zero-filled), or it is a view of named storage in a Segment, reachable from
-// unrelated processes by name.
-//
-//   ipckit::SharedArray<double> a(1024);        // fork; children write a[rank]
+/// @class ipckit::SharedArray
+/// SharedArray<T>: a fixed-size array of trivially copyable T in shared memory, usable as a
+/// std::span in the parent and in every forked child. Either it owns an anonymous mapping of
+/// its own (zero-filled), or it is a view of named storage in a Segment, reachable from
+/// unrelated processes by name.
+///
+///     ipckit::SharedArray<double> a(1024);        // fork; children write a[rank]
 #pragma once
 
 #include <cstddef>
@@ -28,17 +29,17 @@ class SharedArray {
                 "SharedArray<T> needs a trivially copyable T: it is shared as raw bytes");
 
  public:
-  // n zero-filled elements in an anonymous mapping of their own (n may be 0). Throws
-  // Error(errc::invalid_argument) when n * sizeof(T) overflows or passes 1 TiB, the mmap
-  // errno when the kernel refuses.
+  /// n zero-filled elements in an anonymous mapping of their own (n may be 0). Throws
+  /// Error(errc::invalid_argument) when n * sizeof(T) overflows or passes 1 TiB, the mmap
+  /// errno when the kernel refuses.
   explicit SharedArray(std::size_t n)
       : SharedArray(n == 0 ? detail::Mapping()
                            : detail::Mapping::anonymous(
                                  detail::checked_bytes(n, sizeof(T), "SharedArray"), "SharedArray"),
                     n) {}
-  // n value-initialised elements stored under `name` in `seg` (which must outlive the view).
-  // Throws as Segment::construct_bytes does, and errc::invalid_argument when n * sizeof(T)
-  // overflows.
+  /// n value-initialised elements stored under `name` in `seg` (which must outlive the view).
+  /// Throws as Segment::construct_bytes does, and errc::invalid_argument when n * sizeof(T)
+  /// overflows.
   static SharedArray construct(Segment& seg, std::string_view name, std::size_t n) {
     auto bytes = seg.construct_bytes(
         name, detail::checked_bytes(n, sizeof(T), "SharedArray::construct"), alignof(T));
@@ -46,8 +47,8 @@ class SharedArray {
     for (std::size_t i = 0; i < n; ++i) ::new (p + i) T{};
     return SharedArray(p, n);
   }
-  // The array stored under `name`; throws errc::not_found, or errc::size_mismatch when the
-  // stored bytes are not a whole number of T.
+  /// The array stored under `name`; throws errc::not_found, or errc::size_mismatch when the
+  /// stored bytes are not a whole number of T.
   static SharedArray find(const Segment& seg, std::string_view name) {
     const std::span<std::byte> bytes = seg.lookup_bytes(name);
     if (bytes.size() % sizeof(T) != 0 ||
@@ -57,9 +58,12 @@ class SharedArray {
     return SharedArray(std::launder(reinterpret_cast<T*>(bytes.data())), bytes.size() / sizeof(T));
   }
 
+  /// Takes over `o`'s elements (and mapping); `o` is left empty.
   SharedArray(SharedArray&& o) noexcept
-      : map_(std::move(o.map_)), data_(std::exchange(o.data_, nullptr)),
+      : map_(std::move(o.map_)),
+        data_(std::exchange(o.data_, nullptr)),
         size_(std::exchange(o.size_, 0)) {}
+  /// Unmaps this array's own mapping, if any, and takes over `o`'s.
   SharedArray& operator=(SharedArray&& o) noexcept {
     if (this != &o) {
       map_ = std::move(o.map_);
@@ -70,15 +74,25 @@ class SharedArray {
   }
   SharedArray(const SharedArray&) = delete;
   SharedArray& operator=(const SharedArray&) = delete;
+  /// Unmaps an owned mapping (the children keep theirs); a view of segment storage leaves
+  /// it in the segment.
   ~SharedArray() = default;
 
+  /// The elements as a span.
   [[nodiscard]] std::span<T> span() const noexcept { return {data_, size_}; }
+  /// span().
   operator std::span<T>() const noexcept { return span(); }  // NOLINT: a view, like span
+  /// The first element.
   [[nodiscard]] T* data() const noexcept { return data_; }
+  /// The number of elements.
   [[nodiscard]] std::size_t size() const noexcept { return size_; }
+  /// True for no elements.
   [[nodiscard]] bool empty() const noexcept { return size_ == 0; }
+  /// Element `i` (unchecked).
   T& operator[](std::size_t i) const noexcept { return data_[i]; }
+  /// data().
   [[nodiscard]] T* begin() const noexcept { return data_; }
+  /// One past the last element.
   [[nodiscard]] T* end() const noexcept { return data_ + size_; }
 
  private:

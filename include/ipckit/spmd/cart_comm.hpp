@@ -1,11 +1,12 @@
-// CartComm: a 2-D or 3-D grid of processes over any Comm, like MPI_Cart_create. Ranks are
-// laid out row-major (x fastest); each axis is periodic or not. neighbor() names the rank
-// at an offset (diagonals too), or -1 past a non-periodic edge; halo_exchange() sends one
-// buffer to each neighbour and receives one from each, all at once.
-//
-//   ipckit::CartComm grid(comm, 2, {}, {true, false});   // dims chosen from comm.size()
-//   auto [x, y, z] = grid.coords();
-//   int east = grid.neighbor(1, 0);
+/// @class ipckit::CartComm
+/// CartComm: a 2-D or 3-D grid of processes over any Comm, like MPI_Cart_create. Ranks are
+/// laid out row-major (x fastest); each axis is periodic or not. neighbor() names the rank
+/// at an offset (diagonals too), or -1 past a non-periodic edge; halo_exchange() sends one
+/// buffer to each neighbour and receives one from each, all at once.
+///
+///     ipckit::CartComm grid(comm, 2, {}, {true, false});   // dims chosen from comm.size()
+///     auto [x, y, z] = grid.coords();
+///     int east = grid.neighbor(1, 0);
 #pragma once
 
 #include <array>
@@ -18,39 +19,50 @@ namespace ipckit {
 
 class CartComm {
  public:
+  /// Coordinates or an offset on the grid: x, y, z (z is 0 on a 2-D grid).
   using Offset = std::array<int, 3>;
 
-  // A grid of `ndims` (2 or 3) axes over `comm`. `dims` empty (or zeros) → chosen from
-  // comm.size() as evenly as possible, larger extents first (MPI_Dims_create); otherwise
-  // their product must be comm.size(). `periodic` empty → no axis periodic. Throws
-  // Error(errc::invalid_argument) for a bad ndims, dims or periodic list.
+  /// A grid of `ndims` (2 or 3) axes over `comm`. `dims` empty (or zeros) → chosen from
+  /// comm.size() as evenly as possible, larger extents first (MPI_Dims_create); otherwise
+  /// their product must be comm.size(). `periodic` empty → no axis periodic. Throws
+  /// Error(errc::invalid_argument) for a bad ndims, dims or periodic list.
   CartComm(Comm& comm, int ndims, std::vector<int> dims = {}, std::vector<bool> periodic = {});
 
-  // Balanced factorisation of nprocs into ndims extents (non-increasing).
+  /// Balanced factorisation of nprocs into ndims extents (non-increasing).
   static std::vector<int> dims_for(int nprocs, int ndims);
-  // The 3^ndims - 1 neighbour offsets in halo_exchange()'s order (x fastest, each of -1, 0,
-  // +1; the zero offset left out). directions()[k] and directions()[n-1-k] are opposite.
+  /// The 3^ndims - 1 neighbour offsets in halo_exchange()'s order (x fastest, each of -1, 0,
+  /// +1; the zero offset left out). directions()[k] and directions()[n-1-k] are opposite.
   static std::vector<Offset> directions(int ndims);
 
+  /// The communicator the grid is over.
   [[nodiscard]] Comm& comm() const noexcept { return comm_; }
+  /// comm().rank().
   [[nodiscard]] int rank() const noexcept { return comm_.rank(); }
+  /// comm().size().
   [[nodiscard]] int size() const noexcept { return comm_.size(); }
+  /// The number of axes (2 or 3).
   [[nodiscard]] int ndims() const noexcept { return ndims_; }
+  /// The extent of each axis.
   [[nodiscard]] const std::vector<int>& dims() const noexcept { return dims_; }
-  [[nodiscard]] bool periodic(int axis) const { return periodic_.at(static_cast<std::size_t>(axis)); }
+  /// True when `axis` wraps around; throws std::out_of_range for an axis past ndims().
+  [[nodiscard]] bool periodic(int axis) const {
+    return periodic_.at(static_cast<std::size_t>(axis));
+  }
 
-  // This rank's coordinates (unused axes are 0), and any rank's.
+  ///@{
+  /// This rank's coordinates (unused axes are 0), and any rank's.
   [[nodiscard]] Offset coords() const { return coords_of(rank()); }
   [[nodiscard]] Offset coords_of(int rank) const;
-  // The rank at `c` (wrapped on periodic axes), -1 outside the grid.
+  ///@}
+  /// The rank at `c` (wrapped on periodic axes), -1 outside the grid.
   [[nodiscard]] int rank_at(Offset c) const;
-  // The rank at this rank's coordinates plus (dx, dy, dz); -1 past a non-periodic edge.
+  /// The rank at this rank's coordinates plus (dx, dy, dz); -1 past a non-periodic edge.
   [[nodiscard]] int neighbor(int dx, int dy, int dz = 0) const;
 
-  // For each k in directions(): sends send[k] to the neighbour at directions()[k] and
-  // receives recv[k] from it (what that neighbour sent in the opposite direction). Entries
-  // for directions with no neighbour are ignored (they may be empty). Both spans must have
-  // directions().size() entries, and each recv[k] exactly the size that neighbour sends.
+  /// For each k in directions(): sends send[k] to the neighbour at directions()[k] and
+  /// receives recv[k] from it (what that neighbour sent in the opposite direction). Entries
+  /// for directions with no neighbour are ignored (they may be empty). Both spans must have
+  /// directions().size() entries, and each recv[k] exactly the size that neighbour sends.
   void halo_exchange(std::span<const std::span<const std::byte>> send,
                      std::span<const std::span<std::byte>> recv);
 

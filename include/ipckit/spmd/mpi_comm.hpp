@@ -1,30 +1,32 @@
-// MpiComm: the Comm backend over MPI (target ipckit::mpi), for running the same SPMD program
-// under mpirun across machines. mpi::Environment initialises and finalises MPI around main():
-//
-//   int main(int argc, char** argv) {
-//     ipckit::mpi::Environment env(argc, argv);
-//     ipckit::MpiComm comm;                 // MPI_COMM_WORLD
-//     solve(comm);                          // any function written against ipckit::Comm&
-//   }
-//
-// A receive is matched to its message inside this Comm's calls (wait_all, recv, send): a
-// matched probe (MPI_Improbe) sees the message's size first, then MPI_Imrecv takes that very
-// message, so a message of the wrong size, larger or smaller, is consumed and reported as
-// errc::size_mismatch with both sizes. (An MPI_Irecv posted ahead cannot do that safely:
-// Open MPI 4.1's shared-memory single-copy path writes a truncated large message past the
-// receive buffer.) Like ShmComm, a rank therefore takes messages for its posted irecvs only
-// while it is in wait_all(), recv() or send(), not while it computes or sits in a collective.
-//
-// Differences from ShmComm that a program may notice:
-//  - a rank that dies ends the whole job (mpirun's rule); there is no errc::peer_dead;
-//  - allreduce() combines the ranks' values in the order the MPI library chooses, so
-//    floating-point sums may differ in the last bits from ShmComm's rank-order sums (every
-//    rank still gets the same bytes with Open MPI);
-//  - a message, a gather contribution, a broadcast or an allreduce is at most INT_MAX bytes
-//    (elements for allreduce): errc::message_too_large above that;
-//  - broadcast() does not check that every rank passed the same size (a mismatch is MPI's
-//    undefined behaviour: an MPI error on some ranks, a hang on others).
-// This is the only ipckit header that includes <mpi.h>.
+/// @class ipckit::MpiComm
+/// MpiComm: the Comm backend over MPI (target ipckit::mpi), for running the same SPMD program
+/// under mpirun across machines. mpi::Environment initialises and finalises MPI around main():
+///
+///     int main(int argc, char** argv) {
+///       ipckit::mpi::Environment env(argc, argv);
+///       ipckit::MpiComm comm;                 // MPI_COMM_WORLD
+///       solve(comm);                          // any function written against ipckit::Comm&
+///     }
+///
+/// A receive is matched to its message inside this Comm's calls (wait_all, recv, send): a
+/// matched probe (MPI_Improbe) sees the message's size first, then MPI_Imrecv takes that very
+/// message, so a message of the wrong size, larger or smaller, is consumed and reported as
+/// errc::size_mismatch with both sizes. (An MPI_Irecv posted ahead cannot do that safely:
+/// Open MPI 4.1's shared-memory single-copy path writes a truncated large message past the
+/// receive buffer.) Like ShmComm, a rank therefore takes messages for its posted irecvs only
+/// while it is in wait_all(), recv() or send(), not while it computes or sits in a collective.
+///
+/// Differences from ShmComm that a program may notice:
+///  - a rank that dies ends the whole job (mpirun's rule); there is no errc::peer_dead;
+///  - allreduce() combines the ranks' values in the order the MPI library chooses, so
+///    floating-point sums may differ in the last bits from ShmComm's rank-order sums (every
+///    rank still gets the same bytes with Open MPI);
+///  - a message, a gather contribution, a broadcast or an allreduce is at most INT_MAX bytes
+///    (elements for allreduce): errc::message_too_large above that;
+///  - broadcast() does not check that every rank passed the same size (a mismatch is MPI's
+///    undefined behaviour: an MPI error on some ranks, a hang on others).
+///
+/// This is the only ipckit header that includes `<mpi.h>`.
 #pragma once
 
 #include <mpi.h>
@@ -35,27 +37,31 @@
 
 #include "ipckit/spmd/comm.hpp"
 
+/// The MPI backend (library target ipckit::mpi): the Environment, MpiComm's helpers and the
+/// mapping of MPI errors to ipckit::Error.
 namespace ipckit::mpi {
 
-// Initialises MPI (MPI_THREAD_FUNNELED: ipckit calls MPI from the thread that made the
-// Environment only) unless it already is, and finalises it on destruction if it initialised
-// it. Sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, so that failed MPI calls throw ipckit::Error
-// instead of aborting the job. One per process, made in main() before any MpiComm. Throws
-// Error when MPI was already finalised or cannot give MPI_THREAD_FUNNELED.
+/// Initialises MPI (MPI_THREAD_FUNNELED: ipckit calls MPI from the thread that made the
+/// Environment only) unless it already is, and finalises it on destruction if it initialised
+/// it. Sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, so that failed MPI calls throw ipckit::Error
+/// instead of aborting the job. One per process, made in main() before any MpiComm. Throws
+/// Error when MPI was already finalised or cannot give MPI_THREAD_FUNNELED.
 class Environment {
  public:
+  /// Initialises MPI without the program's arguments.
   Environment();
+  /// Initialises MPI with main()'s arguments (MPI may remove the ones it consumed).
   Environment(int& argc, char**& argv);
-  // Finalises MPI if this Environment initialised it. While an exception is unwinding past
-  // it (a rank failed), it calls MPI_Abort instead: the other ranks may be blocked in a call
-  // this rank will never make, and MPI_Finalize would wait for them.
+  /// Finalises MPI if this Environment initialised it. While an exception is unwinding past
+  /// it (a rank failed), it calls MPI_Abort instead: the other ranks may be blocked in a call
+  /// this rank will never make, and MPI_Finalize would wait for them.
   ~Environment();
   Environment(const Environment&) = delete;
   Environment& operator=(const Environment&) = delete;
 
-  // True when this object called MPI_Init_thread (and will call MPI_Finalize).
+  /// True when this object called MPI_Init_thread (and will call MPI_Finalize).
   [[nodiscard]] bool owns_mpi() const noexcept { return owns_; }
-  // The thread level MPI provides (MPI_THREAD_FUNNELED or higher).
+  /// The thread level MPI provides (MPI_THREAD_FUNNELED or higher).
   [[nodiscard]] int thread_level() const noexcept { return provided_; }
 
  private:
@@ -66,18 +72,20 @@ class Environment {
   int uncaught_ = 0;
 };
 
-// Throws Error("<what> failed: <MPI error string>") unless rc is MPI_SUCCESS. The code is
-// errc::size_mismatch for MPI_ERR_TRUNCATE, errc::invalid_argument for a bad rank, count,
-// buffer, root or argument, and otherwise error_category()'s code for the MPI error class.
+/// Throws Error("<what> failed: <MPI error string>") unless rc is MPI_SUCCESS. The code is
+/// errc::size_mismatch for MPI_ERR_TRUNCATE, errc::invalid_argument for a bad rank, count,
+/// buffer, root or argument, and otherwise error_category()'s code for the MPI error class.
 void check(int rc, const char* what);
-// The category of MPI error classes that have no ipckit::errc (name "ipckit.mpi").
+/// The category of MPI error classes that have no ipckit::errc (name "ipckit.mpi").
 const std::error_category& error_category() noexcept;
-// The text MPI gives for an error code.
+/// The text MPI gives for an error code.
 std::string error_string(int rc);
 
-// The MPI datatype and operation of a DataType and a ReduceOp.
+///@{
+/// The MPI datatype and operation of a DataType and a ReduceOp.
 MPI_Datatype datatype_of(DataType type) noexcept;
 MPI_Op op_of(ReduceOp op) noexcept;
+///@}
 
 }  // namespace ipckit::mpi
 
@@ -86,16 +94,18 @@ namespace detail {
 struct MpiMatcher;
 }  // namespace detail
 
-// A Comm over an MPI communicator, which it uses but does not own (MPI_COMM_WORLD by
-// default). Point-to-point messages travel with one tag (kTag) on that communicator; a
-// program that also calls MPI itself there should use other tags, or give MpiComm a
-// communicator of its own (MPI_Comm_dup). The constructor sets MPI_ERRORS_RETURN on `comm`.
-// Every call must be made from the thread that made the mpi::Environment. Requests may
-// outlive the MpiComm that made them, not MPI_Finalize.
+/// A Comm over an MPI communicator, which it uses but does not own (MPI_COMM_WORLD by
+/// default). Point-to-point messages travel with one tag (kTag) on that communicator; a
+/// program that also calls MPI itself there should use other tags, or give MpiComm a
+/// communicator of its own (MPI_Comm_dup). The constructor sets MPI_ERRORS_RETURN on `comm`.
+/// Every call must be made from the thread that made the mpi::Environment. Requests may
+/// outlive the MpiComm that made them, not MPI_Finalize.
 class MpiComm final : public Comm {
  public:
+  /// The tag of every point-to-point message MpiComm sends.
   static constexpr int kTag = 0x1bc;
 
+  /// A Comm over `comm` (see the class comment); throws Error when an MPI call fails.
   explicit MpiComm(MPI_Comm comm = MPI_COMM_WORLD);
   ~MpiComm() override;
   MpiComm(const MpiComm&) = delete;
@@ -103,25 +113,28 @@ class MpiComm final : public Comm {
 
   [[nodiscard]] int rank() const noexcept override { return rank_; }
   [[nodiscard]] int size() const noexcept override { return size_; }
+  /// The MPI communicator, for calling MPI directly.
   [[nodiscard]] MPI_Comm native() const noexcept { return comm_; }
 
-  // While they wait, send() and recv() take messages for this rank's queued irecvs (they
-  // are isend/irecv + wait_all then; with none queued, MPI_Send and MPI_Probe + MPI_Recv).
+  ///@{
+  /// While they wait, send() and recv() take messages for this rank's queued irecvs (they
+  /// are isend/irecv + wait_all then; with none queued, MPI_Send and MPI_Probe + MPI_Recv).
   void send(int dest, std::span<const std::byte> data) override;
   void recv(int src, std::span<std::byte> data) override;
+  ///@}
   [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
-  // Queues the receive; wait_all() matches it to the next message from `src`.
+  /// Queues the receive; wait_all() matches it to the next message from `src`.
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
-  // Throws Error(errc::invalid_argument), before waiting on anything, for a request that
-  // another backend made. A request dropped without wait_all(): a receive not yet matched
-  // is withdrawn, a matched one waited for; a send goes on (its buffer must stay valid).
+  /// Throws Error(errc::invalid_argument), before waiting on anything, for a request that
+  /// another backend made. A request dropped without wait_all(): a receive not yet matched
+  /// is withdrawn, a matched one waited for; a send goes on (its buffer must stay valid).
   void wait_all(std::span<Request> requests) override;
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
-  // Agrees on the sizes first (one small MPI_Allreduce): every rank throws
-  // errc::size_mismatch when the contributions differ in size, and errc::invalid_argument
-  // when the root's `all` is not size() times a contribution.
+  /// Agrees on the sizes first (one small MPI_Allreduce): every rank throws
+  /// errc::size_mismatch when the contributions differ in size, and errc::invalid_argument
+  /// when the root's `all` is not size() times a contribution.
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
   void broadcast(std::span<std::byte> data, int root) override;
 

@@ -1,14 +1,15 @@
-// ShmComm: the shared-memory Comm of spmd::run (see run.hpp). Ranks are forked processes;
-// point-to-point messages go over ByteRings made on first use for each ordered pair that
-// talks (in one anonymous mapping: nothing in /dev/shm), and collectives are done in shared
-// memory directly: each rank writes its own buffer, the ranks meet at a barrier, and each
-// reads the others' buffers (allreduce combines in rank order, so every rank gets the same
-// bytes). Blocking calls spin briefly, then sleep on a futex, and end with
-// Error(errc::peer_dead) when a rank they wait for has died, or with Error(errc::timeout)
-// when they take longer than spmd::RunOptions::call_timeout (if set): a point-to-point call
-// that timed out leaves the pair's stream whole (as a dropped request does), so it may be
-// tried again; a collective that timed out breaks the collectives (later ones throw
-// errc::barrier_broken).
+/// @class ipckit::ShmComm
+/// ShmComm: the shared-memory Comm of spmd::run (see run.hpp). Ranks are forked processes;
+/// point-to-point messages go over ByteRings made on first use for each ordered pair that
+/// talks (in one anonymous mapping: nothing in /dev/shm), and collectives are done in shared
+/// memory directly: each rank writes its own buffer, the ranks meet at a barrier, and each
+/// reads the others' buffers (allreduce combines in rank order, so every rank gets the same
+/// bytes). Blocking calls spin briefly, then sleep on a futex, and end with
+/// Error(errc::peer_dead) when a rank they wait for has died, or with Error(errc::timeout)
+/// when they take longer than spmd::RunOptions::call_timeout (if set): a point-to-point call
+/// that timed out leaves the pair's stream whole (as a dropped request does), so it may be
+/// tried again; a collective that timed out breaks the collectives (later ones throw
+/// errc::barrier_broken).
 #pragma once
 
 #include <atomic>
@@ -35,7 +36,7 @@ struct Slot;
 
 class ShmComm final : public Comm {
  public:
-  // Made by spmd::run in each rank, over the mapping it prepared.
+  /// Made by spmd::run in each rank, over the mapping it prepared.
   ShmComm(std::byte* base, int rank);
   ~ShmComm() override;
   ShmComm(const ShmComm&) = delete;
@@ -93,9 +94,9 @@ class ShmComm final : public Comm {
   spmd::detail::Header* h_;
   int rank_;
   int n_ = 0;
-  std::size_t piece_ = 0;
+  std::size_t fragment_bytes_ = 0;
   WaitPolicy policy_;
-  bool yield_ = false;  // more ranks than CPUs: yield instead of spinning
+  bool yield_ = false;                        // more ranks than CPUs: yield instead of spinning
   std::chrono::nanoseconds call_timeout_{0};  // 0: blocking calls are not timed
   std::uint64_t coll_phase_ = 0;
   std::uint64_t barriers_ = 0;  // barriers entered (published in this rank's slot)

@@ -1,11 +1,13 @@
-// EventCount: the wait strategy under every blocking call in ipckit. A waiter polls its
-// condition for a bounded time (spin), then sleeps on a futex; a notifier pays one fence and
-// one load when nobody sleeps, and a futex wake only when a waiter is registered. Lives in
-// shared memory; waiters and notifiers may be different processes.
-//
-//   while (!ready()) { auto key = ec.prepare_wait(); if (ready()) { ec.cancel_wait(); break; }
-//                      ec.wait(key, deadline); }
-// or simply ec.await(ready, deadline, policy).
+/// @class ipckit::EventCount
+/// EventCount: the wait strategy under every blocking call in ipckit. A waiter polls its
+/// condition for a bounded time (spin), then sleeps on a futex; a notifier pays one fence and
+/// one load when nobody sleeps, and a futex wake only when a waiter is registered. Lives in
+/// shared memory; waiters and notifiers may be different processes.
+///
+///     while (!ready()) { auto key = ec.prepare_wait(); if (ready()) { ec.cancel_wait(); break; }
+///                        ec.wait(key, deadline); }
+///
+/// or simply ec.await(ready, deadline, policy).
 #pragma once
 
 #include <algorithm>
@@ -20,24 +22,27 @@
 
 namespace ipckit {
 
-// How a blocking call waits. The three named modes are the ones benchmarks report.
+/// How a blocking call waits. The three named modes are the ones benchmarks report.
 struct WaitPolicy {
-  // Busy polling before the first sleep. Quick producers are met without a kernel wake-up.
+  /// Busy polling before the first sleep. Quick producers are met without a kernel wake-up.
   std::chrono::nanoseconds spin{50'000};
-  // false: never sleep, poll until ready or the deadline (lowest latency, burns a core).
+  /// false: never sleep, poll until ready or the deadline (lowest latency, burns a core).
   bool sleep = true;
-  // Longest single sleep: between sleeps the waiter re-checks liveness of its peers.
+  /// Longest single sleep: between sleeps the waiter re-checks liveness of its peers.
   std::chrono::milliseconds check_interval{20};
 
+  /// `spin`: poll, never sleep (lowest latency, a core busy while waiting).
   static constexpr WaitPolicy spin_only() noexcept { return {std::chrono::nanoseconds{0}, false}; }
+  /// `hybrid` (the default): poll for 50 microseconds, then sleep on a futex.
   static constexpr WaitPolicy hybrid() noexcept { return {}; }
+  /// `block`: sleep on a futex at once.
   static constexpr WaitPolicy block() noexcept { return {std::chrono::nanoseconds{0}, true}; }
 };
 
-// A wait policy stored in shared memory, as a waiter may use it: any peer may have written
-// anything there, so it is read once, the flag as a byte, and the durations are clamped
-// (spin to [0, 1 s], check_interval to [1 ms, 1 s]: a garbage interval cannot stop a waiter
-// from noticing a dead peer).
+/// A wait policy stored in shared memory, as a waiter may use it: any peer may have written
+/// anything there, so it is read once, the flag as a byte, and the durations are clamped
+/// (spin to [0, 1 s], check_interval to [1 ms, 1 s]: a garbage interval cannot stop a waiter
+/// from noticing a dead peer).
 [[nodiscard]] inline WaitPolicy read_policy(const WaitPolicy& shared) noexcept {
   unsigned char sleep = 0;
   std::chrono::nanoseconds::rep spin = 0;
@@ -54,49 +59,55 @@ struct WaitPolicy {
 
 class EventCount {
  public:
+  /// What prepare_wait() returns and wait() takes: the notification count it saw.
   struct Key {
-    std::uint32_t epoch;
+    std::uint32_t epoch;  ///< notifications with sleepers so far (wraps)
   };
 
+  /// No waiters, nothing notified.
   EventCount() noexcept = default;
   EventCount(const EventCount&) = delete;
   EventCount& operator=(const EventCount&) = delete;
 
-  // Registers the caller as a waiter. Re-check the condition after this, then either
-  // cancel_wait() or wait(key).
+  /// Registers the caller as a waiter. Re-check the condition after this, then either
+  /// cancel_wait() or wait(key).
   Key prepare_wait() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with the fence in notify()
     return Key{epoch_.load(std::memory_order_acquire)};
   }
+  /// Unregisters a waiter whose condition became true after prepare_wait().
   void cancel_wait() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
-  // Sleeps unless notified since prepare_wait(), at most until `deadline`; unregisters.
+  /// Sleeps unless notified since prepare_wait(), at most until `deadline`; unregisters.
   FutexResult wait(Key key, const Deadline& deadline = Deadline::never()) noexcept {
     const FutexResult r = futex_wait(epoch_, key.epoch, deadline);
     waiters_.fetch_sub(1, std::memory_order_relaxed);
     return r;
   }
 
-  // Wakes up to `count` sleepers. Call after making the condition true (release store).
+  /// Wakes up to `count` sleepers. Call after making the condition true (release store).
   void notify(int count) noexcept {
     std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with prepare_wait()
     if (waiters_.load(std::memory_order_relaxed) == 0) return;
     epoch_.fetch_add(1, std::memory_order_release);
     futex_wake(epoch_, count);
   }
+  /// Wakes every sleeper.
   void notify_all() noexcept { notify(0x7fffffff); }
 
-  // Waits until `ready()` is true or the deadline passes, following `policy`. `check()` runs
-  // between bounded sleeps (and now and then while spinning); it may throw to abandon the
-  // wait, e.g. when a peer died. Returns ready() as of the last poll.
+  /// Waits until `ready()` is true or the deadline passes, following `policy`. `check()` runs
+  /// between bounded sleeps (and now and then while spinning); it may throw to abandon the
+  /// wait, e.g. when a peer died. Returns ready() as of the last poll.
   template <class Ready, class Check>
   bool await(Ready&& ready, const Deadline& deadline, const WaitPolicy& policy, Check&& check);
+  /// await() with no check between sleeps.
   template <class Ready>
   bool await(Ready&& ready, const Deadline& deadline = Deadline::never(),
              const WaitPolicy& policy = WaitPolicy::hybrid()) {
     return await(ready, deadline, policy, [] {});
   }
 
+  /// Waiters registered now (a snapshot).
   [[nodiscard]] std::uint32_t waiters() const noexcept {
     return waiters_.load(std::memory_order_relaxed);
   }

@@ -1,7 +1,8 @@
-// Mutex: a process-shared, robust mutex. When a process dies holding it, the next locker gets
-// the lock together with errc::owner_dead, the mutex is made consistent, and nobody
-// deadlocks. Meets BasicLockable/Lockable, so std::lock_guard and std::unique_lock work;
-// ScopedLock also tells whether the previous owner died.
+/// @class ipckit::Mutex
+/// Mutex: a process-shared, robust mutex. When a process dies holding it, the next locker gets
+/// the lock together with errc::owner_dead, the mutex is made consistent, and nobody
+/// deadlocks. Meets BasicLockable/Lockable, so std::lock_guard and std::unique_lock work;
+/// ScopedLock also tells whether the previous owner died.
 #pragma once
 
 #include <pthread.h>
@@ -16,27 +17,31 @@ namespace ipckit {
 
 class Mutex {
  public:
+  /// An unlocked mutex (robust, process-shared). Throws Error with the errno of
+  /// pthread_mutex_init if it fails.
   Mutex();
   Mutex(const Mutex&) = delete;
   Mutex& operator=(const Mutex&) = delete;
   // No destructor: objects in shared memory are never destroyed (glibc needs no cleanup for a
   // process-shared mutex).
 
-  // Blocks until the caller holds the mutex. Returns errc::owner_dead (still holding it) when
-  // the previous owner died while holding it: the guarded data may be half-updated and should
-  // be repaired before unlock(). Returns an empty error_code otherwise. Throws Error on
-  // misuse reported by the OS (EDEADLK: the calling thread already holds it). Sleeps in steps
-  // of at most 20 ms, so that a wake-up lost to a process killed inside unlock() costs one
-  // step, never a hang.
+  /// Blocks until the caller holds the mutex. Returns errc::owner_dead (still holding it) when
+  /// the previous owner died while holding it: the guarded data may be half-updated and should
+  /// be repaired before unlock(). Returns an empty error_code otherwise. Throws Error on
+  /// misuse reported by the OS (EDEADLK: the calling thread already holds it). Sleeps in steps
+  /// of at most 20 ms, so that a wake-up lost to a process killed inside unlock() costs one
+  /// step, never a hang.
   std::error_code lock();
-  // Like lock() but gives up at the deadline, returning errc::timeout without the lock.
+  /// Like lock() but gives up at the deadline, returning errc::timeout without the lock.
   std::error_code lock_until(const Deadline& deadline);
+  /// lock_until(Deadline::after(timeout)).
   template <class Rep, class Period>
   std::error_code lock_for(std::chrono::duration<Rep, Period> timeout) {
     return lock_until(Deadline::after(timeout));
   }
-  // Takes the mutex if free (also when recovering it from a dead owner); never blocks.
+  /// Takes the mutex if free (also when recovering it from a dead owner); never blocks.
   [[nodiscard]] bool try_lock() noexcept;
+  /// Releases the mutex, which the calling thread holds.
   void unlock() noexcept;
 
  private:
@@ -46,14 +51,16 @@ class Mutex {
   pthread_mutex_t m_{};
 };
 
-// RAII lock that records whether the mutex was recovered from a dead owner.
+/// RAII lock that records whether the mutex was recovered from a dead owner.
 class ScopedLock {
  public:
+  /// Locks `m` (Mutex::lock(), which may throw).
   explicit ScopedLock(Mutex& m) : m_(m), ec_(m.lock()) {}
   ScopedLock(const ScopedLock&) = delete;
   ScopedLock& operator=(const ScopedLock&) = delete;
+  /// Unlocks.
   ~ScopedLock() { m_.unlock(); }
-  // True when the previous owner died holding the mutex.
+  /// True when the previous owner died holding the mutex.
   [[nodiscard]] bool owner_died() const noexcept { return static_cast<bool>(ec_); }
 
  private:

@@ -1,6 +1,7 @@
-// Semaphore: a process-shared counting semaphore. Place it in shared memory (Segment) before
-// fork, or construct it by name in a named Segment. Waits follow a WaitPolicy (spin, then
-// sleep) and every wait has a timed form.
+/// @class ipckit::Semaphore
+/// Semaphore: a process-shared counting semaphore. Place it in shared memory (Segment) before
+/// fork, or construct it by name in a named Segment. Waits follow a WaitPolicy (spin, then
+/// sleep) and every wait has a timed form.
 #pragma once
 
 #include <atomic>
@@ -14,26 +15,30 @@ namespace ipckit {
 
 class Semaphore {
  public:
+  /// Largest count.
   static constexpr std::uint32_t kMaxValue = 0x7fffffff;
 
-  // Throws Error(errc::invalid_argument) when initial > kMaxValue.
+  /// A semaphore holding `initial` units. Throws Error(errc::invalid_argument) when
+  /// initial > kMaxValue.
   explicit Semaphore(std::uint32_t initial = 0, WaitPolicy policy = WaitPolicy::hybrid());
   Semaphore(const Semaphore&) = delete;
   Semaphore& operator=(const Semaphore&) = delete;
 
-  // Adds n to the count and wakes up to n sleepers. Throws Error(errc::invalid_argument) if
-  // the count would exceed kMaxValue; the count is unchanged then.
+  /// Adds n to the count and wakes up to n sleepers. Throws Error(errc::invalid_argument) if
+  /// the count would exceed kMaxValue; the count is unchanged then.
   void post(std::uint32_t n = 1);
-  // Takes one unit if available; never blocks.
+  /// Takes one unit if available; never blocks.
   [[nodiscard]] bool try_wait() noexcept;
-  // Blocks until a unit is available and takes it.
+  /// Blocks until a unit is available and takes it.
   void wait();
-  // Returns false, having taken nothing, if no unit became available before the deadline.
+  /// Returns false, having taken nothing, if no unit became available before the deadline.
   [[nodiscard]] bool wait_until(const Deadline& deadline);
+  /// wait_until(Deadline::after(timeout)).
   template <class Rep, class Period>
   [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(Deadline::after(timeout));
   }
+  /// The count now (a snapshot).
   [[nodiscard]] std::uint32_t value() const noexcept {
     return count_.load(std::memory_order_relaxed);
   }

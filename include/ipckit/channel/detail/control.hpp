@@ -24,7 +24,7 @@
 namespace ipckit {
 class Error;
 class Segment;
-}
+}  // namespace ipckit
 
 namespace ipckit::detail {
 
@@ -140,8 +140,8 @@ class Region {
   Mapping map_;  // set when the region owns its memory
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  int file_ = -1;             // a named segment's descriptor (owned by the Segment), or -1
-  std::size_t file_end_ = 0;  // offset just past this region in that file
+  int file_ = -1;              // a named segment's descriptor (owned by the Segment), or -1
+  std::size_t file_end_ = 0;   // offset just past this region in that file
   const void* seg_ = nullptr;  // a named segment's Segment::Impl (it outlives every handle)
 };
 
@@ -153,7 +153,7 @@ struct Placement {
   Segment* seg = nullptr;
   std::string_view name;
 
-  static Placement own() noexcept { return {}; }                    // its own mapping
+  static Placement own() noexcept { return {}; }                               // its own mapping
   static Placement heap(Segment& s) noexcept { return {Kind::heap, &s, {}}; }  // unnamed
   static Placement named(Segment& s, std::string_view n) noexcept { return {Kind::named, &s, n}; }
   // The memory for `bytes` of object at this place.
@@ -171,7 +171,7 @@ struct Placement {
 [[noreturn]] void throw_bad_frame(const char* what, std::string_view detail);
 // Throws `e` again (same code, and the same type when it is a plain Error) under the name of
 // the call the user made: a message that starts with a transport's own call
-// ("ByteRing::peek: ...", "PipeChannel::recv: ...") starts with `what` instead.
+// ("ByteRing::peek: ...", "SocketChannel::recv: ...") starts with `what` instead.
 [[noreturn]] void rethrow_as(const Error& e, const char* what);
 [[noreturn]] void throw_closed(const char* what);
 [[noreturn]] void throw_peer_dead(const char* what);
@@ -180,21 +180,20 @@ struct Placement {
 // channel closes, every process on the other side (`others`) has exited (or, in a named
 // segment, nobody ever joined that side and every other process that ever had the segment
 // open has died), or
-// the deadline passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen, a
-// consumer (`fail_if_closed` false) tries once more, so what was published just before is
-// still delivered. Returns false on timeout; throws errc::closed or errc::peer_dead.
-// Between sleeps it also checks that `region` is still backed (a named segment truncated
-// under it: errc::bad_layout).
+// the deadline passes; sleeps on `ec` between tries as ctl.policy says. After closed/dead is seen,
+// a consumer (`fail_if_closed` false) tries once more, so what was published just before is still
+// delivered. Returns false on timeout; throws errc::closed or errc::peer_dead. Between sleeps it
+// also checks that `region` is still backed (a named segment truncated under it: errc::bad_layout).
 template <class Attempt>
-bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
-               const Region& region, const Deadline& deadline, const char* what,
-               Attempt&& attempt, bool fail_if_closed) {
+bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others, const Region& region,
+               const Deadline& deadline, const char* what, Attempt&& attempt, bool fail_if_closed) {
   if (fail_if_closed && ctl.is_closed()) throw_closed(what);
   if (attempt()) return true;
   bool done = false;
   bool gone = false;
   ec.await([&] { return (done = attempt()) || ctl.is_closed() || gone; }, deadline,
-           ctl.safe_policy(), [&] {
+           ctl.safe_policy(),
+           [&] {
              region.check_backing(what);
              gone = others.all_dead() || (others.empty() && region.others_gone());
            });
@@ -214,7 +213,8 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others,
 class AttachOnce {
  public:
   AttachOnce() = default;
-  AttachOnce(const AttachOnce& o) noexcept : attached_(o.attached_.load(std::memory_order_relaxed)) {}
+  AttachOnce(const AttachOnce& o) noexcept
+      : attached_(o.attached_.load(std::memory_order_relaxed)) {}
   AttachOnce& operator=(const AttachOnce& o) noexcept {
     attached_.store(o.attached_.load(std::memory_order_relaxed), std::memory_order_relaxed);
     return *this;

@@ -61,7 +61,7 @@ class BlockingQueue {
 
   // Empty optional when the queue is empty; never blocks.
   [[nodiscard]] std::optional<T> try_pop() {
-    T v;
+    T v{};
     if (!self().try_pop(v)) return std::nullopt;
     return v;
   }
@@ -69,7 +69,7 @@ class BlockingQueue {
   // Error(errc::closed). Throws Error(errc::peer_dead) when the queue is empty and every
   // producer that attached has exited (after delivering what they pushed).
   T pop() {
-    T v;
+    T v{};
     if (!self().try_pop(v)) (void)pop_until(v, Deadline::never());
     return v;
   }
@@ -81,7 +81,7 @@ class BlockingQueue {
   }
   template <class Rep, class Period>
   [[nodiscard]] std::optional<T> pop_for(std::chrono::duration<Rep, Period> timeout) {
-    T v;
+    T v{};
     if (!pop_until(v, Deadline::after(timeout))) return std::nullopt;
     return v;
   }

@@ -4,15 +4,15 @@
 // serves imap/imap_unordered (inputs pulled lazily, results handed out one at a time).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <atomic>
 #include <cstdio>
 #include <deque>
-#include <iterator>
 #include <exception>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -43,6 +43,10 @@ struct PoolLink {
   pid_t owner = 0;  // the process the pool belongs to (its driver thread runs there)
   // Wakes the driver thread (write to the eventfd).
   void wake() const noexcept;
+  // Whether this process is the pool's owner (not a forked copy of it).
+  [[nodiscard]] bool owned_here() const noexcept { return current_pid() == owner; }
+  // Throws Error(errc::invalid_argument), naming `what`, in a forked copy.
+  void require_owner(const char* what) const;
 };
 
 // For the duration of a blocking pool call: counts the caller as blocked (arming SIGINT
@@ -84,8 +88,8 @@ struct Chunk {
   std::uint32_t count = 0;          // inputs
   std::span<const std::byte> args;  // encoded inputs: into the job's storage or `owned`
   std::vector<std::byte> owned;
-  int attempts = 0;                 // times a worker began it and died
-  std::uint64_t id = 0;             // the driver's id for the current dispatch
+  int attempts = 0;      // times a worker began it and died
+  std::uint64_t id = 0;  // the driver's id for the current dispatch
 };
 
 class JobBase {
@@ -198,7 +202,7 @@ class Outcome final : public OutcomeBase {
 template <class R, class S>
 class MapJob final : public JobBase {
  public:
-  struct Piece {
+  struct Slice {
     std::size_t offset;
     std::size_t size;
     std::uint64_t first;
@@ -208,10 +212,10 @@ class MapJob final : public JobBase {
   using ErrorCallback = std::function<void(const Error&)>;
 
   MapJob(Invoker inv, std::vector<std::byte> callable, std::vector<std::byte> blob,
-         std::vector<Piece> pieces, std::size_t n, std::shared_ptr<Outcome<S>> out)
+         std::vector<Slice> slices, std::size_t n, std::shared_ptr<Outcome<S>> out)
       : JobBase(inv, std::move(callable)),
         blob_(std::move(blob)),
-        pieces_(std::move(pieces)),
+        slices_(std::move(slices)),
         results_(n),
         out_(std::move(out)) {
     total_items = n;
@@ -221,15 +225,15 @@ class MapJob final : public JobBase {
   ErrorCallback error_callback;
 
   bool next_chunk(Chunk& c) override {
-    if (failed_ || next_ == pieces_.size()) return false;
-    const Piece& p = pieces_[next_];
+    if (failed_ || next_ == slices_.size()) return false;
+    const Slice& p = slices_[next_];
     c.index = next_++;
     c.first = p.first;
     c.count = p.count;
     c.args = std::span<const std::byte>(blob_).subspan(p.offset, p.size);
     return true;
   }
-  bool drained() override { return failed_ || next_ == pieces_.size(); }
+  bool drained() override { return failed_ || next_ == slices_.size(); }
   bool abandoned() override { return failed_; }
   void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
     if (failed_) return;
@@ -274,7 +278,7 @@ class MapJob final : public JobBase {
   }
 
   std::vector<std::byte> blob_;
-  std::vector<Piece> pieces_;
+  std::vector<Slice> slices_;
   std::size_t next_ = 0;
   std::vector<R> results_;
   bool failed_ = false;
@@ -429,7 +433,7 @@ class ImapJob final : public JobBase {
   [[nodiscard]] bool has_taken() const noexcept { return pos_ < cur_.size() || !local_.empty(); }
   // The consumer is gone: pull no more inputs (the range may be dead) and drop results.
   void cancel() {
-    if (current_pid() != link_->owner) return;  // a forked copy: the job is the parent's
+    if (!link_->owned_here()) return;  // a forked copy: the job is the parent's
     {
       std::lock_guard lk(mu_);
       src_.reset();

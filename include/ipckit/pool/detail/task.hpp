@@ -9,9 +9,9 @@
 // ResultFrame and the results (or, for an error, the exception's type name and message).
 #pragma once
 
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
-#include <concepts>
 #include <cstring>
 #include <functional>
 #include <new>
@@ -34,14 +34,14 @@ struct Unit {
 using Invoker = void (*)(std::span<const std::byte> fn, std::span<const std::byte> args,
                          std::uint32_t count, std::vector<std::byte>& out);
 
-inline constexpr std::uint64_t kMore = 1;                        // fragment word: continues
+inline constexpr std::uint64_t kMore = 1;                            // fragment word: continues
 inline constexpr std::size_t kFragmentBytes = std::size_t{1} << 18;  // payload per record
 
 struct TaskFrame {
-  std::uint64_t id;        // the driver's id for this dispatch of the chunk
-  std::uint64_t invoker;   // address of the trampoline
-  std::uint32_t fn_size;   // callable bytes (then padding to 8)
-  std::uint32_t count;     // inputs in the chunk
+  std::uint64_t id;       // the driver's id for this dispatch of the chunk
+  std::uint64_t invoker;  // address of the trampoline
+  std::uint32_t fn_size;  // callable bytes (then padding to 8)
+  std::uint32_t count;    // inputs in the chunk
 };
 struct ResultFrame {
   static constexpr std::uint32_t kOk = 1;
@@ -50,7 +50,7 @@ struct ResultFrame {
   std::uint64_t id;
   std::uint32_t status;
   std::uint32_t count;
-  std::uint64_t busy_ns;   // time spent running the chunk
+  std::uint64_t busy_ns;  // time spent running the chunk
 };
 static_assert(sizeof(TaskFrame) == 24 && sizeof(ResultFrame) == 24);
 
@@ -59,7 +59,7 @@ constexpr std::size_t pad8(std::size_t n) noexcept { return (n + 7) & ~std::size
 // ---- callables ---------------------------------------------------------------------------
 template <class F>
 inline constexpr bool is_function_pointer_v =
-    std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
+    std::is_pointer_v<F>&& std::is_function_v<std::remove_pointer_t<F>>;
 
 // A callable can cross to a worker when it is a function pointer (same binary, same address),
 // an object whose bytes are its value (captureless lambdas, lambdas capturing trivially
@@ -102,19 +102,21 @@ void with_callable(std::span<const std::byte> bytes, Fn&& fn) {
 template <class F, class Tuple, class Seq>
 struct apply_result {};
 template <class F, class Tuple, std::size_t... I>
-  requires std::invocable<F&, std::tuple_element_t<I, Tuple>&...>
-struct apply_result<F, Tuple, std::index_sequence<I...>> {
+requires std::invocable < F&, std::tuple_element_t<I, Tuple>
+&... > struct apply_result<F, Tuple, std::index_sequence<I...>> {
   using type = std::invoke_result_t<F&, std::tuple_element_t<I, Tuple>&...>;
 };
 template <class F, class In, bool Unpack>
 struct call_result {};
 template <class F, class In>
-  requires requires { typename apply_result<F, In, std::make_index_sequence<std::tuple_size_v<In>>>::type; }
+requires requires {
+  typename apply_result<F, In, std::make_index_sequence<std::tuple_size_v<In>>>::type;
+}
 struct call_result<F, In, true> {
   using raw = typename apply_result<F, In, std::make_index_sequence<std::tuple_size_v<In>>>::type;
 };
 template <class F, class In>
-  requires std::invocable<F&, In&>
+requires std::invocable<F&, In&>
 struct call_result<F, In, false> {
   using raw = std::invoke_result_t<F&, In&>;
 };

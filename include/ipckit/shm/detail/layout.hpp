@@ -31,8 +31,8 @@ constexpr std::size_t slots_offset(std::size_t header_bytes) noexcept {
 
 // What one kind of object looks like.
 struct LayoutSpec {
-  const char* type;            // "SpscQueue": names the object in every message
-  std::uint32_t magic;         // never 0
+  const char* type;     // "SpscQueue": names the object in every message
+  std::uint32_t magic;  // never 0
   std::uint32_t version;
   std::uint64_t elem_size;     // expected LayoutHeader::elem_size
   std::size_t data_offset;     // bytes before the first slot
@@ -64,7 +64,6 @@ struct LayoutRead {
 // Reads the header at the front of `bytes` once and validates it as a whole. Throws
 // Error(errc::bad_layout), naming `what` (the call the user made), when the bytes are not a
 // published object of `spec` that fits them.
-LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes,
-                       const char* what);
+LayoutRead read_layout(const LayoutSpec& spec, std::span<const std::byte> bytes, const char* what);
 
 }  // namespace ipckit::detail

@@ -1,4 +1,4 @@
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -27,7 +27,7 @@ namespace ipckit {
 namespace {
 
 using namespace std::chrono_literals;
-using PipeChannelTest = testing::LeakCheckedTest;
+using SocketChannelTest = testing::LeakCheckedTest;
 using testing::error_of;
 using testing::eventually;
 using testing::exit_code;
@@ -103,9 +103,9 @@ std::vector<std::byte> concat(std::initializer_list<std::vector<std::byte>> part
 
 // ---- the frame format ---------------------------------------------------------------------
 
-TEST_F(PipeChannelTest, SendWritesLittleEndianHeaderThenPayloadAndCloseWritesACloseFrame) {
+TEST_F(SocketChannelTest, SendWritesLittleEndianHeaderThenPayloadAndCloseWritesACloseFrame) {
   auto p = make_pipe();
-  auto ch = PipeChannel::from_fds(UniqueFd(), std::move(p.write));
+  auto ch = SocketChannel::from_fds(UniqueFd(), std::move(p.write));
   ch.send(bytes("hello"));
   ch.send({});
   ch.close();
@@ -114,13 +114,13 @@ TEST_F(PipeChannelTest, SendWritesLittleEndianHeaderThenPayloadAndCloseWritesACl
   EXPECT_EQ(take(p.read.get(), want.size() + 1), want) << "and then end of stream";
 }
 
-TEST_F(PipeChannelTest, RecvReadsFramesWrittenByHandThenCloseFrameGivesClosed) {
+TEST_F(SocketChannelTest, RecvReadsFramesWrittenByHandThenCloseFrameGivesClosed) {
   auto p = make_pipe(1 << 20);
   const auto large = bytes(70'000, 0x3c);  // more than one read-ahead chunk
   put(p.write.get(),
       concat({header(kMagic, kData, 5), bytes("hello"), header(kMagic, kData, 0),
               header(kMagic, kData, large.size()), large, header(kMagic, kClose, 0)}));
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(ch.recv(), bytes("hello"));
   EXPECT_EQ(ch.recv(), std::vector<std::byte>{});
   EXPECT_EQ(ch.recv(), large);
@@ -132,11 +132,11 @@ TEST_F(PipeChannelTest, RecvReadsFramesWrittenByHandThenCloseFrameGivesClosed) {
 
 // ---- broken streams -----------------------------------------------------------------------
 
-TEST_F(PipeChannelTest, TruncatedFrameIsBadFrameAndTheChannelStaysUnusable) {
+TEST_F(SocketChannelTest, TruncatedFrameIsBadFrameAndTheChannelStaysUnusable) {
   auto p = make_pipe();
   put(p.write.get(), concat({header(kMagic, kData, 100), bytes(40, 1)}));
   p.write.reset();
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   std::vector<std::byte> out;
@@ -144,65 +144,65 @@ TEST_F(PipeChannelTest, TruncatedFrameIsBadFrameAndTheChannelStaysUnusable) {
   EXPECT_EQ(error_of([&] { (void)ch.recv_for(out, 10ms); }), errc::bad_frame);
 }
 
-TEST_F(PipeChannelTest, TruncatedLargeFrameIsBadFrameAndTheChannelStaysUnusable) {
+TEST_F(SocketChannelTest, TruncatedLargeFrameIsBadFrameAndTheChannelStaysUnusable) {
   auto p = make_pipe(1 << 20);
   put(p.write.get(), concat({header(kMagic, kData, 200'000), bytes(70'000, 2)}));
   p.write.reset();
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
 }
 
-TEST_F(PipeChannelTest, TruncatedHeaderIsBadFrame) {
+TEST_F(SocketChannelTest, TruncatedHeaderIsBadFrame) {
   auto p = make_pipe();
   const auto h = header(kMagic, kData, 4);
   put(p.write.get(), std::span(h).first(10));
   p.write.reset();
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
 }
 
-TEST_F(PipeChannelTest, CorruptMagicIsBadFrameEvenIfGoodFramesFollow) {
+TEST_F(SocketChannelTest, CorruptMagicIsBadFrameEvenIfGoodFramesFollow) {
   auto p = make_pipe();
   put(p.write.get(),
       concat({header(0x49504632, kData, 3), bytes("abc"), header(kMagic, kData, 3), bytes("def")}));
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame) << "no resynchronisation";
 }
 
-TEST_F(PipeChannelTest, UnknownKindOrCloseFrameWithPayloadIsBadFrame) {
+TEST_F(SocketChannelTest, UnknownKindOrCloseFrameWithPayloadIsBadFrame) {
   for (const auto& h : {header(kMagic, 3, 0), header(kMagic, 0, 0), header(kMagic, kClose, 1)}) {
     auto p = make_pipe();
     put(p.write.get(), concat({h, bytes(1, 0)}));
-    auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+    auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
     EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
   }
 }
 
 // The length is checked before anything is allocated: announcing 1 TiB (more than the 1 GiB
 // default max_message) must be bad_frame, not std::bad_alloc or an allocation of that size.
-TEST_F(PipeChannelTest, LengthAboveMaxMessageIsBadFrameWithoutAllocating) {
+TEST_F(SocketChannelTest, LengthAboveMaxMessageIsBadFrameWithoutAllocating) {
   for (const std::uint64_t length : {std::uint64_t{1} << 40, ~std::uint64_t{0}}) {
     auto p = make_pipe();
     put(p.write.get(), header(kMagic, kData, length));
-    auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+    auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
     EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame) << length;
   }
   auto p = make_pipe();
   put(p.write.get(),
       concat({header(kMagic, kData, 64), bytes(64, 1), header(kMagic, kData, 65), bytes(65, 1)}));
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd(), PipeOptions{64});
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd(), SocketOptions{64});
   EXPECT_EQ(ch.recv(), bytes(64, 1)) << "max_message itself is fine";
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::bad_frame);
 }
 
-TEST_F(PipeChannelTest, EndOfStreamWithoutCloseFrameIsPeerDead) {
+TEST_F(SocketChannelTest, EndOfStreamWithoutCloseFrameIsPeerDead) {
   auto p = make_pipe();
   put(p.write.get(), concat({header(kMagic, kData, 2), bytes("ok")}));
   p.write.reset();
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   EXPECT_EQ(ch.recv(), bytes("ok")) << "what was sent is still delivered";
   EXPECT_EQ(error_of([&] { (void)ch.recv(); }), errc::peer_dead);
   std::vector<std::byte> out;
@@ -211,9 +211,9 @@ TEST_F(PipeChannelTest, EndOfStreamWithoutCloseFrameIsPeerDead) {
 
 // ---- bad input and close on the sending side ----------------------------------------------
 
-TEST_F(PipeChannelTest, MessageAboveMaxMessageIsRejectedBySendAndNothingIsWritten) {
+TEST_F(SocketChannelTest, MessageAboveMaxMessageIsRejectedBySendAndNothingIsWritten) {
   auto p = make_pipe();
-  auto ch = PipeChannel::from_fds(UniqueFd(), std::move(p.write), PipeOptions{16});
+  auto ch = SocketChannel::from_fds(UniqueFd(), std::move(p.write), SocketOptions{16});
   EXPECT_EQ(ch.max_message_size(), 16u);
   EXPECT_EQ(error_of([&] { ch.send(bytes(17, 1)); }), errc::message_too_large);
   EXPECT_EQ(error_of([&] { (void)ch.try_send(bytes(17, 1)); }), errc::message_too_large);
@@ -223,9 +223,9 @@ TEST_F(PipeChannelTest, MessageAboveMaxMessageIsRejectedBySendAndNothingIsWritte
   EXPECT_EQ(take(p.read.get(), 32), concat({header(kMagic, kData, 16), bytes(16, 2)}));
 }
 
-TEST_F(PipeChannelTest, SendAfterCloseThrowsClosed) {
+TEST_F(SocketChannelTest, SendAfterCloseThrowsClosed) {
   auto p = make_pipe();
-  auto ch = PipeChannel::from_fds(UniqueFd(), std::move(p.write));
+  auto ch = SocketChannel::from_fds(UniqueFd(), std::move(p.write));
   ch.close();
   ch.close();  // idempotent
   EXPECT_EQ(error_of([&] { ch.send(bytes("x")); }), errc::closed);
@@ -234,15 +234,15 @@ TEST_F(PipeChannelTest, SendAfterCloseThrowsClosed) {
   EXPECT_EQ(take(p.read.get(), 17), header(kMagic, kClose, 0)) << "one close frame, then EOF";
 }
 
-TEST_F(PipeChannelTest, FirstSendAndFirstRecvDropTheEndThisProcessDoesNotUse) {
-  PipeChannel sender;
+TEST_F(SocketChannelTest, FirstSendAndFirstRecvDropTheEndThisProcessDoesNotUse) {
+  SocketChannel sender;
   // The only receiving end was this process's own: nobody can ever read what it sends.
   EXPECT_EQ(error_of([&] { sender.send(bytes("x")); }), errc::peer_dead);
   EXPECT_EQ(sender.read_fd(), -1);
   EXPECT_NE(sender.write_fd(), -1);
   EXPECT_EQ(error_of([&] { (void)sender.recv(); }), errc::closed) << "no receiving end here";
 
-  PipeChannel receiver;
+  SocketChannel receiver;
   std::vector<std::byte> out;
   // The only sending end was this process's: dropping it ends the stream.
   EXPECT_EQ(error_of([&] { (void)receiver.try_recv(out); }), errc::peer_dead);
@@ -251,11 +251,11 @@ TEST_F(PipeChannelTest, FirstSendAndFirstRecvDropTheEndThisProcessDoesNotUse) {
 }
 
 // A sender on a pipe(2) whose reader is gone must get errc::peer_dead, not die of SIGPIPE.
-TEST_F(PipeChannelTest, SenderOnPipeWithoutReaderGetsPeerDeadNotSigpipe) {
+TEST_F(SocketChannelTest, SenderOnPipeWithoutReaderGetsPeerDeadNotSigpipe) {
   auto p = make_pipe();
   p.read.reset();
   auto child = Process::spawn([&] {
-    auto ch = PipeChannel::from_fds(UniqueFd(), std::move(p.write));
+    auto ch = SocketChannel::from_fds(UniqueFd(), std::move(p.write));
     return outcome_of([&] { ch.send(bytes("anyone?")); });
   });
   p.write.reset();
@@ -265,9 +265,9 @@ TEST_F(PipeChannelTest, SenderOnPipeWithoutReaderGetsPeerDeadNotSigpipe) {
 
 // ---- timeouts -----------------------------------------------------------------------------
 
-TEST_F(PipeChannelTest, TryRecvAndRecvForOnEmptyReturnFalseAndChangeNothing) {
+TEST_F(SocketChannelTest, TryRecvAndRecvForOnEmptyReturnFalseAndChangeNothing) {
   auto p = make_pipe();
-  auto ch = PipeChannel::from_fds(std::move(p.read), UniqueFd());
+  auto ch = SocketChannel::from_fds(std::move(p.read), UniqueFd());
   std::vector<std::byte> out = bytes("untouched");
   EXPECT_FALSE(ch.try_recv(out));
   const Deadline deadline = Deadline::after(30ms);
@@ -280,9 +280,9 @@ TEST_F(PipeChannelTest, TryRecvAndRecvForOnEmptyReturnFalseAndChangeNothing) {
   EXPECT_EQ(out, bytes("now"));
 }
 
-TEST_F(PipeChannelTest, TrySendAndSendForOnFullReturnFalseAndWriteNothing) {
+TEST_F(SocketChannelTest, TrySendAndSendForOnFullReturnFalseAndWriteNothing) {
   auto p = make_pipe(4096);
-  auto ch = PipeChannel::from_fds(UniqueFd(), std::move(p.write));
+  auto ch = SocketChannel::from_fds(UniqueFd(), std::move(p.write));
   const auto m = bytes(48, 0x77);  // 64-byte frames: atomic pipe writes, never half a frame
   int sent = 0;
   while (ch.try_send(m)) ++sent;
@@ -302,8 +302,8 @@ TEST_F(PipeChannelTest, TrySendAndSendForOnFullReturnFalseAndWriteNothing) {
 
 // ---- between processes --------------------------------------------------------------------
 
-TEST_F(PipeChannelTest, MessagesOfRandomSizesArriveIntactThenClosed) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, MessagesOfRandomSizesArriveIntactThenClosed) {
+  SocketChannel ch;
   const Payloads small(2000, 21);
   const Payloads large(300'000, 22);
   const std::uint64_t kSmall = testing::scaled(50'000);
@@ -328,8 +328,8 @@ TEST_F(PipeChannelTest, MessagesOfRandomSizesArriveIntactThenClosed) {
   EXPECT_EQ(exit_code(sender), 0);
 }
 
-TEST_F(PipeChannelTest, TryRecvWhileTheSenderIsAliveButQuietIsFalse) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, TryRecvWhileTheSenderIsAliveButQuietIsFalse) {
+  SocketChannel ch;
   auto seg = Segment::anonymous(1 << 16);
   auto& go = seg.make<Flag>(0u);
   auto sender = Process::spawn([&] {
@@ -350,8 +350,8 @@ TEST_F(PipeChannelTest, TryRecvWhileTheSenderIsAliveButQuietIsFalse) {
 
 // ---- peer death ---------------------------------------------------------------------------
 
-TEST_F(PipeChannelTest, ReceiverBlockedInRecvGetsPeerDeadWhenSenderIsKilled) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, ReceiverBlockedInRecvGetsPeerDeadWhenSenderIsKilled) {
+  SocketChannel ch;
   auto seg = Segment::anonymous(1 << 16);
   auto& waiting = seg.make<Flag>(0u);
   auto sender = Process::spawn([&] {
@@ -374,8 +374,8 @@ TEST_F(PipeChannelTest, ReceiverBlockedInRecvGetsPeerDeadWhenSenderIsKilled) {
   EXPECT_TRUE(sender.wait().signaled());
 }
 
-TEST_F(PipeChannelTest, MessagesSentBeforeSenderDiedAreDeliveredBeforePeerDead) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, MessagesSentBeforeSenderDiedAreDeliveredBeforePeerDead) {
+  SocketChannel ch;
   auto seg = Segment::anonymous(1 << 16);
   auto& sent = seg.make<Flag>(0u);
   auto sender = Process::spawn([&] {
@@ -394,8 +394,8 @@ TEST_F(PipeChannelTest, MessagesSentBeforeSenderDiedAreDeliveredBeforePeerDead) 
   EXPECT_EQ(error_of([&] { (void)ch.recv_for(m, 10s); }), errc::peer_dead);
 }
 
-TEST_F(PipeChannelTest, SenderBlockedOnFullSocketGetsPeerDeadWhenReceiverIsKilled) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, SenderBlockedOnFullSocketGetsPeerDeadWhenReceiverIsKilled) {
+  SocketChannel ch;
   auto seg = Segment::anonymous(1 << 16);
   auto& received = seg.make<Flag>(0u);
   auto& waiting = seg.make<Flag>(0u);
@@ -424,8 +424,8 @@ TEST_F(PipeChannelTest, SenderBlockedOnFullSocketGetsPeerDeadWhenReceiverIsKille
 
 // The parent forked both ends and then calls close(): it only drops its own ends; the
 // stream between the two children is untouched.
-TEST_F(PipeChannelTest, CloseByAProcessThatNeitherSentNorReceivedDoesNotEndTheStream) {
-  PipeChannel ch;
+TEST_F(SocketChannelTest, CloseByAProcessThatNeitherSentNorReceivedDoesNotEndTheStream) {
+  SocketChannel ch;
   auto seg = Segment::anonymous(1 << 16);
   auto& go = seg.make<Flag>(0u);
   auto sender = Process::spawn([&] {

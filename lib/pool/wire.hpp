@@ -1,29 +1,23 @@
-// The pool's messages as read back from a ring the other side wrote: the fragment word of
-// each record, task and result messages, and the text of a task's exception. The driver
-// parses what a worker sends, the worker what the driver sends. Every parser checks each
-// length against the bytes there and throws Error(errc::bad_frame) on anything else; the
-// driver treats a worker that sends such a message as lost.
+// The pool's messages as read back from a ring the other side wrote: task and result messages
+// and the text of a task's exception (each message travels through the fragment layer,
+// lib/channel/fragment.hpp). The driver parses what a worker sends, the worker what the
+// driver sends. Every parser checks each length against the bytes there and throws
+// Error(errc::bad_frame) on anything else; the driver treats a worker that sends such a
+// message as lost. Private to the library (and its fuzz targets).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <span>
 #include <string>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "ipckit/pool/detail/task.hpp"
 
 namespace ipckit::detail {
-
-// One ring record: the fragment word (kMore: the message continues in the next record) and
-// the bytes the record carries.
-struct Fragment {
-  bool more = false;
-  std::span<const std::byte> body;
-};
-// Throws Error(errc::bad_frame) when the record is shorter than its word, or the word holds
-// bits other than kMore.
-Fragment parse_fragment(std::span<const std::byte> record);
 
 // A whole task message: its frame, the callable's bytes and the encoded inputs. The frame's
 // invoker is an address in the driver's binary, which the worker shares: it cannot be
@@ -59,5 +53,11 @@ void encode_error_text(const std::string& type, const std::string& message,
                        std::vector<std::byte>& out);
 // Throws Error(errc::bad_frame) unless the payload is exactly two such strings.
 ErrorText decode_error_text(std::span<const std::byte> payload);
+
+// The exception being handled (call inside a catch block), as its type name and message,
+// replacing `out`.
+void encode_current_exception(std::vector<std::byte>& out);
+// A RemoteError from worker `pid` out of an encoded exception; throws as decode_error_text.
+std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid);
 
 }  // namespace ipckit::detail

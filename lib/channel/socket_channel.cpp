@@ -1,4 +1,4 @@
-#include "ipckit/channel/pipe_channel.hpp"
+#include "ipckit/channel/socket_channel.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -33,13 +33,13 @@ struct FrameHeader {
   std::uint32_t kind;
   std::uint64_t length;
 };
-static_assert(sizeof(FrameHeader) == PipeChannel::kFrameHeader);
+static_assert(sizeof(FrameHeader) == SocketChannel::kFrameHeader);
 
 void set_nonblocking(int fd) {
   if (fd < 0) return;
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
-    throw_errno("PipeChannel: fcntl(O_NONBLOCK)");
+    throw_errno("SocketChannel: fcntl(O_NONBLOCK)");
   }
 }
 
@@ -56,7 +56,7 @@ bool wait_fd(int fd, short events, const Deadline& deadline) {
     pollfd p{fd, events, 0};
     const int r = ::poll(&p, 1, poll_ms(deadline));
     if (r > 0) return true;
-    if (r < 0 && errno != EINTR) throw_errno("PipeChannel: poll()");
+    if (r < 0 && errno != EINTR) throw_errno("SocketChannel: poll()");
   }
 }
 
@@ -84,10 +84,10 @@ ssize_t writev_nosignal(int fd, const iovec* iov, int count) {
 
 }  // namespace
 
-PipeChannel::PipeChannel(Options options) : options_(options) {
+SocketChannel::SocketChannel(Options options) : options_(options) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    throw_errno("PipeChannel: socketpair(AF_UNIX, SOCK_STREAM)");
+    throw_errno("SocketChannel: socketpair(AF_UNIX, SOCK_STREAM)");
   }
   read_.reset(sv[0]);
   write_.reset(sv[1]);
@@ -96,47 +96,47 @@ PipeChannel::PipeChannel(Options options) : options_(options) {
   set_nonblocking(write_.get());
 }
 
-PipeChannel::PipeChannel(UniqueFd r, UniqueFd w, Options options) noexcept
+SocketChannel::SocketChannel(UniqueFd r, UniqueFd w, Options options) noexcept
     : options_(options), read_(std::move(r)), write_(std::move(w)) {}
 
-PipeChannel PipeChannel::from_fds(UniqueFd read_end, UniqueFd write_end, Options options) {
+SocketChannel SocketChannel::from_fds(UniqueFd read_end, UniqueFd write_end, Options options) {
   set_nonblocking(read_end.get());
   set_nonblocking(write_end.get());
-  return PipeChannel(std::move(read_end), std::move(write_end), options);
+  return SocketChannel(std::move(read_end), std::move(write_end), options);
 }
 
-void PipeChannel::become_sender() {
+void SocketChannel::become_sender() {
   const int me = current_pid();
   if (role_pid_send_ == me) return;
   role_pid_send_ = me;
   if (role_pid_recv_ != me) read_.reset();
 }
 
-void PipeChannel::become_receiver() {
+void SocketChannel::become_receiver() {
   const int me = current_pid();
   if (role_pid_recv_ == me) return;
   role_pid_recv_ = me;
   if (role_pid_send_ != me) write_.reset();
 }
 
-bool PipeChannel::try_send(std::span<const std::byte> msg) {
+bool SocketChannel::try_send(std::span<const std::byte> msg) {
   return send_until(msg, Deadline::after(std::chrono::seconds(0)));
 }
 
-bool PipeChannel::send_until(std::span<const std::byte> msg, const Deadline& deadline) {
+bool SocketChannel::send_until(std::span<const std::byte> msg, const Deadline& deadline) {
   if (msg.size() > options_.max_message) {
     throw_error(errc::message_too_large,
-                "PipeChannel::send: a message of " + std::to_string(msg.size()) +
+                "SocketChannel::send: a message of " + std::to_string(msg.size()) +
                     " bytes exceeds max_message " + std::to_string(options_.max_message));
   }
   become_sender();
-  if (sent_close_) throw_error(errc::closed, "PipeChannel::send: the channel is closed");
-  if (!write_) throw_error(errc::closed, "PipeChannel::send: this process holds no sending end");
-  return write_frame(kKindData, msg, deadline, true);
+  if (sent_close_) throw_error(errc::closed, "SocketChannel::send: the channel is closed");
+  if (!write_) throw_error(errc::closed, "SocketChannel::send: this process holds no sending end");
+  return write_frame(kKindData, msg, deadline);
 }
 
-bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> payload,
-                              const Deadline& deadline, bool may_give_up) {
+bool SocketChannel::write_frame(std::uint32_t kind, std::span<const std::byte> payload,
+                                const Deadline& deadline) {
   const FrameHeader h{kFrameMagic, kind, payload.size()};
   iovec iov[2] = {{const_cast<FrameHeader*>(&h), sizeof h},
                   {const_cast<std::byte*>(payload.data()), payload.size()}};
@@ -153,14 +153,14 @@ bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> pay
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         // A started frame is always finished: giving up halfway would corrupt the stream.
-        const Deadline& d = (written == 0 && may_give_up) ? deadline : Deadline::never();
+        const Deadline& d = written == 0 ? deadline : Deadline::never();
         if (!wait_fd(write_.get(), POLLOUT, d)) return false;
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
-        throw_error(errc::peer_dead, "PipeChannel::send: the receiver has exited");
+        throw_error(errc::peer_dead, "SocketChannel::send: the receiver has exited");
       }
-      throw_errno("PipeChannel::send: sendmsg()");
+      throw_errno("SocketChannel::send: sendmsg()");
     }
     written += static_cast<std::size_t>(n);
     auto left = static_cast<std::size_t>(n);
@@ -171,7 +171,7 @@ bool PipeChannel::write_frame(std::uint32_t kind, std::span<const std::byte> pay
   }
 }
 
-bool PipeChannel::fill(std::size_t n, const Deadline& deadline, bool frame_started) {
+bool SocketChannel::fill(std::size_t n, const Deadline& deadline, bool frame_started) {
   while (rend_ - rbeg_ < n) {
     if (rbuf_.size() - rbeg_ < n) {  // make room: move the unread part to the front, grow
       if (rend_ > rbeg_) std::memmove(rbuf_.data(), rbuf_.data() + rbeg_, rend_ - rbeg_);
@@ -187,12 +187,12 @@ bool PipeChannel::fill(std::size_t n, const Deadline& deadline, bool frame_start
     if (r == 0) {
       if (!frame_started && rend_ == rbeg_) {
         throw_error(errc::peer_dead,
-                    "PipeChannel::recv: the sender exited without closing the channel");
+                    "SocketChannel::recv: the sender exited without closing the channel");
       }
       fail_frame("the stream ended in the middle of a frame (truncated frame)");
     }
     if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno("PipeChannel::recv: read()");
+    if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno("SocketChannel::recv: read()");
     const bool empty = rend_ == rbeg_;
     if (!wait_fd(read_.get(), POLLIN, (frame_started || !empty) ? Deadline::never() : deadline)) {
       return false;
@@ -201,21 +201,21 @@ bool PipeChannel::fill(std::size_t n, const Deadline& deadline, bool frame_start
   return true;
 }
 
-bool PipeChannel::try_recv(std::vector<std::byte>& out) {
+bool SocketChannel::try_recv(std::vector<std::byte>& out) {
   return recv_until(out, Deadline::after(std::chrono::seconds(0)));
 }
 
-std::vector<std::byte> PipeChannel::recv() {
+std::vector<std::byte> SocketChannel::recv() {
   std::vector<std::byte> out;
   (void)recv_until(out, Deadline::never());
   return out;
 }
 
-bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadline) {
+bool SocketChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadline) {
   become_receiver();
-  if (broken_) throw_error(errc::bad_frame, "PipeChannel::recv: the channel saw a bad frame");
-  if (got_close_) throw_error(errc::closed, "PipeChannel::recv: the channel is closed");
-  if (!read_) throw_error(errc::closed, "PipeChannel::recv: this process holds no receiving end");
+  if (broken_) throw_error(errc::bad_frame, "SocketChannel::recv: the channel saw a bad frame");
+  if (got_close_) throw_error(errc::closed, "SocketChannel::recv: the channel is closed");
+  if (!read_) throw_error(errc::closed, "SocketChannel::recv: this process holds no receiving end");
   if (!fill(kFrameHeader, deadline, false)) return false;
   FrameHeader h{};
   std::memcpy(&h, rbuf_.data() + rbeg_, sizeof h);
@@ -224,7 +224,7 @@ bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadli
     if (h.length != 0) fail_frame("a close frame with a payload");
     rbeg_ += kFrameHeader;
     got_close_ = true;
-    throw_error(errc::closed, "PipeChannel::recv: the channel is closed");
+    throw_error(errc::closed, "SocketChannel::recv: the channel is closed");
   }
   if (h.kind != kKindData) fail_frame("unknown frame kind");
   if (h.length > options_.max_message) fail_frame("frame length exceeds max_message");
@@ -254,18 +254,18 @@ bool PipeChannel::recv_until(std::vector<std::byte>& out, const Deadline& deadli
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
       wait_fd(read_.get(), POLLIN, Deadline::never());
     } else if (errno != EINTR) {
-      throw_errno("PipeChannel::recv: read()");
+      throw_errno("SocketChannel::recv: read()");
     }
   }
   return true;
 }
 
-void PipeChannel::fail_frame(const char* why) {
+void SocketChannel::fail_frame(const char* why) {
   broken_ = true;
-  throw_error(errc::bad_frame, std::string("PipeChannel::recv: ") + why);
+  throw_error(errc::bad_frame, std::string("SocketChannel::recv: ") + why);
 }
 
-void PipeChannel::close() noexcept {
+void SocketChannel::close() noexcept {
   const int me = current_pid();
   if (role_pid_recv_ == me && role_pid_send_ != me) {
     read_.reset();
@@ -282,7 +282,7 @@ void PipeChannel::close() noexcept {
     sent_close_ = true;
     try {
       // Bounded: a receiver that stopped reading must not hang the closer.
-      (void)write_frame(kKindClose, {}, Deadline::after(std::chrono::seconds(1)), true);
+      (void)write_frame(kKindClose, {}, Deadline::after(std::chrono::seconds(1)));
     } catch (...) {  // the receiver is gone: nothing to tell it
     }
     ::shutdown(write_.get(), SHUT_WR);
@@ -292,7 +292,7 @@ void PipeChannel::close() noexcept {
   if (role_pid_recv_ != me) read_.reset();
 }
 
-void PipeChannel::disown() noexcept {
+void SocketChannel::disown() noexcept {
   read_.reset();
   write_.reset();
 }

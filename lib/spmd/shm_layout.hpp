@@ -86,20 +86,6 @@ struct Layout {
 // caller.
 Header& lay_out(std::byte* base, int n, std::size_t ring_bytes, const Layout& l);
 
-// Every point-to-point message travels as records of its pair's ring; the first leads with
-// the message's total size (8 bytes).
-inline constexpr std::size_t kPieceHeader = 8;
-
-struct Piece {
-  std::uint64_t total = 0;          // the message's size (read from the first piece)
-  std::span<const std::byte> body;  // payload bytes in this record
-};
-// Splits the next record of a message of which `done` bytes arrived (`first`: none of it
-// yet, so `total` is read from the record). Throws Error(errc::bad_frame) when a first piece
-// is shorter than its size word, or the piece goes past the message's end.
-Piece parse_piece(std::span<const std::byte> record, bool first, std::uint64_t total,
-                  std::uint64_t done);
-
 // Checks a ring offset (from the header) that a sending rank published in the directory:
 // a ring of h.ring_bytes, 64-byte aligned, inside the arena. Throws Error(errc::bad_layout).
 void check_ring_offset(const Header& h, std::uint64_t at);

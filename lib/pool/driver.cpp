@@ -1,0 +1,582 @@
+// PoolCore's life on the driver thread: start, the loop, sleeping, deaths and respawns,
+// stopping. (Chunks out and results in: traffic.cpp. The design: driver.hpp.)
+#include "driver.hpp"
+
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <string>
+#include <system_error>
+#include <unordered_set>
+
+namespace ipckit::detail {
+namespace {
+
+// How an idle worker waits for its next task: spin briefly, then sleep. A long spin keeps a
+// worker awake through a short gap in the stream but takes the CPU from the driver and the
+// caller when the workers have every core.
+WaitPolicy worker_wait() {
+  WaitPolicy p = WaitPolicy::hybrid();
+  p.spin = std::chrono::microseconds(20);  // measured: 5, 20, 50 us; 20 was best
+  return p;
+}
+
+// Error(errno, "<context>: <attempted> failed (hint): <strerror>") for a worker or the driver
+// thread that could not be started. EAGAIN from fork() or pthread_create() is a process
+// limit: RLIMIT_NPROC (threads count), kernel.threads-max, kernel.pid_max or a cgroup's pids.max.
+[[noreturn]] void throw_start_failure(const std::string& context, const std::system_error& e,
+                                      const std::string& what) {
+  const bool limit = e.code() == std::errc::resource_unavailable_try_again;
+  throw Error(
+      std::error_code(e.code().value(), std::system_category()),
+      context + ": " + what + (limit ? " (a process limit such as RLIMIT_NPROC reached?)" : ""));
+}
+
+}  // namespace
+
+PoolCore::PoolCore(PoolOptions opts)
+    : options(std::move(opts)),
+      n(options.processes != 0 ? options.processes
+                               : std::max(1u, std::thread::hardware_concurrency())),
+      link(std::make_shared<PoolLink>()) {
+  if (options.task_retries < 0) {
+    throw Error(errc::invalid_argument, "Pool: task_retries must not be negative");
+  }
+  if (n > 4096) {
+    throw Error(errc::invalid_argument,
+                "Pool: " + std::to_string(n) + " processes is more than the 4096 supported");
+  }
+  if (!options.cpu_affinity.empty()) {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) throw_errno("sched_getaffinity");
+    for (int cpu : options.cpu_affinity) {
+      if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        throw Error(errc::invalid_argument, "Pool: cpu_affinity names CPU " + std::to_string(cpu) +
+                                                ", which this process may not run on");
+      }
+    }
+  }
+  const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (fd < 0) throw_errno("eventfd");
+  link->doorbell.reset(fd);
+  link->handle_sigint = options.handle_sigint;
+  link->owner = current_pid();
+  shared_ = Region::anonymous(sizeof(PoolShared) + n * sizeof(WorkerShared));
+  sh_ = new (shared_.data()) PoolShared();
+  slots_ = reinterpret_cast<WorkerShared*>(shared_.data() + sizeof(PoolShared));
+  for (std::size_t i = 0; i < n; ++i) new (slots_ + i) WorkerShared();
+  workers_.resize(n);
+  stats_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    workers_[i].slot = i;
+    stats_[i].slot = i;
+  }
+  if (options.handle_sigint) register_doorbell(fd);
+}
+
+PoolCore::~PoolCore() {
+  terminate();
+  // The last reference may be the driver's own (a callback destroyed the Pool): the thread
+  // is ending and cannot join itself.
+  if (driver_.joinable()) driver_.detach();
+  if (options.handle_sigint) unregister_doorbell(link->doorbell.get());
+}
+
+void PoolCore::start() {
+  auto started = std::make_shared<std::promise<void>>();
+  auto ready = started->get_future();
+  // The driver forks every worker (the first ones too): a child's parent-death signal
+  // follows the thread that forked it, and the driver lives as long as the pool. It holds a
+  // reference to the core, so that a callback that destroys the Pool does not pull the core
+  // from under it.
+  auto driver = [self = shared_from_this(), started] {
+    mark_driver_thread();
+    self->sigint_seen_ = sigint_count();
+    std::size_t i = 0;
+    try {
+      try {
+        for (; i < self->n; ++i) self->spawn(self->workers_[i], false);
+      } catch (const std::system_error& e) {
+        const std::string before =
+            i == 0   ? ""
+            : i == 1 ? " (worker 1, already running, was stopped)"
+                     : " (workers 1-" + std::to_string(i) + ", already running, were stopped)";
+        throw_start_failure("Pool: could not start worker " + std::to_string(i + 1) + " of " +
+                                std::to_string(self->n) + before,
+                            e, attempted(e));
+      }
+    } catch (...) {
+      self->stop_all(std::current_exception());
+      self->set_state(State::done);
+      started->set_exception(std::current_exception());
+      return;
+    }
+    started->set_value();
+    self->run();
+  };
+  try {
+    driver_ = std::thread(std::move(driver));
+  } catch (const std::system_error& e) {
+    // Nothing has started: the caller's reference to the core is the last one.
+    throw_start_failure("Pool: could not start its driver thread", e, "pthread_create() failed");
+  }
+  try {
+    ready.get();
+  } catch (...) {
+    driver_.join();
+    throw;
+  }
+}
+
+void PoolCore::set_state(State s) {
+  {
+    std::lock_guard lk(mu_);
+    state_ = s;
+  }
+  state_cv_.notify_all();
+}
+
+void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
+  link->require_owner(what);
+  {
+    std::lock_guard lk(mu_);
+    if (broken_) {
+      try {
+        std::rethrow_exception(broken_);
+      } catch (const Error& e) {
+        throw Error(errc::child_failed, std::string(what) + ": " + e.what());
+      }
+    }
+    if (state_ != State::running) {
+      throw Error(errc::closed,
+                  std::string(what) + ": the pool is " +
+                      (interrupted_ ? "stopped (interrupted by SIGINT)" : "closed or terminated"));
+    }
+    submitted_.push_back(std::move(job));
+  }
+  poke_.store(true, std::memory_order_release);
+  notify_driver(sh_, link->doorbell.get());
+}
+
+void PoolCore::close() {
+  link->require_owner("Pool::close");
+  {
+    std::lock_guard lk(mu_);
+    if (state_ == State::running) state_ = State::closed;
+  }
+  poke_.store(true, std::memory_order_release);
+  link->wake();
+}
+
+bool PoolCore::join(const Deadline& deadline) {
+  BlockingScope scope(link.get());  // throws in a forked copy and on the driver thread
+  {
+    std::unique_lock lk(mu_);
+    if (state_ == State::running) {
+      throw Error(errc::invalid_argument, "Pool::join: call close() or terminate() first");
+    }
+    const auto done = [&] { return state_ == State::done; };
+    if (deadline.is_never()) {
+      state_cv_.wait(lk, done);
+    } else if (!state_cv_.wait_until(lk, deadline.when(), done)) {
+      return false;
+    }
+  }
+  {
+    std::lock_guard lk(join_mu_);
+    if (driver_.joinable()) driver_.join();  // it has finished its work: returns at once
+  }
+  std::lock_guard lk(mu_);
+  if (interrupted_) throw Error(errc::interrupted, "Pool::join: interrupted by SIGINT");
+  return true;
+}
+
+void PoolCore::terminate() noexcept {
+  if (!link->owned_here()) {
+    // A forked copy: the driver thread and the workers belong to the parent. Leave them be.
+    if (driver_.joinable()) driver_.detach();
+    return;
+  }
+  {
+    std::lock_guard lk(mu_);
+    if (state_ != State::done) state_ = State::stopping;
+  }
+  poke_.store(true, std::memory_order_release);
+  link->wake();
+  if (driver_.get_id() == std::this_thread::get_id()) return;  // a callback: the loop stops
+  std::lock_guard lk(join_mu_);
+  if (driver_.joinable()) driver_.join();
+}
+
+std::vector<WorkerStats> PoolCore::stats() const {
+  std::lock_guard lk(stats_mu_);
+  return stats_;
+}
+
+void PoolCore::spawn(Worker& w, bool replacement) {
+  w.tasks.reset();
+  w.results.reset();
+  w.tasks.emplace(kRingBytes, worker_wait());
+  w.results.emplace(kRingBytes, worker_wait());
+  w.tasks->attach_producer();
+  w.results->attach_consumer();
+  slots_[w.slot].started.store(0, std::memory_order_relaxed);
+  slots_[w.slot].ready.store(0, std::memory_order_relaxed);  // the new worker's, not the last one's
+  w.inflight.clear();
+  w.out.reset();
+  w.staged = false;
+  w.in.reset();
+  w.avg_ns = -1;
+  w.window = 1;  // until its first result says how long tasks take
+  w.init_failed = false;
+  w.budget = options.maxtasksperchild != 0 ? options.maxtasksperchild : UINT64_MAX;
+  const WorkerEnv env{&*w.tasks,
+                      &*w.results,
+                      &slots_[w.slot],
+                      sh_,
+                      link->doorbell.get(),
+                      &options,
+                      options.cpu_affinity.empty()
+                          ? -1
+                          : options.cpu_affinity[w.slot % options.cpu_affinity.size()]};
+  w.proc = Process::spawn([env] { return worker_main(env); });
+  w.pid = w.proc.pid();
+  w.alive = true;
+  std::lock_guard lk(stats_mu_);
+  stats_[w.slot].pid = w.pid;
+  if (replacement) ++stats_[w.slot].restarts;
+}
+
+void PoolCore::run() noexcept {
+  try {
+    loop();
+  } catch (...) {
+    // Not expected: a bug or resource exhaustion in the driver. Fail everything rather than
+    // leave anyone waiting.
+    std::string what = "unknown error";
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    std::fprintf(stderr, "ipckit::Pool: driver failed: %s\n", what.c_str());
+    stop_all(std::make_exception_ptr(Error(errc::closed, "Pool driver failed: " + what)));
+  }
+  set_state(State::done);
+}
+
+bool PoolCore::intake(State& st) {
+  poke_.store(false, std::memory_order_relaxed);
+  std::lock_guard lk(mu_);
+  st = state_;
+  if (submitted_.empty()) return false;
+  for (auto& j : submitted_) jobs_.push_back(std::move(j));
+  submitted_.clear();
+  return true;
+}
+
+void PoolCore::loop() {
+  using clock = std::chrono::steady_clock;
+  for (;;) {
+    State st;
+    bool progress = intake(st);
+    if (st == State::stopping) {
+      stop_all(std::make_exception_ptr(Error(errc::closed, "the pool was terminated")));
+      return;
+    }
+    const std::uint64_t sig = sigint_count();
+    if (sig != sigint_seen_) {
+      sigint_seen_ = sig;
+      if (link->blocking.load() > 0) {
+        {
+          std::lock_guard lk(mu_);
+          interrupted_ = true;
+          state_ = State::stopping;
+        }
+        stop_all(std::make_exception_ptr(Error(errc::interrupted, "interrupted by SIGINT")));
+        return;
+      }
+    }
+    for (Worker& w : workers_) {
+      if (w.alive) progress |= collect(w);
+    }
+    if (broken_) {
+      stop_all(broken_);
+      return;
+    }
+    const auto now = clock::now();
+    if (now >= next_death_check_) {
+      progress |= check_deaths(0);
+      next_death_check_ = now + std::chrono::milliseconds(1);
+    }
+    if (st == State::closed) {
+      for (auto& j : jobs_) j->pool_closing = true;
+    }
+    progress |= respawn_pending();
+    progress |= dispatch();
+    if (st == State::closed && idle()) {
+      shutdown_workers();
+      return;
+    }
+    if (!progress) sleep();
+  }
+}
+
+bool PoolCore::idle() const {
+  if (!jobs_.empty() || !retry_.empty()) return false;
+  for (const Worker& w : workers_) {
+    if (!w.inflight.empty()) return false;
+  }
+  return true;
+}
+
+// ---- deaths ----
+bool PoolCore::check_deaths(int timeout_ms) {
+  pollfd fds[64];
+  bool any = false;
+  for (std::size_t base = 0; base < workers_.size(); base += 64) {
+    nfds_t k = 0;
+    std::size_t idx[64];
+    for (std::size_t i = base; i < std::min(base + 64, workers_.size()); ++i) {
+      Worker& w = workers_[i];
+      if (!w.alive) continue;
+      if (w.proc.pidfd() < 0) {  // no pidfd (old kernel): ask waitpid
+        if (w.proc.try_wait()) {
+          on_exit(w);
+          any = true;
+        }
+        continue;
+      }
+      fds[k] = {w.proc.pidfd(), POLLIN, 0};
+      idx[k++] = i;
+    }
+    if (k == 0) continue;
+    if (::poll(fds, k, timeout_ms) <= 0) continue;
+    for (nfds_t i = 0; i < k; ++i) {
+      if (fds[i].revents != 0) {
+        on_exit(workers_[idx[i]]);
+        any = true;
+      }
+    }
+  }
+  return any;
+}
+
+void PoolCore::on_exit(Worker& w) {
+  const ExitStatus st = w.proc.wait();
+  w.alive = false;
+  collect(w);  // what it published before it died still counts
+  const std::uint64_t started = slots_[w.slot].started.load(std::memory_order_acquire);
+  std::deque<Chunk> lost = std::move(w.inflight);
+  w.inflight.clear();
+  std::deque<Chunk> again;
+  for (Chunk& c : lost) {
+    if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
+      ++c.attempts;
+      if (c.attempts <= options.task_retries) {
+        again.push_back(std::move(c));
+      } else {
+        fail(c, std::make_exception_ptr(WorkerLost(w.pid, st, c.attempts)));
+      }
+    } else {
+      again.push_back(std::move(c));  // never began: run it elsewhere, no attempt used
+    }
+  }
+  for (auto it = again.rbegin(); it != again.rend(); ++it) retry_.push_front(std::move(*it));
+  w.tasks.reset();
+  w.results.reset();
+  w.out.reset();
+  w.in.reset();
+  if (w.init_failed) return;  // broken_ is set: the loop stops everything
+  // Workers that keep dying before their initializer returns (it crashes, or calls exit)
+  // would be replaced forever: after three in a row the pool is broken.
+  if (slots_[w.slot].ready.load(std::memory_order_acquire) == 0) {
+    if (++init_deaths_ >= 3) {
+      std::lock_guard lk(mu_);
+      broken_ =
+          std::make_exception_ptr(Error(errc::child_failed,
+                                        "pool workers die before their initializer returns (the "
+                                        "last one " +
+                                            st.describe() + ")"));
+      return;
+    }
+  } else {
+    init_deaths_ = 0;
+  }
+  {
+    std::lock_guard lk(stats_mu_);
+    stats_[w.slot].pid = -1;
+  }
+  w.respawn_at = std::chrono::steady_clock::now();  // respawn_pending() replaces it
+}
+
+// Replaces dead workers while there is a reason to (the pool runs, or closed work remains).
+// A fork that fails (EAGAIN: a process limit) is tried again 100 ms later; the pool goes on
+// with the workers it has.
+bool PoolCore::respawn_pending() {
+  bool any = false;
+  State st;
+  {
+    std::lock_guard lk(mu_);
+    st = state_;
+  }
+  const bool wanted = st == State::running || (st == State::closed && !idle());
+  const auto now = std::chrono::steady_clock::now();
+  for (Worker& w : workers_) {
+    if (w.alive || !w.respawn_at || now < *w.respawn_at) continue;
+    if (!wanted) {
+      w.respawn_at.reset();
+      continue;
+    }
+    try {
+      spawn(w, true);
+      w.respawn_at.reset();
+      any = true;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ipckit::Pool: cannot replace worker %zu yet: %s\n", w.slot, e.what());
+      w.respawn_at = now + std::chrono::milliseconds(100);
+    }
+  }
+  return any;
+}
+
+// ---- sleeping ----
+bool PoolCore::anything_ready() {
+  if (poke_.load(std::memory_order_acquire)) return true;
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    try {
+      if (w.results->try_peek()) return true;
+    } catch (const Error&) {
+      return true;  // collect() deals with it
+    }
+  }
+  return false;
+}
+
+void PoolCore::sleep() {
+  // A short spin first (about 5 us): a busy pool's next result is often that close. Longer
+  // spins take the CPU from the workers when they have every core.
+  for (int i = 0; i < 100; ++i) {
+    if (anything_ready()) return;
+    cpu_relax();
+  }
+  sh_->driver_sleeping.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);  // pairs with notify_driver()
+  if (anything_ready()) {
+    sh_->driver_sleeping.store(0, std::memory_order_relaxed);
+    return;
+  }
+  std::vector<pollfd> fds;
+  fds.reserve(workers_.size() + 1);
+  fds.push_back({link->doorbell.get(), POLLIN, 0});
+  bool polled_all = true;
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    if (w.proc.pidfd() >= 0) {
+      fds.push_back({w.proc.pidfd(), POLLIN, 0});
+    } else {
+      polled_all = false;
+    }
+  }
+  // Without pidfds (old kernels), wake every 20 ms to look for deaths; with a replacement
+  // worker to fork again, every 100 ms.
+  int timeout = polled_all ? -1 : 20;
+  for (const Worker& w : workers_) {
+    if (w.respawn_at) timeout = timeout < 0 ? 100 : std::min(timeout, 100);
+  }
+  (void)::poll(fds.data(), fds.size(), timeout);
+  sh_->driver_sleeping.store(0, std::memory_order_relaxed);
+  std::uint64_t v;
+  while (::read(link->doorbell.get(), &v, sizeof v) > 0) {
+  }
+  next_death_check_ = {};  // look at the pidfds on the next pass
+}
+
+// ---- stopping ----
+void PoolCore::stop_all(const std::exception_ptr& e) noexcept {
+  {
+    // From here on submit() refuses: nothing can arrive after the sweep below.
+    std::lock_guard lk(mu_);
+    if (state_ != State::done) state_ = State::stopping;
+  }
+  for (Worker& w : workers_) {
+    if (w.alive) {
+      try {
+        w.proc.kill(SIGKILL);
+      } catch (const Error&) {  // already gone
+      }
+    }
+  }
+  std::unordered_set<JobBase*> seen;
+  std::vector<std::shared_ptr<JobBase>> all;
+  const auto add = [&](const std::shared_ptr<JobBase>& j) {
+    if (j && seen.insert(j.get()).second) all.push_back(j);
+  };
+  {
+    std::lock_guard lk(mu_);
+    for (auto& j : submitted_) add(j);
+    submitted_.clear();
+  }
+  for (auto& j : jobs_) add(j);
+  for (auto& c : retry_) add(c.job);
+  for (Worker& w : workers_) {
+    for (auto& c : w.inflight) add(c.job);
+  }
+  for (Worker& w : workers_) {
+    if (w.alive) {
+      try {
+        (void)w.proc.wait();
+      } catch (const Error&) {  // reaped elsewhere (SIGCHLD ignored, a waitpid(-1))
+      }
+      w.alive = false;
+    }
+    w.respawn_at.reset();
+    w.out.reset();  // before the chunks its parts point into go
+    w.inflight.clear();
+    w.tasks.reset();
+    w.results.reset();
+  }
+  jobs_.clear();
+  retry_.clear();
+  for (auto& j : all) {
+    if (!j->finished) {
+      j->finished = true;
+      j->abort(e);
+    }
+  }
+  std::lock_guard lk(stats_mu_);
+  for (auto& s : stats_) s.pid = -1;
+}
+
+void PoolCore::shutdown_workers() {
+  for (Worker& w : workers_) {
+    if (w.alive) w.tasks->close();
+  }
+  for (Worker& w : workers_) {
+    while (w.alive) {
+      if (w.proc.wait_for(std::chrono::milliseconds(10))) {
+        w.alive = false;
+        break;
+      }
+      std::lock_guard lk(mu_);
+      if (state_ == State::stopping) w.proc.kill(SIGKILL);
+    }
+    w.tasks.reset();
+    w.results.reset();
+  }
+  std::lock_guard lk(stats_mu_);
+  for (auto& s : stats_) s.pid = -1;
+}
+
+}  // namespace ipckit::detail

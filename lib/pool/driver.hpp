@@ -1,0 +1,134 @@
+// PoolCore: the driver of one pool, behind Pool (a pimpl). One driver thread per pool owns
+// the workers: it forks them, feeds each its own task ring (a ByteRing, parent -> worker),
+// drains each result ring (worker -> parent), notices deaths through pidfds, and respawns.
+// Because every worker has its own rings and runs its chunks in order, the driver always
+// knows which chunk a dead worker was running: the last one it began
+// (WorkerShared::started), and which chunks it had not begun (those go to other workers).
+//
+// The driver never blocks on a ring (only try_ calls), so a worker blocked on a full result
+// ring always gets drained. It sleeps in poll() on an eventfd (the doorbell) and the workers'
+// pidfds: workers ring the doorbell after publishing a result, but only while the driver has
+// said it sleeps (a flag in shared memory, Dekker-style with a fence on each side), so a busy
+// pool makes no system calls per task.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "../channel/fragment.hpp"
+#include "internal.hpp"
+#include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/channel/detail/control.hpp"
+#include "ipckit/core/process.hpp"
+#include "ipckit/pool/pool.hpp"
+#include "wire.hpp"
+
+namespace ipckit::detail {
+
+class PoolCore : public std::enable_shared_from_this<PoolCore> {
+ public:
+  explicit PoolCore(PoolOptions options);
+  ~PoolCore();
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  // Forks the workers and starts the driver thread; throws what Pool's constructor documents.
+  void start();
+  // Hands a job to the driver. Throws Error(errc::closed) after close()/terminate(),
+  // Error(errc::child_failed) when the initializer failed, Error(errc::invalid_argument) in
+  // a forked copy.
+  void submit(std::shared_ptr<JobBase> job, const char* what);
+  void close();
+  bool join(const Deadline& deadline);
+  void terminate() noexcept;
+  std::vector<WorkerStats> stats() const;
+
+  const PoolOptions options;
+  const std::size_t n;
+  const std::shared_ptr<PoolLink> link;
+
+ private:
+  enum class State { running, closed, stopping, done };
+
+  struct Worker {
+    std::size_t slot = 0;
+    Process proc;
+    pid_t pid = -1;
+    std::optional<ByteRing> tasks;
+    std::optional<ByteRing> results;
+    std::deque<Chunk> inflight;  // dispatched, in the order the worker runs them
+    std::uint64_t budget = UINT64_MAX;
+    TaskFrame frame{};               // the head of the task message `out` is writing
+    FragmentWriter out;              // a task message being written, resumably
+    bool staged = false;             // records staged on `tasks`, not yet published
+    FragmentReader in{kMaxMessage};  // a result message being read
+    double avg_ns = -1;
+    std::size_t window = 2;
+    bool alive = false;
+    bool init_failed = false;
+    // A replacement that could not be forked is tried again from this time on.
+    std::optional<std::chrono::steady_clock::time_point> respawn_at;
+  };
+
+  void run() noexcept;
+  void loop();
+  void spawn(Worker& w, bool replacement);
+  bool intake(State& st);
+  bool collect(Worker& w);
+  void handle_result(Worker& w, std::span<const std::byte> msg);
+  bool check_deaths(int timeout_ms);
+  void on_exit(Worker& w);
+  bool respawn_pending();
+  bool dispatch();
+  bool next_chunk(Chunk& c);
+  void send_chunk(Worker& w, Chunk c);
+  Worker* pick_worker();
+  void resolve(Chunk& c);
+  void fail(Chunk& c, std::exception_ptr e);
+  bool idle() const;
+  bool anything_ready();
+  void sleep();
+  void stop_all(const std::exception_ptr& e) noexcept;
+  void shutdown_workers();
+  void set_state(State s);
+
+  Region shared_;
+  PoolShared* sh_ = nullptr;
+  WorkerShared* slots_ = nullptr;
+
+  mutable std::mutex mu_;
+  std::condition_variable state_cv_;
+  State state_ = State::running;
+  std::deque<std::shared_ptr<JobBase>> submitted_;
+  std::exception_ptr broken_;
+  bool interrupted_ = false;
+  std::atomic<bool> poke_{false};
+
+  std::mutex join_mu_;
+  std::thread driver_;
+
+  // Driver thread only.
+  std::vector<Worker> workers_;
+  std::deque<std::shared_ptr<JobBase>> jobs_;  // may still give chunks
+  std::deque<Chunk> retry_;                    // chunks to run again first
+  std::uint64_t next_id_ = 1;
+  std::uint64_t sigint_seen_ = 0;
+  int init_deaths_ = 0;  // workers in a row that died before their initializer returned
+  std::chrono::steady_clock::time_point next_death_check_{};
+
+  mutable std::mutex stats_mu_;
+  std::vector<WorkerStats> stats_;
+};
+
+}  // namespace ipckit::detail

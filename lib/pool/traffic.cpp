@@ -1,0 +1,207 @@
+// PoolCore's traffic: chunks out to the workers (dispatch, one fragmented task message each)
+// and results back (collect, handle_result), with what a result or a failure resolves.
+#include <signal.h>
+
+#include <algorithm>
+#include <string>
+
+#include "driver.hpp"
+
+namespace ipckit::detail {
+
+// ---- results ----
+bool PoolCore::collect(Worker& w) {
+  bool any = false;
+  for (;;) {
+    std::optional<std::span<const std::byte>> rec;
+    std::optional<FragmentReader::Message> msg;
+    try {
+      rec = w.results->try_peek();
+      if (!rec) return any;
+      any = true;
+      msg = w.in.feed(*rec, "Pool: a worker's result");
+    } catch (const Error&) {  // a corrupt record or fragment: the worker is not trustworthy
+      w.proc.kill(SIGKILL);
+      return any;
+    }
+    if (!msg) {
+      w.results->release();
+    } else if (msg->in_record) {
+      handle_result(w, msg->bytes);
+      w.results->release();
+    } else {
+      w.results->release();
+      handle_result(w, msg->bytes);
+    }
+  }
+}
+
+void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
+  ResultMessage m;
+  try {
+    m = parse_result(msg);
+  } catch (const Error&) {  // out of protocol: treat the worker as lost
+    w.proc.kill(SIGKILL);
+    return;
+  }
+  const ResultFrame& rf = m.frame;
+  const auto payload = m.payload;
+  if (rf.status == ResultFrame::kInitError) {
+    w.init_failed = true;
+    std::exception_ptr e;
+    try {
+      const ErrorText text = decode_error_text(payload);
+      e = std::make_exception_ptr(
+          Error(errc::child_failed, "the pool's initializer raised " + text.type +
+                                        (text.message.empty() ? "" : ": " + text.message) +
+                                        " (in worker " + std::to_string(w.pid) + ")"));
+    } catch (...) {
+      e = std::make_exception_ptr(Error(errc::child_failed, "the pool's initializer failed"));
+    }
+    std::lock_guard lk(mu_);
+    broken_ = e;
+    return;
+  }
+  if (w.inflight.empty() || w.inflight.front().id != rf.id ||
+      w.inflight.front().count != rf.count) {
+    w.proc.kill(SIGKILL);  // out of protocol: treat the worker as lost
+    return;
+  }
+  Chunk c = std::move(w.inflight.front());
+  w.inflight.pop_front();
+  {
+    std::lock_guard lk(stats_mu_);
+    WorkerStats& s = stats_[w.slot];
+    ++s.tasks;
+    s.items += rf.count;
+    // Each report is at most kMaxBusyNs (parse_result), but the sum saturates: a worker
+    // out of protocol may send many.
+    const std::chrono::nanoseconds busy_ns(static_cast<std::int64_t>(rf.busy_ns));
+    s.busy = s.busy > std::chrono::nanoseconds::max() - busy_ns ? std::chrono::nanoseconds::max()
+                                                                : s.busy + busy_ns;
+  }
+  const double busy = static_cast<double>(rf.busy_ns);
+  w.avg_ns = w.avg_ns < 0 ? busy : 0.8 * w.avg_ns + 0.2 * busy;
+  // Enough queued work per worker to cover ~100 us of driver latency, one when tasks are
+  // long (a chunk queued behind a long one cannot move to an idle worker).
+  if (w.avg_ns >= 10e6) {
+    w.window = 1;
+  } else {
+    w.window = static_cast<std::size_t>(std::clamp(100e3 / std::max(w.avg_ns, 1.0), 2.0, 128.0));
+  }
+  if (rf.status == ResultFrame::kOk) {
+    try {
+      c.job->on_result(c, payload);
+    } catch (...) {
+      fail(c, std::current_exception());
+      return;
+    }
+    resolve(c);
+  } else {
+    std::exception_ptr e;
+    try {
+      e = decode_remote_error(payload, w.pid);
+    } catch (...) {
+      e = std::current_exception();
+    }
+    fail(c, e);
+  }
+}
+
+void PoolCore::resolve(Chunk& c) {
+  JobBase& j = *c.job;
+  if (--j.outstanding == 0 && j.drained()) {
+    if (!j.finished) {
+      j.finished = true;
+      j.finish();
+    }
+  }
+}
+
+void PoolCore::fail(Chunk& c, std::exception_ptr e) {
+  c.job->on_error(c, std::move(e));
+  resolve(c);
+}
+
+// ---- dispatch ----
+bool PoolCore::next_chunk(Chunk& c) {
+  while (!retry_.empty()) {
+    Chunk r = std::move(retry_.front());
+    retry_.pop_front();
+    if (r.job->abandoned()) {  // its job failed or was dropped: nothing to run it for
+      resolve(r);
+      continue;
+    }
+    c = std::move(r);
+    return true;
+  }
+  for (auto it = jobs_.begin(); it != jobs_.end();) {
+    JobBase& j = **it;
+    Chunk fresh;
+    if (j.next_chunk(fresh)) {
+      fresh.job = *it;
+      ++j.outstanding;
+      c = std::move(fresh);
+      return true;
+    }
+    if (j.drained()) {
+      if (j.outstanding == 0 && !j.finished) {
+        j.finished = true;
+        j.finish();
+      }
+      it = jobs_.erase(it);
+    } else {
+      ++it;  // waiting for its consumer (imap): try the next job
+    }
+  }
+  return false;
+}
+
+PoolCore::Worker* PoolCore::pick_worker() {
+  Worker* best = nullptr;
+  for (Worker& w : workers_) {
+    if (!w.alive || w.out.active() || w.budget == 0 || w.inflight.size() >= w.window) continue;
+    if (best == nullptr || w.inflight.size() < best->inflight.size()) best = &w;
+  }
+  return best;
+}
+
+bool PoolCore::dispatch() {
+  bool any = false;
+  for (;;) {
+    Worker* w = pick_worker();
+    if (w == nullptr) break;
+    Chunk c;
+    if (!next_chunk(c)) break;
+    send_chunk(*w, std::move(c));
+    any = true;
+  }
+  for (Worker& w : workers_) {
+    if (!w.alive) continue;
+    if (w.out.active() && w.out.write(*w.tasks, kRecordBytes, FragmentWriter::Mode::stage)) {
+      w.staged = true;
+      any = true;
+    }
+    if (w.staged) {
+      w.tasks->publish();
+      w.staged = false;
+    }
+  }
+  return any;
+}
+
+// Starts the chunk's task message (TaskFrame, the callable padded to 8 bytes, the inputs) and
+// stages as much of it as the ring has room for; dispatch() moves the rest as room appears.
+void PoolCore::send_chunk(Worker& w, Chunk c) {
+  c.id = next_id_++;
+  const std::vector<std::byte>& fn = c.job->fn;
+  w.frame = TaskFrame{c.id, reinterpret_cast<std::uint64_t>(c.job->invoker),
+                      static_cast<std::uint32_t>(fn.size()), c.count};
+  --w.budget;
+  static constexpr std::byte kZeros[8]{};
+  w.out.start({std::as_bytes(std::span(&w.frame, 1)), std::span(fn),
+               std::span(kZeros, pad8(fn.size()) - fn.size()), c.args});
+  w.inflight.push_back(std::move(c));  // c.args points into the job or c.owned: stays put
+  if (w.out.write(*w.tasks, kRecordBytes, FragmentWriter::Mode::stage)) w.staged = true;
+}
+}  // namespace ipckit::detail

@@ -1,0 +1,117 @@
+// The worker process: runs the initializer, then takes task messages from its task ring, runs
+// each chunk through the trampoline the driver named, and sends the result message back on
+// its result ring, until the ring is closed (the pool is done) or the parent dies.
+#include <sched.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "../channel/fragment.hpp"
+#include "internal.hpp"
+#include "ipckit/channel/byte_ring.hpp"
+#include "wire.hpp"
+
+namespace ipckit::detail {
+
+namespace {
+
+void pin_to(int cpu) noexcept {
+  if (cpu < 0) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  (void)::sched_setaffinity(0, sizeof set, &set);
+}
+
+}  // namespace
+
+int worker_main(const WorkerEnv& env) {
+  ::signal(SIGINT, SIG_IGN);
+  pin_to(env.cpu);
+  ByteRing& tasks = *env.tasks;
+  ByteRing& results = *env.results;
+  std::vector<std::byte> out;  // kept across tasks: its memory is warm for the next result
+  FragmentReader in(kMaxMessage);
+  FragmentWriter writer;
+  const auto send = [&](const ResultFrame& rf) {
+    writer.start({std::as_bytes(std::span(&rf, 1)), std::span<const std::byte>(out)});
+    writer.write_all(results, kRecordBytes, [&] { notify_driver(env.sh, env.doorbell); });
+  };
+  try {
+    tasks.attach_consumer();
+    results.attach_producer();
+    if (env.options->initializer) {
+      try {
+        env.options->initializer();
+      } catch (...) {
+        encode_current_exception(out);
+        send(ResultFrame{0, ResultFrame::kInitError, 0, 0});
+        return kExitInitFailed;
+      }
+    }
+    env.me->ready.store(1, std::memory_order_release);
+    const std::size_t max_tasks = env.options->maxtasksperchild;
+    std::size_t done = 0;
+    for (;;) {
+      // Throws closed when the pool is done, peer_dead when the parent died.
+      const std::span<const std::byte> rec = tasks.peek();
+      const bool first = !in.in_progress();
+      std::optional<FragmentReader::Message> msg;
+      try {
+        msg = in.feed(rec, "Pool worker: a task");
+      } catch (const Error&) {
+        return kExitProtocol;
+      }
+      if (!msg) {
+        if (first && rec.size() >= kFragmentHeader + sizeof(TaskFrame)) {
+          // The first fragment: the chunk counts as begun (dying while it arrives is its
+          // fault as much as dying while it runs).
+          TaskFrame head{};
+          std::memcpy(&head, rec.data() + kFragmentHeader, sizeof head);
+          env.me->started.store(head.id, std::memory_order_release);
+        }
+        tasks.release();
+        // The driver waits for this room with nothing else to wake it: ring always (one
+        // system call per record of a large message).
+        write_doorbell(env.doorbell);
+        continue;
+      }
+      if (!msg->in_record) tasks.release();  // the message is in the reader's buffer
+      TaskMessage task;
+      try {
+        task = parse_task(msg->bytes);
+      } catch (const Error&) {
+        return kExitProtocol;
+      }
+      const TaskFrame& tf = task.frame;
+      env.me->started.store(tf.id, std::memory_order_release);
+      const auto t0 = std::chrono::steady_clock::now();
+      ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
+      out.clear();
+      try {
+        // The driver sent the address of invoke_chunk<...> in this same binary (fork keeps
+        // the layout), so the integer is a function pointer again.
+        reinterpret_cast<Invoker>(tf.invoker)(  // NOLINT(performance-no-int-to-ptr)
+            task.fn, task.args, tf.count, out);
+      } catch (...) {
+        rf.status = ResultFrame::kError;
+        encode_current_exception(out);
+      }
+      rf.busy_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                  std::chrono::steady_clock::now() - t0)
+                                                  .count());
+      if (msg->in_record) tasks.release();
+      // Published at once, never held back for a batch: a result that waited behind the next
+      // task would be lost with the worker, and the driver would count its task as lost.
+      send(rf);
+      if (max_tasks != 0 && ++done >= max_tasks) return 0;
+    }
+  } catch (const Error&) {
+    // closed (the pool shut down) or peer_dead (the parent is gone): either way, done.
+    return 0;
+  }
+}
+
+}  // namespace ipckit::detail
