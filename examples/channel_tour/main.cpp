@@ -1,6 +1,6 @@
 // A tour of ipckit's channels: a typed Channel<T> between a parent and a forked child (shared
-// memory or a pipe, in the wait mode of your choice), a zero-copy ByteRing, an SpscQueue timed
-// for a ping-pong — and then the sender is killed with SIGKILL while the receiver waits, to
+// memory or a Unix socket, in the wait mode of your choice), a zero-copy ByteRing, an SpscQueue
+// timed for a ping-pong — and then the sender is killed with SIGKILL while the receiver waits, to
 // show that the receiver gets every message sent before the kill, then errc::peer_dead.
 #include <signal.h>
 #include <unistd.h>
@@ -38,12 +38,12 @@ int main(int argc, char** argv) {
   unsigned rounds = 100000;
   app.add_option("-m,--mode", mode, "wait mode")->check(CLI::IsMember({"spin", "hybrid", "block"}));
   app.add_option("-t,--transport", transport, "Channel transport")
-      ->check(CLI::IsMember({"shm", "pipe"}));
+      ->check(CLI::IsMember({"shm", "socket"}));
   app.add_option("-r,--rounds", rounds, "SpscQueue ping-pong rounds")
       ->check(CLI::Range(1u, 100000000u));
   CLI11_PARSE(app, argc, argv);
   const ipckit::ChannelOptions opts{
-      .transport = transport == "pipe" ? ipckit::Transport::socket : ipckit::Transport::shm,
+      .transport = transport == "socket" ? ipckit::Transport::socket : ipckit::Transport::shm,
       .mode = parse_mode(mode)};
 
   // 1. Typed values of any codec-able type, both ways.

@@ -1,3 +1,5 @@
+// ByteRing's API case by case. Over 600 lines: one suite per public class, so that its cases
+// share one fixture and one place to look.
 #include "ipckit/channel/byte_ring.hpp"
 
 #include <gtest/gtest.h>

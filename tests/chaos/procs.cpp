@@ -1,5 +1,6 @@
 // Scenarios whose victim is a process of a group rather than one side of a channel: a pool
 // worker, the process that owns a pool, a barrier party, a mutex owner, an SPMD rank.
+// Over 600 lines: one scenario per victim kind, registered from one table.
 #include <sys/wait.h>
 #include <unistd.h>
 

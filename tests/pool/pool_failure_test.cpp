@@ -3,6 +3,7 @@
 // or interrupted with SIGINT, and a stress run that checks no result is lost or duplicated.
 // Tasks report what the test needs (their pid, that they started) through SharedArrays made
 // before the pool: workers are forks, so they share those mappings.
+// Over 600 lines: one suite for every way a pool can fail, sharing its kill helpers.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/resource.h>

@@ -2,6 +2,7 @@
 // what each PoolOptions / MapOptions / AsyncOptions field does. Workers are real forked
 // processes; tasks report back through their results or through SharedArrays made before
 // the pool (a worker is a fork, so it shares those mappings).
+// Over 600 lines: one suite for the Pool API, call by call, sharing its task functions.
 #include "ipckit/pool/pool.hpp"
 
 #include <gtest/gtest.h>

@@ -2,6 +2,7 @@
 // stopped, a /dev/shm too small, absurd sizes, opens racing create and destroy, creators
 // killed half way, stale segments, consumers started before their producer, racing
 // open_or_create, and the words of the errors they throw.
+// Over 600 lines: one suite for the named segment's whole life, its cases share helpers.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sched.h>

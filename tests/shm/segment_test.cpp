@@ -1,3 +1,5 @@
+// Segment's API case by case. Over 600 lines: one suite per public class, so that its cases
+// share one fixture and one place to look.
 #include "ipckit/shm/segment.hpp"
 
 #include <fcntl.h>
