@@ -17,9 +17,7 @@ void advise_huge_pages(void* p, std::size_t n) noexcept {
   const std::uintptr_t first = (begin + kHuge - 1) & ~(kHuge - 1);
   const std::uintptr_t last = (begin + n) & ~(kHuge - 1);
   if (last > first) {
-    (void)::madvise(reinterpret_cast<void*>(first),
-                    last - first,  // NOLINT(performance-no-int-to-ptr)
-                    MADV_HUGEPAGE);
+    (void)::madvise(static_cast<std::byte*>(p) + (first - begin), last - first, MADV_HUGEPAGE);
   }
 }
 

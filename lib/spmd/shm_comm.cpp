@@ -247,7 +247,7 @@ bool ShmComm::progress_recv(Op& op) {
   return moved;
 }
 
-// Moves `op` on; a failure (no arena room for a new ring, a corrupt piece) ends that
+// Moves `op` on; a failure (no arena room for a new ring, a corrupt fragment) ends that
 // operation with the error rather than escaping: progress() never throws, so a wait never
 // leaves its doorbell registration behind or another operation half-done.
 bool ShmComm::step(Op& op) noexcept {

@@ -1,9 +1,9 @@
 // The shared mapping of spmd::run as ShmComm reads it (see lib/spmd/shm_comm.cpp): the
 // header, one Slot per rank, the ring directory, the collective buffers and the arena the
-// point-to-point rings live in; and the parsers of what a peer rank writes there (the
-// pieces of a point-to-point message, a ring's offset in the directory). A peer that writes
-// garbage gets Error(errc::bad_frame) / Error(errc::bad_layout), never a read outside the
-// mapping.
+// point-to-point rings live in; and the parsers of what a peer rank writes there (a ring's
+// offset in the directory; the fragments of a message are read by lib/channel/fragment.hpp). A peer
+// that writes garbage gets Error(errc::bad_frame) / Error(errc::bad_layout), never a read outside
+// the mapping.
 #pragma once
 
 #include <sys/types.h>

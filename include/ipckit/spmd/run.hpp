@@ -29,7 +29,7 @@ namespace ipckit::spmd {
 /// Options of run().
 struct RunOptions {
   /// Capacity of each point-to-point ring (one per ordered pair of ranks that talk, made on
-  /// the first message): a power of two, at least 64 KiB. Larger messages go in pieces.
+  /// the first message): a power of two, at least 64 KiB. Larger messages go in fragments.
   /// There is room for rings to 27 peers per rank (a 3-D stencil), or to all of them when
   /// there are at most 28 ranks; a send that needs one more ring fails with
   /// errc::out_of_memory.

@@ -3,8 +3,8 @@
 // the bytes of the callable and of a chunk of inputs; the worker calls the trampoline, which
 // decodes, runs the callable on each input and encodes the results.
 //
-// Every record in a pool ring starts with one 64-bit word, kMore when the message continues
-// in the next record (messages larger than kFragmentBytes travel in pieces). A task message
+// Messages travel through the library's fragment layer (lib/channel/fragment.hpp: one record,
+// or several when larger than one ring record, the first led by the total size). A task message
 // is a TaskFrame, the callable (padded to 8 bytes) and the inputs; a result message is a
 // ResultFrame and the results (or, for an error, the exception's type name and message).
 #pragma once
