@@ -74,7 +74,7 @@ void FragmentWriter::fill(std::span<std::byte> rec) noexcept {
 }
 
 bool FragmentWriter::write(ByteRing& ring, std::size_t max_record, Mode mode) {
-  max_record = std::min(max_record, ring.max_message_size());
+  max_record = std::max(std::min(max_record, ring.max_message_size()), kFragmentHeader + 1);
   bool moved = false;
   while (active_) {
     const std::size_t n = record_bytes(max_record);
@@ -94,7 +94,7 @@ bool FragmentWriter::write(ByteRing& ring, std::size_t max_record, Mode mode) {
 
 void FragmentWriter::write_all(ByteRing& ring, std::size_t max_record,
                                const std::function<void()>& after_record) {
-  max_record = std::min(max_record, ring.max_message_size());
+  max_record = std::max(std::min(max_record, ring.max_message_size()), kFragmentHeader + 1);
   while (active_) {
     const std::size_t n = record_bytes(max_record);
     fill(ring.reserve(n));
@@ -105,6 +105,14 @@ void FragmentWriter::write_all(ByteRing& ring, std::size_t max_record,
 }
 
 // ---- reader -------------------------------------------------------------------------------
+
+namespace {
+[[noreturn]] void throw_past_end(const char* what, std::size_t bytes, std::uint64_t total) {
+  throw Error(errc::bad_frame, std::string(what) + ": a fragment of " + std::to_string(bytes) +
+                                   " bytes runs past the " + std::to_string(total) +
+                                   "-byte message");
+}
+}  // namespace
 
 std::span<const std::byte> FragmentCursor::take(std::span<const std::byte> record,
                                                 const char* what) {
@@ -121,16 +129,14 @@ std::span<const std::byte> FragmentCursor::take(std::span<const std::byte> recor
                                        " bytes, more than the " + std::to_string(max_total_) +
                                        " accepted");
     }
+    const std::span<const std::byte> body = record.subspan(kFragmentHeader);
+    if (body.size() > total) throw_past_end(what, body.size(), total);
     total_ = total;
-    done_ = 0;
+    done_ = body.size();
     started_ = true;
-    record = record.subspan(kFragmentHeader);
+    return body;
   }
-  if (record.size() > total_ - done_) {
-    throw Error(errc::bad_frame, std::string(what) + ": a fragment of " +
-                                     std::to_string(record.size()) + " bytes runs past the " +
-                                     std::to_string(total_) + "-byte message");
-  }
+  if (record.size() > total_ - done_) throw_past_end(what, record.size(), total_);
   done_ += record.size();
   return record;
 }
@@ -138,7 +144,13 @@ std::span<const std::byte> FragmentCursor::take(std::span<const std::byte> recor
 std::optional<FragmentReader::Message> FragmentReader::feed(std::span<const std::byte> record,
                                                             const char* what) {
   const bool first = !cursor_.started();
-  const std::span<const std::byte> body = cursor_.take(record, what);
+  std::span<const std::byte> body;
+  try {
+    body = cursor_.take(record, what);
+  } catch (...) {
+    cursor_.reset();  // a record refused leaves no half-begun message behind
+    throw;
+  }
   if (first && cursor_.complete()) {
     cursor_.reset();
     return Message{body, true};
@@ -165,6 +177,13 @@ std::optional<FragmentReader::Message> FragmentReader::feed(std::span<const std:
   const std::size_t total = static_cast<std::size_t>(cursor_.total());
   cursor_.reset();
   return Message{std::span<const std::byte>(buf_.get(), total), false};
+}
+
+void FragmentReader::trim() noexcept {
+  if (cap_ > kLargeBlock && !cursor_.started()) {
+    buf_.reset();
+    cap_ = 0;
+  }
 }
 
 void FragmentReader::reset() noexcept {

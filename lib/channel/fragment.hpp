@@ -74,7 +74,7 @@ class FragmentCursor {
   explicit FragmentCursor(std::uint64_t max_total) noexcept : max_total_(max_total) {}
   // The bytes of the message that `record` carries; on a message's first record, reads and
   // checks its total. Throws Error(errc::bad_frame) (naming `what`) on a record that breaks
-  // the format; the cursor is then unusable until reset().
+  // the format, and changes nothing then.
   std::span<const std::byte> take(std::span<const std::byte> record, const char* what);
   [[nodiscard]] bool started() const noexcept { return started_; }
   [[nodiscard]] bool complete() const noexcept { return started_ && done_ == total_; }
@@ -100,9 +100,14 @@ class FragmentReader {
     bool in_record = false;  // bytes point into the record: use them before releasing it
   };
   // Feeds one record; the message when this record completes one. Throws Error(bad_frame)
-  // as FragmentCursor::take, and Error(bad_frame) when the buffer cannot be allocated.
+  // as FragmentCursor::take, and Error(bad_frame) when the buffer cannot be allocated; after
+  // a throw the reader has dropped the message and starts afresh with the next record.
   std::optional<Message> feed(std::span<const std::byte> record, const char* what);
   [[nodiscard]] bool in_progress() const noexcept { return cursor_.started(); }
+  // Frees the buffer if it is large (kLargeBlock and more) and no message is in progress:
+  // call after using a reassembled message, so that one huge message does not stay resident
+  // for the reader's whole life.
+  void trim() noexcept;
   // Drops a message in progress and the buffer (after a peer was lost).
   void reset() noexcept;
 

@@ -32,6 +32,7 @@ bool PoolCore::collect(Worker& w) {
     } else {
       w.results->release();
       handle_result(w, msg->bytes);
+      w.in.trim();  // one huge result does not stay resident for the worker's whole life
     }
   }
 }
@@ -62,8 +63,11 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
     broken_ = e;
     return;
   }
+  // A result for the chunk whose task message is still being written is out of protocol
+  // too (the worker cannot have read it whole): taking it would free the chunk under the
+  // writer.
   if (w.inflight.empty() || w.inflight.front().id != rf.id ||
-      w.inflight.front().count != rf.count) {
+      w.inflight.front().count != rf.count || (w.out.active() && w.inflight.size() == 1)) {
     w.proc.kill(SIGKILL);  // out of protocol: treat the worker as lost
     return;
   }

@@ -11,6 +11,7 @@
 #include "../channel/fragment.hpp"
 #include "internal.hpp"
 #include "ipckit/channel/byte_ring.hpp"
+#include "ipckit/channel/codec.hpp"
 #include "wire.hpp"
 
 namespace ipckit::detail {
@@ -57,7 +58,14 @@ int worker_main(const WorkerEnv& env) {
     for (;;) {
       // Throws closed when the pool is done, peer_dead when the parent died.
       const std::span<const std::byte> rec = tasks.peek();
-      const bool first = !in.in_progress();
+      if (!in.in_progress() && rec.size() >= kFragmentHeader + sizeof(TaskFrame)) {
+        // A first fragment: the chunk counts as begun, before anything can fail (dying
+        // while it arrives, or failing to make room for it, is its fault as much as dying
+        // while it runs: it uses an attempt and ends in WorkerLost, never loops).
+        TaskFrame head{};
+        std::memcpy(&head, rec.data() + kFragmentHeader, sizeof head);
+        env.me->started.store(head.id, std::memory_order_release);
+      }
       std::optional<FragmentReader::Message> msg;
       try {
         msg = in.feed(rec, "Pool worker: a task");
@@ -65,13 +73,6 @@ int worker_main(const WorkerEnv& env) {
         return kExitProtocol;
       }
       if (!msg) {
-        if (first && rec.size() >= kFragmentHeader + sizeof(TaskFrame)) {
-          // The first fragment: the chunk counts as begun (dying while it arrives is its
-          // fault as much as dying while it runs).
-          TaskFrame head{};
-          std::memcpy(&head, rec.data() + kFragmentHeader, sizeof head);
-          env.me->started.store(head.id, std::memory_order_release);
-        }
         tasks.release();
         // The driver waits for this room with nothing else to wake it: ring always (one
         // system call per record of a large message).
@@ -103,9 +104,11 @@ int worker_main(const WorkerEnv& env) {
                                                   std::chrono::steady_clock::now() - t0)
                                                   .count());
       if (msg->in_record) tasks.release();
+      in.trim();  // a huge task's buffer does not stay with the worker
       // Published at once, never held back for a batch: a result that waited behind the next
       // task would be lost with the worker, and the driver would count its task as lost.
       send(rf);
+      if (out.capacity() > kLargeBlock) std::vector<std::byte>().swap(out);  // likewise
       if (max_tasks != 0 && ++done >= max_tasks) return 0;
     }
   } catch (const Error&) {

@@ -181,6 +181,13 @@ TEST_F(FragmentTest, HostileRecordsAreBadFrame) {
   EXPECT_TRUE(bad({record(std::uint64_t{1} << 62, message(10, 1))}, 1 << 20))
       << "a total above the limit";
   EXPECT_TRUE(bad({record(UINT64_MAX, {})}, UINT64_MAX - 1)) << "a total of 2^64 - 1";
+  // A refused record leaves nothing half-begun: the next message is read whole.
+  FragmentReader reader(1 << 20);
+  EXPECT_THROW((void)reader.feed(record(4, message(10, 1)), "test"), Error);
+  const auto after = record(6, message(6, 2));
+  const auto again = reader.feed(after, "test");
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->bytes.size(), 6u);
   // The cursor alone (ShmComm's receive) checks the same.
   FragmentCursor c(100);
   EXPECT_THROW((void)c.take(record(101, {}), "test"), Error);

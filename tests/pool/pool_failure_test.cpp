@@ -227,6 +227,41 @@ TEST_F(PoolFailureTest, MapAsyncFailsWithWorkerLostWhenItsWorkerIsKilled) {
   EXPECT_EQ(pool.map(square, iota_vec(10)).back(), 81);
 }
 
+// A worker that cannot make room for a large task message (its address space is capped by
+// the initializer) dies with the chunk counted as begun: the call fails with WorkerLost after
+// its attempts, never loops forever through replacement workers; small tasks go on.
+std::size_t size_of_bytes(const std::vector<char>& v) { return v.size(); }
+void cap_address_space() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  long vm_kb = 0;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmSize:", 0) == 0) vm_kb = std::atol(line.c_str() + 7);
+  }
+  const rlim_t cap = static_cast<rlim_t>(vm_kb + 16 * 1024) * 1024;  // 16 MiB to spare
+  const rlimit r{cap, cap};
+  if (::setrlimit(RLIMIT_AS, &r) != 0) std::abort();
+}
+
+TEST_F(PoolFailureTest, ATaskMessageAWorkerCannotHoldFailsWithWorkerLost) {
+  if (testing::kStressDivisor != 1) GTEST_SKIP() << "RLIMIT_AS and the sanitizers' shadow memory";
+  PoolOptions opts;
+  opts.processes = 1;
+  opts.task_retries = 1;
+  opts.initializer = cap_address_space;
+  Pool pool{opts};
+  const std::vector<char> big(64u << 20, 'x');  // 64 MiB: more than a worker may map
+  auto ar = pool.apply_async(size_of_bytes, big);
+  ASSERT_TRUE(ar.wait_for(std::chrono::seconds(60))) << "the chunk loops through new workers";
+  try {
+    (void)ar.get();
+    FAIL() << "a 64 MiB message reached a worker capped at 16 MiB spare";
+  } catch (const WorkerLost& e) {
+    EXPECT_EQ(e.attempts(), 2) << e.what();
+  }
+  EXPECT_EQ(pool.apply(size_of_bytes, std::vector<char>(1000)), 1000u);
+}
+
 TEST_F(PoolFailureTest, KilledIdleWorkerIsReplaced) {
   Pool pool{2};
   const pid_t first = pool.stats()[0].pid;

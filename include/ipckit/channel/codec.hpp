@@ -197,7 +197,7 @@ std::enable_if_t<is_bulk_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchi
                 " bytes left");
   }
   reserve_large(v, static_cast<std::size_t>(n));
-  if constexpr (sizeof(U) == 1 && std::is_arithmetic_v<U>) {
+  if constexpr (sizeof(U) == 1 && (std::is_arithmetic_v<U> || std::is_same_v<U, std::byte>)) {
     // Bytes need no alignment: appended straight from the message, with no zero fill first.
     const std::span<const std::byte> src = ar.take_bytes(static_cast<std::size_t>(n));
     const auto* first = reinterpret_cast<const U*>(src.data());
@@ -354,7 +354,7 @@ void decode_into(std::span<const std::byte> in, T& out) {
                           "-byte elements");
     }
     detail::reserve_large(out, in.size() / sizeof(U));
-    if constexpr (sizeof(U) == 1 && std::is_arithmetic_v<U>) {
+    if constexpr (sizeof(U) == 1 && (std::is_arithmetic_v<U> || std::is_same_v<U, std::byte>)) {
       const auto* first = reinterpret_cast<const U*>(in.data());
       out.assign(first, first + in.size());  // one copy, no zero fill first
     } else {
