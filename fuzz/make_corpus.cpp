@@ -247,8 +247,7 @@ void pool_wire() {
   }
   put("fuzz_pool_wire", "result_ok", input(0, 0, {whole(ok)}));
   const Bytes head(ok.begin(), ok.begin() + 10), tail(ok.begin() + 10, ok.end());
-  put("fuzz_pool_wire", "result_ok_fragments",
-      input(0, 0, {record_of(d::kMore, head), whole(tail)}));
+  put("fuzz_pool_wire", "result_ok_fragments", input(0, 0, {record_of(ok.size(), head), tail}));
   Bytes strings;
   add(strings, d::ResultFrame{2, d::ResultFrame::kOk, 2, 10});
   {

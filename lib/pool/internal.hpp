@@ -9,7 +9,6 @@
 //   sigint.cpp   Ctrl-C while a pool call waits
 #pragma once
 
-#include <sched.h>
 #include <sys/types.h>
 
 #include <atomic>

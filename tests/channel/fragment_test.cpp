@@ -51,6 +51,16 @@ std::vector<std::byte> record(std::uint64_t total, std::vector<std::byte> body) 
   return r;
 }
 
+// Reads every record the ring holds now; the message, once one is whole.
+std::optional<std::vector<std::byte>> read_available(ByteRing& ring, FragmentReader& reader) {
+  std::optional<std::vector<std::byte>> out;
+  while (auto rec = ring.try_peek()) {
+    if (auto msg = reader.feed(*rec, "test")) out.emplace(msg->bytes.begin(), msg->bytes.end());
+    ring.release();
+  }
+  return out;
+}
+
 // Sizes around every boundary: empty, one record exactly, one byte over, many records.
 const std::vector<std::size_t> kSizes = {0,        1,         4096 - 8,   4096 - 7,
                                          4096,     64 * 1024, 256 * 1024, 256 * 1024 + 1,
@@ -119,14 +129,8 @@ TEST_F(FragmentTest, ResumableWriteStagesWhatFitsAndFinishesLater) {
   ring.publish();
   FragmentReader reader(m.size());
   std::optional<std::vector<std::byte>> out;
-  while (!out) {
-    while (auto rec = ring.try_peek()) {
-      if (auto msg = reader.feed(*rec, "test")) out.emplace(msg->bytes.begin(), msg->bytes.end());
-      ring.release();
-    }
-    if (!out) {
-      ASSERT_TRUE(w.write(ring, 8192, FragmentWriter::Mode::commit)) << "room freed, no move";
-    }
+  while (!(out = read_available(ring, reader))) {
+    ASSERT_TRUE(w.write(ring, 8192, FragmentWriter::Mode::commit)) << "room freed, no move";
   }
   EXPECT_TRUE(w.done());
   EXPECT_EQ(*out, m);
@@ -147,12 +151,8 @@ TEST_F(FragmentTest, AnOrphanedMessageEndsInZerosAtTheAnnouncedSize) {
   std::fill(m.begin(), m.end(), std::byte{0xff});  // the source changes: must not be read
   FragmentReader reader(m.size());
   std::optional<std::vector<std::byte>> out;
-  while (!out) {
-    while (auto rec = ring.try_peek()) {
-      if (auto msg = reader.feed(*rec, "test")) out.emplace(msg->bytes.begin(), msg->bytes.end());
-      ring.release();
-    }
-    if (!out) (void)w.write(ring, 4096, FragmentWriter::Mode::commit);
+  while (!(out = read_available(ring, reader))) {
+    (void)w.write(ring, 4096, FragmentWriter::Mode::commit);
   }
   ASSERT_EQ(out->size(), m.size());
   const auto original = message(100'000, 3);

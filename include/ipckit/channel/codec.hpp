@@ -65,6 +65,23 @@ void reserve_large(V& v, std::size_t n) {
   advise_huge_pages(static_cast<void*>(v.data()), n * sizeof(U));
 }
 
+// Replaces v's elements with the ones whose bytes are `src` (a whole number of them): one
+// copy into storage reserved for exactly that many (reserve_large), with no zero fill first
+// for byte-sized elements (which need no alignment).
+template <class V>
+void assign_elements(V& v, std::span<const std::byte> src) {
+  using U = typename V::value_type;
+  const std::size_t n = src.size() / sizeof(U);
+  reserve_large(v, n);
+  if constexpr (sizeof(U) == 1 && (std::is_arithmetic_v<U> || std::is_same_v<U, std::byte>)) {
+    const auto* first = reinterpret_cast<const U*>(src.data());
+    v.assign(first, first + n);
+  } else {
+    v.resize(n);
+    if (n != 0) std::memcpy(static_cast<void*>(v.data()), src.data(), n * sizeof(U));
+  }
+}
+
 // Appends to a byte vector.
 class CodecOutputArchive
     : public cereal::OutputArchive<CodecOutputArchive, cereal::AllowEmptyClassElision> {
@@ -196,16 +213,7 @@ std::enable_if_t<is_bulk_element_v<U>> CEREAL_LOAD_FUNCTION_NAME(CodecInputArchi
                 std::to_string(sizeof(U)) + " bytes exceed the " + std::to_string(ar.remaining()) +
                 " bytes left");
   }
-  reserve_large(v, static_cast<std::size_t>(n));
-  if constexpr (sizeof(U) == 1 && (std::is_arithmetic_v<U> || std::is_same_v<U, std::byte>)) {
-    // Bytes need no alignment: appended straight from the message, with no zero fill first.
-    const std::span<const std::byte> src = ar.take_bytes(static_cast<std::size_t>(n));
-    const auto* first = reinterpret_cast<const U*>(src.data());
-    v.assign(first, first + src.size());
-  } else {
-    v.resize(static_cast<std::size_t>(n));
-    ar.load_bytes(v.data(), static_cast<std::size_t>(n) * sizeof(U));
-  }
+  assign_elements(v, ar.take_bytes(static_cast<std::size_t>(n) * sizeof(U)));
 }
 
 // Storage in which the bytes of a trivially copyable T become a T (memcpy into suitably
@@ -353,14 +361,7 @@ void decode_into(std::span<const std::byte> in, T& out) {
                           " bytes is not a whole number of " + std::to_string(sizeof(U)) +
                           "-byte elements");
     }
-    detail::reserve_large(out, in.size() / sizeof(U));
-    if constexpr (sizeof(U) == 1 && (std::is_arithmetic_v<U> || std::is_same_v<U, std::byte>)) {
-      const auto* first = reinterpret_cast<const U*>(in.data());
-      out.assign(first, first + in.size());  // one copy, no zero fill first
-    } else {
-      out.resize(in.size() / sizeof(U));
-      if (!in.empty()) std::memcpy(static_cast<void*>(out.data()), in.data(), in.size());
-    }
+    detail::assign_elements(out, in);
   } else {
     detail::CodecInputArchive ar(in);
     try {

@@ -34,9 +34,6 @@ struct Unit {
 using Invoker = void (*)(std::span<const std::byte> fn, std::span<const std::byte> args,
                          std::uint32_t count, std::vector<std::byte>& out);
 
-inline constexpr std::uint64_t kMore = 1;                            // fragment word: continues
-inline constexpr std::size_t kFragmentBytes = std::size_t{1} << 18;  // payload per record
-
 struct TaskFrame {
   std::uint64_t id;       // the driver's id for this dispatch of the chunk
   std::uint64_t invoker;  // address of the trampoline
