@@ -272,7 +272,7 @@ void pool_wire() {
   // Tasks, as the driver sends them (PoolCore::send_chunk): frame, callable padded, inputs.
   const auto task = [&](unsigned which, const Bytes& fn, std::uint32_t count, const Bytes& args) {
     Bytes m;
-    add(m, d::TaskFrame{7, 0, static_cast<std::uint32_t>(fn.size()), count});
+    add(m, d::TaskFrame{7, {}, static_cast<std::uint32_t>(fn.size()), count});
     add(m, fn);
     m.resize(m.size() + d::pad8(fn.size()) - fn.size());
     add(m, args);

@@ -22,6 +22,18 @@ Mapping Mapping::anonymous(std::size_t bytes, const char* what, bool reserve) {
   return Mapping(static_cast<std::byte*>(p), bytes);
 }
 
+Mapping Mapping::of_file(int fd, std::size_t bytes, const char* what) {
+  if (bytes == 0 || bytes > kMaxBytes) {
+    throw_error(errc::invalid_argument, std::string(what) + ": " + std::to_string(bytes) +
+                                            " bytes is outside 1.." + std::to_string(kMaxBytes));
+  }
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    throw_errno(std::string(what) + ": mmap(MAP_SHARED, " + std::to_string(bytes) + " bytes)");
+  }
+  return Mapping(static_cast<std::byte*>(p), bytes);
+}
+
 void Mapping::reset() noexcept {
   if (data_ != nullptr) ::munmap(data_, size_);
   data_ = nullptr;

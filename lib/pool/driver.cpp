@@ -6,6 +6,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -40,7 +41,17 @@ WaitPolicy worker_wait() {
       context + ": " + what + (limit ? " (a process limit such as RLIMIT_NPROC reached?)" : ""));
 }
 
+constexpr std::size_t page_round(std::size_t n) { return (n + 4095) & ~std::size_t{4095}; }
+
 }  // namespace
+
+PoolLayout PoolLayout::for_workers(std::size_t n) {
+  PoolLayout l;
+  l.n = n;
+  l.header = page_round(sizeof(PoolShared) + n * sizeof(WorkerShared));
+  l.ring_bytes = page_round(ByteRing::bytes_for(kRingBytes));
+  return l;
+}
 
 PoolCore::PoolCore(PoolOptions opts)
     : options(std::move(opts)),
@@ -70,9 +81,17 @@ PoolCore::PoolCore(PoolOptions opts)
   link->doorbell.reset(fd);
   link->handle_sigint = options.handle_sigint;
   link->owner = current_pid();
-  shared_ = Region::anonymous(sizeof(PoolShared) + n * sizeof(WorkerShared));
-  sh_ = new (shared_.data()) PoolShared();
-  slots_ = reinterpret_cast<WorkerShared*>(shared_.data() + sizeof(PoolShared));
+  layout_ = PoolLayout::for_workers(n);
+  const int mfd = ::memfd_create("ipckit-pool", MFD_CLOEXEC);
+  if (mfd < 0) throw_errno("Pool: memfd_create() for its shared memory");
+  memfd_.reset(mfd);
+  if (::ftruncate(mfd, static_cast<off_t>(layout_.total())) != 0) {
+    throw_errno("Pool: ftruncate() of its shared memory to " + std::to_string(layout_.total()) +
+                " bytes");
+  }
+  mem_ = Mapping::of_file(mfd, layout_.total(), "Pool: shared memory");
+  sh_ = new (mem_.data()) PoolShared();
+  slots_ = reinterpret_cast<WorkerShared*>(mem_.data() + sizeof(PoolShared));
   for (std::size_t i = 0; i < n; ++i) new (slots_ + i) WorkerShared();
   workers_.resize(n);
   stats_.resize(n);
@@ -103,6 +122,10 @@ void PoolCore::start() {
     self->sigint_seen_ = sigint_count();
     std::size_t i = 0;
     try {
+      if (self->options.start == StartMethod::forkserver) {
+        self->server_.emplace(self->layout_, self->memfd_.get(), self->link->doorbell.get(),
+                              self->options.maxtasksperchild, self->options.initializer);
+      }
       try {
         for (; i < self->n; ++i) self->spawn(self->workers_[i], false);
       } catch (const std::system_error& e) {
@@ -116,6 +139,7 @@ void PoolCore::start() {
       }
     } catch (...) {
       self->stop_all(std::current_exception());
+      self->server_.reset();
       self->set_state(State::done);
       started->set_exception(std::current_exception());
       return;
@@ -225,8 +249,11 @@ std::vector<WorkerStats> PoolCore::stats() const {
 void PoolCore::spawn(Worker& w, bool replacement) {
   w.tasks.reset();
   w.results.reset();
-  w.tasks.emplace(kRingBytes, worker_wait());
-  w.results.emplace(kRingBytes, worker_wait());
+  std::byte* base = mem_.data();
+  w.tasks.emplace(ByteRing::at({base + layout_.tasks_at(w.slot), layout_.ring_bytes}, kRingBytes,
+                              worker_wait()));
+  w.results.emplace(ByteRing::at({base + layout_.results_at(w.slot), layout_.ring_bytes},
+                                 kRingBytes, worker_wait()));
   w.tasks->attach_producer();
   w.results->attach_consumer();
   slots_[w.slot].started.store(0, std::memory_order_relaxed);
@@ -239,16 +266,16 @@ void PoolCore::spawn(Worker& w, bool replacement) {
   w.window = 1;  // until its first result says how long tasks take
   w.init_failed = false;
   w.budget = options.maxtasksperchild != 0 ? options.maxtasksperchild : UINT64_MAX;
-  const WorkerEnv env{&*w.tasks,
-                      &*w.results,
-                      &slots_[w.slot],
-                      sh_,
-                      link->doorbell.get(),
-                      &options,
-                      options.cpu_affinity.empty()
-                          ? -1
-                          : options.cpu_affinity[w.slot % options.cpu_affinity.size()]};
-  w.proc = Process::spawn([env] { return worker_main(env); });
+  const int cpu = options.cpu_affinity.empty()
+                      ? -1
+                      : options.cpu_affinity[w.slot % options.cpu_affinity.size()];
+  if (server_) {
+    w.proc = WorkerProcess(server_->fork_worker(w.slot, cpu), &*server_);
+  } else {
+    const WorkerEnv env{base,          layout_, w.slot, link->doorbell.get(), cpu,
+                        options.maxtasksperchild, &options.initializer};
+    w.proc = WorkerProcess(Process::spawn([env] { return worker_main(env); }));
+  }
   w.pid = w.proc.pid();
   w.alive = true;
   std::lock_guard lk(stats_mu_);
@@ -272,6 +299,7 @@ void PoolCore::run() noexcept {
     std::fprintf(stderr, "ipckit::Pool: driver failed: %s\n", what.c_str());
     stop_all(std::make_exception_ptr(Error(errc::closed, "Pool driver failed: " + what)));
   }
+  server_.reset();  // every worker is reaped: the helper may go
   set_state(State::done);
 }
 

@@ -27,10 +27,13 @@
 #include <vector>
 
 #include "../channel/fragment.hpp"
+#include "forkserver.hpp"
 #include "internal.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/detail/control.hpp"
+#include "ipckit/core/mapping.hpp"
 #include "ipckit/core/process.hpp"
+#include "ipckit/core/unique_fd.hpp"
 #include "ipckit/pool/pool.hpp"
 #include "wire.hpp"
 
@@ -63,7 +66,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
 
   struct Worker {
     std::size_t slot = 0;
-    Process proc;
+    WorkerProcess proc;
     pid_t pid = -1;
     std::optional<ByteRing> tasks;
     std::optional<ByteRing> results;
@@ -103,7 +106,9 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   void shutdown_workers();
   void set_state(State s);
 
-  Region shared_;
+  PoolLayout layout_;
+  UniqueFd memfd_;  // the shared memory's file: the forkserver maps it too
+  Mapping mem_;
   PoolShared* sh_ = nullptr;
   WorkerShared* slots_ = nullptr;
 
@@ -119,6 +124,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::thread driver_;
 
   // Driver thread only.
+  std::optional<ForkServer> server_;  // StartMethod::forkserver
   std::vector<Worker> workers_;
   std::deque<std::shared_ptr<JobBase>> jobs_;  // may still give chunks
   std::deque<Chunk> retry_;                    // chunks to run again first

@@ -7,6 +7,7 @@
 //   worker.cpp   the worker process
 //   wire.cpp     the task and result messages, parsed at the trust boundary
 //   sigint.cpp   Ctrl-C while a pool call waits
+//   forkserver.cpp  StartMethod::forkserver: the helper that forks workers, both sides
 #pragma once
 
 #include <sys/types.h>
@@ -51,6 +52,23 @@ static_assert(std::is_standard_layout_v<WorkerShared> && std::is_standard_layout
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free &&
               std::atomic<std::uint32_t>::is_always_lock_free);
 
+// The pool's shared memory, one mapping of a memfd (so that the forkserver can map it too):
+// PoolShared, the WorkerShared slots, then each slot's task ring and result ring, each
+// ring page-aligned. A replacement worker gets fresh rings laid over its slot's.
+struct PoolLayout {
+  std::size_t n = 0;
+  std::size_t header = 0;      // PoolShared + n WorkerShared, rounded up to a page
+  std::size_t ring_bytes = 0;  // one ring, rounded up to a page
+  static PoolLayout for_workers(std::size_t n);
+  [[nodiscard]] std::size_t total() const noexcept { return header + n * 2 * ring_bytes; }
+  [[nodiscard]] std::size_t tasks_at(std::size_t slot) const noexcept {
+    return header + 2 * slot * ring_bytes;
+  }
+  [[nodiscard]] std::size_t results_at(std::size_t slot) const noexcept {
+    return tasks_at(slot) + ring_bytes;
+  }
+};
+
 // ---- the doorbell ---------------------------------------------------------------------------
 // One write to the driver's eventfd.
 void write_doorbell(int fd) noexcept;
@@ -74,15 +92,16 @@ bool on_driver_thread() noexcept;
 
 // ---- the worker process (worker.cpp) ------------------------------------------------------------
 struct WorkerEnv {
-  ByteRing* tasks;
-  ByteRing* results;
-  WorkerShared* me;
-  PoolShared* sh;
-  int doorbell;
-  const PoolOptions* options;
-  int cpu;  // -1: not pinned
+  std::byte* base = nullptr;  // the pool's shared memory, as this process maps it
+  PoolLayout layout;
+  std::size_t slot = 0;
+  int doorbell = -1;
+  int cpu = -1;  // -1: not pinned
+  std::size_t max_tasks = 0;
+  const Initializer* initializer = nullptr;
 };
-// The worker's life: initializer, then tasks until the ring closes. Returns its exit code.
+// The worker's life: attaches to its slot's rings (the driver laid them), runs the
+// initializer, then tasks until the ring closes. Returns its exit code.
 int worker_main(const WorkerEnv& env);
 
 }  // namespace ipckit::detail

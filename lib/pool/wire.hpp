@@ -20,8 +20,8 @@
 namespace ipckit::detail {
 
 // A whole task message: its frame, the callable's bytes and the encoded inputs. The frame's
-// invoker is an address in the driver's binary, which the worker shares: it cannot be
-// checked here, and only the driver (the worker's parent) writes task rings.
+// invoker names code in the program the worker runs too: it is resolved (and an unknown
+// module refused) when the worker calls it; only the driver writes task rings.
 struct TaskMessage {
   TaskFrame frame{};
   std::span<const std::byte> fn;

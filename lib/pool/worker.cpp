@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "../channel/fragment.hpp"
@@ -31,29 +32,40 @@ void pin_to(int cpu) noexcept {
 int worker_main(const WorkerEnv& env) {
   ::signal(SIGINT, SIG_IGN);
   pin_to(env.cpu);
-  ByteRing& tasks = *env.tasks;
-  ByteRing& results = *env.results;
+  const PoolLayout& lay = env.layout;
+  auto* sh = reinterpret_cast<PoolShared*>(env.base);
+  auto* me = reinterpret_cast<WorkerShared*>(env.base + sizeof(PoolShared)) + env.slot;
+  std::optional<ByteRing> task_ring;
+  std::optional<ByteRing> result_ring;
+  try {
+    task_ring.emplace(ByteRing::attach({env.base + lay.tasks_at(env.slot), lay.ring_bytes}));
+    result_ring.emplace(ByteRing::attach({env.base + lay.results_at(env.slot), lay.ring_bytes}));
+  } catch (const Error&) {
+    return kExitProtocol;
+  }
+  ByteRing& tasks = *task_ring;
+  ByteRing& results = *result_ring;
   std::vector<std::byte> out;  // kept across tasks: its memory is warm for the next result
   FragmentReader in(kMaxMessage);
   FragmentWriter writer;
   const auto send = [&](const ResultFrame& rf) {
     writer.start({std::as_bytes(std::span(&rf, 1)), std::span<const std::byte>(out)});
-    writer.write_all(results, kRecordBytes, [&] { notify_driver(env.sh, env.doorbell); });
+    writer.write_all(results, kRecordBytes, [&] { notify_driver(sh, env.doorbell); });
   };
   try {
     tasks.attach_consumer();
     results.attach_producer();
-    if (env.options->initializer) {
+    if (env.initializer != nullptr && *env.initializer) {
       try {
-        env.options->initializer();
+        (*env.initializer)();
       } catch (...) {
         encode_current_exception(out);
         send(ResultFrame{0, ResultFrame::kInitError, 0, 0});
         return kExitInitFailed;
       }
     }
-    env.me->ready.store(1, std::memory_order_release);
-    const std::size_t max_tasks = env.options->maxtasksperchild;
+    me->ready.store(1, std::memory_order_release);
+    const std::size_t max_tasks = env.max_tasks;
     std::size_t done = 0;
     for (;;) {
       // Throws closed when the pool is done, peer_dead when the parent died.
@@ -64,7 +76,7 @@ int worker_main(const WorkerEnv& env) {
         // while it runs: it uses an attempt and ends in WorkerLost, never loops).
         TaskFrame head{};
         std::memcpy(&head, rec.data() + kFragmentHeader, sizeof head);
-        env.me->started.store(head.id, std::memory_order_release);
+        me->started.store(head.id, std::memory_order_release);
       }
       std::optional<FragmentReader::Message> msg;
       try {
@@ -87,15 +99,13 @@ int worker_main(const WorkerEnv& env) {
         return kExitProtocol;
       }
       const TaskFrame& tf = task.frame;
-      env.me->started.store(tf.id, std::memory_order_release);
+      me->started.store(tf.id, std::memory_order_release);
       const auto t0 = std::chrono::steady_clock::now();
       ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
       out.clear();
       try {
-        // The driver sent the address of invoke_chunk<...> in this same binary (fork keeps
-        // the layout), so the integer is a function pointer again.
-        reinterpret_cast<Invoker>(tf.invoker)(  // NOLINT(performance-no-int-to-ptr)
-            task.fn, task.args, tf.count, out);
+        // invoke_chunk<...> in this same program (throws not_found for another build).
+        function_at<std::remove_pointer_t<Invoker>>(tf.invoker)(task.fn, task.args, tf.count, out);
       } catch (...) {
         rf.status = ResultFrame::kError;
         encode_current_exception(out);

@@ -34,6 +34,7 @@
 #include "ipckit/shm/shared_array.hpp"
 #include "leak_check.hpp"
 #include "nproc_limit.hpp"
+#include "pool_options.hpp"
 #include "test_util.hpp"
 
 namespace ipckit {
@@ -149,7 +150,7 @@ std::uint64_t digest(std::span<const std::byte> in) {
 
 TEST_F(PoolFailureTest, WorkerKilledMidTaskFailsOnlyThatTask) {
   SharedArray<pid_t> victim(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   auto lost = pool.apply_async(
       [victim = victim.data()](int x) {
         store_pid(victim, ::getpid());
@@ -184,7 +185,7 @@ TEST_F(PoolFailureTest, WorkerKilledMidTaskFailsOnlyThatTask) {
 
 TEST_F(PoolFailureTest, ImapRaisesWorkerLostAtTheKilledTaskAndGoesOn) {
   SharedArray<pid_t> victim(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   auto it = pool.imap(
       [victim = victim.data()](int x) {
         if (x == 5) {
@@ -210,7 +211,7 @@ TEST_F(PoolFailureTest, ImapRaisesWorkerLostAtTheKilledTaskAndGoesOn) {
 
 TEST_F(PoolFailureTest, MapAsyncFailsWithWorkerLostWhenItsWorkerIsKilled) {
   SharedArray<pid_t> victim(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   auto ar = pool.map_async(
       [victim = victim.data()](int x) {
         if (x == 3) {
@@ -279,6 +280,7 @@ TEST_F(PoolFailureTest, KilledTaskIsRetriedWithTaskRetries) {
   PoolOptions opts;
   opts.processes = 2;
   opts.task_retries = 1;
+  opts.start = StartMethod::fork;
   Pool pool{opts};
   auto ar = pool.apply_async(
       [victim = victim.data(), attempts = attempts.data()](int x) {
@@ -444,7 +446,7 @@ TEST_F(PoolFailureTest, WorkersDieWithTheirParent) {
   SharedArray<pid_t> info(3);  // two worker pids, then "a task is running"
   const auto shm_before = library_shm_entries();
   auto parent = Process::spawn([&] {
-    Pool pool{2};
+    Pool pool{testing::forked(2)};
     const auto pids = worker_pids(pool);
     // One worker busy in a task, the other idle in its ring: both must go.
     auto busy = pool.map_async(
@@ -477,7 +479,7 @@ void expect_sigint_interrupts(Call call) {
   SharedArray<pid_t> info(3);
   auto child = Process::spawn([&]() -> int {
     ::signal(SIGINT, SIG_DFL);  // whatever the test runner set up
-    Pool pool{2};
+    Pool pool{testing::forked(2)};
     const auto pids = worker_pids(pool);
     store_pid(info.data(), pids[0]);
     store_pid(info.data() + 1, pids[1]);
@@ -548,7 +550,7 @@ TEST_F(PoolFailureTest, SigintOutsidePoolCallsKeepsItsDefaultAction) {
   SharedArray<pid_t> info(3);
   auto child = Process::spawn([&]() -> int {
     ::signal(SIGINT, SIG_DFL);
-    Pool pool{2};
+    Pool pool{testing::forked(2)};
     const auto pids = worker_pids(pool);
     if (pool.map(square, iota_vec(10)).back() != 81) return 1;  // a call that has returned
     store_pid(info.data(), pids[0]);
@@ -574,6 +576,7 @@ TEST_F(PoolFailureTest, SigintWithHandleSigintOffKeepsItsDefaultActionInMap) {
     PoolOptions opts;
     opts.processes = 2;
     opts.handle_sigint = false;
+    opts.start = StartMethod::fork;
     Pool pool{opts};
     const auto pids = worker_pids(pool);
     store_pid(info.data(), pids[0]);
@@ -832,7 +835,7 @@ int pool_start_fails(const std::vector<std::string>& expect) {
   const auto fds = testing::open_fds();
   const std::size_t maps = testing::shared_mappings();
   try {
-    Pool pool(4);
+    Pool pool{testing::forked(4)};
     std::fprintf(stderr, "Pool(4) started under the limit\n");
     return 1;
   } catch (const Error& e) {

@@ -33,6 +33,7 @@
 #include "ipckit/pool/progress.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "leak_check.hpp"
+#include "pool_options.hpp"
 #include "test_util.hpp"
 
 namespace ipckit {
@@ -173,7 +174,7 @@ TEST_F(PoolTest, MapCarriesStringsVectorsMapsTuplesAndCerealTypes) {
 
 TEST_F(PoolTest, ChunksizeZeroIsRejectedBeforeAnythingRuns) {
   SharedArray<std::uint32_t> runs(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   const auto counted = [runs = runs.data()](int x) {
     __atomic_fetch_add(runs, 1u, __ATOMIC_RELAXED);
     return x;
@@ -265,7 +266,7 @@ TEST_F(PoolTest, MapOfEmptyInputIsEmpty) {
 
 TEST_F(PoolTest, MapOfVoidFunctionRunsEveryInput) {
   SharedArray<int> seen(100);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   pool.map([seen = seen.data()](int i) { seen[i] = i + 1; }, iota_vec(100), 7);
   for (int i = 0; i < 100; ++i) EXPECT_EQ(seen[static_cast<std::size_t>(i)], i + 1) << i;
 
@@ -556,7 +557,7 @@ TEST_F(PoolTest, StarmapUnpacksPairsAndTuples) {
 
 TEST_F(PoolTest, ApplyPassesVariadicArguments) {
   SharedArray<int> cell(1);  // before the pool: its workers are forks that share it
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   EXPECT_EQ(pool.apply(add3, 1, 2, 3), 6);
   EXPECT_EQ(pool.apply([] { return 7; }), 7);
   EXPECT_EQ(pool.apply(
@@ -679,7 +680,7 @@ TEST_F(PoolTest, JoinBeforeCloseIsInvalidArgument) {
 
 TEST_F(PoolTest, CloseThenJoinFinishesQueuedWork) {
   SharedArray<std::uint32_t> ran(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   const auto slow = [ran = ran.data()](int x) {
     std::this_thread::sleep_for(5ms);
     __atomic_fetch_add(ran, 1u, __ATOMIC_RELAXED);
@@ -710,7 +711,7 @@ TEST_F(PoolTest, CloseThenJoinFinishesQueuedWork) {
 
 TEST_F(PoolTest, TerminateFailsPendingWorkWithClosed) {
   SharedArray<std::uint32_t> started(1);
-  Pool pool{2};
+  Pool pool{testing::forked(2)};
   std::vector<pid_t> pids;
   for (const auto& s : pool.stats()) pids.push_back(s.pid);
   auto ar = pool.map_async(
@@ -735,7 +736,7 @@ TEST_F(PoolTest, DestructorWithPendingWorkStopsIt) {
   AsyncResult<std::vector<int>> ar;
   std::optional<ImapResult<int>> it;
   {
-    Pool pool{2};
+    Pool pool{testing::forked(2)};
     for (const auto& s : pool.stats()) pids.push_back(s.pid);
     ar = pool.map_async(
         [started = started.data()](int x) {
@@ -876,6 +877,7 @@ TEST_F(PoolTest, InitializerRunsOncePerWorkerBeforeItsTasks) {
   opts.initializer = [inits = inits.data(), count = count.data()] {
     inits[__atomic_fetch_add(count, 1u, __ATOMIC_RELAXED)] = ::getpid();
   };
+  opts.start = StartMethod::fork;
   Pool pool{opts};
   std::set<pid_t> workers;
   for (const auto& s : pool.stats()) workers.insert(s.pid);
@@ -898,6 +900,7 @@ TEST_F(PoolTest, MaxTasksPerChildReplacesWorkers) {
     const auto i = __atomic_fetch_add(count, 1u, __ATOMIC_RELAXED);
     if (i < 64) inits[i] = ::getpid();
   };
+  opts.start = StartMethod::fork;
   Pool pool{opts};
   const auto results =
       pool.map([](int x) { return std::pair<int, pid_t>(x * x, ::getpid()); }, iota_vec(20), 1);

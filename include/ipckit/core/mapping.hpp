@@ -20,6 +20,8 @@ class Mapping {
   // (pages are committed as they are touched). Throws Error(errc::invalid_argument) for 0
   // or more than kMaxBytes, the mmap errno (ENOMEM) otherwise; `what` names the caller.
   static Mapping anonymous(std::size_t bytes, const char* what = "mmap", bool reserve = true);
+  // `bytes` of the file `fd` from offset 0, shared (MAP_SHARED); throws as anonymous().
+  static Mapping of_file(int fd, std::size_t bytes, const char* what = "mmap");
 
   Mapping(Mapping&& o) noexcept
       : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}

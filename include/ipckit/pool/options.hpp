@@ -10,21 +10,105 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
+#include <type_traits>
 #include <vector>
 
+#include "ipckit/core/code_address.hpp"
 #include "ipckit/core/error.hpp"
+#include "ipckit/pool/detail/task.hpp"
 
 namespace ipckit {
+
+/// How a Pool starts its workers (PoolOptions::start).
+enum class StartMethod {
+  /// Each worker is fork()ed from the pool's driver thread: the fastest start and respawn,
+  /// and a worker sees the caller's memory as it was at that fork (globals, heap, pointers
+  /// captured by the callable). Unsafe in a program whose other threads may hold a lock at
+  /// that moment (a std::mutex, a logging lock): the worker inherits it held, and a task
+  /// that takes it waits forever. Choose it for programs without threads (or whose locks
+  /// tasks never take) that need the fork semantics.
+  fork,
+  /// Workers are forked from a helper process: a fresh exec of the program that stops during
+  /// libipckit's static initialisation (so it never reaches main) and forks every worker of
+  /// the pool; it is single-threaded when it forks, so no lock is inherited held, whatever
+  /// the caller's threads do. A worker sees globals as they are after static initialisation
+  /// (constructors of the program's objects linked before libipckit; with a shared
+  /// libipckit, before the executable's own), never the caller's later changes; callables,
+  /// initializer and arguments cross by value (their bytes or cereal), so a captured pointer
+  /// or reference means nothing there. Opened files are not inherited (only stdin, stdout
+  /// and stderr). Costs one exec when the pool starts. The default.
+  forkserver,
+};
+
+/// PoolOptions::initializer: a callable run once in each worker. Any `void()` callable under
+/// StartMethod::fork; under forkserver one that can cross by value (a function pointer, a
+/// lambda capturing trivially copyable values or cereal-serialisable ones), else Pool's
+/// constructor throws Error(errc::invalid_argument).
+class Initializer {
+ public:
+  /// None.
+  Initializer() = default;
+  /// Wraps `f`, and keeps its portable form when it has one.
+  template <class F>
+  requires(std::is_invocable_v<std::decay_t<F>&> && !std::is_same_v<std::decay_t<F>, Initializer>)
+  Initializer(F&& f)  // NOLINT(google-explicit-constructor): `.initializer = [] {...}`
+      : local_(f) {
+    using Fn = std::decay_t<F>;
+    if constexpr (detail::is_portable_callable_v<Fn>) {
+      invoker_ = detail::code_address_of(&run<Fn>);
+      detail::encode_callable<Fn>(f, bytes_);
+    }
+  }
+  /// True when there is one.
+  explicit operator bool() const noexcept { return local_ || invoker_.module != 0; }
+  /// True when it can cross by value (StartMethod::forkserver).
+  [[nodiscard]] bool portable() const noexcept { return invoker_.module != 0; }
+  /// Runs it: the callable itself, or its portable form in another process.
+  void operator()() const {
+    if (local_) {
+      local_();
+    } else if (portable()) {
+      detail::function_at<void(std::span<const std::byte>)>(invoker_)(bytes_);
+    }
+  }
+
+  /// @cond internal
+  // The portable form, for the forkserver: a trampoline and the callable's bytes.
+  [[nodiscard]] const detail::CodeAddress& invoker() const noexcept { return invoker_; }
+  [[nodiscard]] std::span<const std::byte> bytes() const noexcept { return bytes_; }
+  static Initializer from_portable(const detail::CodeAddress& invoker,
+                                   std::span<const std::byte> bytes) {
+    Initializer i;
+    i.invoker_ = invoker;
+    i.bytes_.assign(bytes.begin(), bytes.end());
+    return i;
+  }
+  /// @endcond
+
+ private:
+  template <class Fn>
+  static void run(std::span<const std::byte> bytes) {
+    detail::with_callable<Fn>(bytes, [](Fn& f) { f(); });
+  }
+
+  std::function<void()> local_;
+  detail::CodeAddress invoker_{};  // module 0: none
+  std::vector<std::byte> bytes_;
+};
 
 /// How a Pool is made: Pool(PoolOptions).
 struct PoolOptions {
   /// Worker processes; 0: one per hardware thread (at most 4096).
   std::size_t processes = 0;
+  /// How workers are started; see StartMethod (the default, forkserver, is safe in a program
+  /// that runs threads).
+  StartMethod start = StartMethod::forkserver;
   /// Runs once in each worker (new and replacement ones) before its first task. If it throws,
   /// the pool is broken: pending and later calls fail with errc::child_failed and its message.
   /// The pool is broken the same way when three workers in a row die before their
   /// initializer returns.
-  std::function<void()> initializer{};
+  Initializer initializer{};
   /// A worker exits and is replaced after this many chunks; 0: never.
   std::size_t maxtasksperchild = 0;
   /// When not empty, worker i runs on CPU cpu_affinity[i % size()] only.

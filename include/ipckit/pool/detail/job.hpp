@@ -94,12 +94,13 @@ struct Chunk {
 
 class JobBase {
  public:
-  JobBase(Invoker inv, std::vector<std::byte> callable) : invoker(inv), fn(std::move(callable)) {}
+  JobBase(Invoker inv, std::vector<std::byte> callable)
+      : invoker(code_address_of(inv)), fn(std::move(callable)) {}
   virtual ~JobBase() = default;
   JobBase(const JobBase&) = delete;
   JobBase& operator=(const JobBase&) = delete;
 
-  const Invoker invoker;
+  const CodeAddress invoker;  // the trampoline, as the worker finds it
   const std::vector<std::byte> fn;
   ProgressFn progress;
   std::size_t total_items = 0;  // 0 when unknown (imap)

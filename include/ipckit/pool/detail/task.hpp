@@ -1,7 +1,9 @@
-// How a pool task crosses to a worker. A forked worker runs the same binary at the same
-// addresses, so a task is the address of a trampoline, invoke_chunk<F, In, R, Unpack>, plus
-// the bytes of the callable and of a chunk of inputs; the worker calls the trampoline, which
-// decodes, runs the callable on each input and encodes the results.
+// How a pool task crosses to a worker. The worker runs the same program, though not always at
+// the same addresses (the forkserver's workers come from another exec of it; MPI ranks are
+// other processes), so a task names its trampoline, invoke_chunk<F, In, R, Unpack>, as a
+// CodeAddress (module build id + offset), followed by the bytes of the callable and of a chunk
+// of inputs; the worker calls the trampoline, which decodes, runs the callable on each input
+// and encodes the results. A function-pointer callable crosses as a CodeAddress too.
 //
 // Messages travel through the library's fragment layer (lib/channel/fragment.hpp: one record,
 // or several when larger than one ring record, the first led by the total size). A task message
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "ipckit/channel/codec.hpp"
+#include "ipckit/core/code_address.hpp"
 
 namespace ipckit::detail {
 
@@ -36,7 +39,7 @@ using Invoker = void (*)(std::span<const std::byte> fn, std::span<const std::byt
 
 struct TaskFrame {
   std::uint64_t id;       // the driver's id for this dispatch of the chunk
-  std::uint64_t invoker;  // address of the trampoline
+  CodeAddress invoker;    // the trampoline
   std::uint32_t fn_size;  // callable bytes (then padding to 8)
   std::uint32_t count;    // inputs in the chunk
 };
@@ -49,7 +52,8 @@ struct ResultFrame {
   std::uint32_t count;
   std::uint64_t busy_ns;  // time spent running the chunk
 };
-static_assert(sizeof(TaskFrame) == 24 && sizeof(ResultFrame) == 24);
+static_assert(sizeof(TaskFrame) == 32 && sizeof(ResultFrame) == 24);
+static_assert(std::is_trivially_copyable_v<TaskFrame>);
 
 constexpr std::size_t pad8(std::size_t n) noexcept { return (n + 7) & ~std::size_t{7}; }
 
@@ -58,9 +62,10 @@ template <class F>
 inline constexpr bool is_function_pointer_v =
     std::is_pointer_v<F>&& std::is_function_v<std::remove_pointer_t<F>>;
 
-// A callable can cross to a worker when it is a function pointer (same binary, same address),
+// A callable can cross to a worker when it is a function pointer (sent as a CodeAddress),
 // an object whose bytes are its value (captureless lambdas, lambdas capturing trivially
-// copyable values) or an object cereal can serialise.
+// copyable values) or an object cereal can serialise. A captured pointer crosses as its bits:
+// it means something only in a worker forked from the caller (StartMethod::fork).
 template <class F>
 inline constexpr bool is_portable_callable_v =
     is_function_pointer_v<F> ||
@@ -70,7 +75,11 @@ template <class F>
 void encode_callable(const F& f, std::vector<std::byte>& out) {
   if constexpr (std::is_empty_v<F> && std::is_default_constructible_v<F>) {
     out.clear();
-  } else if constexpr (is_function_pointer_v<F> || std::is_trivially_copyable_v<F>) {
+  } else if constexpr (is_function_pointer_v<F>) {
+    const CodeAddress a = code_address_of(f);
+    out.resize(sizeof a);
+    std::memcpy(out.data(), &a, sizeof a);
+  } else if constexpr (std::is_trivially_copyable_v<F>) {
     out.resize(sizeof(F));
     std::memcpy(out.data(), &f, sizeof(F));
   } else {
@@ -84,7 +93,13 @@ void with_callable(std::span<const std::byte> bytes, Fn&& fn) {
   if constexpr (std::is_empty_v<F> && std::is_default_constructible_v<F>) {
     F f{};
     fn(f);
-  } else if constexpr (is_function_pointer_v<F> || std::is_trivially_copyable_v<F>) {
+  } else if constexpr (is_function_pointer_v<F>) {
+    CodeAddress a;
+    if (bytes.size() != sizeof a) throw_codec("pool: a function pointer of the wrong size");
+    std::memcpy(&a, bytes.data(), sizeof a);
+    F f = function_at<std::remove_pointer_t<F>>(a);
+    fn(f);
+  } else if constexpr (std::is_trivially_copyable_v<F>) {
     if (bytes.size() != sizeof(F)) throw_codec("pool: a callable of the wrong size");
     RawSlot<F> slot;
     fn(slot.fill(bytes.data()));
