@@ -54,6 +54,13 @@ struct Cli {
   std::string precision = "double";
   std::vector<double> sweep;
   bool procs_given = false, out_given = false;
+
+  // Crosses to --sweep's Pool workers by value (cereal).
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(flow, re, nx, ny, procs, comm, steps, tol, out, u, collision, precision, sweep, procs_given,
+       out_given);
+  }
 };
 
 int cpu_count() {
@@ -335,13 +342,13 @@ int run_sweep(const Cli& c) {
       throw std::invalid_argument(fmt("--sweep Re=%g: ", re) + e.what());
     }
   }
-  ipckit::Pool pool;  // its workers are forks of this process: `c` is there, at the same address
+  ipckit::Pool pool;
   std::printf("sweep of %zu runs on a Pool of %zu workers\n", c.sweep.size(), pool.size());
   std::fflush(stdout);
   std::vector<ipckit::AsyncResult<Outcome>> runs;
   for (double re : c.sweep) {
-    runs.push_back(
-        pool.apply_async([cli = &c](double r) { return run_serial(at_re(*cli, r)); }, re));
+    // The run's options cross to the worker by value (Cli::serialize).
+    runs.push_back(pool.apply_async([](const Cli& cli) { return run_serial(cli); }, at_re(c, re)));
   }
   int failed = 0, not_converged = 0;
   for (std::size_t i = 0; i < runs.size(); ++i) {

@@ -77,13 +77,16 @@ int main(int argc, char** argv) {
   std::vector<int> xs(20);
   std::iota(xs.begin(), xs.end(), 0);
 
-  // Made before the pool: workers are forks, and see only what existed when they were made.
+  // Made before the pool, for the kill -9 demonstration below: workers forked from this
+  // process inherit it (StartMethod::fork). Under the default, forkserver, workers come from
+  // a fresh exec of the program and inherit only stdin, stdout and stderr.
   int fds[2];
   if (::pipe(fds) != 0) return 1;
 
   ipckit::PoolOptions options;
   options.processes = workers;
   options.task_retries = 0;
+  options.start = ipckit::StartMethod::fork;
   ipckit::Pool pool{options};
   std::printf("Pool of %zu workers\n", pool.size());
 

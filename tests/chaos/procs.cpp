@@ -15,6 +15,7 @@
 #include "ipckit/spmd/run.hpp"
 #include "ipckit/sync/barrier.hpp"
 #include "ipckit/sync/mutex.hpp"
+#include "proc_scan.hpp"
 #include "scenarios.hpp"
 
 namespace ipckit::chaos {
@@ -100,6 +101,7 @@ int pool_owner_main(PoolBoard& b, std::size_t processes, int retries) {
     opts.processes = processes;
     opts.task_retries = retries;
     opts.handle_sigint = false;
+    opts.start = StartMethod::fork;  // the tasks write to the board, inherited through fork
     Pool pool{opts};
     for (const auto& s : pool.stats()) b.workers.add(s.pid);
     b.ready.store(1, std::memory_order_release);
@@ -249,27 +251,30 @@ struct OwnerBoard {
   PidList workers;
 };
 
+int spin_200us(int x) {
+  spin_for(std::chrono::microseconds(200));
+  return x;
+}
+
 void pool_parent_iteration(Ctx& ctx) {
   Row& row = *ctx.row;
   auto mem = Segment::anonymous(1 << 16);
   OwnerBoard& b = mem.make<OwnerBoard>();
   const std::size_t processes = ctx.uniform(2, 3);
+  // The default start method: the owner's death must take the forkserver helper (its only
+  // child) and the helper's workers.
   auto owner = Process::spawn([&] {
     PoolOptions opts;
     opts.processes = processes;
     opts.handle_sigint = false;
     Pool pool{opts};
+    (void)pool.apply(spin_200us, 0);
     for (const auto& s : pool.stats()) b.workers.add(s.pid);
-    OwnerBoard* board = &b;
+    for (const pid_t helper : testing::child_pids()) b.workers.add(helper);
     auto results = pool.map_async(
-        [board](int x) {
-          board->workers.add(::getpid());
-          if (x == 0) board->ready.store(1, std::memory_order_release);
-          spin_for(std::chrono::microseconds(200));
-          return x;
-        },
-        std::views::iota(0, 100'000),
+        spin_200us, std::views::iota(0, 100'000),
         {.chunksize = 4, .callback = {}, .error_callback = {}, .progress = {}});
+    b.ready.store(1, std::memory_order_release);
     results.wait();
     return 1;  // not reached: killed first
   });
