@@ -112,16 +112,25 @@ void BM_map_auto_1M(benchmark::State& state) {
   per_task(state, in.size(), [&](ipckit::Pool& pool) { return pool.map(trivial, in); });
 }
 
-void BM_start_stop(benchmark::State& state) {
+// Pool(2) made, closed and joined, with the given start method (forkserver: one exec of this
+// program per pool, then two forks in the helper).
+void start_stop(benchmark::State& state, ipckit::StartMethod method) {
+  ipckit::PoolOptions o;
+  o.processes = kWorkers;
+  o.start = method;
   double total = 0;
   for (auto _ : state) {
     const auto t0 = clock_type::now();
-    ipckit::Pool pool{kWorkers};
+    ipckit::Pool pool{o};
     pool.close();
     pool.join();
     total += us(clock_type::now() - t0);
   }
   state.counters["ms"] = total / 1e3 / static_cast<double>(state.iterations());
+}
+void BM_start_stop(benchmark::State& state) { start_stop(state, ipckit::StartMethod::fork); }
+void BM_start_stop_forkserver(benchmark::State& state) {
+  start_stop(state, ipckit::StartMethod::forkserver);
 }
 
 void BM_cpu_seq(benchmark::State& state) {
@@ -296,6 +305,7 @@ BENCHMARK(BM_imap_chunk1)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_apply_async)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_map_auto_1M)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_start_stop)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_start_stop_forkserver)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_seq)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_pool)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_cpu_ideal)->Unit(benchmark::kMillisecond)->UseRealTime();

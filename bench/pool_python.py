@@ -11,6 +11,9 @@ Workloads (the C++ side uses the same names):
   apply_async  [pool.apply_async(trivial, (i,)) for i in range(N)], .get() us/task
   map_auto_1M  pool.map(trivial, range(1_000_000)) (default chunksize)     us/task
   start_stop   Pool(2); close(); join() -- mean of 20 per repetition       ms
+  start_stop_forkserver  the same with the forkserver context (its server already
+               running: started by a warm-up pool before the timing)            ms
+  start_stop_spawn       the same with the spawn context, mean of 5             ms
   cpu_seq      100 calls of burn(loops), ~1 ms of pure-Python arithmetic  ms total
   cpu_pool     pool.map(burn, [loops] * 100, chunksize=1)                  ms total
   cpu_speedup  cpu_seq / cpu_pool: median = ratio of the two medians (as pool_report.py
@@ -136,11 +139,24 @@ def one_repetition(ctx, n_small, loops):
         p.close()
         p.join()
     r["start_stop"] = (time.perf_counter() - t0) * 1e3 / START_STOP_ITERS
+
+    for method, iters in (("forkserver", START_STOP_ITERS), ("spawn", 5)):
+        other = multiprocessing.get_context(method)
+        warm = other.Pool(2)  # forkserver: starts the server, which later pools reuse
+        warm.close()
+        warm.join()
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            p = other.Pool(2)
+            p.close()
+            p.join()
+        r["start_stop_" + method] = (time.perf_counter() - t0) * 1e3 / iters
     return r
 
 
 UNITS = {"map_chunk1": "us/task", "imap_chunk1": "us/task", "apply_async": "us/task",
-         "map_auto_1M": "us/task", "start_stop": "ms", "cpu_seq": "ms", "cpu_pool": "ms",
+         "map_auto_1M": "us/task", "start_stop": "ms", "start_stop_forkserver": "ms",
+         "start_stop_spawn": "ms", "cpu_seq": "ms", "cpu_pool": "ms",
          "large_arg": "GB/s", "large_result": "GB/s", "make_100MB": "GB/s"}
 
 

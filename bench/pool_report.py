@@ -22,7 +22,7 @@ WORKLOADS = {
     "imap_chunk1": ("imap, chunksize=1, trivial task", "µs/task", "us_per_task"),
     "apply_async": ("apply_async per task, then get()", "µs/task", "us_per_task"),
     "map_auto_1M": ("map of 1 M trivial tasks, default chunksize", "µs/task", "us_per_task"),
-    "start_stop": ("Pool(2) start, close, join", "ms", "ms"),
+    "start_stop": ("Pool(2) start, close, join (fork)", "ms", "ms"),
     "cpu_seq": ("100 CPU-bound ~1 ms tasks, sequential", "ms", "ms"),
     "cpu_pool": ("100 CPU-bound ~1 ms tasks, Pool(2).map chunksize=1", "ms", "ms"),
     "cpu_ideal": ("the same 100 tasks on 2 bare forked processes (machine ceiling)", "ms", "ms"),
@@ -158,6 +158,26 @@ def rows(ip, py):
     return out
 
 
+def start_rows(ip, py):
+    """(start method, ipckit, Python, ratio, note) for the start-method table (issue 15)."""
+    def ms(v):
+        return fmt(v, "ms")
+
+    def ratio(a, b):
+        return f"{b / a:.1f}×" if a and b is not None else "n/a"
+
+    a, b = ip.get("start_stop"), py.get("start_stop")
+    out = [("fork", ms(a), ms(b), ratio(a, b),
+            "ipckit: forked from the driver thread; unsafe when other threads hold locks")]
+    a, b = ip.get("start_stop_forkserver"), py.get("start_stop_forkserver")
+    out.append(("forkserver (ipckit's default)", ms(a), ms(b), ratio(a, b),
+                "ipckit: one exec of the program per pool, then forks; Python: its server "
+                "already running (started once per interpreter)"))
+    out.append(("spawn", "– (forkserver is ipckit's exec'd method)", ms(py.get("start_stop_spawn")),
+                "–", "Python: a fresh interpreter per worker"))
+    return out
+
+
 def transport(total_gbps, task_gbps):
     """GB/s of the pool's own part of a call: 100 MB / (call time - the task's own time)."""
     if not total_gbps or not task_gbps or 1 / total_gbps <= 1 / task_gbps:
@@ -211,7 +231,7 @@ def nproc():
         return os.cpu_count()
 
 
-def markdown(ip, ip_ctx, errors, py, py_ctx, spread, table, large=()):
+def markdown(ip, ip_ctx, errors, py, py_ctx, spread, table, large=(), starts=()):
     out = []
     p = out.append
     p("# ipckit process pool benchmarks\n")
@@ -259,6 +279,16 @@ def markdown(ip, ip_ctx, errors, py, py_ctx, spread, table, large=()):
         p("|---|---|---|---|---|---|")
         for r in large:
             p("| " + " | ".join(r[:5]) + f" | **{r[5]}** |")
+        p("")
+    if starts:
+        p("## Start methods: Pool(2) start, close, join\n")
+        p("Mean time of one Pool(2) made, closed and joined, per start method, both sides in "
+          "the same run (ratio: Python ÷ ipckit). ipckit's default is forkserver: safe when "
+          "other threads hold locks (docs/pool.md).\n")
+        p("| start method | ipckit | Python multiprocessing | ratio | note |")
+        p("|---|---|---|---|---|")
+        for r in starts:
+            p("| " + " | ".join(r) + " |")
         p("")
     if errors:
         p("pool_bench reported errors: " + "; ".join(f"`{w}`: {e}" for w, e in
@@ -335,7 +365,8 @@ def main():
     if not py_ctx:
         print(f"pool_report.py: {a.python_json} not found, Python shows as n/a",
               file=sys.stderr)
-    md = markdown(ip, ip_ctx, errors, py, py_ctx, spread, rows(ip, py), large_rows(ip, py))
+    md = markdown(ip, ip_ctx, errors, py, py_ctx, spread, rows(ip, py), large_rows(ip, py),
+                  start_rows(ip, py))
     with open(os.path.join(outdir, "pool.md"), "w") as f:
         f.write(md)
     plot(os.path.join(outdir, "pool.png"), ip, py)
