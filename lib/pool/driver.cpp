@@ -18,6 +18,8 @@
 #include <system_error>
 #include <unordered_set>
 
+#include "ipckit/core/cpu_count.hpp"
+
 namespace ipckit::detail {
 namespace {
 
@@ -55,8 +57,7 @@ PoolLayout PoolLayout::for_workers(std::size_t n) {
 
 PoolCore::PoolCore(PoolOptions opts)
     : options(std::move(opts)),
-      n(options.processes != 0 ? options.processes
-                               : std::max(1u, std::thread::hardware_concurrency())),
+      n(options.processes != 0 ? options.processes : cpu_count()),
       link(std::make_shared<PoolLink>()) {
   if (options.task_retries < 0) {
     throw Error(errc::invalid_argument, "Pool: task_retries must not be negative");

@@ -3,6 +3,7 @@
 // processes; tasks report back through their results or through SharedArrays made before
 // the pool (a worker is a fork, so it shares those mappings).
 // Over 600 lines: one suite for the Pool API, call by call, sharing its task functions.
+#include "ipckit/core/cpu_count.hpp"
 #include "ipckit/pool/pool.hpp"
 
 #include <gtest/gtest.h>
@@ -761,9 +762,9 @@ TEST_F(PoolTest, MoveAssignmentTerminatesTheReplacedPool) {
   EXPECT_EQ(a.apply(add, 2, 2), 4);
 }
 
-TEST_F(PoolTest, DefaultSizeIsOneWorkerPerHardwareThread) {
+TEST_F(PoolTest, DefaultSizeIsCpuCount) {
   Pool pool;
-  EXPECT_EQ(pool.size(), std::max(1u, std::thread::hardware_concurrency()));
+  EXPECT_EQ(pool.size(), cpu_count());
   EXPECT_EQ(pool.stats().size(), pool.size());
 }
 

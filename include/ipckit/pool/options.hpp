@@ -99,7 +99,8 @@ class Initializer {
 
 /// How a Pool is made: Pool(PoolOptions).
 struct PoolOptions {
-  /// Worker processes; 0: one per hardware thread (at most 4096).
+  /// Worker processes; 0: cpu_count() (the CPUs this process may use: its affinity, a
+  /// cgroup's CPU quota). At most 4096.
   std::size_t processes = 0;
   /// How workers are started; see StartMethod (the default, forkserver, is safe in a program
   /// that runs threads).

@@ -151,7 +151,7 @@ class RangeSource final : public ChunkSource {
 
 class Pool {
  public:
-  /// `processes` workers (0: one per hardware thread). Throws as Pool(PoolOptions) does.
+  /// `processes` workers (0: cpu_count()). Throws as Pool(PoolOptions) does.
   explicit Pool(std::size_t processes = 0) : Pool(with_processes(processes)) {}
   /// A pool as `options` say, its workers forked when it returns. Throws
   /// Error(errc::invalid_argument) for a CPU in cpu_affinity that does not exist or is not allowed
