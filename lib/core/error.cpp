@@ -29,6 +29,7 @@ class Category final : public std::error_category {
       case errc::remote_error: return "remote error";
       case errc::worker_lost: return "worker lost";
       case errc::interrupted: return "interrupted";
+      case errc::cancelled: return "cancelled";
     }
     return "unknown ipckit error " + std::to_string(ev);
   }

@@ -125,7 +125,8 @@ void PoolCore::start() {
     try {
       if (self->options.start == StartMethod::forkserver) {
         self->server_.emplace(self->layout_, self->memfd_.get(), self->link->doorbell.get(),
-                              self->options.maxtasksperchild, self->options.initializer);
+                              self->options.maxtasksperchild, self->options.max_worker_rss,
+                              self->options.initializer);
       }
       try {
         for (; i < self->n; ++i) self->spawn(self->workers_[i], false);
@@ -172,6 +173,10 @@ void PoolCore::set_state(State s) {
 
 void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
   link->require_owner(what);
+  if (!job->timeout) job->timeout = options.task_timeout;
+  if (job->timeout && job->timeout->count() <= 0) {
+    throw Error(errc::invalid_argument, std::string(what) + ": a timeout must be positive");
+  }
   {
     std::lock_guard lk(mu_);
     if (broken_) {
@@ -273,8 +278,14 @@ void PoolCore::spawn(Worker& w, bool replacement) {
   if (server_) {
     w.proc = WorkerProcess(server_->fork_worker(w.slot, cpu), &*server_);
   } else {
-    const WorkerEnv env{base,          layout_, w.slot, link->doorbell.get(), cpu,
-                        options.maxtasksperchild, &options.initializer};
+    const WorkerEnv env{base,
+                        layout_,
+                        w.slot,
+                        link->doorbell.get(),
+                        cpu,
+                        options.maxtasksperchild,
+                        &options.initializer,
+                        options.max_worker_rss};
     w.proc = WorkerProcess(Process::spawn([env] { return worker_main(env); }));
   }
   w.pid = w.proc.pid();
@@ -343,7 +354,9 @@ void PoolCore::loop() {
       stop_all(broken_);
       return;
     }
+    progress |= apply_cancels();
     const auto now = clock::now();
+    progress |= check_timeouts(now);
     if (now >= next_death_check_) {
       progress |= check_deaths(0);
       next_death_check_ = now + std::chrono::milliseconds(1);
@@ -410,7 +423,11 @@ void PoolCore::on_exit(Worker& w) {
   w.inflight.clear();
   std::deque<Chunk> again;
   for (Chunk& c : lost) {
-    if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
+    if (c.id != 0 && c.id == w.timed_out) {  // killed for running past its timeout
+      fail(c, std::make_exception_ptr(TaskTimeout(w.pid, *c.job->timeout)));
+    } else if (c.id != 0 && c.id <= started && c.job->abandoned()) {
+      resolve(c);  // cancelled (or failed): nothing to report, no attempt counted
+    } else if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
       ++c.attempts;
       if (c.attempts <= options.task_retries) {
         again.push_back(std::move(c));
@@ -422,6 +439,7 @@ void PoolCore::on_exit(Worker& w) {
     }
   }
   for (auto it = again.rbegin(); it != again.rend(); ++it) retry_.push_front(std::move(*it));
+  w.timed_out = 0;
   w.tasks.reset();
   w.results.reset();
   w.out.reset();
@@ -447,6 +465,61 @@ void PoolCore::on_exit(Worker& w) {
     stats_[w.slot].pid = -1;
   }
   w.respawn_at = std::chrono::steady_clock::now();  // respawn_pending() replaces it
+}
+
+// ---- cancel, timeouts ----
+// Aborts the jobs whose cancel() the driver has not seen yet (their outcome already says
+// cancelled) and kills the workers running chunks of those cancelled with {.running = true}.
+bool PoolCore::apply_cancels() {
+  const std::uint64_t now = link->cancels.load(std::memory_order_acquire);
+  if (now == cancels_seen_) return false;
+  cancels_seen_ = now;
+  const auto cancelled = std::make_exception_ptr(Error(errc::cancelled, "the call was cancelled"));
+  const auto settle = [&](JobBase& j) {
+    if (j.cancel_requested.load(std::memory_order_acquire) && !j.finished) {
+      j.finished = true;
+      j.abort(cancelled);
+    }
+  };
+  for (auto& j : jobs_) settle(*j);
+  for (auto& c : retry_) settle(*c.job);
+  for (Worker& w : workers_) {
+    for (auto& c : w.inflight) settle(*c.job);
+    if (w.alive && !w.inflight.empty() &&
+        w.inflight.front().job->cancel_running.load(std::memory_order_relaxed)) {
+      w.proc.kill(SIGKILL);  // on_exit drops its chunk and runs the others elsewhere
+    }
+  }
+  return true;
+}
+
+bool PoolCore::check_timeouts(std::chrono::steady_clock::time_point now) {
+  bool any = false;
+  for (Worker& w : workers_) {
+    if (!w.alive || w.inflight.empty() || w.timed_out != 0) continue;
+    const Chunk& c = w.inflight.front();
+    if (!c.job->timeout || now - w.head_since <= *c.job->timeout) continue;
+    w.timed_out = c.id;
+    w.proc.kill(SIGKILL);  // on_exit fails the chunk with TaskTimeout
+    any = true;
+  }
+  return any;
+}
+
+// Milliseconds until the next chunk's timeout (rounded up), -1 for none.
+int PoolCore::ms_to_next_timeout() const {
+  using namespace std::chrono;
+  const auto now = steady_clock::now();
+  int best = -1;
+  for (const Worker& w : workers_) {
+    if (!w.alive || w.inflight.empty() || w.timed_out != 0) continue;
+    const auto& t = w.inflight.front().job->timeout;
+    if (!t) continue;
+    const auto left = ceil<milliseconds>(w.head_since + *t - now).count() + 1;
+    const int ms = static_cast<int>(std::clamp<std::int64_t>(left, 0, 1 << 30));
+    best = best < 0 ? ms : std::min(best, ms);
+  }
+  return best;
 }
 
 // Replaces dead workers while there is a reason to (the pool runs, or closed work remains).
@@ -524,6 +597,8 @@ void PoolCore::sleep() {
   for (const Worker& w : workers_) {
     if (w.respawn_at) timeout = timeout < 0 ? 100 : std::min(timeout, 100);
   }
+  const int next_timeout = ms_to_next_timeout();
+  if (next_timeout >= 0) timeout = timeout < 0 ? next_timeout : std::min(timeout, next_timeout);
   (void)::poll(fds.data(), fds.size(), timeout);
   sh_->driver_sleeping.store(0, std::memory_order_relaxed);
   std::uint64_t v;

@@ -42,6 +42,7 @@ struct Hello {  // driver -> helper, with two descriptors: the pool's memfd and 
   std::uint64_t header = 0;
   std::uint64_t ring_bytes = 0;
   std::uint64_t max_tasks = 0;
+  std::uint64_t max_rss = 0;
   CodeAddress init_invoker{};
   std::uint64_t init_size = 0;  // the initializer's bytes follow
 };
@@ -174,7 +175,8 @@ int serve(int sock, pid_t parent) {
                           doorbell,
                           req.cpu,
                           static_cast<std::size_t>(h.max_tasks),
-                          &init};
+                          &init,
+                          static_cast<std::size_t>(h.max_rss)};
       try {
         Process p = Process::spawn([env, sock] {
           ::close(sock);
@@ -238,8 +240,12 @@ __attribute__((constructor)) void forkserver_entry() {
 // ---- the driver's side ------------------------------------------------------------------------
 
 ForkServer::ForkServer(const PoolLayout& layout, int memfd, int doorbell, std::size_t max_tasks,
-                       const Initializer& initializer)
-    : layout_(layout), memfd_(memfd), doorbell_(doorbell), max_tasks_(max_tasks) {
+                       std::size_t max_rss, const Initializer& initializer)
+    : layout_(layout),
+      memfd_(memfd),
+      doorbell_(doorbell),
+      max_tasks_(max_tasks),
+      max_rss_(max_rss) {
   if (initializer) {
     if (!initializer.portable()) {
       throw Error(errc::invalid_argument,
@@ -312,6 +318,7 @@ void ForkServer::launch() {
   h.header = layout_.header;
   h.ring_bytes = layout_.ring_bytes;
   h.max_tasks = max_tasks_;
+  h.max_rss = max_rss_;
   h.init_invoker = init_invoker_;
   h.init_size = init_bytes_.size();
   std::memcpy(hello.data(), &h, sizeof h);

@@ -27,7 +27,7 @@ class ForkServer {
   // Error(errc::child_failed) when it does not (the program could not be exec'd, or libipckit
   // is not part of its startup: loaded with dlopen, say), errno errors from the calls.
   ForkServer(const PoolLayout& layout, int memfd, int doorbell, std::size_t max_tasks,
-             const Initializer& initializer);
+             std::size_t max_rss, const Initializer& initializer);
   ~ForkServer();
   ForkServer(const ForkServer&) = delete;
   ForkServer& operator=(const ForkServer&) = delete;
@@ -55,6 +55,7 @@ class ForkServer {
   int memfd_;
   int doorbell_;
   std::size_t max_tasks_;
+  std::size_t max_rss_;
   CodeAddress init_invoker_{};
   std::vector<std::byte> init_bytes_;
   pid_t pid_ = -1;

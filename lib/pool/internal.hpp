@@ -99,6 +99,7 @@ struct WorkerEnv {
   int cpu = -1;  // -1: not pinned
   std::size_t max_tasks = 0;
   const Initializer* initializer = nullptr;
+  std::size_t max_rss = 0;  // bytes; 0: no limit
 };
 // The worker's life: attaches to its slot's rings (the driver laid them), runs the
 // initializer, then tasks until the ring closes. Returns its exit code.

@@ -36,6 +36,14 @@ WorkerLost::WorkerLost(pid_t worker, ExitStatus status, int attempts)
       worker_(worker),
       status_(status),
       attempts_(attempts) {}
+TaskTimeout::TaskTimeout(pid_t worker, std::chrono::nanoseconds limit)
+    : Error(errc::timeout,
+            "the task ran past its timeout of " +
+                std::to_string(std::chrono::duration<double, std::milli>(limit).count()) +
+                " ms; worker " + std::to_string(worker) + " was killed"),
+      worker_(worker),
+      limit_(limit) {}
+
 // ---- Pool ------------------------------------------------------------------------------------
 Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {
   core_->start();
@@ -57,7 +65,7 @@ void Pool::join() { (void)core_->join(Deadline::never()); }
 bool Pool::join_until(const Deadline& deadline) { return core_->join(deadline); }
 void Pool::terminate() noexcept { core_->terminate(); }
 std::vector<WorkerStats> Pool::stats() const { return core_->stats(); }
-void Pool::submit(std::shared_ptr<detail::JobBase> job, const char* what) {
+void Pool::enqueue(std::shared_ptr<detail::JobBase> job, const char* what) {
   core_->submit(std::move(job), what);
 }
 const std::shared_ptr<detail::PoolLink>& Pool::link() const noexcept { return core_->link; }

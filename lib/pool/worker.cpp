@@ -1,10 +1,13 @@
 // The worker process: runs the initializer, then takes task messages from its task ring, runs
 // each chunk through the trampoline the driver named, and sends the result message back on
 // its result ring, until the ring is closed (the pool is done) or the parent dies.
+#include <fcntl.h>
 #include <sched.h>
+#include <unistd.h>
 #include <signal.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -13,6 +16,7 @@
 #include "internal.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/codec.hpp"
+#include "ipckit/core/unique_fd.hpp"
 #include "wire.hpp"
 
 namespace ipckit::detail {
@@ -25,6 +29,18 @@ void pin_to(int cpu) noexcept {
   CPU_ZERO(&set);
   CPU_SET(cpu, &set);
   (void)::sched_setaffinity(0, sizeof set, &set);
+}
+
+// Resident bytes now (the second field of /proc/self/statm, in pages), from a descriptor
+// kept open; 0 when it cannot be read.
+std::size_t resident_bytes(int statm) noexcept {
+  char buf[128];
+  const ssize_t n = ::pread(statm, buf, sizeof buf - 1, 0);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  unsigned long long size = 0, resident = 0;
+  if (std::sscanf(buf, "%llu %llu", &size, &resident) != 2) return 0;
+  return static_cast<std::size_t>(resident) * static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
 }
 
 }  // namespace
@@ -66,6 +82,8 @@ int worker_main(const WorkerEnv& env) {
     }
     me->ready.store(1, std::memory_order_release);
     const std::size_t max_tasks = env.max_tasks;
+    UniqueFd statm;
+    if (env.max_rss != 0) statm.reset(::open("/proc/self/statm", O_RDONLY | O_CLOEXEC));
     std::size_t done = 0;
     for (;;) {
       // Throws closed when the pool is done, peer_dead when the parent died.
@@ -120,6 +138,8 @@ int worker_main(const WorkerEnv& env) {
       send(rf);
       if (out.capacity() > kLargeBlock) std::vector<std::byte>().swap(out);  // likewise
       if (max_tasks != 0 && ++done >= max_tasks) return 0;
+      // Over its memory limit: exit after the result is out; the driver replaces it.
+      if (statm.valid() && resident_bytes(statm.get()) > env.max_rss) return 0;
     }
   } catch (const Error&) {
     // closed (the pool shut down) or peer_dead (the parent is gone): either way, done.

@@ -27,7 +27,7 @@ TEST(Error, ThrowErrnoKeepsErrnoAndWhatWasAttempted) {
 }
 
 TEST(Error, EveryCodeHasAMessage) {
-  for (int i = static_cast<int>(errc::timeout); i <= static_cast<int>(errc::interrupted); ++i) {
+  for (int i = static_cast<int>(errc::timeout); i <= static_cast<int>(errc::cancelled); ++i) {
     EXPECT_EQ(make_error_code(static_cast<errc>(i)).message().find("unknown"), std::string::npos)
         << i;
   }

@@ -32,6 +32,7 @@ enum class errc : int {
   remote_error,       ///< a pool task threw in its worker (ipckit::RemoteError)
   worker_lost,        ///< a pool worker died while running the task (ipckit::WorkerLost)
   interrupted,        ///< a blocking pool call was interrupted by SIGINT (Ctrl-C)
+  cancelled,          ///< the call was cancelled (AsyncResult::cancel) before it finished
 };
 
 /// The error category of errc (name "ipckit").

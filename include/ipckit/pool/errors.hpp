@@ -1,12 +1,14 @@
 /// @file
-/// The two ways a pool task fails that a local call cannot: the task threw in its worker
-/// (RemoteError: the original exception's type name and message), or the worker died while
-/// running it (WorkerLost: which worker, and how it ended). Both are ipckit::Error, with
-/// errc::remote_error and errc::worker_lost.
+/// The ways a pool task fails that a local call cannot: the task threw in its worker
+/// (RemoteError: the original exception's type name and message), the worker died while
+/// running it (WorkerLost: which worker, and how it ended), or it ran past its timeout
+/// (TaskTimeout: its worker was killed). All are ipckit::Error, with errc::remote_error,
+/// errc::worker_lost and errc::timeout.
 #pragma once
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
 
 #include "ipckit/core/error.hpp"
@@ -55,6 +57,23 @@ class WorkerLost : public Error {
   pid_t worker_;
   ExitStatus status_;
   int attempts_;
+};
+
+/// A chunk ran past its timeout (MapOptions::timeout, AsyncOptions::timeout or
+/// PoolOptions::task_timeout): its worker was killed and replaced, the code is errc::timeout.
+class TaskTimeout : public Error {
+ public:
+  /// The error for a chunk that `worker` ran for longer than `limit`.
+  TaskTimeout(pid_t worker, std::chrono::nanoseconds limit);
+
+  /// The worker process that was killed.
+  [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
+  /// The limit it ran past.
+  [[nodiscard]] std::chrono::nanoseconds limit() const noexcept { return limit_; }
+
+ private:
+  pid_t worker_;
+  std::chrono::nanoseconds limit_;
 };
 
 }  // namespace ipckit

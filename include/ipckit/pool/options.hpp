@@ -116,6 +116,13 @@ struct PoolOptions {
   std::vector<int> cpu_affinity{};
   /// Times a chunk whose worker died under it is run again before it fails with WorkerLost.
   int task_retries = 0;
+  /// The default of the calls' `timeout` (unset: none): a chunk that runs longer has its
+  /// worker killed and replaced, and fails with TaskTimeout. Must be positive.
+  std::optional<std::chrono::nanoseconds> task_timeout{};
+  /// A worker whose resident memory (VmRSS) exceeds this many bytes after a chunk exits once
+  /// it has sent that chunk's result, and is replaced (a leaky task cannot grow a worker
+  /// without bound); 0: no limit. Costs one read of /proc/self/statm per chunk when set.
+  std::size_t max_worker_rss = 0;
   /// Whether Ctrl-C interrupts blocking pool calls (see Pool); false leaves SIGINT alone.
   /// Ctrl-C wakes at most 64 such pools at once; a further one notices it only when its
   /// driver next wakes (at the next result, say).
@@ -141,6 +148,11 @@ struct MapOptions {
   /// progress(done, total) after each chunk (total is 0 when unknown: imap); `done` counts
   /// the inputs whose results have arrived.
   std::function<void(std::size_t done, std::size_t total)> progress{};
+  /// Per chunk (a chunk of several inputs has the limit for all of them): a chunk that runs
+  /// longer has its worker killed and replaced, and fails with TaskTimeout (errc::timeout);
+  /// the pool goes on. Unset: PoolOptions::task_timeout. Counted from when the driver hands
+  /// the chunk to an idle worker, or sees the result before it.
+  std::optional<std::chrono::nanoseconds> timeout{};
 };
 
 /// The type of AsyncOptions<V>::callback: std::function<void(const V&)>.
@@ -163,6 +175,15 @@ struct AsyncOptions {
   std::function<void(const Error&)> error_callback{};  ///< with the error, on failure
   /// As MapOptions::progress (apply_async ignores it).
   std::function<void(std::size_t done, std::size_t total)> progress{};
+  /// As MapOptions::timeout.
+  std::optional<std::chrono::nanoseconds> timeout{};
+};
+
+/// For AsyncResult::cancel and ImapResult::cancel.
+struct CancelOptions {
+  /// Also kill the workers running the call's chunks now (they are replaced); otherwise those
+  /// chunks run to their end and their results are dropped.
+  bool running = false;
 };
 
 }  // namespace ipckit

@@ -181,7 +181,8 @@ class Pool {
     detail::check_may_block(link().get(), "Pool::map");
     auto ar =
         start_map<false, false, In>("Pool::map", std::forward<F>(f), std::forward<Range>(inputs),
-                                    options.chunksize, std::move(options.progress), nullptr, {});
+                                    options.chunksize, std::move(options.progress), nullptr, {},
+                                    options.timeout);
     return ar.wait_and_take_own();
   }
   template <class F, std::ranges::input_range Range>
@@ -198,7 +199,7 @@ class Pool {
     return start_map<false, false, In>("Pool::map_async", std::forward<F>(f),
                                        std::forward<Range>(inputs), options.chunksize,
                                        std::move(options.progress), std::move(options.callback),
-                                       std::move(options.error_callback));
+                                       std::move(options.error_callback), options.timeout);
   }
 
   // ---- starmap: each input is a tuple (or pair) of arguments -------------------------------
@@ -209,7 +210,8 @@ class Pool {
     detail::check_may_block(link().get(), "Pool::starmap");
     auto ar =
         start_map<true, false, In>("Pool::starmap", std::forward<F>(f), std::forward<Range>(inputs),
-                                   options.chunksize, std::move(options.progress), nullptr, {});
+                                   options.chunksize, std::move(options.progress), nullptr, {},
+                                    options.timeout);
     return ar.wait_and_take_own();
   }
   /// Like map_async, each input a tuple (or pair) of f's arguments, unpacked.
@@ -220,7 +222,7 @@ class Pool {
     return start_map<true, false, In>("Pool::starmap_async", std::forward<F>(f),
                                       std::forward<Range>(inputs), options.chunksize,
                                       std::move(options.progress), std::move(options.callback),
-                                      std::move(options.error_callback));
+                                      std::move(options.error_callback), options.timeout);
   }
 
   // ---- apply: one call ---------------------------------------------------------------------
@@ -250,6 +252,15 @@ class Pool {
     return std::apply(
         [&](const Args&... a) { return start_apply(std::forward<F>(f), std::move(options), a...); },
         args);
+  }
+
+  /// The executor spelling of apply_async(f, args...) (as std::async or
+  /// concurrent.futures' submit): an AsyncResult, which cancel(), as_completed(), wait_any()
+  /// and wait_all() take.
+  template <class F, class... Args>
+  requires std::invocable < std::decay_t<F>
+  &, std::decay_t<Args>&... > auto submit(F&& f, Args&&... args) {
+    return apply_async(std::forward<F>(f), std::forward<Args>(args)...);
   }
 
   // ---- imap --------------------------------------------------------------------------------
@@ -310,7 +321,7 @@ class Pool {
   // Hands a job to the driver: Error(errc::closed) after close()/terminate(),
   // Error(errc::child_failed) when the initializer failed, Error(errc::invalid_argument) in a
   // forked copy.
-  void submit(std::shared_ptr<detail::JobBase> job, const char* what);
+  void enqueue(std::shared_ptr<detail::JobBase> job, const char* what);
   [[nodiscard]] const std::shared_ptr<detail::PoolLink>& link() const noexcept;
 
   // Encodes every input up front (the caller's range may be gone before the work is done)
@@ -320,7 +331,8 @@ class Pool {
   auto start_map(const char* what, F&& f, Range&& inputs, std::optional<std::size_t> chunksize,
                  detail::ProgressFn progress,  // NOLINT(performance-unnecessary-value-param)
                  Cb callback,
-                 std::function<void(const Error&)> error_callback) {  // NOLINT(performance-*)
+                 std::function<void(const Error&)> error_callback,  // NOLINT(performance-*)
+                 std::optional<std::chrono::nanoseconds> timeout) {
     using Fn = std::decay_t<F>;
     detail::check_callable<Fn>();
     detail::check_input<In>();
@@ -359,7 +371,7 @@ class Pool {
     }
     return submit_job<Unpack, Single, In>(what, f, std::move(blob), std::move(slices), n,
                                           std::move(progress), std::move(callback),
-                                          std::move(error_callback));
+                                          std::move(error_callback), timeout);
   }
 
   // apply_async: the one call's arguments are encoded from the caller's own objects (as the
@@ -385,7 +397,7 @@ class Pool {
     std::vector<typename Job::Slice> slices{typename Job::Slice{0, blob.size(), 0, 1}};
     return submit_job<true, true, In>("Pool::apply_async", f, std::move(blob), std::move(slices), 1,
                                       {}, std::move(options.callback),
-                                      std::move(options.error_callback));
+                                      std::move(options.error_callback), options.timeout);
   }
 
   // Makes the job over encoded inputs and hands it to the driver.
@@ -394,7 +406,8 @@ class Pool {
                   std::size_t n,
                   detail::ProgressFn progress,  // NOLINT(performance-unnecessary-value-param)
                   Cb callback,
-                  std::function<void(const Error&)> error_callback) {  // NOLINT(performance-*)
+                  std::function<void(const Error&)> error_callback,  // NOLINT(performance-*)
+                  std::optional<std::chrono::nanoseconds> timeout) {
     using Fn = std::decay_t<F>;
     using R = detail::result_t<Fn, In, Unpack>;
     using S = std::conditional_t<Single, R, std::vector<R>>;
@@ -416,8 +429,9 @@ class Pool {
       }
     }
     job->error_callback = std::move(error_callback);
-    submit(job, what);
-    return AsyncResult<V>(std::move(out), link());
+    job->timeout = timeout;
+    enqueue(job, what);
+    return AsyncResult<V>(std::move(out), link(), job);
   }
 
   template <class F, class Range>
@@ -443,7 +457,8 @@ class Pool {
         &detail::invoke_chunk<Fn, In, R, false>, std::move(fn_bytes), std::move(src), ordered,
         std::clamp<std::size_t>(65536 / cs, 4 * size(), 512 * size()), link());
     job->progress = std::move(options.progress);
-    submit(job, what);
+    job->timeout = options.timeout;
+    enqueue(job, what);
     return ImapResult<R>(std::move(job), link());
   }
 

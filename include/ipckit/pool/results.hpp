@@ -1,7 +1,7 @@
 /// @file
-/// What the pool's asynchronous calls return: AsyncResult (apply_async, map_async,
-/// starmap_async) and ImapResult (imap, imap_unordered). ipckit/pool/pool.hpp includes this
-/// header.
+/// What the pool's asynchronous calls return: AsyncResult (apply_async, submit, map_async,
+/// starmap_async) and ImapResult (imap, imap_unordered); and waiting on several AsyncResults:
+/// as_completed(), wait_any(), wait_all(). ipckit/pool/pool.hpp includes this header.
 #pragma once
 
 #include <chrono>
@@ -9,13 +9,18 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <algorithm>
+#include <ranges>
+#include <span>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/error.hpp"
 #include "ipckit/pool/detail/job.hpp"
 #include "ipckit/pool/detail/task.hpp"
+#include "ipckit/pool/options.hpp"
 
 namespace ipckit {
 
@@ -68,10 +73,36 @@ class AsyncResult {
     return out_->ok();
   }
 
+  /// Cancels the call if it has not finished: get() then throws Error(errc::cancelled) and
+  /// neither callback runs. Chunks not yet begun are dropped; running ones run to their end
+  /// (results dropped) or, with `{.running = true}`, have their workers killed and replaced.
+  /// Returns false, changing nothing, when the result was ready (or being delivered)
+  /// already. Any thread; never blocks.
+  bool cancel(CancelOptions options = {}) {
+    if (!out_) return false;
+    if (!out_->cancel(std::make_exception_ptr(Error(errc::cancelled, "the call was cancelled")))) {
+      return false;
+    }
+    if (auto job = job_.lock(); job && link_->owned_here()) {
+      job->request_cancel(*link_, options.running);
+    }
+    return true;
+  }
+
+  /// @cond internal
+  [[nodiscard]] const std::shared_ptr<detail::OutcomeBase>& outcome() const noexcept {
+    return out_;
+  }
+  [[nodiscard]] const std::shared_ptr<detail::PoolLink>& pool_link() const noexcept {
+    return link_;
+  }
+  /// @endcond
+
  private:
   friend class Pool;
-  AsyncResult(std::shared_ptr<detail::OutcomeBase> out, std::shared_ptr<detail::PoolLink> link)
-      : out_(std::move(out)), link_(std::move(link)) {}
+  AsyncResult(std::shared_ptr<detail::OutcomeBase> out, std::shared_ptr<detail::PoolLink> link,
+              const std::shared_ptr<detail::JobBase>& job = nullptr)
+      : out_(std::move(out)), link_(std::move(link)), job_(job) {}
 
   bool wait_until(const Deadline& d) const {
     if (out_->ready()) return true;
@@ -107,6 +138,7 @@ class AsyncResult {
 
   std::shared_ptr<detail::OutcomeBase> out_;
   std::shared_ptr<detail::PoolLink> link_;
+  std::weak_ptr<detail::JobBase> job_;  // weak: the inputs need not outlive the call
 };
 
 /// The lazy result of imap / imap_unordered: an input range of R, or next() by hand.
@@ -130,6 +162,12 @@ class ImapResult {
   /// Stops the job if it is still running (see the class description).
   ~ImapResult() {
     if (job_) job_->cancel();
+  }
+  /// Stops the job as destruction does: no more inputs are read, results not yet taken are
+  /// dropped, and next() throws Error(errc::cancelled); with `{.running = true}` the workers
+  /// running its chunks are killed and replaced.
+  void cancel(CancelOptions options = {}) {
+    if (job_) job_->cancel(options.running);
   }
 
   /// The next result, or nullopt after the last. A chunk's error is thrown at its place, and
@@ -193,5 +231,156 @@ class ImapResult {
   std::shared_ptr<detail::PoolLink> link_;
   std::optional<R> cur_;
 };
+
+namespace detail {
+// Counts the caller as blocked in each pool behind `results` (SIGINT handling), refusing on a
+// driver thread or in a forked copy, as every blocking pool call does.
+template <class Results>
+class MultiScope {
+ public:
+  explicit MultiScope(const Results& results) {
+    std::vector<PoolLink*> seen;
+    for (const auto& r : results) {
+      PoolLink* l = r.pool_link().get();
+      if (l == nullptr || std::find(seen.begin(), seen.end(), l) != seen.end()) continue;
+      seen.push_back(l);
+      scopes_.push_back(std::make_unique<BlockingScope>(l));
+    }
+  }
+
+ private:
+  std::vector<std::unique_ptr<BlockingScope>> scopes_;
+};
+}  // namespace detail
+
+/// The results of `results` (a range of AsyncResult, e.g. a std::vector, which must outlive
+/// the iteration) in the order they become ready, like concurrent.futures.as_completed: an
+/// input range of AsyncResult<V>& (a result that failed or was cancelled comes too; its get()
+/// throws). next() by hand, or a range-for.
+template <class V>
+class AsCompleted {
+ public:
+  /// Waits for `results` with the deadline `deadline` for all of them.
+  AsCompleted(std::span<AsyncResult<V>> results, Deadline deadline)
+      : results_(results), deadline_(deadline), watch_(std::make_shared<detail::ReadyWatch>()) {
+    for (std::size_t i = 0; i < results_.size(); ++i) {
+      if (results_[i].outcome()) {
+        results_[i].outcome()->watch(watch_, i);
+        ++left_;
+      }
+    }
+  }
+  /// The next result to become ready, nullptr after the last. Throws Error(errc::timeout) at
+  /// the deadline (the results not yet ready stay pending), what a blocking pool call throws
+  /// on a driver thread or in a forked copy.
+  AsyncResult<V>* next() {
+    if (left_ == 0) return nullptr;
+    std::optional<std::size_t> i = watch_->next(Deadline::after(std::chrono::seconds(0)));
+    if (!i) {
+      const detail::MultiScope<std::span<AsyncResult<V>>> scope(results_);
+      i = watch_->next(deadline_);
+    }
+    if (!i) throw Error(errc::timeout, "as_completed: not every result was ready in time");
+    --left_;
+    return &results_[*i];
+  }
+  /// The input iterator of a range-for.
+  class iterator {
+   public:
+    using value_type = AsyncResult<V>;        ///< a result
+    using difference_type = std::ptrdiff_t;   ///< as input iterators need
+    iterator() = default;                     ///< no result
+    AsyncResult<V>& operator*() const { return *cur_; }  ///< the result
+    iterator& operator++() {  ///< waits for the next one
+      cur_ = owner_->next();
+      return *this;
+    }
+    void operator++(int) { ++*this; }  ///< waits for the next one
+    /// True after the last result.
+    friend bool operator==(const iterator& it, std::default_sentinel_t) {
+      return it.cur_ == nullptr;
+    }
+
+   private:
+    friend class AsCompleted;
+    iterator(AsCompleted* owner, AsyncResult<V>* cur) : owner_(owner), cur_(cur) {}
+    AsCompleted* owner_ = nullptr;
+    AsyncResult<V>* cur_ = nullptr;
+  };
+  /// Waits for the first result. Call it once.
+  iterator begin() { return iterator(this, next()); }
+  /// The end.
+  std::default_sentinel_t end() const noexcept { return {}; }
+
+ private:
+  std::span<AsyncResult<V>> results_;
+  Deadline deadline_;
+  std::shared_ptr<detail::ReadyWatch> watch_;
+  std::size_t left_ = 0;
+};
+
+/// as_completed over every result of `results`, without a deadline.
+template <class V>
+AsCompleted<V> as_completed(std::span<AsyncResult<V>> results) {
+  return AsCompleted<V>(results, Deadline::never());
+}
+/// as_completed for a std::vector.
+template <class V>
+AsCompleted<V> as_completed(std::vector<AsyncResult<V>>& results) {
+  return AsCompleted<V>(std::span<AsyncResult<V>>(results), Deadline::never());
+}
+/// as_completed with a deadline `timeout` from now for all of them: next() throws
+/// Error(errc::timeout) once it passes.
+template <class V, class Rep, class Period>
+AsCompleted<V> as_completed(std::vector<AsyncResult<V>>& results,
+                            std::chrono::duration<Rep, Period> timeout) {
+  return AsCompleted<V>(std::span<AsyncResult<V>>(results), Deadline::after(timeout));
+}
+
+/// The index of a result of `results` that is ready (a value, an error or a cancel), waiting
+/// up to `timeout` for one; nullopt when none is ready in time (or `results` is empty).
+template <class V, class Rep, class Period>
+std::optional<std::size_t> wait_any(std::vector<AsyncResult<V>>& results,
+                                    std::chrono::duration<Rep, Period> timeout) {
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    if (results[i].outcome() && results[i].ready()) return i;
+  }
+  if (results.empty()) return std::nullopt;
+  AsCompleted<V> c(std::span<AsyncResult<V>>(results), Deadline::after(timeout));
+  try {
+    AsyncResult<V>* r = c.next();
+    if (r == nullptr) return std::nullopt;
+    return static_cast<std::size_t>(r - results.data());
+  } catch (const Error& e) {
+    if (e.is(errc::timeout)) return std::nullopt;
+    throw;
+  }
+}
+/// wait_any() without a timeout: waits until one is ready.
+template <class V>
+std::optional<std::size_t> wait_any(std::vector<AsyncResult<V>>& results) {
+  return wait_any(results, std::chrono::hours(24 * 365 * 100));
+}
+
+/// Waits until every result of `results` is ready (values, errors or cancels), at most
+/// `timeout`; false when some are not ready in time.
+template <class V, class Rep, class Period>
+bool wait_all(std::vector<AsyncResult<V>>& results, std::chrono::duration<Rep, Period> timeout) {
+  const Deadline d = Deadline::after(timeout);
+  AsCompleted<V> c(std::span<AsyncResult<V>>(results), d);
+  try {
+    while (c.next() != nullptr) {
+    }
+  } catch (const Error& e) {
+    if (e.is(errc::timeout)) return false;
+    throw;
+  }
+  return true;
+}
+/// wait_all() without a timeout.
+template <class V>
+void wait_all(std::vector<AsyncResult<V>>& results) {
+  for (auto& r : results) r.wait();
+}
 
 }  // namespace ipckit

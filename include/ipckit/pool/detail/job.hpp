@@ -5,6 +5,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -34,11 +35,13 @@ namespace ipckit::detail {
 
 using ProgressFn = std::function<void(std::size_t done, std::size_t total)>;
 
-// What jobs and results share with their pool: the driver's doorbell (an eventfd) and the
-// count of threads blocked in a pool call (SIGINT interrupts a pool only while someone waits).
+// What jobs and results share with their pool: the driver's doorbell (an eventfd), the
+// count of threads blocked in a pool call (SIGINT interrupts a pool only while someone waits)
+// and the count of cancel requests (the driver looks for cancelled jobs when it moves).
 struct PoolLink {
   UniqueFd doorbell;
   std::atomic<int> blocking{0};
+  std::atomic<std::uint64_t> cancels{0};
   bool handle_sigint = true;
   pid_t owner = 0;  // the process the pool belongs to (its driver thread runs there)
   // Wakes the driver thread (write to the eventfd).
@@ -104,6 +107,19 @@ class JobBase {
   const std::vector<std::byte> fn;
   ProgressFn progress;
   std::size_t total_items = 0;  // 0 when unknown (imap)
+  // Per chunk: a chunk that runs longer has its worker killed and fails with TaskTimeout.
+  // Unset: the pool's task_timeout (filled in by submit).
+  std::optional<std::chrono::nanoseconds> timeout;
+  // Any thread: cancel() asks, then bumps PoolLink::cancels and wakes the driver, which
+  // aborts the job (and, with cancel_running, kills the workers running its chunks).
+  std::atomic<bool> cancel_requested{false};
+  std::atomic<bool> cancel_running{false};
+  void request_cancel(PoolLink& link, bool running) {
+    if (running) cancel_running.store(true, std::memory_order_relaxed);
+    cancel_requested.store(true, std::memory_order_release);
+    link.cancels.fetch_add(1, std::memory_order_acq_rel);
+    link.wake();
+  }
   // Driver thread only.
   std::size_t items_done = 0;
   std::size_t outstanding = 0;  // chunks taken by next_chunk() and not yet resolved
@@ -132,31 +148,87 @@ class JobBase {
   }
 };
 
-// A single outcome that threads wait for: ready or not, and failed with an exception or not.
-// Outcome<S> adds the value.
-class OutcomeBase {
+// Told when an outcome becomes ready: as_completed / wait_any wait on one for many outcomes.
+class ReadyWatch {
  public:
-  void set_error(std::exception_ptr e) {
+  void notify(std::size_t index) {
     {
       std::lock_guard lk(mu_);
-      if (state_ != kPending) return;
-      error_ = std::move(e);
-      state_ = kFailed;
+      ready_.push_back(index);
     }
     cv_.notify_all();
+  }
+  // The index of the next outcome to become ready; nullopt at the deadline.
+  std::optional<std::size_t> next(const Deadline& d) {
+    std::unique_lock lk(mu_);
+    const auto any = [&] { return !ready_.empty(); };
+    if (d.is_never()) {
+      cv_.wait(lk, any);
+    } else if (!cv_.wait_until(lk, d.when(), any)) {
+      return std::nullopt;
+    }
+    const std::size_t i = ready_.front();
+    ready_.pop_front();
+    return i;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::size_t> ready_;
+};
+
+// A single outcome that threads wait for: ready or not, and failed with an exception or not.
+// Outcome<S> adds the value. The driver claims it before it runs a callback (kSettling), so
+// that cancel() either wins before (no callback runs) or finds it settling (too late).
+class OutcomeBase {
+ public:
+  // The driver: true when the outcome is still pending; it is then the driver's to settle.
+  bool claim() {
+    std::lock_guard lk(mu_);
+    if (state_ != kPending) return false;
+    state_ = kSettling;
+    return true;
+  }
+  void set_error(std::exception_ptr e) {
+    std::vector<Watcher> ws;
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != kPending && state_ != kSettling) return;
+      error_ = std::move(e);
+      state_ = kFailed;
+      ws.swap(watchers_);
+    }
+    cv_.notify_all();
+    notify(ws);
+  }
+  // Any thread: fails a pending outcome with `e`; false when it is settling or ready.
+  bool cancel(std::exception_ptr e) {
+    std::vector<Watcher> ws;
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != kPending) return false;
+      error_ = std::move(e);
+      state_ = kFailed;
+      ws.swap(watchers_);
+    }
+    cv_.notify_all();
+    notify(ws);
+    return true;
   }
   // True once ready; false when the deadline passed first.
   bool wait_until(const Deadline& d) {
     std::unique_lock lk(mu_);
+    const auto done = [&] { return state_ == kOk || state_ == kFailed; };
     if (d.is_never()) {
-      cv_.wait(lk, [&] { return state_ != kPending; });
+      cv_.wait(lk, done);
       return true;
     }
-    return cv_.wait_until(lk, d.when(), [&] { return state_ != kPending; });
+    return cv_.wait_until(lk, d.when(), done);
   }
   [[nodiscard]] bool ready() const {
     std::lock_guard lk(mu_);
-    return state_ != kPending;
+    return state_ == kOk || state_ == kFailed;
   }
   [[nodiscard]] bool ok() const {
     std::lock_guard lk(mu_);
@@ -167,26 +239,51 @@ class OutcomeBase {
     std::lock_guard lk(mu_);
     if (state_ == kFailed) std::rethrow_exception(error_);
   }
+  // Tells `w` (with `index`) when the outcome is ready: at once if it is.
+  void watch(const std::shared_ptr<ReadyWatch>& w, std::size_t index) {
+    {
+      std::lock_guard lk(mu_);
+      if (state_ != kOk && state_ != kFailed) {
+        std::erase_if(watchers_, [](const Watcher& x) { return x.watch.expired(); });
+        watchers_.push_back({w, index});
+        return;
+      }
+    }
+    w->notify(index);
+  }
 
  protected:
-  enum State { kPending, kOk, kFailed };
+  enum State { kPending, kSettling, kOk, kFailed };
+  struct Watcher {
+    std::weak_ptr<ReadyWatch> watch;
+    std::size_t index;
+  };
+  static void notify(const std::vector<Watcher>& ws) {
+    for (const Watcher& x : ws) {
+      if (auto w = x.watch.lock()) w->notify(x.index);
+    }
+  }
   mutable std::mutex mu_;
   std::condition_variable cv_;
   State state_ = kPending;
   std::exception_ptr error_;
+  std::vector<Watcher> watchers_;
 };
 
 template <class S>
 class Outcome final : public OutcomeBase {
  public:
   void set_value(S v) {
+    std::vector<Watcher> ws;
     {
       std::lock_guard lk(mu_);
-      if (state_ != kPending) return;
+      if (state_ != kPending && state_ != kSettling) return;
       value_.emplace(std::move(v));
       state_ = kOk;
+      ws.swap(watchers_);
     }
     cv_.notify_all();
+    notify(ws);
   }
   // Once ready: the value, or the error rethrown.
   S& value() {
@@ -245,6 +342,7 @@ class MapJob final : public JobBase {
   void finish() override {
     if (failed_ || finished_) return;
     finished_ = true;
+    if (!out_->claim()) return;  // cancelled: no callback
     S value = take();
     if (callback) run_callback("callback", [&] { callback(value); });
     out_->set_value(std::move(value));
@@ -262,6 +360,7 @@ class MapJob final : public JobBase {
   void fail(std::exception_ptr e) {
     if (failed_ || finished_) return;
     failed_ = true;  // the inputs stay: chunks of this job may still be in flight
+    if (!out_->claim()) return;  // cancelled: no callback
     if (error_callback) {
       run_callback("error_callback", [&] {
         try {
@@ -338,7 +437,7 @@ class ImapJob final : public JobBase {
   }
   bool abandoned() override {
     std::lock_guard lk(mu_);
-    return cancelled_;
+    return cancelled_ || aborted_;
   }
   void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
     Entry e;
@@ -363,7 +462,7 @@ class ImapJob final : public JobBase {
   void abort(std::exception_ptr e) override {
     {
       std::lock_guard lk(mu_);
-      if (finished_) return;
+      if (finished_ || aborted_) return;  // a cancel's error stays
       aborted_ = std::move(e);
       src_.reset();
     }
@@ -432,16 +531,23 @@ class ImapJob final : public JobBase {
   }
   // True when next() can answer from results already taken (consumer only): no wait.
   [[nodiscard]] bool has_taken() const noexcept { return pos_ < cur_.size() || !local_.empty(); }
-  // The consumer is gone: pull no more inputs (the range may be dead) and drop results.
-  void cancel() {
+  // The consumer is gone or cancels: pull no more inputs (the range may be dead), drop
+  // results, and (running) have the driver kill the workers running its chunks. next()
+  // throws errc::cancelled after it.
+  void cancel(bool running = false) {
     if (!link_->owned_here()) return;  // a forked copy: the job is the parent's
     {
       std::lock_guard lk(mu_);
       src_.reset();
       cancelled_ = true;
       ready_.clear();
+      if (!finished_ && !aborted_) {
+        aborted_ = std::make_exception_ptr(Error(errc::cancelled, "Pool::imap: cancelled"));
+      }
     }
-    link_->wake();  // the driver may be waiting for nothing but this job
+    version_.fetch_add(1, std::memory_order_release);
+    cv_.notify_all();
+    request_cancel(*link_, running);  // the driver may be waiting for nothing but this job
   }
 
  private:
