@@ -106,7 +106,7 @@ void error_text(std::span<const std::byte> payload) {
     return;
   }
   std::vector<std::byte> again;
-  d::encode_error_text(t.type, t.message, again);
+  d::encode_error_text(t.type, t.message, again, t.registered, t.blob);
   if (again.size() != payload.size() ||
       std::memcmp(again.data(), payload.data(), again.size()) != 0) {
     fail("an error text does not round-trip");

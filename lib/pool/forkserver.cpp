@@ -23,6 +23,7 @@
 #include <unordered_map>
 
 #include "ipckit/core/error.hpp"
+#include "ipckit/pool/exceptions.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration): <unistd.h> may not
 
@@ -44,8 +45,56 @@ struct Hello {  // driver -> helper, with two descriptors: the pool's memfd and 
   std::uint64_t max_tasks = 0;
   std::uint64_t max_rss = 0;
   CodeAddress init_invoker{};
-  std::uint64_t init_size = 0;  // the initializer's bytes follow
+  std::uint64_t init_size = 0;   // the initializer's bytes follow
+  std::uint64_t table_size = 0;  // then the registered exceptions (exception_table())
 };
+
+// The registered exception types for the helper: per type (latest first) a u32 name length,
+// the mangled name, and the CodeAddresses of its encoder and decoder.
+std::vector<std::byte> exception_table() {
+  std::vector<std::byte> out;
+  for (const ExceptionCodec& c : exception_codecs()) {
+    const auto n = static_cast<std::uint32_t>(c.name.size());
+    const CodeAddress fns[2] = {code_address_of(c.encode), code_address_of(c.decode)};
+    const std::size_t at = out.size();
+    out.resize(at + 4 + n + sizeof fns);
+    std::memcpy(out.data() + at, &n, 4);
+    std::memcpy(out.data() + at + 4, c.name.data(), n);
+    std::memcpy(out.data() + at + 4 + n, fns, sizeof fns);
+  }
+  return out;
+}
+
+// Registers, in the helper, the types of a table exception_table() wrote; false when it is
+// malformed or names code this program does not have.
+bool adopt_exception_table(std::span<const std::byte> t) {
+  struct Entry {
+    std::string name;
+    CodeAddress fns[2];
+  };
+  std::vector<Entry> entries;
+  while (!t.empty()) {
+    std::uint32_t n = 0;
+    if (t.size() < 4) return false;
+    std::memcpy(&n, t.data(), 4);
+    if (t.size() - 4 < std::size_t{n} + sizeof(Entry::fns)) return false;
+    Entry e;
+    e.name.assign(reinterpret_cast<const char*>(t.data() + 4), n);
+    std::memcpy(e.fns, t.data() + 4 + n, sizeof e.fns);
+    entries.push_back(std::move(e));
+    t = t.subspan(4 + n + sizeof(Entry::fns));
+  }
+  try {
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {  // oldest first
+      add_exception_codec(it->name.c_str(),
+                          function_at<std::remove_pointer_t<ExceptionEncoder>>(it->fns[0]),
+                          function_at<std::remove_pointer_t<ExceptionDecoder>>(it->fns[1]));
+    }
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
 struct Request {
   static constexpr std::uint32_t kSpawn = 1;
   static constexpr std::uint32_t kReap = 2;
@@ -129,14 +178,20 @@ ssize_t recv_with_fds(int sock, void* buf, std::size_t n, int* fds, int nfds) {
 int serve(int sock, pid_t parent) {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) return 1;
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C is the driver's to handle, as in workers
-  std::vector<std::byte> buf(sizeof(Hello) + kMaxInitBytes);
+  std::vector<std::byte> buf(sizeof(Hello) + 2 * kMaxInitBytes);
   int fds[2];
   const ssize_t got = recv_with_fds(sock, buf.data(), buf.size(), fds, 2);
   Hello h;
   if (got < static_cast<ssize_t>(sizeof h) || fds[0] < 0 || fds[1] < 0) return 2;
   std::memcpy(&h, buf.data(), sizeof h);
   if (h.magic != kMagic || h.version != kVersion || h.init_size > kMaxInitBytes ||
-      static_cast<std::size_t>(got) != sizeof h + h.init_size || h.n == 0 || h.n > 4096) {
+      h.table_size > kMaxInitBytes ||
+      static_cast<std::size_t>(got) != sizeof h + h.init_size + h.table_size || h.n == 0 ||
+      h.n > 4096) {
+    return 2;
+  }
+  if (!adopt_exception_table(
+          std::span<const std::byte>(buf.data() + sizeof h + h.init_size, h.table_size))) {
     return 2;
   }
   PoolLayout layout;
@@ -278,6 +333,10 @@ void ForkServer::stop() noexcept {
 }
 
 void ForkServer::launch() {
+  const std::vector<std::byte> table = exception_table();
+  if (table.size() > kMaxInitBytes) {
+    throw Error(errc::invalid_argument, "Pool forkserver: too many registered exception types");
+  }
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
     throw_errno("Pool forkserver: socketpair()");
@@ -312,7 +371,7 @@ void ForkServer::launch() {
   pid_ = pid;
   theirs.reset();
   sock_ = std::move(mine);
-  std::vector<std::byte> hello(sizeof(Hello) + init_bytes_.size());
+  std::vector<std::byte> hello(sizeof(Hello) + init_bytes_.size() + table.size());
   Hello h;
   h.n = layout_.n;
   h.header = layout_.header;
@@ -321,9 +380,13 @@ void ForkServer::launch() {
   h.max_rss = max_rss_;
   h.init_invoker = init_invoker_;
   h.init_size = init_bytes_.size();
+  h.table_size = table.size();
   std::memcpy(hello.data(), &h, sizeof h);
   if (!init_bytes_.empty()) {
     std::memcpy(hello.data() + sizeof h, init_bytes_.data(), init_bytes_.size());
+  }
+  if (!table.empty()) {
+    std::memcpy(hello.data() + sizeof h + init_bytes_.size(), table.data(), table.size());
   }
   const int fds[2] = {memfd_, doorbell_};
   const auto fail = [&](const std::string& why) {

@@ -61,18 +61,23 @@ std::string get_string(std::span<const std::byte>& in) {
 }  // namespace
 
 void encode_error_text(const std::string& type, const std::string& message,
-                       std::vector<std::byte>& out) {
+                       std::vector<std::byte>& out, const std::string& registered,
+                       std::span<const std::byte> blob) {
   put_string(out, type);
   put_string(out, message);
+  if (registered.empty()) return;
+  put_string(out, registered);
+  out.insert(out.end(), blob.begin(), blob.end());
 }
 
 ErrorText decode_error_text(std::span<const std::byte> payload) {
   ErrorText t;
   t.type = get_string(payload);
   t.message = get_string(payload);
-  if (!payload.empty()) {
-    throw_codec("pool: " + std::to_string(payload.size()) + " bytes after an error record");
-  }
+  if (payload.empty()) return t;
+  t.registered = get_string(payload);
+  if (t.registered.empty()) throw_codec("pool: an error record with an empty registered name");
+  t.blob.assign(payload.begin(), payload.end());
   return t;
 }
 namespace {
@@ -97,12 +102,48 @@ void encode_current_exception(std::vector<std::byte>& out) {
     message = e.what();
   } catch (...) {
   }
+  // A registered type: its exact type first, else the latest registered base it matches.
+  std::string registered;
+  std::vector<std::byte> blob;
+  const auto codecs = exception_codecs();
+  if (!codecs.empty()) {
+    const std::exception_ptr p = std::current_exception();
+    const ExceptionCodec* exact = nullptr;
+    for (const ExceptionCodec& c : codecs) {
+      if (t != nullptr && c.name == t->name()) exact = &c;
+    }
+    try {
+      if (exact != nullptr && exact->encode(p, blob)) {
+        registered = exact->name;
+      } else {
+        for (const ExceptionCodec& c : codecs) {
+          if (c.encode(p, blob)) {
+            registered = c.name;
+            break;
+          }
+        }
+      }
+    } catch (...) {  // its serialize() threw: the text is all that crosses
+      registered.clear();
+      blob.clear();
+    }
+  }
   out.clear();
-  encode_error_text(type, message, out);
+  encode_error_text(type, message, out, registered, blob);
 }
 
 std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid) {
   ErrorText text = decode_error_text(in);
+  if (!text.registered.empty()) {
+    for (const ExceptionCodec& c : exception_codecs()) {
+      if (c.name != text.registered) continue;
+      try {
+        return c.decode(text.message, text.blob);
+      } catch (...) {  // bytes its type does not decode: fall back to the text
+        break;
+      }
+    }
+  }
   return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid));
 }
 

@@ -16,6 +16,7 @@
 #include <sys/types.h>
 
 #include "ipckit/pool/detail/task.hpp"
+#include "ipckit/pool/exceptions.hpp"
 
 namespace ipckit::detail {
 
@@ -44,20 +45,26 @@ struct ResultMessage {
 ResultMessage parse_result(std::span<const std::byte> msg);
 
 // An exception as a failed task or initializer sends it: type name and message, each a
-// 32-bit length and the bytes (at most 1 MiB; longer texts are cut).
+// 32-bit length and the bytes (at most 1 MiB; longer texts are cut); for a type given to
+// register_exception, then its mangled name (same form) and the bytes its encoder wrote.
 struct ErrorText {
   std::string type;
   std::string message;
+  std::string registered;       // empty: not a registered type
+  std::vector<std::byte> blob;  // the registered type's encoding
 };
 void encode_error_text(const std::string& type, const std::string& message,
-                       std::vector<std::byte>& out);
-// Throws Error(errc::bad_frame) unless the payload is exactly two such strings.
+                       std::vector<std::byte>& out, const std::string& registered = {},
+                       std::span<const std::byte> blob = {});
+// Throws Error(errc::bad_frame) unless the payload is two such strings, optionally followed
+// by a third (not empty) and any bytes.
 ErrorText decode_error_text(std::span<const std::byte> payload);
 
-// The exception being handled (call inside a catch block), as its type name and message,
-// replacing `out`.
+// The exception being handled (call inside a catch block), as its type name and message
+// (and its registered encoding, when its type or a base was registered), replacing `out`.
 void encode_current_exception(std::vector<std::byte>& out);
-// A RemoteError from worker `pid` out of an encoded exception; throws as decode_error_text.
+// The registered type rebuilt, or a RemoteError from worker `pid`, out of an encoded
+// exception; throws as decode_error_text.
 std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid);
 
 }  // namespace ipckit::detail

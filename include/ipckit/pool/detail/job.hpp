@@ -370,7 +370,10 @@ class MapJob final : public JobBase {
         } catch (const std::bad_alloc&) {
           error_callback(Error(errc::out_of_memory, "Pool: out of memory for a result"));
         } catch (const std::exception& other) {
-          error_callback(Error(errc::bad_frame, other.what()));
+          // A type given to register_exception (the codec's own failures are Errors).
+          error_callback(Error(errc::remote_error, other.what()));
+        } catch (...) {
+          error_callback(Error(errc::remote_error, "a registered exception type"));
         }
       });
     }
