@@ -4,6 +4,8 @@
 // at fork time.
 #include "ipckit/pool/exceptions.hpp"
 
+#include <cxxabi.h>
+
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -38,6 +40,48 @@ std::span<const ExceptionCodec> exception_codecs() noexcept {
   const Snapshot* s = g_codecs.load(std::memory_order_acquire);
   if (s == nullptr) return {};
   return s->codecs;
+}
+
+bool encode_current_registered(std::string& name, std::vector<std::byte>& blob) {
+  name.clear();
+  blob.clear();
+  const auto codecs = exception_codecs();
+  if (codecs.empty()) return false;
+  const std::exception_ptr p = std::current_exception();
+  const std::type_info* t = abi::__cxa_current_exception_type();
+  const ExceptionCodec* exact = nullptr;
+  for (const ExceptionCodec& c : codecs) {
+    if (t != nullptr && c.name == t->name()) exact = &c;
+  }
+  try {
+    if (exact != nullptr && exact->encode(p, blob)) {
+      name = exact->name;
+      return true;
+    }
+    for (const ExceptionCodec& c : codecs) {
+      if (c.encode(p, blob)) {
+        name = c.name;
+        return true;
+      }
+    }
+  } catch (...) {  // its serialize() threw: no registered form
+  }
+  name.clear();
+  blob.clear();
+  return false;
+}
+
+std::exception_ptr decode_registered(const std::string& name, std::string_view message,
+                                     std::span<const std::byte> blob) noexcept {
+  for (const ExceptionCodec& c : exception_codecs()) {
+    if (c.name != name) continue;
+    try {
+      return c.decode(message, blob);
+    } catch (...) {
+      return nullptr;
+    }
+  }
+  return nullptr;
 }
 
 }  // namespace ipckit::detail

@@ -102,32 +102,9 @@ void encode_current_exception(std::vector<std::byte>& out) {
     message = e.what();
   } catch (...) {
   }
-  // A registered type: its exact type first, else the latest registered base it matches.
   std::string registered;
   std::vector<std::byte> blob;
-  const auto codecs = exception_codecs();
-  if (!codecs.empty()) {
-    const std::exception_ptr p = std::current_exception();
-    const ExceptionCodec* exact = nullptr;
-    for (const ExceptionCodec& c : codecs) {
-      if (t != nullptr && c.name == t->name()) exact = &c;
-    }
-    try {
-      if (exact != nullptr && exact->encode(p, blob)) {
-        registered = exact->name;
-      } else {
-        for (const ExceptionCodec& c : codecs) {
-          if (c.encode(p, blob)) {
-            registered = c.name;
-            break;
-          }
-        }
-      }
-    } catch (...) {  // its serialize() threw: the text is all that crosses
-      registered.clear();
-      blob.clear();
-    }
-  }
+  (void)encode_current_registered(registered, blob);
   out.clear();
   encode_error_text(type, message, out, registered, blob);
 }
@@ -135,14 +112,7 @@ void encode_current_exception(std::vector<std::byte>& out) {
 std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid) {
   ErrorText text = decode_error_text(in);
   if (!text.registered.empty()) {
-    for (const ExceptionCodec& c : exception_codecs()) {
-      if (c.name != text.registered) continue;
-      try {
-        return c.decode(text.message, text.blob);
-      } catch (...) {  // bytes its type does not decode: fall back to the text
-        break;
-      }
-    }
+    if (auto e = decode_registered(text.registered, text.message, text.blob)) return e;
   }
   return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid));
 }

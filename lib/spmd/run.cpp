@@ -14,11 +14,13 @@
 #include <cstring>
 #include <exception>
 #include <optional>
+#include <span>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "ipckit/core/mapping.hpp"
+#include "ipckit/pool/exceptions.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "shm_internal.hpp"
 #include "shm_layout.hpp"
@@ -137,6 +139,19 @@ bool reap_some(std::vector<Process>& ranks, std::vector<std::optional<ExitStatus
   return false;
 }
 
+// The rank's exception rebuilt, when it wrote a registered one (its size and name length
+// checked: the rank may have died mid-write or scribbled); nullptr otherwise.
+std::exception_ptr registered_exception(const Slot& s, const std::string& message) {
+  const std::uint32_t size = s.exception_size.load(std::memory_order_acquire);
+  if (size < 4 || size > sizeof s.exception) return nullptr;
+  std::uint32_t n = 0;
+  std::memcpy(&n, s.exception, 4);
+  if (n == 0 || n > size - 4) return nullptr;
+  const std::string name(s.exception + 4, n);
+  const auto* blob = reinterpret_cast<const std::byte*>(s.exception + 4 + n);
+  return ipckit::detail::decode_registered(name, message, std::span(blob, size - 4 - n));
+}
+
 }  // namespace
 
 RunError::RunError(const std::string& what, std::vector<RankOutcome> ranks, errc code)
@@ -200,8 +215,19 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       }
       Slot& me = slot_of(r);
       me.id.store(current_identity(), std::memory_order_release);
+      // In a catch block: the error's text, and its registered form if it has one.
       const auto note = [&](const std::string& what) {
         std::snprintf(me.error, sizeof me.error, "%s", what.c_str());
+        std::string name;
+        std::vector<std::byte> blob;
+        if (!ipckit::detail::encode_current_registered(name, blob)) return;
+        const auto n = static_cast<std::uint32_t>(name.size());
+        if (4 + name.size() + blob.size() > sizeof me.exception) return;
+        std::memcpy(me.exception, &n, 4);
+        std::memcpy(me.exception + 4, name.data(), name.size());
+        if (!blob.empty()) std::memcpy(me.exception + 4 + name.size(), blob.data(), blob.size());
+        me.exception_size.store(static_cast<std::uint32_t>(4 + name.size() + blob.size()),
+                                std::memory_order_release);
       };
       try {
         ShmComm comm(map.data(), r);
@@ -289,6 +315,7 @@ void run(int n, const std::function<void(Comm&)>& fn, const RunOptions& options)
       o.error = s.error[0] != '\0' ? std::string(s.error, strnlen(s.error, sizeof s.error))
                                    : std::string();
       o.peer_dead = s.peer_dead.load(std::memory_order_acquire) != 0;
+      o.exception = registered_exception(s, o.error);
       o.call_timed_out = s.timed_out.load(std::memory_order_acquire) != 0;
     }
     timed = timed || o.unfinished || o.call_timed_out;

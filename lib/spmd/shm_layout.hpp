@@ -24,11 +24,16 @@ namespace ipckit::spmd::detail {
 constexpr std::uint32_t kMagic = 0x53504D44;               // "SPMD"
 constexpr std::size_t kCollBytes = std::size_t{64} << 10;  // per rank, per parity
 constexpr std::size_t kErrorBytes = 512;
+// A rank's exception of a type given to register_exception: u32 name length, the mangled
+// name, its encoding (a longer one crosses as text only).
+constexpr std::size_t kExceptionBytes = 4096;
 
 struct alignas(64) Slot {
   EventCount doorbell;
   std::atomic<ProcessIdentity> id{0};  // pid and start time (core/process.hpp)
   char error[kErrorBytes]{};
+  std::atomic<std::uint32_t> exception_size{0};  // bytes of `exception` in use (0: none)
+  char exception[kExceptionBytes]{};
   std::atomic<std::uint32_t> peer_dead{0};
   std::atomic<std::uint32_t> timed_out{0};  // its error was errc::timeout (a call_timeout)
   std::atomic<std::uint32_t> finished{0};   // returned from fn: gone, whatever its pid says

@@ -21,6 +21,7 @@
 
 #include "channel_helpers.hpp"
 #include "comm_bodies.hpp"
+#include "ipckit/pool/exceptions.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/run.hpp"
@@ -149,6 +150,42 @@ TEST_F(ShmCommTest, ACollectiveOneRankSkipsEndsWithPeerDead) {
   EXPECT_TRUE(err->ranks()[1].peer_dead);
   EXPECT_TRUE(err->ranks()[2].peer_dead);
   EXPECT_TRUE(err->ranks()[0].status.success());
+}
+
+// A rank's exception of a registered type comes back in its RankOutcome as that type, fields
+// and all; an unregistered one only as text.
+struct SolverDiverged : std::exception {
+  int step = 0;
+  double residual = 0;
+  SolverDiverged() = default;
+  SolverDiverged(int s, double r) : step(s), residual(r) {}
+  [[nodiscard]] const char* what() const noexcept override { return "solver diverged"; }
+  template <class Archive>
+  void serialize(Archive& ar) {
+    ar(step, residual);
+  }
+};
+
+TEST_F(ShmCommTest, ARanksRegisteredExceptionComesBackAsItself) {
+  register_exception<SolverDiverged>();
+  const auto err = run_error_of(3, [](Comm& comm) {
+    if (comm.rank() == 1) throw SolverDiverged(120, 3.5);
+    if (comm.rank() == 2) throw std::runtime_error("not registered");
+  });
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->failed_rank(), 1);
+  const auto& ranks = err->ranks();
+  EXPECT_EQ(ranks[0].exception, nullptr);
+  ASSERT_NE(ranks[1].exception, nullptr);
+  try {
+    std::rethrow_exception(ranks[1].exception);
+  } catch (const SolverDiverged& e) {
+    EXPECT_EQ(e.step, 120);
+    EXPECT_EQ(e.residual, 3.5);
+  }
+  EXPECT_EQ(ranks[1].error, "solver diverged");
+  EXPECT_EQ(ranks[2].exception, nullptr);
+  EXPECT_EQ(ranks[2].error, "not registered");
 }
 
 // ---- the backend-neutral bodies (the same ones MpiComm runs under mpirun) ----------------

@@ -66,6 +66,14 @@ struct ExceptionCodec {
 void add_exception_codec(const char* mangled_name, ExceptionEncoder enc, ExceptionDecoder dec);
 // The registered types, latest first (an immutable snapshot; lock-free to read).
 std::span<const ExceptionCodec> exception_codecs() noexcept;
+// Inside a catch block: the registered form of the exception being handled, its type's
+// mangled name (its exact type first, else the latest registered base it matches) and
+// encoding; false when no registered type matches (or its encoder threw).
+bool encode_current_registered(std::string& name, std::vector<std::byte>& blob);
+// The registered type `name` rebuilt from `message` and `blob`; nullptr when the type is not
+// registered here or the bytes do not decode.
+std::exception_ptr decode_registered(const std::string& name, std::string_view message,
+                                     std::span<const std::byte> blob) noexcept;
 }  // namespace detail
 
 /// Registers E so that, thrown in a pool worker, it is rethrown on the caller as E (not

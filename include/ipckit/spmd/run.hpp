@@ -16,6 +16,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <string>
 #include <vector>
@@ -73,6 +74,10 @@ struct RankOutcome {
   /// another rank failed): run() killed it with SIGKILL.
   bool unfinished = false;
   bool stopped = false;  ///< unfinished, and stopped (SIGSTOP, a debugger) at that moment
+  /// The exception that ended it, rebuilt as its own type when that type was given to
+  /// register_exception (before run()) and its encoding fits 4 KiB; null otherwise (`error`
+  /// has its text either way). `std::rethrow_exception(o.exception)` throws it.
+  std::exception_ptr exception;
 };
 
 /// Thrown by run() when a rank did not return normally, with a message that names the cause
