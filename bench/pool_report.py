@@ -23,6 +23,7 @@ WORKLOADS = {
     "apply_async": ("apply_async per task, then get()", "µs/task", "us_per_task"),
     "map_auto_1M": ("map of 1 M trivial tasks, default chunksize", "µs/task", "us_per_task"),
     "start_stop": ("Pool(2) start, close, join (fork)", "ms", "ms"),
+    "start_stop_forkserver": ("Pool(2) start, close, join (forkserver)", "ms", "ms"),
     "cpu_seq": ("100 CPU-bound ~1 ms tasks, sequential", "ms", "ms"),
     "cpu_pool": ("100 CPU-bound ~1 ms tasks, Pool(2).map chunksize=1", "ms", "ms"),
     "cpu_ideal": ("the same 100 tasks on 2 bare forked processes (machine ceiling)", "ms", "ms"),
@@ -283,8 +284,9 @@ def markdown(ip, ip_ctx, errors, py, py_ctx, spread, table, large=(), starts=())
     if starts:
         p("## Start methods: Pool(2) start, close, join\n")
         p("Mean time of one Pool(2) made, closed and joined, per start method, both sides in "
-          "the same run (ratio: Python ÷ ipckit). ipckit's default is forkserver: safe when "
-          "other threads hold locks (docs/pool.md).\n")
+          "the same run (ratio: Python ÷ ipckit); pool_bench measures them first, before its "
+          "process grows (fork's cost grows with the caller's memory). ipckit's default is "
+          "forkserver: safe when other threads hold locks (docs/pool.md).\n")
         p("| start method | ipckit | Python multiprocessing | ratio | note |")
         p("|---|---|---|---|---|")
         for r in starts:

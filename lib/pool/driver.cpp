@@ -265,6 +265,9 @@ void PoolCore::spawn(Worker& w, bool replacement) {
   slots_[w.slot].started.store(0, std::memory_order_relaxed);
   slots_[w.slot].ready.store(0, std::memory_order_relaxed);  // the new worker's, not the last one's
   w.inflight.clear();
+  w.clock_id = 0;
+  w.timed_out = 0;
+  w.killed_by_pool = false;
   w.out.reset();
   w.staged = false;
   w.in.reset();
@@ -320,7 +323,11 @@ bool PoolCore::intake(State& st) {
   std::lock_guard lk(mu_);
   st = state_;
   if (submitted_.empty()) return false;
-  for (auto& j : submitted_) jobs_.push_back(std::move(j));
+  for (auto& j : submitted_) {
+    // Cancelled before the driver took it (its cancel may have been counted already).
+    if (j->cancel_requested.load(std::memory_order_acquire)) took_cancelled_ = true;
+    jobs_.push_back(std::move(j));
+  }
   submitted_.clear();
   return true;
 }
@@ -354,7 +361,8 @@ void PoolCore::loop() {
       stop_all(broken_);
       return;
     }
-    progress |= apply_cancels();
+    progress |= apply_cancels(took_cancelled_);
+    took_cancelled_ = false;
     const auto now = clock::now();
     progress |= check_timeouts(now);
     if (now >= next_death_check_) {
@@ -405,7 +413,7 @@ bool PoolCore::check_deaths(int timeout_ms) {
     if (k == 0) continue;
     if (::poll(fds, k, timeout_ms) <= 0) continue;
     for (nfds_t i = 0; i < k; ++i) {
-      if (fds[i].revents != 0) {
+      if ((fds[i].revents & (POLLIN | POLLHUP)) != 0) {  // exited (POLLNVAL: not ours)
         on_exit(workers_[idx[i]]);
         any = true;
       }
@@ -427,6 +435,10 @@ void PoolCore::on_exit(Worker& w) {
       fail(c, std::make_exception_ptr(TaskTimeout(w.pid, *c.job->timeout)));
     } else if (c.id != 0 && c.id <= started && c.job->abandoned()) {
       resolve(c);  // cancelled (or failed): nothing to report, no attempt counted
+    } else if (c.id != 0 && c.id <= started && w.killed_by_pool) {
+      // The pool killed it for another chunk (a timeout or a cancel), which finished just
+      // before: this one is not at fault. Run it again, no attempt used.
+      again.push_back(std::move(c));
     } else if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
       ++c.attempts;
       if (c.attempts <= options.task_retries) {
@@ -439,15 +451,19 @@ void PoolCore::on_exit(Worker& w) {
     }
   }
   for (auto it = again.rbegin(); it != again.rend(); ++it) retry_.push_front(std::move(*it));
+  const bool pool_killed = w.killed_by_pool;
   w.timed_out = 0;
+  w.killed_by_pool = false;
+  w.clock_id = 0;
   w.tasks.reset();
   w.results.reset();
   w.out.reset();
   w.in.reset();
   if (w.init_failed) return;  // broken_ is set: the loop stops everything
   // Workers that keep dying before their initializer returns (it crashes, or calls exit)
-  // would be replaced forever: after three in a row the pool is broken.
-  if (slots_[w.slot].ready.load(std::memory_order_acquire) == 0) {
+  // would be replaced forever: after three in a row the pool is broken. (Not those the pool
+  // killed itself.)
+  if (!pool_killed && slots_[w.slot].ready.load(std::memory_order_acquire) == 0) {
     if (++init_deaths_ >= 3) {
       std::lock_guard lk(mu_);
       broken_ =
@@ -470,9 +486,10 @@ void PoolCore::on_exit(Worker& w) {
 // ---- cancel, timeouts ----
 // Aborts the jobs whose cancel() the driver has not seen yet (their outcome already says
 // cancelled) and kills the workers running chunks of those cancelled with {.running = true}.
-bool PoolCore::apply_cancels() {
+// `force`: a job that came in through intake() was cancelled before the driver took it.
+bool PoolCore::apply_cancels(bool force) {
   const std::uint64_t now = link->cancels.load(std::memory_order_acquire);
-  if (now == cancels_seen_) return false;
+  if (now == cancels_seen_ && !force) return false;
   cancels_seen_ = now;
   const auto cancelled = std::make_exception_ptr(Error(errc::cancelled, "the call was cancelled"));
   const auto settle = [&](JobBase& j) {
@@ -485,39 +502,60 @@ bool PoolCore::apply_cancels() {
   for (auto& c : retry_) settle(*c.job);
   for (Worker& w : workers_) {
     for (auto& c : w.inflight) settle(*c.job);
-    if (w.alive && !w.inflight.empty() &&
-        w.inflight.front().job->cancel_running.load(std::memory_order_relaxed)) {
+    if (!w.alive || w.inflight.empty() || w.killed_by_pool) continue;
+    const Chunk& c = w.inflight.front();
+    // Only a chunk it has begun: a worker still in its initializer is not running it.
+    if (c.job->cancel_running.load(std::memory_order_relaxed) &&
+        slots_[w.slot].started.load(std::memory_order_acquire) >= c.id) {
+      w.killed_by_pool = true;
       w.proc.kill(SIGKILL);  // on_exit drops its chunk and runs the others elsewhere
     }
   }
   return true;
 }
 
+// A chunk's clock starts when the driver sees the worker begin it (WorkerShared::started):
+// neither the initializer nor the wait behind the chunk before it counts.
 bool PoolCore::check_timeouts(std::chrono::steady_clock::time_point now) {
   bool any = false;
   for (Worker& w : workers_) {
-    if (!w.alive || w.inflight.empty() || w.timed_out != 0) continue;
+    if (!w.alive || w.inflight.empty() || w.killed_by_pool) continue;
     const Chunk& c = w.inflight.front();
-    if (!c.job->timeout || now - w.head_since <= *c.job->timeout) continue;
+    if (!c.job->timeout) continue;
+    if (w.clock_id != c.id) {
+      if (slots_[w.slot].started.load(std::memory_order_acquire) >= c.id) {
+        w.clock_id = c.id;
+        w.head_since = now;
+      }
+      continue;
+    }
+    if (now - w.head_since <= *c.job->timeout) continue;
     w.timed_out = c.id;
+    w.killed_by_pool = true;
     w.proc.kill(SIGKILL);  // on_exit fails the chunk with TaskTimeout
     any = true;
   }
   return any;
 }
 
-// Milliseconds until the next chunk's timeout (rounded up), -1 for none.
+// Milliseconds until the driver should look at the chunks' clocks again (rounded up), -1 for
+// never: the next timeout, or 5 ms while a timed chunk has not been seen to begin (a worker
+// does not ring the doorbell when it begins one).
 int PoolCore::ms_to_next_timeout() const {
   using namespace std::chrono;
   const auto now = steady_clock::now();
   int best = -1;
   for (const Worker& w : workers_) {
-    if (!w.alive || w.inflight.empty() || w.timed_out != 0) continue;
-    const auto& t = w.inflight.front().job->timeout;
-    if (!t) continue;
-    const auto left = ceil<milliseconds>(w.head_since + *t - now).count() + 1;
-    const int ms = static_cast<int>(std::clamp<std::int64_t>(left, 0, 1 << 30));
-    best = best < 0 ? ms : std::min(best, ms);
+    if (!w.alive || w.inflight.empty() || w.killed_by_pool) continue;
+    const Chunk& c = w.inflight.front();
+    if (!c.job->timeout) continue;
+    std::int64_t ms = 5;
+    if (w.clock_id == c.id) {
+      const auto left = *c.job->timeout - (now - w.head_since);  // no overflow: both positive
+      ms = std::max<std::int64_t>(0, ceil<milliseconds>(left).count() + 1);
+    }
+    const int m = static_cast<int>(std::min<std::int64_t>(ms, 1 << 30));
+    best = best < 0 ? m : std::min(best, m);
   }
   return best;
 }

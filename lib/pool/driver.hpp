@@ -80,11 +80,11 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
     std::size_t window = 2;
     bool alive = false;
     bool init_failed = false;
-    // Since when inflight.front() has been the chunk the worker runs (the driver's view:
-    // from its dispatch to an idle worker, or from the result before it): its timeout runs
-    // from here.
+    // The chunk whose clock runs (inflight.front(), seen begun) and since when.
+    std::uint64_t clock_id = 0;
     std::chrono::steady_clock::time_point head_since{};
     std::uint64_t timed_out = 0;  // the chunk it was killed for running too long (0: none)
+    bool killed_by_pool = false;  // a timeout or a cancel: its other chunks are not at fault
     // A replacement that could not be forked is tried again from this time on.
     std::optional<std::chrono::steady_clock::time_point> respawn_at;
   };
@@ -96,7 +96,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool collect(Worker& w);
   void handle_result(Worker& w, std::span<const std::byte> msg);
   bool check_deaths(int timeout_ms);
-  bool apply_cancels();
+  bool apply_cancels(bool force);
   bool check_timeouts(std::chrono::steady_clock::time_point now);
   int ms_to_next_timeout() const;
   void on_exit(Worker& w);
@@ -138,6 +138,7 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   std::deque<Chunk> retry_;                    // chunks to run again first
   std::uint64_t next_id_ = 1;
   std::uint64_t cancels_seen_ = 0;
+  bool took_cancelled_ = false;  // intake() took a job cancelled already
   std::uint64_t sigint_seen_ = 0;
   int init_deaths_ = 0;  // workers in a row that died before their initializer returned
   std::chrono::steady_clock::time_point next_death_check_{};

@@ -30,7 +30,7 @@ extern char** environ;  // NOLINT(readability-redundant-declaration): <unistd.h>
 namespace ipckit::detail {
 namespace {
 
-constexpr const char* kEnv = "IPCKIT_FORKSERVER";
+constexpr const char* kArg = "--ipckit-forkserver";
 constexpr int kServerFd = 3;
 constexpr std::uint32_t kMagic = 0x49464b53;  // "IFKS"
 constexpr std::uint32_t kVersion = 1;
@@ -65,8 +65,8 @@ std::vector<std::byte> exception_table() {
   return out;
 }
 
-// Registers, in the helper, the types of a table exception_table() wrote; false when it is
-// malformed or names code this program does not have.
+// Registers, in the helper, the types of a table exception_table() wrote (skipping those whose
+// code this image lacks); false when it is malformed.
 bool adopt_exception_table(std::span<const std::byte> t) {
   struct Entry {
     std::string name;
@@ -84,14 +84,15 @@ bool adopt_exception_table(std::span<const std::byte> t) {
     entries.push_back(std::move(e));
     t = t.subspan(4 + n + sizeof(Entry::fns));
   }
-  try {
-    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {  // oldest first
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {  // oldest first
+    try {
       add_exception_codec(it->name.c_str(),
                           function_at<std::remove_pointer_t<ExceptionEncoder>>(it->fns[0]),
                           function_at<std::remove_pointer_t<ExceptionDecoder>>(it->fns[1]));
+    } catch (const Error&) {
+      // Its code is not in this image (a library the caller loaded with dlopen): that type
+      // crosses as RemoteError.
     }
-  } catch (const Error&) {
-    return false;
   }
   return true;
 }
@@ -258,15 +259,20 @@ int serve(int sock, pid_t parent) {
       if (it == workers.end()) {
         rep.err = ECHILD;
       } else {
+        // Never blocks: a worker that has not exited (the driver asked too early) is EAGAIN.
         try {
-          const ExitStatus st = it->second.wait();
-          rep.pid = req.pid;
-          rep.kind = static_cast<std::int32_t>(st.kind);
-          rep.value = st.value;
+          if (const auto st = it->second.try_wait()) {
+            rep.pid = req.pid;
+            rep.kind = static_cast<std::int32_t>(st->kind);
+            rep.value = st->value;
+            workers.erase(it);
+          } else {
+            rep.err = EAGAIN;
+          }
         } catch (const Error&) {
           rep.err = ECHILD;
+          workers.erase(it);
         }
-        workers.erase(it);
       }
       if (send_with_fds(sock, &rep, sizeof rep, nullptr, 0) < 0) return 4;
     } else {
@@ -275,18 +281,25 @@ int serve(int sock, pid_t parent) {
   }
 }
 
-// Runs in every program that links the pool, during static initialisation: diverts a helper
-// exec (IPCKIT_FORKSERVER=<fd>:<driver pid>) into serve(); does nothing otherwise.
-__attribute__((constructor)) void forkserver_entry() {
-  const char* v = std::getenv(kEnv);
-  if (v == nullptr) return;
+// Runs in every program that links the pool, during static initialisation (glibc hands
+// constructors argc, argv and envp): diverts a helper exec (`<program> --ipckit-forkserver
+// 3:<driver pid>`, with our socket as descriptor 3) into serve(); does nothing otherwise. The
+// mark is in argv, not the environment: the workers' environment is the caller's, untouched.
+__attribute__((constructor)) void forkserver_entry(int argc, char** argv, char** /*envp*/) {
+  if (argc != 3 || argv == nullptr || argv[1] == nullptr || std::strcmp(argv[1], kArg) != 0) {
+    return;
+  }
+  int fd = -1;
+  long parent = 0;
+  if (std::sscanf(argv[2], "%d:%ld", &fd, &parent) != 2 || fd != kServerFd || parent <= 0) {
+    return;
+  }
+  int type = 0;
+  socklen_t len = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_SEQPACKET) return;
   // The standard streams, which a worker flushes, may belong to objects initialised after
   // this one: make sure they exist.
   static const std::ios_base::Init streams;
-  int fd = -1;
-  long parent = 0;
-  if (std::sscanf(v, "%d:%ld", &fd, &parent) != 2 || fd != kServerFd || parent <= 0) return;
-  ::unsetenv(kEnv);  // not for the workers' children
   ::_exit(serve(fd, static_cast<pid_t>(parent)));
 }
 
@@ -323,16 +336,30 @@ ForkServer::ForkServer(const PoolLayout& layout, int memfd, int doorbell, std::s
 ForkServer::~ForkServer() { stop(); }
 
 void ForkServer::stop() noexcept {
-  sock_.reset();  // the helper reads the end of the stream and exits
-  if (pid_ > 0) {
+  // shutdown() ends the stream even while a forked child of this process (another pool's
+  // fork worker, an spmd rank) still holds a copy of our descriptor.
+  if (sock_.valid()) (void)::shutdown(sock_.get(), SHUT_RDWR);
+  sock_.reset();
+  if (pid_ <= 0) return;
+  // It exits at once; should it not within 2 s (stopped, say), it is killed.
+  for (int i = 0; i < 2000; ++i) {
     int st;
-    while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    const pid_t r = ::waitpid(pid_, &st, WNOHANG);
+    if (r == pid_ || (r < 0 && errno != EINTR)) {
+      pid_ = -1;
+      return;
     }
-    pid_ = -1;
+    ::usleep(1000);
   }
+  ::kill(pid_, SIGKILL);
+  int st;
+  while (::waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
 }
 
 void ForkServer::launch() {
+  ++generation_;
   const std::vector<std::byte> table = exception_table();
   if (table.size() > kMaxInitBytes) {
     throw Error(errc::invalid_argument, "Pool forkserver: too many registered exception types");
@@ -343,6 +370,14 @@ void ForkServer::launch() {
   }
   UniqueFd mine(sv[0]);
   UniqueFd theirs(sv[1]);
+  // Both above the standard descriptors: a program that closed stdin/stdout/stderr gets 0-2
+  // from socketpair(), which the file actions below would overwrite.
+  for (UniqueFd* f : {&mine, &theirs}) {
+    if (f->get() > kServerFd) continue;
+    const int moved = ::fcntl(f->get(), F_DUPFD_CLOEXEC, kServerFd + 1);
+    if (moved < 0) throw_errno("Pool forkserver: fcntl(F_DUPFD_CLOEXEC)");
+    f->reset(moved);
+  }
   // The helper gets stdin from /dev/null (were the exec to run main after all, it would not
   // read the caller's input), the socket as descriptor 3, and no other descriptor.
   posix_spawn_file_actions_t fa;
@@ -350,19 +385,24 @@ void ForkServer::launch() {
   ::posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
   ::posix_spawn_file_actions_adddup2(&fa, theirs.get(), kServerFd);
   ::posix_spawn_file_actions_addclosefrom_np(&fa, kServerFd + 1);
-  std::vector<std::string> env_strings;
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    if (std::strncmp(*e, "IPCKIT_FORKSERVER=", 18) != 0) env_strings.emplace_back(*e);
-  }
-  env_strings.push_back(std::string(kEnv) + "=" + std::to_string(kServerFd) + ":" +
-                        std::to_string(::getpid()));
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
   std::string arg0 = program_invocation_name != nullptr ? program_invocation_name : "ipckit";
-  char* argv[] = {arg0.data(), nullptr};
+  std::string arg1 = kArg;
+  std::string arg2 = std::to_string(kServerFd) + ":" + std::to_string(::getpid());
+  char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
+  // Default dispositions and an empty mask, whatever the caller set: a SIGCHLD the caller
+  // ignores would have the kernel reap workers behind the helper's back.
+  posix_spawnattr_t attr;
+  ::posix_spawnattr_init(&attr);
+  sigset_t all;
+  sigset_t empty;
+  ::sigfillset(&all);
+  ::sigemptyset(&empty);
+  ::posix_spawnattr_setsigdefault(&attr, &all);
+  ::posix_spawnattr_setsigmask(&attr, &empty);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, envp.data());
+  const int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+  ::posix_spawnattr_destroy(&attr);
   ::posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
     throw Error(std::error_code(rc, std::system_category()),
@@ -418,13 +458,11 @@ bool ForkServer::exchange(const void* req, std::size_t n, void* reply, std::size
                           UniqueFd* fd_out) {
   if (!sock_.valid()) return false;
   if (send_with_fds(sock_.get(), req, n, nullptr, 0) < 0) return false;
-  int fd[1];
+  int fd[1] = {-1};
   const ssize_t got = recv_with_fds(sock_.get(), reply, reply_n, fd, fd_out ? 1 : 0);
-  if (got != static_cast<ssize_t>(reply_n)) {
-    if (fd_out == nullptr && fd[0] >= 0) ::close(fd[0]);
-    return false;
-  }
-  if (fd_out != nullptr) fd_out->reset(fd[0]);
+  UniqueFd received(fd[0]);  // closed unless handed out
+  if (got != static_cast<ssize_t>(reply_n)) return false;
+  if (fd_out != nullptr) *fd_out = std::move(received);
   return true;
 }
 
@@ -453,18 +491,19 @@ ForkServer::Child ForkServer::fork_worker(std::size_t slot, int cpu) {
   if (!pidfd.valid() || rep.pid <= 0) {
     throw Error(errc::child_failed, "Pool forkserver: the helper's answer had no worker");
   }
-  return {static_cast<pid_t>(rep.pid), std::move(pidfd)};
+  return {static_cast<pid_t>(rep.pid), std::move(pidfd), generation_};
 }
 
-std::optional<ExitStatus> ForkServer::reap(pid_t pid) {
+ForkServer::Reaped ForkServer::reap(pid_t pid, std::uint64_t generation) {
+  if (generation != generation_) return {};  // its helper is gone; this one has other pids
   Request req;
   req.kind = Request::kReap;
   req.pid = pid;
   Reply rep;
-  if (!exchange(&req, sizeof req, &rep, sizeof rep, nullptr) || rep.err != 0) {
-    return std::nullopt;
-  }
-  return ExitStatus{static_cast<ExitStatus::Kind>(rep.kind), rep.value};
+  if (!exchange(&req, sizeof req, &rep, sizeof rep, nullptr)) return {};
+  if (rep.err == EAGAIN) return {Reaped::running, {}};
+  if (rep.err != 0 || (rep.kind != 0 && rep.kind != 1)) return {};
+  return {Reaped::exited, ExitStatus{static_cast<ExitStatus::Kind>(rep.kind), rep.value}};
 }
 
 // ---- WorkerProcess ------------------------------------------------------------------------------
@@ -477,10 +516,16 @@ std::optional<ExitStatus> WorkerProcess::wait_for(std::chrono::milliseconds time
   do {
     r = ::poll(&p, 1, static_cast<int>(timeout.count()));
   } while (r < 0 && errno == EINTR);
-  if (r <= 0) return std::nullopt;
-  // Exited. Without the helper (it died, and its workers with it by their parent-death
+  if (r <= 0 || (p.revents & (POLLIN | POLLHUP)) == 0) return std::nullopt;
+  // Exited. Without its helper (it died, and its workers with it by their parent-death
   // signal) the status is gone: that signal is what ended it.
-  status_ = server_->reap(pid_).value_or(ExitStatus{ExitStatus::Kind::signaled, SIGKILL});
+  status_ = ExitStatus{ExitStatus::Kind::signaled, SIGKILL};
+  for (int i = 0; i < 1000; ++i) {
+    const ForkServer::Reaped got = server_->reap(pid_, generation_);
+    if (got.state == ForkServer::Reaped::exited) status_ = got.status;
+    if (got.state != ForkServer::Reaped::running) break;
+    ::usleep(1000);  // the helper does not see the exit yet
+  }
   pidfd_.reset();
   return status_;
 }
@@ -496,9 +541,10 @@ void WorkerProcess::kill(int sig) {
     proc_.kill(sig);
     return;
   }
-  // The pid is the worker's until the helper reaps it, which it does only when asked.
-  if (!status_ && ::kill(pid_, sig) != 0 && errno != ESRCH) {
-    throw_errno("kill(" + std::to_string(pid_) + ")");
+  // Through the pidfd: the pid may be recycled once the worker is reaped (by init, when its
+  // helper died). An error can only mean it is gone already.
+  if (!status_ && pidfd_.valid()) {
+    (void)::syscall(SYS_pidfd_send_signal, pidfd_.get(), sig, nullptr, 0);
   }
 }
 

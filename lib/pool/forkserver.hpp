@@ -1,16 +1,18 @@
 // StartMethod::forkserver, the driver's side. The helper is a fresh exec of the program
-// (/proc/self/exe): a constructor in forkserver.cpp sees IPCKIT_FORKSERVER in its environment,
+// (/proc/self/exe --ipckit-forkserver 3:<pid>): a constructor in forkserver.cpp sees the mark,
 // never returns to main, and serves one pool over a SOCK_SEQPACKET socket: it maps the pool's
 // memfd, then forks a worker per request (from one thread, so no lock is inherited held) and
 // reaps it when the driver asks. Workers are the helper's children: the driver watches them
-// through pidfds the helper passes back, signals them by pid (stable: the helper reaps only
-// when asked) and gets their exit status from the helper. Deaths chain: the driver thread
+// through pidfds the helper passes back, signals them through those pidfds (never a recycled
+// pid), and gets their exit status from the helper (which reaps only when asked, and never
+// blocks doing so). Deaths chain: the driver thread
 // exits -> the helper gets SIGKILL -> its workers get SIGKILL (parent-death signals).
 #pragma once
 
 #include <sys/types.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstddef>
 #include <optional>
 #include <vector>
@@ -35,13 +37,19 @@ class ForkServer {
   struct Child {
     pid_t pid = -1;
     UniqueFd pidfd;
+    std::uint64_t generation = 0;  // of the helper that forked it
   };
   // Forks worker `slot` in the helper (starting a new helper once if it died). Throws Error
   // with the helper's fork() errno (EAGAIN: a process limit), or child_failed.
   Child fork_worker(std::size_t slot, int cpu);
-  // Reaps worker `pid` (which has exited). nullopt when the helper is gone (its workers went
-  // with it, killed by their parent-death signal).
-  std::optional<ExitStatus> reap(pid_t pid);
+  // Reaps worker `pid` of helper `generation`, which has exited.
+  struct Reaped {
+    enum State { exited, running, unknown } state = unknown;
+    ExitStatus status;
+  };
+  // running: the helper does not see it exited yet (ask again). unknown: its helper is gone
+  // (the worker went with it, killed by its parent-death signal) or never knew it.
+  Reaped reap(pid_t pid, std::uint64_t generation);
 
   static constexpr std::chrono::seconds kStartTimeout{10};
 
@@ -60,6 +68,7 @@ class ForkServer {
   std::vector<std::byte> init_bytes_;
   pid_t pid_ = -1;
   UniqueFd sock_;
+  std::uint64_t generation_ = 0;  // helpers started so far
 };
 
 // A worker process: a child of the driver (StartMethod::fork, a Process) or of the helper.
@@ -68,13 +77,15 @@ class WorkerProcess {
   WorkerProcess() = default;
   explicit WorkerProcess(Process p) : proc_(std::move(p)), pid_(proc_.pid()) {}
   WorkerProcess(ForkServer::Child c, ForkServer* server)
-      : pid_(c.pid), pidfd_(std::move(c.pidfd)), server_(server) {}
+      : pid_(c.pid), pidfd_(std::move(c.pidfd)), server_(server), generation_(c.generation) {}
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   [[nodiscard]] int pidfd() const noexcept { return server_ ? pidfd_.get() : proc_.pidfd(); }
   std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout);
   std::optional<ExitStatus> try_wait() { return wait_for(std::chrono::milliseconds(0)); }
   ExitStatus wait();
+  // Signals the worker (through its pidfd under the forkserver: never a recycled pid); a
+  // worker already gone is no error. Throws Error for a fork worker as Process::kill does.
   void kill(int sig);
 
  private:
@@ -82,6 +93,7 @@ class WorkerProcess {
   pid_t pid_ = -1;
   UniqueFd pidfd_;
   ForkServer* server_ = nullptr;
+  std::uint64_t generation_ = 0;
   std::optional<ExitStatus> status_;
 };
 

@@ -73,7 +73,6 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
   }
   Chunk c = std::move(w.inflight.front());
   w.inflight.pop_front();
-  w.head_since = std::chrono::steady_clock::now();  // the next chunk (if any) starts now
   {
     std::lock_guard lk(stats_mu_);
     WorkerStats& s = stats_[w.slot];
@@ -206,7 +205,6 @@ void PoolCore::send_chunk(Worker& w, Chunk c) {
   static constexpr std::byte kZeros[8]{};
   w.out.start({std::as_bytes(std::span(&w.frame, 1)), std::span(fn),
                std::span(kZeros, pad8(fn.size()) - fn.size()), c.args});
-  if (w.inflight.empty()) w.head_since = std::chrono::steady_clock::now();
   w.inflight.push_back(std::move(c));  // c.args points into the job or c.owned: stays put
   if (w.out.write(*w.tasks, kRecordBytes, FragmentWriter::Mode::stage)) w.staged = true;
 }

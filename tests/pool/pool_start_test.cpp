@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <sstream>
@@ -284,6 +285,40 @@ TEST_F(PoolStartTest, StoppingThePoolStopsItsHelper) {
     pool.join();
   }
   EXPECT_TRUE(all_gone({helper}));
+}
+
+// A fork pool's worker keeps a copy of every descriptor the caller had when it was forked,
+// the forkserver pool's socket among them: stopping that pool must not wait for it.
+TEST_F(PoolStartTest, AForkserverPoolStopsWhileAForkPoolsWorkersHoldItsSocket) {
+  auto served = std::make_unique<Pool>(2);
+  EXPECT_EQ(served->apply(locked_square, 2), 4);
+  PoolOptions o;
+  o.processes = 1;
+  o.start = StartMethod::fork;
+  Pool forked{o};
+  served.reset();  // returns: the helper saw the end of its stream
+  EXPECT_EQ(forked.apply(locked_square, 3), 9);
+}
+
+// The caller ignores SIGCHLD (the kernel then reaps its children itself): the helper starts
+// with default dispositions, so it still reaps its workers and reports how they died.
+TEST_F(PoolStartTest, ACallerThatIgnoresSigchldStillGetsWorkerLostWithTheSignal) {
+  struct sigaction ign {};
+  ign.sa_handler = SIG_IGN;
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGCHLD, &ign, &old), 0);
+  {
+    Pool pool{1};
+    try {
+      (void)pool.apply([](int) { return ::raise(SIGSEGV); }, 0);
+      ADD_FAILURE() << "no WorkerLost";
+    } catch (const WorkerLost& e) {
+      EXPECT_TRUE(e.status().signaled());
+      EXPECT_EQ(e.status().value, SIGSEGV);
+    }
+    EXPECT_EQ(pool.apply(locked_square, 5), 25);
+  }
+  ASSERT_EQ(::sigaction(SIGCHLD, &old, nullptr), 0);
 }
 
 }  // namespace

@@ -334,7 +334,8 @@ class MapJob final : public JobBase {
   bool drained() override { return failed_ || next_ == slices_.size(); }
   bool abandoned() override { return failed_; }
   void on_result(const Chunk& c, std::span<const std::byte> bytes) override {
-    if (failed_) return;
+    // Cancelled (maybe not applied by the driver yet): no progress callback either.
+    if (failed_ || cancel_requested.load(std::memory_order_acquire)) return;
     decode_results<R>(bytes, c.count, results_.begin() + static_cast<std::ptrdiff_t>(c.first));
     report_progress(c.count);
   }
@@ -447,7 +448,7 @@ class ImapJob final : public JobBase {
     e.values.reserve(c.count);
     decode_results<R>(bytes, c.count, std::back_inserter(e.values));
     store(c, std::move(e));
-    report_progress(c.count);
+    if (!cancel_requested.load(std::memory_order_acquire)) report_progress(c.count);
   }
   void on_error(const Chunk& c, std::exception_ptr err) override {
     Entry e;
