@@ -133,25 +133,22 @@ def one_repetition(ctx, n_small, loops):
         pool.close()
         pool.join()
 
+    r["start_stop"] = start_stop_ms(ctx, START_STOP_ITERS)
+    for method, iters in (("forkserver", START_STOP_ITERS), ("spawn", 5)):
+        other = multiprocessing.get_context(method)
+        start_stop_ms(other, 1)  # warm: forkserver starts its server, which later pools reuse
+        r["start_stop_" + method] = start_stop_ms(other, iters)
+    return r
+
+
+def start_stop_ms(ctx, iters):
+    """Mean ms of Pool(2) made, closed and joined, over `iters`."""
     t0 = time.perf_counter()
-    for _ in range(START_STOP_ITERS):
+    for _ in range(iters):
         p = ctx.Pool(2)
         p.close()
         p.join()
-    r["start_stop"] = (time.perf_counter() - t0) * 1e3 / START_STOP_ITERS
-
-    for method, iters in (("forkserver", START_STOP_ITERS), ("spawn", 5)):
-        other = multiprocessing.get_context(method)
-        warm = other.Pool(2)  # forkserver: starts the server, which later pools reuse
-        warm.close()
-        warm.join()
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            p = other.Pool(2)
-            p.close()
-            p.join()
-        r["start_stop_" + method] = (time.perf_counter() - t0) * 1e3 / iters
-    return r
+    return (time.perf_counter() - t0) * 1e3 / iters
 
 
 UNITS = {"map_chunk1": "us/task", "imap_chunk1": "us/task", "apply_async": "us/task",

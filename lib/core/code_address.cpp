@@ -89,9 +89,8 @@ const Snapshot* take_snapshot() {
           const char* name = info->dlpi_name;
           // The main program is the one with an empty name (or the first one).
           const std::string_view n = (name == nullptr || *name == '\0') ? "<main>" : name;
-          const std::string_view base = n.substr(n.rfind('/') == std::string_view::npos
-                                                     ? 0
-                                                     : n.rfind('/') + 1);
+          const std::string_view base =
+              n.substr(n.rfind('/') == std::string_view::npos ? 0 : n.rfind('/') + 1);
           m.key = fnv1a(base.data(), base.size());
         }
         snap->modules.push_back(m);

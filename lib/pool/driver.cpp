@@ -257,7 +257,7 @@ void PoolCore::spawn(Worker& w, bool replacement) {
   w.results.reset();
   std::byte* base = mem_.data();
   w.tasks.emplace(ByteRing::at({base + layout_.tasks_at(w.slot), layout_.ring_bytes}, kRingBytes,
-                              worker_wait()));
+                               worker_wait()));
   w.results.emplace(ByteRing::at({base + layout_.results_at(w.slot), layout_.ring_bytes},
                                  kRingBytes, worker_wait()));
   w.tasks->attach_producer();

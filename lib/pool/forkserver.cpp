@@ -106,7 +106,7 @@ struct Request {
 };
 struct Reply {  // helper -> driver; a spawn's carries the worker's pidfd
   std::int64_t pid = 0;
-  std::int32_t err = 0;  // an errno, 0 on success
+  std::int32_t err = 0;   // an errno, 0 on success
   std::int32_t kind = 0;  // ExitStatus::Kind of a reaped worker
   std::int32_t value = 0;
   std::int32_t pad = 0;
@@ -322,10 +322,10 @@ ForkServer::ForkServer(const PoolLayout& layout, int memfd, int doorbell, std::s
                   "cereal-serialisable values); use StartMethod::fork for this one");
     }
     if (initializer.bytes().size() > kMaxInitBytes) {
-      throw Error(errc::invalid_argument,
-                  "Pool: an initializer of " + std::to_string(initializer.bytes().size()) +
-                      " bytes is more than the forkserver takes (" +
-                      std::to_string(kMaxInitBytes) + ")");
+      throw Error(errc::invalid_argument, "Pool: an initializer of " +
+                                              std::to_string(initializer.bytes().size()) +
+                                              " bytes is more than the forkserver takes (" +
+                                              std::to_string(kMaxInitBytes) + ")");
     }
     init_invoker_ = initializer.invoker();
     init_bytes_.assign(initializer.bytes().begin(), initializer.bytes().end());

@@ -12,8 +12,8 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <cstdint>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -56,8 +56,7 @@ class ForkServer {
  private:
   void launch();
   void stop() noexcept;
-  bool exchange(const void* req, std::size_t n, void* reply, std::size_t reply_n,
-                UniqueFd* fd_out);
+  bool exchange(const void* req, std::size_t n, void* reply, std::size_t reply_n, UniqueFd* fd_out);
 
   PoolLayout layout_;
   int memfd_;

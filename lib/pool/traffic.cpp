@@ -199,8 +199,7 @@ bool PoolCore::dispatch() {
 void PoolCore::send_chunk(Worker& w, Chunk c) {
   c.id = next_id_++;
   const std::vector<std::byte>& fn = c.job->fn;
-  w.frame = TaskFrame{c.id, c.job->invoker,
-                      static_cast<std::uint32_t>(fn.size()), c.count};
+  w.frame = TaskFrame{c.id, c.job->invoker, static_cast<std::uint32_t>(fn.size()), c.count};
   --w.budget;
   static constexpr std::byte kZeros[8]{};
   w.out.start({std::as_bytes(std::span(&w.frame, 1)), std::span(fn),

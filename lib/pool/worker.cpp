@@ -3,8 +3,8 @@
 // its result ring, until the ring is closed (the pool is done) or the parent dies.
 #include <fcntl.h>
 #include <sched.h>
-#include <unistd.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>

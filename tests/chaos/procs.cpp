@@ -271,9 +271,9 @@ void pool_parent_iteration(Ctx& ctx) {
     (void)pool.apply(spin_200us, 0);
     for (const auto& s : pool.stats()) b.workers.add(s.pid);
     for (const pid_t helper : testing::child_pids()) b.workers.add(helper);
-    auto results = pool.map_async(
-        spin_200us, std::views::iota(0, 100'000),
-        {.chunksize = 4, .callback = {}, .error_callback = {}, .progress = {}});
+    auto results =
+        pool.map_async(spin_200us, std::views::iota(0, 100'000),
+                       {.chunksize = 4, .callback = {}, .error_callback = {}, .progress = {}});
     b.ready.store(1, std::memory_order_release);
     results.wait();
     return 1;  // not reached: killed first

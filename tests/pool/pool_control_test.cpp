@@ -47,7 +47,9 @@ int leak_mib(int mib) {
   return mib;
 }
 
-std::vector<int> repeat(int value, int n) { return std::vector<int>(static_cast<std::size_t>(n), value); }
+std::vector<int> repeat(int value, int n) {
+  return std::vector<int>(static_cast<std::size_t>(n), value);
+}
 
 std::uint64_t restarts(const Pool& pool) {
   std::uint64_t n = 0;
@@ -57,12 +59,7 @@ std::uint64_t restarts(const Pool& pool) {
 
 template <class F>
 std::optional<TaskTimeout> timeout_of(F&& f) {
-  try {
-    f();
-  } catch (const TaskTimeout& e) {
-    return e;
-  }
-  return std::nullopt;
+  return testing::caught<TaskTimeout>(std::forward<F>(f));
 }
 
 // ---- timeouts ----------------------------------------------------------------------------
@@ -202,8 +199,8 @@ TEST_F(PoolControlTest, AsCompletedYieldsFailedAndCancelledResultsToo) {
     codes.insert(error_of([&] { (void)r.get(); }));
   }
   EXPECT_EQ(seen, 3);
-  EXPECT_EQ(codes, (std::set<std::error_code>{make_error_code(errc::remote_error),
-                                              make_error_code(errc::cancelled), {}}));
+  EXPECT_EQ(codes, (std::set<std::error_code>{
+                       make_error_code(errc::remote_error), make_error_code(errc::cancelled), {}}));
 }
 
 TEST_F(PoolControlTest, AsCompletedThrowsTimeoutAtItsDeadline) {

@@ -52,8 +52,7 @@ int throws(int kind) {
   }
 }
 
-class Registered : public PoolExceptionsTest,
-                   public ::testing::WithParamInterface<StartMethod> {
+class Registered : public PoolExceptionsTest, public ::testing::WithParamInterface<StartMethod> {
  protected:
   static void SetUpTestSuite() {
     register_exception<QuotaExceeded>();

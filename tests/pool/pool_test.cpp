@@ -3,8 +3,8 @@
 // processes; tasks report back through their results or through SharedArrays made before
 // the pool (a worker is a fork, so it shares those mappings).
 // Over 600 lines: one suite for the Pool API, call by call, sharing its task functions.
-#include "ipckit/core/cpu_count.hpp"
 #include "ipckit/pool/pool.hpp"
+#include "ipckit/core/cpu_count.hpp"
 
 #include <gtest/gtest.h>
 #include <sched.h>

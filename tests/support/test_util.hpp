@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <system_error>
@@ -27,6 +28,17 @@ std::error_code error_of(F&& f) {
     return e.code();
   }
   return {};
+}
+
+// Runs `f` and returns the E it threw (nullopt when it threw none; other types propagate).
+template <class E, class F>
+std::optional<E> caught(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e;
+  }
+  return std::nullopt;
 }
 
 // Polls `pred` for up to `limit`; true once it holds.

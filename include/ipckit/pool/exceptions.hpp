@@ -32,7 +32,7 @@ using ExceptionDecoder = std::exception_ptr (*)(std::string_view message,
 
 template <class E>
 inline constexpr bool cereal_exception_v =
-    codec::is_serializable_v<E> && std::is_default_constructible_v<E>;
+    codec::is_serializable_v<E>&& std::is_default_constructible_v<E>;
 
 template <class E>
 bool encode_exception(std::exception_ptr p, std::vector<std::byte>& out) {

@@ -52,7 +52,7 @@ class Initializer {
   /// Wraps `f`, and keeps its portable form when it has one.
   template <class F>
   requires(std::is_invocable_v<std::decay_t<F>&> && !std::is_same_v<std::decay_t<F>, Initializer>)
-  Initializer(F&& f)  // NOLINT(google-explicit-constructor): `.initializer = [] {...}`
+      Initializer(F&& f)  // NOLINT(google-explicit-constructor): `.initializer = [] {...}`
       : local_(f) {
     using Fn = std::decay_t<F>;
     if constexpr (detail::is_portable_callable_v<Fn>) {

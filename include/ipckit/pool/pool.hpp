@@ -179,10 +179,9 @@ class Pool {
   auto map(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
     detail::check_may_block(link().get(), "Pool::map");
-    auto ar =
-        start_map<false, false, In>("Pool::map", std::forward<F>(f), std::forward<Range>(inputs),
-                                    options.chunksize, std::move(options.progress), nullptr, {},
-                                    options.timeout);
+    auto ar = start_map<false, false, In>(
+        "Pool::map", std::forward<F>(f), std::forward<Range>(inputs), options.chunksize,
+        std::move(options.progress), nullptr, {}, options.timeout);
     return ar.wait_and_take_own();
   }
   template <class F, std::ranges::input_range Range>
@@ -208,10 +207,9 @@ class Pool {
   auto starmap(F&& f, Range&& inputs, MapOptions options = {}) {
     using In = std::ranges::range_value_t<Range>;
     detail::check_may_block(link().get(), "Pool::starmap");
-    auto ar =
-        start_map<true, false, In>("Pool::starmap", std::forward<F>(f), std::forward<Range>(inputs),
-                                   options.chunksize, std::move(options.progress), nullptr, {},
-                                    options.timeout);
+    auto ar = start_map<true, false, In>("Pool::starmap", std::forward<F>(f),
+                                         std::forward<Range>(inputs), options.chunksize,
+                                         std::move(options.progress), nullptr, {}, options.timeout);
     return ar.wait_and_take_own();
   }
   /// Like map_async, each input a tuple (or pair) of f's arguments, unpacked.

@@ -4,12 +4,12 @@
 /// as_completed(), wait_any(), wait_all(). ipckit/pool/pool.hpp includes this header.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <iterator>
 #include <memory>
 #include <optional>
-#include <algorithm>
 #include <ranges>
 #include <span>
 #include <type_traits>
@@ -287,11 +287,11 @@ class AsCompleted {
   /// The input iterator of a range-for.
   class iterator {
    public:
-    using value_type = AsyncResult<V>;        ///< a result
-    using difference_type = std::ptrdiff_t;   ///< as input iterators need
-    iterator() = default;                     ///< no result
+    using value_type = AsyncResult<V>;                   ///< a result
+    using difference_type = std::ptrdiff_t;              ///< as input iterators need
+    iterator() = default;                                ///< no result
     AsyncResult<V>& operator*() const { return *cur_; }  ///< the result
-    iterator& operator++() {  ///< waits for the next one
+    iterator& operator++() {                             ///< waits for the next one
       cur_ = owner_->next();
       return *this;
     }

@@ -360,7 +360,7 @@ class MapJob final : public JobBase {
   }
   void fail(std::exception_ptr e) {
     if (failed_ || finished_) return;
-    failed_ = true;  // the inputs stay: chunks of this job may still be in flight
+    failed_ = true;              // the inputs stay: chunks of this job may still be in flight
     if (!out_->claim()) return;  // cancelled: no callback
     if (error_callback) {
       run_callback("error_callback", [&] {
