@@ -48,6 +48,7 @@ std::uint64_t build_id_key(const dl_phdr_info& info) {
   for (int i = 0; i < info.dlpi_phnum; ++i) {
     const ElfW(Phdr)& ph = info.dlpi_phdr[i];
     if (ph.p_type != PT_NOTE) continue;
+    // NOLINTNEXTLINE(performance-no-int-to-ptr): the loader gives addresses as integers
     const auto* p = reinterpret_cast<const unsigned char*>(info.dlpi_addr + ph.p_vaddr);
     std::size_t left = ph.p_memsz;
     while (left >= sizeof(ElfW(Nhdr))) {
@@ -159,7 +160,7 @@ const void* from_code_address(const CodeAddress& a) {
                     ": no module with that build id is loaded here (another build of the "
                     "program, or a library this process did not load)");
   }
-  return reinterpret_cast<const void*>(m->base + a.offset);
+  return reinterpret_cast<const void*>(m->base + a.offset);  // NOLINT(performance-no-int-to-ptr)
 }
 
 }  // namespace ipckit::detail

@@ -435,11 +435,8 @@ void PoolCore::on_exit(Worker& w) {
       fail(c, std::make_exception_ptr(TaskTimeout(w.pid, *c.job->timeout)));
     } else if (c.id != 0 && c.id <= started && c.job->abandoned()) {
       resolve(c);  // cancelled (or failed): nothing to report, no attempt counted
-    } else if (c.id != 0 && c.id <= started && w.killed_by_pool) {
-      // The pool killed it for another chunk (a timeout or a cancel), which finished just
-      // before: this one is not at fault. Run it again, no attempt used.
-      again.push_back(std::move(c));
-    } else if (c.id != 0 && c.id <= started) {  // it began this one: its result is lost
+    } else if (c.id != 0 && c.id <= started && !w.killed_by_pool) {
+      // It began this one and died: its result is lost.
       ++c.attempts;
       if (c.attempts <= options.task_retries) {
         again.push_back(std::move(c));
@@ -447,7 +444,9 @@ void PoolCore::on_exit(Worker& w) {
         fail(c, std::make_exception_ptr(WorkerLost(w.pid, st, c.attempts)));
       }
     } else {
-      again.push_back(std::move(c));  // never began: run it elsewhere, no attempt used
+      // Never began, or the pool killed the worker for another chunk (a timeout, a cancel)
+      // that finished just before: not at fault. Run it elsewhere, no attempt used.
+      again.push_back(std::move(c));
     }
   }
   for (auto it = again.rbegin(); it != again.rend(); ++it) retry_.push_front(std::move(*it));

@@ -34,7 +34,7 @@ constexpr const char* kArg = "--ipckit-forkserver";
 constexpr int kServerFd = 3;
 constexpr std::uint32_t kMagic = 0x49464b53;  // "IFKS"
 constexpr std::uint32_t kVersion = 1;
-constexpr std::size_t kMaxInitBytes = 64 * 1024;
+constexpr std::size_t kMaxInitBytes = std::size_t{64} * 1024;
 
 struct Hello {  // driver -> helper, with two descriptors: the pool's memfd and its doorbell
   std::uint32_t magic = kMagic;

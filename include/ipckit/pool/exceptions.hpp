@@ -25,7 +25,7 @@ namespace ipckit {
 
 namespace detail {
 // Encodes the exception in `p` when it is an E (or derived from it) into `out`; false if not.
-using ExceptionEncoder = bool (*)(std::exception_ptr p, std::vector<std::byte>& out);
+using ExceptionEncoder = bool (*)(const std::exception_ptr& p, std::vector<std::byte>& out);
 // Rebuilds an E from its message and the bytes its encoder wrote.
 using ExceptionDecoder = std::exception_ptr (*)(std::string_view message,
                                                 std::span<const std::byte> bytes);
@@ -35,7 +35,7 @@ inline constexpr bool cereal_exception_v =
     codec::is_serializable_v<E>&& std::is_default_constructible_v<E>;
 
 template <class E>
-bool encode_exception(std::exception_ptr p, std::vector<std::byte>& out) {
+bool encode_exception(const std::exception_ptr& p, std::vector<std::byte>& out) {
   try {
     std::rethrow_exception(p);
   } catch (const E& e) {

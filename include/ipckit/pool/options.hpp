@@ -50,9 +50,11 @@ class Initializer {
   /// None.
   Initializer() = default;
   /// Wraps `f`, and keeps its portable form when it has one.
+  // Implicit, for `.initializer = [] {...}`; the requires clause leaves copies and moves to
+  // the copy and move constructors (clang-tidy's forwarding-reference check cannot see it).
   template <class F>
   requires(std::is_invocable_v<std::decay_t<F>&> && !std::is_same_v<std::decay_t<F>, Initializer>)
-      Initializer(F&& f)  // NOLINT(google-explicit-constructor): `.initializer = [] {...}`
+      Initializer(F&& f)  // NOLINT
       : local_(f) {
     using Fn = std::decay_t<F>;
     if constexpr (detail::is_portable_callable_v<Fn>) {

@@ -38,10 +38,10 @@ using Invoker = void (*)(std::span<const std::byte> fn, std::span<const std::byt
                          std::uint32_t count, std::vector<std::byte>& out);
 
 struct TaskFrame {
-  std::uint64_t id;       // the driver's id for this dispatch of the chunk
-  CodeAddress invoker;    // the trampoline
-  std::uint32_t fn_size;  // callable bytes (then padding to 8)
-  std::uint32_t count;    // inputs in the chunk
+  std::uint64_t id = 0;       // the driver's id for this dispatch of the chunk
+  CodeAddress invoker;        // the trampoline
+  std::uint32_t fn_size = 0;  // callable bytes (then padding to 8)
+  std::uint32_t count = 0;    // inputs in the chunk
 };
 struct ResultFrame {
   static constexpr std::uint32_t kOk = 1;
