@@ -163,9 +163,10 @@ class ImapResult {
   ~ImapResult() {
     if (job_) job_->cancel();
   }
-  /// Stops the job as destruction does: no more inputs are read, results not yet taken are
-  /// dropped, and next() throws Error(errc::cancelled); with `{.running = true}` the workers
-  /// running its chunks are killed and replaced.
+  /// Stops the job as destruction does: no more inputs are read, results not yet handed out
+  /// are dropped, and next() throws Error(errc::cancelled); with `{.running = true}` the
+  /// workers running its chunks are killed and replaced. Call it from the thread that calls
+  /// next().
   void cancel(CancelOptions options = {}) {
     if (job_) job_->cancel(options.running);
   }

@@ -538,8 +538,12 @@ class ImapJob final : public JobBase {
   // The consumer is gone or cancels: pull no more inputs (the range may be dead), drop
   // results, and (running) have the driver kill the workers running its chunks. next()
   // throws errc::cancelled after it.
+  // The consumer's call, like next(): results it had taken but not handed out go too.
   void cancel(bool running = false) {
     if (!link_->owned_here()) return;  // a forked copy: the job is the parent's
+    local_.clear();
+    cur_.clear();
+    pos_ = 0;
     {
       std::lock_guard lk(mu_);
       src_.reset();
