@@ -36,6 +36,7 @@ struct Snapshot {
 };
 
 std::atomic<const Snapshot*> g_snapshot{nullptr};
+bool g_frozen = false;  // set in a forked child before it resolves anything
 
 std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 14695981039346656037ull) {
   const auto* p = static_cast<const unsigned char*>(data);
@@ -104,7 +105,11 @@ const Snapshot* take_snapshot() {
 // The current snapshot; a new one when a library was loaded since (or `force`).
 const Snapshot* snapshot(bool refresh) {
   const Snapshot* cur = g_snapshot.load(std::memory_order_acquire);
-  if (cur != nullptr && !refresh) return cur;
+  if (cur != nullptr && (!refresh || g_frozen)) return cur;
+  if (g_frozen) {
+    static const Snapshot empty;
+    return &empty;
+  }
   const Snapshot* fresh = take_snapshot();
   if (cur != nullptr && fresh->adds == cur->adds) {
     delete fresh;  // nothing was loaded since: the old one was right
@@ -131,6 +136,10 @@ const Module* by_key(const Snapshot& s, std::uint64_t key) {
 }
 
 }  // namespace
+
+void prime_code_addresses() { (void)snapshot(false); }
+
+void freeze_code_addresses() noexcept { g_frozen = true; }
 
 CodeAddress to_code_address(const void* p) {
   const auto a = reinterpret_cast<std::uintptr_t>(p);

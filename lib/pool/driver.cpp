@@ -18,6 +18,7 @@
 #include <system_error>
 #include <unordered_set>
 
+#include "ipckit/core/code_address.hpp"
 #include "ipckit/core/cpu_count.hpp"
 
 namespace ipckit::detail {
@@ -101,6 +102,9 @@ PoolCore::PoolCore(PoolOptions opts)
     stats_[i].slot = i;
   }
   if (options.handle_sigint) register_doorbell(fd);
+  // Workers resolve code addresses from the snapshot they inherit: taking one there could
+  // wait forever on a loader lock another thread held at the fork.
+  prime_code_addresses();
 }
 
 PoolCore::~PoolCore() {

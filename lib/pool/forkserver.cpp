@@ -216,6 +216,7 @@ int serve(int sock, pid_t parent) {
     const Reply ready{::getpid(), 0, 0, 0, 0};
     if (send_with_fds(sock, &ready, sizeof ready, nullptr, 0) < 0) return 4;
   }
+  prime_code_addresses();  // the workers inherit it (and never take one: see worker_main)
   std::unordered_map<pid_t, Process> workers;
   for (;;) {
     Request req;

@@ -16,6 +16,7 @@
 #include "internal.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/codec.hpp"
+#include "ipckit/core/code_address.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "wire.hpp"
 
@@ -47,6 +48,7 @@ std::size_t resident_bytes(int statm) noexcept {
 
 int worker_main(const WorkerEnv& env) {
   ::signal(SIGINT, SIG_IGN);
+  freeze_code_addresses();  // see PoolCore's constructor
   pin_to(env.cpu);
   const PoolLayout& lay = env.layout;
   auto* sh = reinterpret_cast<PoolShared*>(env.base);

@@ -29,6 +29,15 @@ CodeAddress to_code_address(const void* p);
 /// has its build id (another build of the program, or a library this process did not load).
 const void* from_code_address(const CodeAddress& a);
 
+/// Takes the snapshot of the loaded modules now if there is none: call it before forking
+/// processes that will resolve code addresses, so that they inherit it.
+void prime_code_addresses();
+
+/// This process never takes a snapshot again (from_code_address() of an unknown module is then
+/// errc::not_found): for a forked child, where another thread of the parent may have held the
+/// loader's lock that taking one needs (dl_iterate_phdr) at the fork, held forever.
+void freeze_code_addresses() noexcept;
+
 /// to_code_address() of a function pointer.
 template <class Fn>
 CodeAddress code_address_of(Fn* fn) {
