@@ -310,7 +310,11 @@ int main(int argc, char** argv) {
 
   const bool ok = c.bad == 0 && c.wrong_tasks == 0 && c.spmd_bad == 0 && c.child_failures == 0 &&
                   rss_growth <= static_cast<double>(rss_slack_kib) &&
-                  workers_growth <= static_cast<double>(rss_slack_kib) && fd_min == fd_max &&
+                  workers_growth <= static_cast<double>(rss_slack_kib) &&
+                  // A sample may fall while a worker is being replaced (its pidfd closed, the
+                  // next one not yet received from the forkserver): up to one per worker of
+                  // the long-lived pool; a leak grows without bound over the rounds.
+                  fd_max - fd_min <= 2 &&
                   left_fds == 0 && left_shm == 0 && left_children == 0 && samples.size() >= 2;
   if (!json.empty()) {
     std::ofstream out(json);
