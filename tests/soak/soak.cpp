@@ -314,8 +314,8 @@ int main(int argc, char** argv) {
                   // A sample may fall while a worker is being replaced (its pidfd closed, the
                   // next one not yet received from the forkserver): up to one per worker of
                   // the long-lived pool; a leak grows without bound over the rounds.
-                  fd_max - fd_min <= 2 &&
-                  left_fds == 0 && left_shm == 0 && left_children == 0 && samples.size() >= 2;
+                  fd_max - fd_min <= 2 && left_fds == 0 && left_shm == 0 && left_children == 0 &&
+                  samples.size() >= 2;
   if (!json.empty()) {
     std::ofstream out(json);
     out << "{\"seconds\": " << elapsed << ", \"rounds\": " << c.rounds
