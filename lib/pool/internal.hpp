@@ -2,7 +2,8 @@
 // and its workers share, the doorbell, the SIGINT bookkeeping and the worker's entry point.
 //
 //   pool.cpp     Pool's own members, its errors, the checks blocking calls make
-//   driver.cpp   PoolCore: the driver thread's life (start, loop, sleep, deaths, stop)
+//   driver.cpp   PoolCore: the driver thread's life (start, loop, sleep, stop)
+//   deaths.cpp   PoolCore: deaths, cancels, timeouts, respawns
 //   traffic.cpp  PoolCore: chunks out to workers, results back in
 //   worker.cpp   the worker process
 //   wire.cpp     the task and result messages, parsed at the trust boundary
