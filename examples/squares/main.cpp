@@ -15,13 +15,16 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Read by the workers: they are forks of this process, made after main() set it.
-double g_seconds = 1.0;
-
-int job_with_fixed_execution_time(int x) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(g_seconds));
-  return x * x;
-}
+// The job: a fixed time, then the square. The time crosses to the workers with the callable
+// (its bytes): under the default start method they do not see this process's globals as main()
+// left them.
+struct JobWithFixedExecutionTime {
+  double seconds = 1.0;
+  int operator()(int x) const {
+    std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
+    return x * x;
+  }
+};
 
 std::string list(const std::vector<int>& v) {
   std::string s = "[";
@@ -40,7 +43,8 @@ int main(int argc, char** argv) {
   std::size_t workers = 6;
   int count = 12;
   app.add_option("-w,--workers", workers, "pool size")->check(CLI::Range(1, 256));
-  app.add_option("-s,--seconds", g_seconds, "seconds each job takes")->check(CLI::Range(0.0, 60.0));
+  double seconds = 1.0;
+  app.add_option("-s,--seconds", seconds, "seconds each job takes")->check(CLI::Range(0.0, 60.0));
   app.add_option("-n,--count", count, "jobs on the pool: range(count)")
       ->check(CLI::Range(0, 100000));
   CLI11_PARSE(app, argc, argv);
@@ -49,7 +53,8 @@ int main(int argc, char** argv) {
   std::printf("Input: %s\n", list(first).c_str());
   auto t0 = Clock::now();
   std::vector<int> seq;
-  for (int x : first) seq.push_back(job_with_fixed_execution_time(x));
+  const JobWithFixedExecutionTime job{seconds};
+  for (int x : first) seq.push_back(job(x));
   std::printf("Output: %s\n", list(seq).c_str());
   std::printf("Sequential execution took %.3f s\n\n", since(t0));
 
@@ -58,10 +63,10 @@ int main(int argc, char** argv) {
   std::printf("Input: %s\n", list(inputs).c_str());
   t0 = Clock::now();
   ipckit::Pool pool{workers};
-  const std::vector<int> out = pool.map(job_with_fixed_execution_time, inputs);
+  const std::vector<int> out = pool.map(job, inputs);
   std::printf("Output: %s\n", list(out).c_str());
   std::printf("map execution took %.3f s on %zu workers (%d jobs of %.2f s)\n", since(t0),
-              pool.size(), count, g_seconds);
+              pool.size(), count, seconds);
   pool.close();
   pool.join();
   return 0;

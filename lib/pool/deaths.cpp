@@ -56,16 +56,16 @@ void PoolCore::on_exit(Worker& w) {
   std::deque<Chunk> again;
   for (Chunk& c : lost) {
     if (c.id != 0 && c.id == w.timed_out) {  // killed for running past its timeout
-      fail(c, std::make_exception_ptr(TaskTimeout(w.pid, *c.job->timeout)));
+      fail_chunk(c, std::make_exception_ptr(TaskTimeout(w.pid, *c.job->timeout)));
     } else if (c.id != 0 && c.id <= started && c.job->abandoned()) {
-      resolve(c);  // cancelled (or failed): nothing to report, no attempt counted
+      resolve_chunk(c);  // cancelled (or failed): nothing to report, no attempt counted
     } else if (c.id != 0 && c.id <= started && !w.killed_by_pool) {
       // It began this one and died: its result is lost.
       ++c.attempts;
       if (c.attempts <= options.task_retries) {
         again.push_back(std::move(c));
       } else {
-        fail(c, std::make_exception_ptr(WorkerLost(w.pid, st, c.attempts)));
+        fail_chunk(c, std::make_exception_ptr(WorkerLost(w.pid, st, c.attempts)));
       }
     } else {
       // Never began, or the pool killed the worker for another chunk (a timeout, a cancel)
@@ -115,12 +115,7 @@ bool PoolCore::apply_cancels(bool force) {
   if (now == cancels_seen_ && !force) return false;
   cancels_seen_ = now;
   const auto cancelled = std::make_exception_ptr(Error(errc::cancelled, "the call was cancelled"));
-  const auto settle = [&](JobBase& j) {
-    if (j.cancel_requested.load(std::memory_order_acquire) && !j.finished) {
-      j.finished = true;
-      j.abort(cancelled);
-    }
-  };
+  const auto settle = [&](JobBase& j) { settle_if_cancelled(j, cancelled); };
   for (auto& j : jobs_) settle(*j);
   for (auto& c : retry_) settle(*c.job);
   for (Worker& w : workers_) {

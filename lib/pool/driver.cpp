@@ -58,9 +58,8 @@ PoolLayout PoolLayout::for_workers(std::size_t n) {
 }
 
 PoolCore::PoolCore(PoolOptions opts)
-    : options(std::move(opts)),
-      n(options.processes != 0 ? options.processes : cpu_count()),
-      link(std::make_shared<PoolLink>()) {
+    : PoolBackend(opts.processes != 0 ? opts.processes : cpu_count(), std::make_shared<PoolLink>()),
+      options(std::move(opts)) {
   if (options.task_retries < 0) {
     throw Error(errc::invalid_argument, "Pool: task_retries must not be negative");
   }

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../channel/fragment.hpp"
+#include "backend.hpp"
 #include "forkserver.hpp"
 #include "internal.hpp"
 #include "ipckit/channel/byte_ring.hpp"
@@ -39,27 +40,22 @@
 
 namespace ipckit::detail {
 
-class PoolCore : public std::enable_shared_from_this<PoolCore> {
+class PoolCore final : public PoolBackend, public std::enable_shared_from_this<PoolCore> {
  public:
   explicit PoolCore(PoolOptions options);
-  ~PoolCore();
+  ~PoolCore() override;
   PoolCore(const PoolCore&) = delete;
   PoolCore& operator=(const PoolCore&) = delete;
 
   // Forks the workers and starts the driver thread; throws what Pool's constructor documents.
   void start();
-  // Hands a job to the driver. Throws Error(errc::closed) after close()/terminate(),
-  // Error(errc::child_failed) when the initializer failed, Error(errc::invalid_argument) in
-  // a forked copy.
-  void submit(std::shared_ptr<JobBase> job, const char* what);
-  void close();
-  bool join(const Deadline& deadline);
-  void terminate() noexcept;
-  std::vector<WorkerStats> stats() const;
+  void submit(std::shared_ptr<JobBase> job, const char* what) override;
+  void close() override;
+  bool join(const Deadline& deadline) override;
+  void terminate() noexcept override;
+  [[nodiscard]] std::vector<WorkerStats> stats() const override;
 
   const PoolOptions options;
-  const std::size_t n;
-  const std::shared_ptr<PoolLink> link;
 
  private:
   enum class State { running, closed, stopping, done };
@@ -105,8 +101,6 @@ class PoolCore : public std::enable_shared_from_this<PoolCore> {
   bool next_chunk(Chunk& c);
   void send_chunk(Worker& w, Chunk c);
   Worker* pick_worker();
-  void resolve(Chunk& c);
-  void fail(Chunk& c, std::exception_ptr e);
   bool idle() const;
   bool anything_ready();
   void sleep();

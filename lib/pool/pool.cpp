@@ -2,6 +2,7 @@
 // checks every blocking pool call makes.
 #include "ipckit/pool/pool.hpp"
 
+#include <chrono>
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -12,10 +13,14 @@
 namespace ipckit {
 
 namespace {
-std::string remote_what(const std::string& type, const std::string& message, pid_t pid) {
+std::string remote_what(const std::string& type, const std::string& message, pid_t pid,
+                        const std::string& where) {
   std::string s = "task raised " + type;
   if (!message.empty()) s += ": " + message;
-  return s + " (in worker " + std::to_string(pid) + ")";
+  return s + " (in worker " + std::to_string(pid) + (where.empty() ? "" : ", " + where) + ")";
+}
+std::string ms_text(std::chrono::nanoseconds d) {
+  return std::to_string(std::chrono::duration<double, std::milli>(d).count()) + " ms";
 }
 std::string lost_what(pid_t pid, const ExitStatus& st, int attempts) {
   std::string s = "worker " + std::to_string(pid) + " " + st.describe() + " while running the task";
@@ -25,11 +30,13 @@ std::string lost_what(pid_t pid, const ExitStatus& st, int attempts) {
 
 }  // namespace
 
-RemoteError::RemoteError(std::string type_name, std::string message, pid_t worker)
-    : Error(errc::remote_error, remote_what(type_name, message, worker)),
+RemoteError::RemoteError(std::string type_name, std::string message, pid_t worker,
+                         std::string where)
+    : Error(errc::remote_error, remote_what(type_name, message, worker, where)),
       type_(std::move(type_name)),
       message_(std::move(message)),
-      worker_(worker) {}
+      worker_(worker),
+      where_(std::move(where)) {}
 
 WorkerLost::WorkerLost(pid_t worker, ExitStatus status, int attempts)
     : Error(errc::worker_lost, lost_what(worker, status, attempts)),
@@ -37,17 +44,24 @@ WorkerLost::WorkerLost(pid_t worker, ExitStatus status, int attempts)
       status_(status),
       attempts_(attempts) {}
 TaskTimeout::TaskTimeout(pid_t worker, std::chrono::nanoseconds limit)
-    : Error(errc::timeout,
-            "the task ran past its timeout of " +
-                std::to_string(std::chrono::duration<double, std::milli>(limit).count()) +
-                " ms; worker " + std::to_string(worker) + " was killed"),
+    : Error(errc::timeout, "the task ran past its timeout of " + ms_text(limit) + "; worker " +
+                               std::to_string(worker) + " was killed"),
+      worker_(worker),
+      limit_(limit) {}
+TaskTimeout::TaskTimeout(pid_t worker, std::chrono::nanoseconds limit, const std::string& where)
+    : Error(errc::timeout, "the task ran past its timeout of " + ms_text(limit) + " on worker " +
+                               std::to_string(worker) + ", " + where +
+                               ", which cannot be stopped: its result will be dropped"),
       worker_(worker),
       limit_(limit) {}
 
 // ---- Pool ------------------------------------------------------------------------------------
-Pool::Pool(PoolOptions options) : core_(std::make_shared<detail::PoolCore>(std::move(options))) {
-  core_->start();
+Pool::Pool(PoolOptions options) {
+  auto core = std::make_shared<detail::PoolCore>(std::move(options));
+  core->start();
+  core_ = std::move(core);
 }
+Pool::Pool(std::shared_ptr<detail::PoolBackend> backend) noexcept : core_(std::move(backend)) {}
 Pool::Pool(Pool&&) noexcept = default;
 Pool& Pool::operator=(Pool&& o) noexcept {
   if (this != &o) {

@@ -84,23 +84,15 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
     s.busy = s.busy > std::chrono::nanoseconds::max() - busy_ns ? std::chrono::nanoseconds::max()
                                                                 : s.busy + busy_ns;
   }
-  const double busy = static_cast<double>(rf.busy_ns);
-  w.avg_ns = w.avg_ns < 0 ? busy : 0.8 * w.avg_ns + 0.2 * busy;
-  // Enough queued work per worker to cover ~100 us of driver latency, one when tasks are
-  // long (a chunk queued behind a long one cannot move to an idle worker).
-  if (w.avg_ns >= 10e6) {
-    w.window = 1;
-  } else {
-    w.window = static_cast<std::size_t>(std::clamp(100e3 / std::max(w.avg_ns, 1.0), 2.0, 128.0));
-  }
+  w.window = queue_window(w.avg_ns, static_cast<double>(rf.busy_ns));
   if (rf.status == ResultFrame::kOk) {
     try {
       c.job->on_result(c, payload);
     } catch (...) {
-      fail(c, std::current_exception());
+      fail_chunk(c, std::current_exception());
       return;
     }
-    resolve(c);
+    resolve_chunk(c);
   } else {
     std::exception_ptr e;
     try {
@@ -108,23 +100,8 @@ void PoolCore::handle_result(Worker& w, std::span<const std::byte> msg) {
     } catch (...) {
       e = std::current_exception();
     }
-    fail(c, e);
+    fail_chunk(c, e);
   }
-}
-
-void PoolCore::resolve(Chunk& c) {
-  JobBase& j = *c.job;
-  if (--j.outstanding == 0 && j.drained()) {
-    if (!j.finished) {
-      j.finished = true;
-      j.finish();
-    }
-  }
-}
-
-void PoolCore::fail(Chunk& c, std::exception_ptr e) {
-  c.job->on_error(c, std::move(e));
-  resolve(c);
 }
 
 // ---- dispatch ----
@@ -133,32 +110,13 @@ bool PoolCore::next_chunk(Chunk& c) {
     Chunk r = std::move(retry_.front());
     retry_.pop_front();
     if (r.job->abandoned()) {  // its job failed or was dropped: nothing to run it for
-      resolve(r);
+      resolve_chunk(r);
       continue;
     }
     c = std::move(r);
     return true;
   }
-  for (auto it = jobs_.begin(); it != jobs_.end();) {
-    JobBase& j = **it;
-    Chunk fresh;
-    if (j.next_chunk(fresh)) {
-      fresh.job = *it;
-      ++j.outstanding;
-      c = std::move(fresh);
-      return true;
-    }
-    if (j.drained()) {
-      if (j.outstanding == 0 && !j.finished) {
-        j.finished = true;
-        j.finish();
-      }
-      it = jobs_.erase(it);
-    } else {
-      ++it;  // waiting for its consumer (imap): try the next job
-    }
-  }
-  return false;
+  return take_chunk(jobs_, c);
 }
 
 PoolCore::Worker* PoolCore::pick_worker() {

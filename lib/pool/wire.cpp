@@ -109,12 +109,13 @@ void encode_current_exception(std::vector<std::byte>& out) {
   encode_error_text(type, message, out, registered, blob);
 }
 
-std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid) {
+std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid,
+                                       const std::string& where) {
   ErrorText text = decode_error_text(in);
   if (!text.registered.empty()) {
     if (auto e = decode_registered(text.registered, text.message, text.blob)) return e;
   }
-  return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid));
+  return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid, where));
 }
 
 }  // namespace ipckit::detail

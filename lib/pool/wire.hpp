@@ -32,6 +32,11 @@ struct TaskMessage {
 // (padded to 8 bytes) runs past its end.
 TaskMessage parse_task(std::span<const std::byte> msg);
 
+// Runs a task (in a worker): calls the trampoline the frame names on the callable and the
+// inputs. Returns the result message's frame (kOk, or kError when it threw), its payload in
+// `out` (the results, or the exception as encode_current_exception writes it). (worker.cpp)
+ResultFrame run_task(const TaskMessage& task, std::vector<std::byte>& out);
+
 // Longest time a chunk may report having run (about 146 years): the driver adds these up.
 inline constexpr std::uint64_t kMaxBusyNs = std::uint64_t{1} << 62;
 
@@ -65,6 +70,8 @@ ErrorText decode_error_text(std::span<const std::byte> payload);
 void encode_current_exception(std::vector<std::byte>& out);
 // The registered type rebuilt, or a RemoteError from worker `pid`, out of an encoded
 // exception; throws as decode_error_text.
-std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid);
+// `where`, when not empty, says where the worker ran ("rank 2 on node7"), for RemoteError.
+std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid,
+                                       const std::string& where = {});
 
 }  // namespace ipckit::detail

@@ -46,6 +46,24 @@ std::size_t resident_bytes(int statm) noexcept {
 
 }  // namespace
 
+ResultFrame run_task(const TaskMessage& task, std::vector<std::byte>& out) {
+  const TaskFrame& tf = task.frame;
+  const auto t0 = std::chrono::steady_clock::now();
+  ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
+  out.clear();
+  try {
+    // invoke_chunk<...> in this same program (throws not_found for another build).
+    function_at<std::remove_pointer_t<Invoker>>(tf.invoker)(task.fn, task.args, tf.count, out);
+  } catch (...) {
+    rf.status = ResultFrame::kError;
+    encode_current_exception(out);
+  }
+  rf.busy_ns = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count());
+  return rf;
+}
+
 int worker_main(const WorkerEnv& env) {
   ::signal(SIGINT, SIG_IGN);
   freeze_code_addresses();  // see PoolCore's constructor
@@ -118,21 +136,8 @@ int worker_main(const WorkerEnv& env) {
       } catch (const Error&) {
         return kExitProtocol;
       }
-      const TaskFrame& tf = task.frame;
-      me->started.store(tf.id, std::memory_order_release);
-      const auto t0 = std::chrono::steady_clock::now();
-      ResultFrame rf{tf.id, ResultFrame::kOk, tf.count, 0};
-      out.clear();
-      try {
-        // invoke_chunk<...> in this same program (throws not_found for another build).
-        function_at<std::remove_pointer_t<Invoker>>(tf.invoker)(task.fn, task.args, tf.count, out);
-      } catch (...) {
-        rf.status = ResultFrame::kError;
-        encode_current_exception(out);
-      }
-      rf.busy_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                  std::chrono::steady_clock::now() - t0)
-                                                  .count());
+      me->started.store(task.frame.id, std::memory_order_release);
+      const ResultFrame rf = run_task(task, out);
       if (msg->in_record) tasks.release();
       in.trim();  // a huge task's buffer does not stay with the worker
       // Published at once, never held back for a batch: a result that waited behind the next

@@ -98,8 +98,9 @@ void Environment::init(int* argc, char*** argv) {
   if (is_initialized()) {
     MPI_Query_thread(&provided_);
   } else {
-    // MPI's default handler on MPI_COMM_WORLD aborts the job when this fails.
-    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided_);
+    // MPI's default handler on MPI_COMM_WORLD aborts the job when this fails. SERIALIZED:
+    // mpi::Pool calls MPI from its driver thread (FUNNELED is all MpiComm needs).
+    MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided_);
     owns_ = true;
   }
   if (provided_ < MPI_THREAD_FUNNELED) {

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/mpi_test_main.hpp"
 #include "comm_bodies.hpp"
 
 namespace {
@@ -232,42 +233,6 @@ TEST(MpiCartComm, PeriodicGridExchangesFourMiBWithAllNeighboursAtOnce) {
   EXPECT_NO_THROW(bodies::cart_halo_large(world()));
 }
 
-// ---- the driver ---------------------------------------------------------------------------
-
-char g_current_test[256] = "(none)";
-int g_rank = 0;
-
-extern "C" void on_test_timeout(int) {
-  char line[400];
-  const int n = std::snprintf(line, sizeof line,
-                              "mpi_comm_test: rank %d: %s did not end within %u s (deadlock?)\n",
-                              g_rank, g_current_test, kTestSeconds);
-  if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<std::size_t>(n));
-  _exit(3);
-}
-
-// Arms a per-test alarm, and on ranks other than 0 prints only failures, with the rank.
-class RankListener : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankListener(bool print_failures) : print_failures_(print_failures) {}
-
-  void OnTestStart(const ::testing::TestInfo& info) override {
-    std::snprintf(g_current_test, sizeof g_current_test, "%s.%s", info.test_suite_name(),
-                  info.name());
-    alarm(kTestSeconds);
-  }
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!print_failures_ || !result.failed()) return;
-    std::fprintf(stderr, "[rank %d] %s failed at %s:%d\n%s\n", g_rank, g_current_test,
-                 result.file_name() ? result.file_name() : "?", result.line_number(),
-                 result.summary());
-  }
-  void OnTestEnd(const ::testing::TestInfo&) override { alarm(0); }
-
- private:
-  bool print_failures_;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -275,21 +240,5 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   ipckit::MpiComm comm;
   g_world = &comm;
-  g_rank = comm.rank();
-
-  struct sigaction sa {};
-  sa.sa_handler = on_test_timeout;
-  sigaction(SIGALRM, &sa, nullptr);
-
-  ::testing::TestEventListeners& listeners = ::testing::UnitTest::GetInstance()->listeners();
-  if (comm.rank() != 0) delete listeners.Release(listeners.default_result_printer());
-  listeners.Append(new RankListener(comm.rank() != 0));
-
-  const int failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
-  int failed_ranks = failed;
-  MPI_Allreduce(MPI_IN_PLACE, &failed_ranks, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-  if (comm.rank() == 0) {
-    std::printf("mpi_comm_test: %d of %d ranks had failures\n", failed_ranks, comm.size());
-  }
-  return failed;
+  return ipckit::testing::run_mpi_tests("mpi_comm_test", kTestSeconds);
 }

@@ -21,8 +21,10 @@ namespace ipckit {
 class RemoteError : public Error {
  public:
   /// The error for an exception of type `type_name` with what() `message`, raised in the
-  /// worker process `worker` (the pool makes it from what the worker reported).
-  RemoteError(std::string type_name, std::string message, pid_t worker);
+  /// worker process `worker` (the pool makes it from what the worker reported); `where`, when
+  /// not empty, says more of where it ran (mpi::Pool: "rank 2 on node7"), and what() reads
+  /// `... (in worker 4242, rank 2 on node7)`.
+  RemoteError(std::string type_name, std::string message, pid_t worker, std::string where = {});
 
   /// The exception's type as the worker saw it, demangled ("std::runtime_error").
   [[nodiscard]] const std::string& type_name() const noexcept { return type_; }
@@ -30,11 +32,14 @@ class RemoteError : public Error {
   [[nodiscard]] const std::string& message() const noexcept { return message_; }
   /// The worker process the task ran in.
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
+  /// Where it ran beyond the pid (mpi::Pool: "rank 2 on node7"); empty for a local Pool.
+  [[nodiscard]] const std::string& where() const noexcept { return where_; }
 
  private:
   std::string type_;
   std::string message_;
   pid_t worker_;
+  std::string where_;
 };
 
 /// A pool worker died while running the task, and the task had no retry left
@@ -65,8 +70,12 @@ class TaskTimeout : public Error {
  public:
   /// The error for a chunk that `worker` ran for longer than `limit`.
   TaskTimeout(pid_t worker, std::chrono::nanoseconds limit);
+  /// The error for a chunk that ran past `limit` on a worker that could not be killed
+  /// (mpi::Pool: a rank that died would end the MPI job): `where` names it ("rank 2 on
+  /// node7"), and the chunk's result is dropped when it comes.
+  TaskTimeout(pid_t worker, std::chrono::nanoseconds limit, const std::string& where);
 
-  /// The worker process that was killed.
+  /// The worker process that was killed (or, with `where`, that runs on).
   [[nodiscard]] pid_t worker_pid() const noexcept { return worker_; }
   /// The limit it ran past.
   [[nodiscard]] std::chrono::nanoseconds limit() const noexcept { return limit_; }

@@ -79,7 +79,7 @@
 namespace ipckit {
 
 namespace detail {
-class PoolCore;
+class PoolBackend;
 std::size_t check_chunksize(std::optional<std::size_t> chunksize, std::size_t n,
                             std::size_t workers, const char* what);
 
@@ -314,6 +314,12 @@ class Pool {
   /// Per-slot counters, a snapshot (a copy, also in a forked child).
   [[nodiscard]] std::vector<WorkerStats> stats() const;
 
+ protected:
+  /// @cond internal
+  // A pool over another backend (mpi::Pool).
+  explicit Pool(std::shared_ptr<detail::PoolBackend> backend) noexcept;
+  /// @endcond
+
  private:
   bool join_until(const Deadline& deadline);
   // Hands a job to the driver: Error(errc::closed) after close()/terminate(),
@@ -466,7 +472,7 @@ class Pool {
     return o;
   }
 
-  std::shared_ptr<detail::PoolCore> core_;
+  std::shared_ptr<detail::PoolBackend> core_;
 };
 
 }  // namespace ipckit

@@ -41,8 +41,9 @@
 /// mapping of MPI errors to ipckit::Error.
 namespace ipckit::mpi {
 
-/// Initialises MPI (MPI_THREAD_FUNNELED: ipckit calls MPI from the thread that made the
-/// Environment only) unless it already is, and finalises it on destruction if it initialised
+/// Initialises MPI, asking for MPI_THREAD_SERIALIZED (MpiComm calls MPI from the thread that
+/// made the Environment only; mpi::Pool's driver thread calls it on rank 0 while the pool
+/// lives), unless it already is, and finalises it on destruction if it initialised
 /// it. Sets MPI_ERRORS_RETURN on MPI_COMM_WORLD, so that failed MPI calls throw ipckit::Error
 /// instead of aborting the job. One per process, made in main() before any MpiComm. Throws
 /// Error when MPI was already finalised or cannot give MPI_THREAD_FUNNELED.
