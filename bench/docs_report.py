@@ -155,6 +155,7 @@ def benchmarks(results):
            "- [Channels](#channels)",
            "- [Synchronisation primitives](#synchronisation-primitives)",
            "- [Pool beside Python's multiprocessing.Pool](#pool-beside-pythons-multiprocessingpool)",
+           "- [MPI pool beside mpi4py.futures](#mpi-pool-beside-mpi4pyfutures)",
            "- [SPMD: ShmComm beside MpiComm](#spmd-shmcomm-beside-mpicomm)",
            "- [Fluid cells beside the memory-bandwidth roofline]"
            "(#fluid-cells-beside-the-memory-bandwidth-roofline)",
@@ -176,6 +177,11 @@ def benchmarks(results):
            "`bench/pool_bench` and `bench/pool_python.py` run the same workloads on a pool of "
            "the same size, one after the other in `make bench` (`bench/pool_report.py`).", ""]
     md += embed(r("pool.md"), 2, [("pool.png", "pool benchmarks")])
+    md += ["## MPI pool beside mpi4py.futures", "",
+           "`bench/mpi_pool_bench` (`ipckit::mpi::Pool`) and `bench/mpi_pool_python.py` "
+           "(`mpi4py.futures.MPIPoolExecutor`) run the same workloads under the same `mpirun` "
+           "settings, one after the other in `make bench` (`bench/mpi_pool_report.py`).", ""]
+    md += embed(r("mpi_pool.md"), 2, [])
     md += ["## SPMD: ShmComm beside MpiComm", "",
            "`bench/spmd_bench` runs the same code on both backends (`bench/spmd_report.py`).", ""]
     md += embed(r("spmd.md"), 2, [("spmd.png", "spmd benchmarks")])

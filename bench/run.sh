@@ -6,6 +6,8 @@
 #   channels_report.py -> channels.md, channels_summary.csv, channels_*.png
 #   pool_bench -> pool.json; pool_python.py (Python's multiprocessing.Pool, same workloads)
 #   -> pool_python.json; pool_report.py -> pool.md, pool.png
+#   mpi_pool_bench and mpi_pool_python.py (mpi4py.futures), both under mpirun -np 3
+#   -> mpi_pool.json, mpi_pool_python.json; mpi_pool_report.py -> mpi_pool.md
 # Usage: bench/run.sh [build-dir]   (default build/release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,6 +95,31 @@ else
   echo "run.sh: spmd_bench has no MPI backend (MPI not found), ShmComm only" >&2
 fi
 "$py" bench/spmd_report.py "$out/spmd.jsonl"
+
+# mpi::Pool beside mpi4py.futures' MPIPoolExecutor, same mpirun settings (about 1 minute).
+# Debian's mpi4py lives with the system interpreter.
+mpipy=python3
+if ! python3 -c 'import mpi4py' 2>/dev/null && [[ -x /usr/bin/python3 ]]; then
+  mpipy=/usr/bin/python3
+fi
+if command -v mpirun >/dev/null 2>&1 && [[ -x "$build/bench/mpi_pool_bench" ]] &&
+   "$mpipy" -c 'import mpi4py.futures' 2>/dev/null; then
+  echo "run.sh: mpi_pool_bench and mpi_pool_python.py under mpirun -np 3"
+  if [[ $(id -u) -eq 0 ]]; then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+  fi
+  before=$(mpi_segments)
+  mpirun_pool=(mpirun -np 3 --oversubscribe --mca btl self,vader)
+  "${mpirun_pool[@]}" "$build/bench/mpi_pool_bench" "$out/mpi_pool.json" \
+    >"$build/bench/mpi_pool_bench.log" 2>&1
+  "${mpirun_pool[@]}" "$mpipy" -m mpi4py.futures bench/mpi_pool_python.py \
+    "$out/mpi_pool_python.json" >"$build/bench/mpi_pool_python.log" 2>&1
+  for s in $(mpi_segments); do grep -qxF "$s" <<<"$before" || rm -f "/dev/shm/$s"; done
+  python3 bench/mpi_pool_report.py "$out/mpi_pool.json" "$out/mpi_pool_python.json" \
+    --mpirun "${mpirun_pool[*]}"
+else
+  echo "run.sh: no mpirun, mpi_pool_bench or mpi4py: skipping the MPI pool" >&2
+fi
 
 # The fluid-cell solver beside the triad roofline (fluid_bench), and the MpiComm run of the
 # same 2048^2 case (fluid_cells under mpirun), about 1 minute.

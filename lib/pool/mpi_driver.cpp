@@ -286,8 +286,8 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
       } catch (const Error&) {
       }
       std::lock_guard lk(mu_);
-      broken_ = std::make_exception_ptr(
-          Error(errc::child_failed, what + " (on " + w.info.where() + ")"));
+      broken_ =
+          std::make_exception_ptr(Error(errc::child_failed, what + " (on " + w.info.where() + ")"));
       return;
     }
     if (w.inflight.empty() || w.inflight.front().chunk.id != rf.id ||
@@ -417,8 +417,8 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
       Sent& s = w.inflight.front();
       if (!s.chunk.job->timeout || now - w.head_since <= *s.chunk.job->timeout) continue;
       s.dropped = true;
-      fail_chunk(s.chunk, std::make_exception_ptr(TaskTimeout(w.info.pid, *s.chunk.job->timeout,
-                                                              w.info.where())));
+      fail_chunk(s.chunk, std::make_exception_ptr(
+                              TaskTimeout(w.info.pid, *s.chunk.job->timeout, w.info.where())));
       any = true;
     }
     return any;
@@ -428,7 +428,8 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
     for (const Worker& w : workers_) {
       if (w.inflight.empty() || w.inflight.front().dropped) continue;
       const auto& t = w.inflight.front().chunk.job->timeout;
-      if (t) best = std::min(best, std::max(std::chrono::nanoseconds(0), *t - (now - w.head_since)));
+      if (t)
+        best = std::min(best, std::max(std::chrono::nanoseconds(0), *t - (now - w.head_since)));
     }
     return best;
   }

@@ -20,12 +20,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <optional>
-#include <vector>
-#include <cstdint>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace ipckit::detail {
 

@@ -20,7 +20,6 @@
 
 namespace ipckit::detail {
 
-
 namespace {
 
 // ---- what a dying worker rank says -----------------------------------------------------------

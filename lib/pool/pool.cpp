@@ -2,8 +2,8 @@
 // checks every blocking pool call makes.
 #include "ipckit/pool/pool.hpp"
 
-#include <chrono>
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 

@@ -115,7 +115,8 @@ std::exception_ptr decode_remote_error(std::span<const std::byte> in, pid_t pid,
   if (!text.registered.empty()) {
     if (auto e = decode_registered(text.registered, text.message, text.blob)) return e;
   }
-  return std::make_exception_ptr(RemoteError(std::move(text.type), std::move(text.message), pid, where));
+  return std::make_exception_ptr(
+      RemoteError(std::move(text.type), std::move(text.message), pid, where));
 }
 
 }  // namespace ipckit::detail

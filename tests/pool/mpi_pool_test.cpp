@@ -24,8 +24,8 @@
 
 namespace {
 
-using ipckit::Error;
 using ipckit::errc;
+using ipckit::Error;
 namespace mpi = ipckit::mpi;
 using namespace std::chrono_literals;
 
@@ -113,10 +113,13 @@ TEST(MpiPool, StringsAndVectorsCrossThroughTheCodec) {
   mpi::Pool pool;
   if (!pool.is_driver()) return;
   std::vector<std::string> words;
-  for (int i = 0; i < 500; ++i) words.push_back(std::string(static_cast<std::size_t>(i % 37), 'a' + i % 26));
+  for (int i = 0; i < 500; ++i)
+    words.push_back(std::string(static_cast<std::size_t>(i % 37), 'a' + i % 26));
   const int base = 3;
   const auto out = pool.map(
-      [base](const std::string& s) { return std::vector<int>(s.size(), base + static_cast<int>(s.size())); },
+      [base](const std::string& s) {
+        return std::vector<int>(s.size(), base + static_cast<int>(s.size()));
+      },
       words, 11);
   ASSERT_EQ(out.size(), words.size());
   for (std::size_t i = 0; i < words.size(); ++i) {
@@ -249,7 +252,9 @@ TEST(MpiPool, AnInitializerThatThrowsBreaksThePoolNamingTheRank) {
   ASSERT_TRUE(e);
   EXPECT_TRUE(e->is(errc::child_failed)) << e->what();
   EXPECT_NE(std::string(e->what()).find("no device"), std::string::npos) << e->what();
-  if (world_size() > 1) EXPECT_NE(std::string(e->what()).find("rank 1"), std::string::npos);
+  if (world_size() > 1) {
+    EXPECT_NE(std::string(e->what()).find("rank 1"), std::string::npos) << e->what();
+  }
 }
 
 TEST(MpiPool, TerminateWhileTasksRunThenANewPoolStartsClean) {
@@ -290,8 +295,8 @@ TEST(MpiPool, AWorkerRanksPoolRefusesCalls) {
     return;
   }
   EXPECT_EQ(pool.size(), 0U);
-  const auto e1 = ipckit::testing::caught<Error>(
-      [&] { (void)pool.map(square, std::vector<std::int64_t>{1}); });
+  const auto e1 =
+      ipckit::testing::caught<Error>([&] { (void)pool.map(square, std::vector<std::int64_t>{1}); });
   EXPECT_TRUE(e1 && e1->is(errc::invalid_argument));
   const auto e2 = ipckit::testing::caught<Error>([&] { pool.close(); });
   EXPECT_TRUE(e2 && e2->is(errc::invalid_argument));

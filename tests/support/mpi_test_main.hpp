@@ -21,8 +21,9 @@ inline const char* program = "test";
 
 extern "C" inline void on_test_timeout(int) {
   char line[400];
-  const int n = std::snprintf(line, sizeof line, "%s: rank %d: %s did not end within %u s (deadlock?)\n",
-                              program, rank, current_test, test_seconds);
+  const int n =
+      std::snprintf(line, sizeof line, "%s: rank %d: %s did not end within %u s (deadlock?)\n",
+                    program, rank, current_test, test_seconds);
   if (n > 0) (void)!write(STDERR_FILENO, line, static_cast<std::size_t>(n));
   _exit(3);
 }
