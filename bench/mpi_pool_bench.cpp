@@ -83,25 +83,24 @@ int main(int argc, char** argv) {
 
   std::vector<Result> results;
   std::int64_t sink = 0;
-  results.push_back(per_task("map_chunk1", reps, n_small, [&] {
-    sink += pool.map(trivial, small, 1).back();
-  }));
+  results.push_back(
+      per_task("map_chunk1", reps, n_small, [&] { sink += pool.map(trivial, small, 1).back(); }));
   results.push_back(per_task("submit", reps, n_small, [&] {
     std::vector<ipckit::AsyncResult<std::int64_t>> futures;
     futures.reserve(n_small);
     for (std::int64_t x : small) futures.push_back(pool.submit(trivial, x));
     for (auto& f : futures) sink += f.get();
   }));
-  results.push_back(per_task("map_auto_1M", reps, large.size(), [&] {
-    sink += pool.map(trivial, large).back();
-  }));
+  results.push_back(per_task("map_auto_1M", reps, large.size(),
+                             [&] { sink += pool.map(trivial, large).back(); }));
   pool.close();
   pool.join();
 
-  std::string json = "{\n  \"context\": {\"library\": \"ipckit::mpi::Pool\", \"ranks\": " +
-                     std::to_string(ranks) + ", \"workers\": " + std::to_string(pool.size()) +
-                     ", \"n_small\": " + std::to_string(n_small) + ", \"reps\": " +
-                     std::to_string(reps) + "},\n  \"benchmarks\": [\n";
+  std::string json =
+      "{\n  \"context\": {\"library\": \"ipckit::mpi::Pool\", \"ranks\": " + std::to_string(ranks) +
+      ", \"workers\": " + std::to_string(pool.size()) +
+      ", \"n_small\": " + std::to_string(n_small) + ", \"reps\": " + std::to_string(reps) +
+      "},\n  \"benchmarks\": [\n";
   for (std::size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     json += "    {\"name\": \"" + r.name + "\", \"median\": " + std::to_string(median(r.values)) +

@@ -6,10 +6,16 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <vector>
 
 #include "ipckit/core/deadline.hpp"
@@ -37,6 +43,50 @@ class PoolBackend {
 
   const std::size_t n;  // workers
   const std::shared_ptr<PoolLink> link;
+};
+
+// A backend run by one driver thread (PoolCore, MpiCore): the pool's state, the jobs handed
+// over and the calls that change them, alike for both. The derived class starts driver_,
+// wakes it (wake_driver), and calls terminate() in its own destructor (it is virtual there).
+class DriverBackend : public PoolBackend {
+ public:
+  DriverBackend(std::size_t workers, std::shared_ptr<PoolLink> pool_link,
+                std::optional<std::chrono::nanoseconds> task_timeout)
+      : PoolBackend(workers, std::move(pool_link)), task_timeout_(task_timeout) {}
+  ~DriverBackend() override;
+
+  // Fills in the job's timeout (the pool's default) and queues it; throws as PoolBackend says.
+  void submit(std::shared_ptr<JobBase> job, const char* what) override;
+  void close() override;
+  // Throws Error(errc::interrupted) when SIGINT stopped the pool.
+  bool join(const Deadline& deadline) override;
+  // Stops the driver (it fails what is pending) and joins it; from a callback, only asks.
+  void terminate() noexcept override;
+
+ protected:
+  enum class State { running, closed, stopping, done };
+
+  // Wakes the driver thread if it sleeps (poke_ is set already).
+  virtual void wake_driver() noexcept = 0;
+  void poke() noexcept {
+    poke_.store(true, std::memory_order_seq_cst);
+    wake_driver();
+  }
+  void set_state(State s);
+  // Driver thread: moves the jobs handed over into `jobs` and says the pool's state; true
+  // when it took any. `took_cancelled`: one of them was cancelled before.
+  bool intake(State& st, std::deque<std::shared_ptr<JobBase>>& jobs, bool& took_cancelled);
+
+  const std::optional<std::chrono::nanoseconds> task_timeout_;
+  mutable std::mutex mu_;
+  std::condition_variable state_cv_;
+  State state_ = State::running;
+  std::deque<std::shared_ptr<JobBase>> submitted_;
+  std::exception_ptr broken_;  // set by the driver thread: the initializer failed
+  bool interrupted_ = false;   // SIGINT stopped the pool
+  std::atomic<bool> poke_{false};
+  std::mutex join_mu_;
+  std::thread driver_;
 };
 
 // ---- job bookkeeping on a driver thread --------------------------------------------------

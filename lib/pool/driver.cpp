@@ -58,7 +58,8 @@ PoolLayout PoolLayout::for_workers(std::size_t n) {
 }
 
 PoolCore::PoolCore(PoolOptions opts)
-    : PoolBackend(opts.processes != 0 ? opts.processes : cpu_count(), std::make_shared<PoolLink>()),
+    : DriverBackend(opts.processes != 0 ? opts.processes : cpu_count(),
+                    std::make_shared<PoolLink>(), opts.task_timeout),
       options(std::move(opts)) {
   if (options.task_retries < 0) {
     throw Error(errc::invalid_argument, "Pool: task_retries must not be negative");
@@ -167,90 +168,6 @@ void PoolCore::start() {
   }
 }
 
-void PoolCore::set_state(State s) {
-  {
-    std::lock_guard lk(mu_);
-    state_ = s;
-  }
-  state_cv_.notify_all();
-}
-
-void PoolCore::submit(std::shared_ptr<JobBase> job, const char* what) {
-  link->require_owner(what);
-  if (!job->timeout) job->timeout = options.task_timeout;
-  if (job->timeout && job->timeout->count() <= 0) {
-    throw Error(errc::invalid_argument, std::string(what) + ": a timeout must be positive");
-  }
-  {
-    std::lock_guard lk(mu_);
-    if (broken_) {
-      try {
-        std::rethrow_exception(broken_);
-      } catch (const Error& e) {
-        throw Error(errc::child_failed, std::string(what) + ": " + e.what());
-      }
-    }
-    if (state_ != State::running) {
-      throw Error(errc::closed,
-                  std::string(what) + ": the pool is " +
-                      (interrupted_ ? "stopped (interrupted by SIGINT)" : "closed or terminated"));
-    }
-    submitted_.push_back(std::move(job));
-  }
-  poke_.store(true, std::memory_order_release);
-  notify_driver(sh_, link->doorbell.get());
-}
-
-void PoolCore::close() {
-  link->require_owner("Pool::close");
-  {
-    std::lock_guard lk(mu_);
-    if (state_ == State::running) state_ = State::closed;
-  }
-  poke_.store(true, std::memory_order_release);
-  link->wake();
-}
-
-bool PoolCore::join(const Deadline& deadline) {
-  BlockingScope scope(link.get());  // throws in a forked copy and on the driver thread
-  {
-    std::unique_lock lk(mu_);
-    if (state_ == State::running) {
-      throw Error(errc::invalid_argument, "Pool::join: call close() or terminate() first");
-    }
-    const auto done = [&] { return state_ == State::done; };
-    if (deadline.is_never()) {
-      state_cv_.wait(lk, done);
-    } else if (!state_cv_.wait_until(lk, deadline.when(), done)) {
-      return false;
-    }
-  }
-  {
-    std::lock_guard lk(join_mu_);
-    if (driver_.joinable()) driver_.join();  // it has finished its work: returns at once
-  }
-  std::lock_guard lk(mu_);
-  if (interrupted_) throw Error(errc::interrupted, "Pool::join: interrupted by SIGINT");
-  return true;
-}
-
-void PoolCore::terminate() noexcept {
-  if (!link->owned_here()) {
-    // A forked copy: the driver thread and the workers belong to the parent. Leave them be.
-    if (driver_.joinable()) driver_.detach();
-    return;
-  }
-  {
-    std::lock_guard lk(mu_);
-    if (state_ != State::done) state_ = State::stopping;
-  }
-  poke_.store(true, std::memory_order_release);
-  link->wake();
-  if (driver_.get_id() == std::this_thread::get_id()) return;  // a callback: the loop stops
-  std::lock_guard lk(join_mu_);
-  if (driver_.joinable()) driver_.join();
-}
-
 std::vector<WorkerStats> PoolCore::stats() const {
   std::lock_guard lk(stats_mu_);
   return stats_;
@@ -322,25 +239,11 @@ void PoolCore::run() noexcept {
   set_state(State::done);
 }
 
-bool PoolCore::intake(State& st) {
-  poke_.store(false, std::memory_order_relaxed);
-  std::lock_guard lk(mu_);
-  st = state_;
-  if (submitted_.empty()) return false;
-  for (auto& j : submitted_) {
-    // Cancelled before the driver took it (its cancel may have been counted already).
-    if (j->cancel_requested.load(std::memory_order_acquire)) took_cancelled_ = true;
-    jobs_.push_back(std::move(j));
-  }
-  submitted_.clear();
-  return true;
-}
-
 void PoolCore::loop() {
   using clock = std::chrono::steady_clock;
   for (;;) {
     State st;
-    bool progress = intake(st);
+    bool progress = intake(st, jobs_, took_cancelled_);
     if (st == State::stopping) {
       stop_all(std::make_exception_ptr(Error(errc::closed, "the pool was terminated")));
       return;

@@ -40,7 +40,7 @@
 
 namespace ipckit::detail {
 
-class PoolCore final : public PoolBackend, public std::enable_shared_from_this<PoolCore> {
+class PoolCore final : public DriverBackend, public std::enable_shared_from_this<PoolCore> {
  public:
   explicit PoolCore(PoolOptions options);
   ~PoolCore() override;
@@ -49,17 +49,11 @@ class PoolCore final : public PoolBackend, public std::enable_shared_from_this<P
 
   // Forks the workers and starts the driver thread; throws what Pool's constructor documents.
   void start();
-  void submit(std::shared_ptr<JobBase> job, const char* what) override;
-  void close() override;
-  bool join(const Deadline& deadline) override;
-  void terminate() noexcept override;
   [[nodiscard]] std::vector<WorkerStats> stats() const override;
 
   const PoolOptions options;
 
  private:
-  enum class State { running, closed, stopping, done };
-
   struct Worker {
     std::size_t slot = 0;
     WorkerProcess proc;
@@ -88,7 +82,6 @@ class PoolCore final : public PoolBackend, public std::enable_shared_from_this<P
   void run() noexcept;
   void loop();
   void spawn(Worker& w, bool replacement);
-  bool intake(State& st);
   bool collect(Worker& w);
   void handle_result(Worker& w, std::span<const std::byte> msg);
   bool check_deaths(int timeout_ms);
@@ -106,24 +99,13 @@ class PoolCore final : public PoolBackend, public std::enable_shared_from_this<P
   void sleep();
   void stop_all(const std::exception_ptr& e) noexcept;
   void shutdown_workers();
-  void set_state(State s);
+  void wake_driver() noexcept override { notify_driver(sh_, link->doorbell.get()); }
 
   PoolLayout layout_;
   UniqueFd memfd_;  // the shared memory's file: the forkserver maps it too
   Mapping mem_;
   PoolShared* sh_ = nullptr;
   WorkerShared* slots_ = nullptr;
-
-  mutable std::mutex mu_;
-  std::condition_variable state_cv_;
-  State state_ = State::running;
-  std::deque<std::shared_ptr<JobBase>> submitted_;
-  std::exception_ptr broken_;
-  bool interrupted_ = false;
-  std::atomic<bool> poke_{false};
-
-  std::mutex join_mu_;
-  std::thread driver_;
 
   // Driver thread only.
   std::optional<ForkServer> server_;  // StartMethod::forkserver

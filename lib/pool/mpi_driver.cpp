@@ -29,10 +29,10 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
-class MpiCore final : public PoolBackend, public std::enable_shared_from_this<MpiCore> {
+class MpiCore final : public DriverBackend, public std::enable_shared_from_this<MpiCore> {
  public:
   MpiCore(std::vector<RankInfo> ranks, std::optional<std::chrono::nanoseconds> task_timeout)
-      : PoolBackend(ranks.size(), std::make_shared<PoolLink>()), task_timeout_(task_timeout) {
+      : DriverBackend(ranks.size(), std::make_shared<PoolLink>(), task_timeout) {
     const int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (fd < 0) throw_errno("mpi::Pool: eventfd");
     link->doorbell.reset(fd);
@@ -46,10 +46,7 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
       workers_[i].info = std::move(ranks[i]);
     }
   }
-  ~MpiCore() override {
-    terminate();
-    if (driver_.joinable()) driver_.detach();  // a callback dropped the last Pool
-  }
+  ~MpiCore() override { terminate(); }
 
   void start() {
     driver_ = std::thread([self = shared_from_this()] {
@@ -58,74 +55,12 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
     });
   }
 
-  void submit(std::shared_ptr<JobBase> job, const char* what) override {
-    link->require_owner(what);
-    if (!job->timeout) job->timeout = task_timeout_;
-    if (job->timeout && job->timeout->count() <= 0) {
-      throw Error(errc::invalid_argument, std::string(what) + ": a timeout must be positive");
-    }
-    {
-      std::lock_guard lk(mu_);
-      if (broken_) {
-        try {
-          std::rethrow_exception(broken_);
-        } catch (const Error& e) {
-          throw Error(errc::child_failed, std::string(what) + ": " + e.what());
-        }
-      }
-      if (state_ != State::running) {
-        throw Error(errc::closed, std::string(what) + ": the pool is closed or terminated");
-      }
-      submitted_.push_back(std::move(job));
-    }
-    poke();
-  }
-  void close() override {
-    link->require_owner("Pool::close");
-    {
-      std::lock_guard lk(mu_);
-      if (state_ == State::running) state_ = State::closed;
-    }
-    poke();
-  }
-  bool join(const Deadline& deadline) override {
-    BlockingScope scope(link.get());
-    std::unique_lock lk(mu_);
-    if (state_ == State::running) {
-      throw Error(errc::invalid_argument, "Pool::join: call close() or terminate() first");
-    }
-    const auto done = [&] { return state_ == State::done; };
-    if (deadline.is_never()) {
-      state_cv_.wait(lk, done);
-    } else if (!state_cv_.wait_until(lk, deadline.when(), done)) {
-      return false;
-    }
-    lk.unlock();
-    std::lock_guard jl(join_mu_);
-    if (driver_.joinable()) driver_.join();
-    return true;
-  }
-  void terminate() noexcept override {
-    if (!link->owned_here()) {
-      if (driver_.joinable()) driver_.detach();
-      return;
-    }
-    {
-      std::lock_guard lk(mu_);
-      if (state_ != State::done) state_ = State::stopping;
-    }
-    poke();
-    if (driver_.get_id() == std::this_thread::get_id()) return;
-    std::lock_guard lk(join_mu_);
-    if (driver_.joinable()) driver_.join();
-  }
   [[nodiscard]] std::vector<WorkerStats> stats() const override {
     std::lock_guard lk(stats_mu_);
     return stats_;
   }
 
  private:
-  enum class State { running, closed, stopping, done };
   // A task message sent and not yet answered. `msg` is the send buffer: it lives until the
   // send completes (at the latest when the result comes, or when the rank has stopped).
   struct Sent {
@@ -148,16 +83,8 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
     std::optional<std::uint64_t> stopped;  // kStopped's payload: results it sent
   };
 
-  void poke() noexcept {
-    poke_.store(true, std::memory_order_seq_cst);
+  void wake_driver() noexcept override {
     if (sleeping_.load(std::memory_order_seq_cst)) link->wake();
-  }
-  void set_state(State s) {
-    {
-      std::lock_guard lk(mu_);
-      state_ = s;
-    }
-    state_cv_.notify_all();
   }
 
   void run() noexcept {
@@ -188,7 +115,7 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
   void loop() {
     for (;;) {
       State st;
-      bool progress = intake(st);
+      bool progress = intake(st, jobs_, took_cancelled_);
       if (st == State::stopping) {
         abort_all(std::make_exception_ptr(Error(errc::closed, "the pool was terminated")));
         break;
@@ -212,19 +139,6 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
       }
     }
     stop_ranks();
-  }
-
-  bool intake(State& st) {
-    poke_.store(false, std::memory_order_relaxed);
-    std::lock_guard lk(mu_);
-    st = state_;
-    if (submitted_.empty()) return false;
-    for (auto& j : submitted_) {
-      if (j->cancel_requested.load(std::memory_order_acquire)) took_cancelled_ = true;
-      jobs_.push_back(std::move(j));
-    }
-    submitted_.clear();
-    return true;
   }
 
   [[nodiscard]] bool idle() const {
@@ -545,16 +459,6 @@ class MpiCore final : public PoolBackend, public std::enable_shared_from_this<Mp
     }
   }
 
-  const std::optional<std::chrono::nanoseconds> task_timeout_;
-  std::thread driver_;
-  std::mutex join_mu_;
-
-  mutable std::mutex mu_;
-  std::condition_variable state_cv_;
-  State state_ = State::running;
-  std::deque<std::shared_ptr<JobBase>> submitted_;
-  std::exception_ptr broken_;
-  std::atomic<bool> poke_{false};
   std::atomic<bool> sleeping_{false};
 
   // Driver thread only.
