@@ -2,6 +2,8 @@
 // (PoolCore) and the MPI one (MpiCore). (backend.hpp)
 #include "backend.hpp"
 
+#include "internal.hpp"
+
 #include <string>
 
 namespace ipckit::detail {
@@ -88,7 +90,9 @@ void DriverBackend::terminate() noexcept {
     if (state_ != State::done) state_ = State::stopping;
   }
   poke();
-  if (driver_.get_id() == std::this_thread::get_id()) return;  // a callback: the loop stops
+  // From a callback (this pool's or another's): the loop stops after it. (Not driver_'s id:
+  // another thread may be joining driver_.)
+  if (on_driver_thread()) return;
   std::lock_guard lk(join_mu_);
   if (driver_.joinable()) driver_.join();
 }

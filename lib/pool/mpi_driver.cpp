@@ -8,6 +8,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
@@ -64,7 +65,9 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
   // A task message sent and not yet answered. `msg` is the send buffer: it lives until the
   // send completes (at the latest when the result comes, or when the rank has stopped).
   struct Sent {
-    Chunk chunk;
+    Chunk chunk;  // moved out when the chunk goes to another rank (`dropped` then)
+    std::uint64_t id = 0;
+    std::uint32_t count = 0;
     std::vector<std::byte> msg;
     MPI_Request req = MPI_REQUEST_NULL;
     bool dropped = false;  // resolved already (timed out, aborted): its result is dropped
@@ -76,11 +79,14 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
     std::size_t window = 1;  // until the first result says how long chunks take
     std::uint64_t sent = 0;  // task messages sent in this pool
     std::uint64_t results = 0;
-    clock::time_point head_since{};  // when inflight.front() became the rank's current chunk
-    bool lost = false;               // spoke out of protocol: no more chunks
-    std::uint64_t stop_count = 0;    // kStop's payload (the send buffer)
+    clock::time_point head_since{};         // when inflight.front() became the rank's current chunk
+    bool lost = false;                      // spoke out of protocol: no more chunks
+    std::uint64_t stop_counts[2] = {0, 0};  // kStop's payload: task and skip messages sent
     MPI_Request stop_req = MPI_REQUEST_NULL;
     std::optional<std::uint64_t> stopped;  // kStopped's payload: results it sent
+    // kSkip messages in flight (ids of chunks moved off this rank) and their requests.
+    std::deque<std::vector<std::uint64_t>> skips;
+    std::deque<MPI_Request> skip_reqs;
   };
 
   void wake_driver() noexcept override {
@@ -90,10 +96,18 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
   void run() noexcept {
     try {
       loop();
+      stop_ranks();
     } catch (...) {
       const std::string what = describe(std::current_exception());
       std::fprintf(stderr, "ipckit::mpi::Pool: driver failed: %s\n", what.c_str());
       abort_all(std::make_exception_ptr(Error(errc::closed, "mpi::Pool driver failed: " + what)));
+      try {
+        stop_ranks();  // else the ranks serve forever, and sends are left pending
+      } catch (...) {
+        std::fprintf(stderr, "ipckit::mpi::Pool: cannot stop the worker ranks (%s): aborting\n",
+                     describe(std::current_exception()).c_str());
+        MPI_Abort(MPI_COMM_WORLD, 1);
+      }
     }
     {
       std::lock_guard lk(stats_mu_);
@@ -130,6 +144,7 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       if (st == State::closed) {
         for (auto& j : jobs_) j->pool_closing = true;
       }
+      if (stopping()) continue;  // a callback terminated the pool: send nothing more
       progress |= dispatch();
       if (st == State::closed && idle()) break;
       if (progress) {
@@ -138,11 +153,14 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
         sleep();
       }
     }
-    stop_ranks();
+  }
+  bool stopping() {
+    std::lock_guard lk(mu_);
+    return state_ == State::stopping;
   }
 
   [[nodiscard]] bool idle() const {
-    if (!jobs_.empty()) return false;
+    if (!jobs_.empty() || !retry_.empty()) return false;
     for (const Worker& w : workers_) {
       for (const Sent& s : w.inflight) {
         if (!s.dropped) return false;
@@ -204,8 +222,8 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
           std::make_exception_ptr(Error(errc::child_failed, what + " (on " + w.info.where() + ")"));
       return;
     }
-    if (w.inflight.empty() || w.inflight.front().chunk.id != rf.id ||
-        w.inflight.front().chunk.count != rf.count) {
+    if (w.inflight.empty() || w.inflight.front().id != rf.id ||
+        w.inflight.front().count != rf.count) {
       lose(w, "a result for a chunk it was not running");
       return;
     }
@@ -255,6 +273,10 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       if (!s.dropped) fail_chunk(s.chunk, e);
       s.dropped = true;
     }
+    if (std::all_of(workers_.begin(), workers_.end(), [](const Worker& x) { return x.lost; })) {
+      std::lock_guard lk(mu_);
+      broken_ = e;  // nothing is left to run anything: the loop fails everything
+    }
   }
 
   // ---- dispatch ----
@@ -273,10 +295,23 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       Worker* w = pick_worker();
       if (w == nullptr) return any;
       Chunk c;
-      if (!take_chunk(jobs_, c)) return any;
+      if (!next_chunk(c)) return any;
       send_chunk(*w, std::move(c));
       any = true;
     }
+  }
+  bool next_chunk(Chunk& c) {
+    while (!retry_.empty()) {
+      Chunk r = std::move(retry_.front());
+      retry_.pop_front();
+      if (r.job->abandoned()) {  // its job failed or was cancelled meanwhile
+        resolve_chunk(r);
+        continue;
+      }
+      c = std::move(r);
+      return true;
+    }
+    return take_chunk(jobs_, c);
   }
   void send_chunk(Worker& w, Chunk c) {
     c.id = next_id_++;
@@ -302,6 +337,8 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
                          MPI_COMM_WORLD, &s.req),
                "mpi::Pool: MPI_Isend");
     if (w.inflight.empty()) w.head_since = clock::now();
+    s.id = c.id;
+    s.count = c.count;
     s.chunk = std::move(c);
     w.inflight.push_back(std::move(s));  // the buffer moves with the vector: stays put
     ++w.sent;
@@ -317,8 +354,11 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
     const auto cancelled =
         std::make_exception_ptr(Error(errc::cancelled, "the call was cancelled"));
     for (auto& j : jobs_) settle_if_cancelled(*j, cancelled);
+    for (auto& c : retry_) settle_if_cancelled(*c.job, cancelled);
     for (Worker& w : workers_) {
-      for (Sent& s : w.inflight) settle_if_cancelled(*s.chunk.job, cancelled);
+      for (Sent& s : w.inflight) {
+        if (s.chunk.job) settle_if_cancelled(*s.chunk.job, cancelled);
+      }
     }
     return true;
   }
@@ -333,9 +373,30 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       s.dropped = true;
       fail_chunk(s.chunk, std::make_exception_ptr(
                               TaskTimeout(w.info.pid, *s.chunk.job->timeout, w.info.where())));
+      move_queued(w);
       any = true;
     }
     return any;
+  }
+  // The chunks queued behind a timed-out one would wait for a rank that may never finish it:
+  // they go to other ranks, and this one is told to skip them (it answers a skipped chunk
+  // with an empty error, which is dropped). If it took one before the message came, that
+  // chunk runs twice; only the first result counts.
+  void move_queued(Worker& w) {
+    std::vector<std::uint64_t> ids;
+    for (auto it = w.inflight.begin() + 1; it != w.inflight.end(); ++it) {
+      if (it->dropped) continue;
+      it->dropped = true;
+      ids.push_back(it->id);
+      retry_.push_back(std::move(it->chunk));
+    }
+    if (ids.empty()) return;
+    w.skips.push_back(std::move(ids));
+    w.skip_reqs.push_back(MPI_REQUEST_NULL);
+    const auto& v = w.skips.back();
+    mpi::check(MPI_Isend(v.data(), static_cast<int>(v.size()), MPI_UINT64_T, w.info.rank, kSkipTag,
+                         MPI_COMM_WORLD, &w.skip_reqs.back()),
+               "mpi::Pool: MPI_Isend(skip)");
   }
   [[nodiscard]] std::chrono::nanoseconds to_next_timeout(clock::time_point now) const {
     auto best = std::chrono::nanoseconds::max();
@@ -396,6 +457,7 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       submitted_.clear();
     }
     for (auto& j : jobs_) add(j);
+    for (auto& c : retry_) add(c.job);
     for (Worker& w : workers_) {
       for (Sent& s : w.inflight) {
         add(s.chunk.job);
@@ -403,6 +465,7 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
       }
     }
     jobs_.clear();
+    retry_.clear();
     for (auto& j : all) {
       if (!j->finished) {
         j->finished = true;
@@ -415,8 +478,9 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
   // it took and said it stopped: nothing of this pool stays in flight.
   void stop_ranks() {
     for (Worker& w : workers_) {
-      w.stop_count = w.sent;
-      mpi::check(MPI_Isend(&w.stop_count, 1, MPI_UINT64_T, w.info.rank, kStopTag, MPI_COMM_WORLD,
+      w.stop_counts[0] = w.sent;
+      w.stop_counts[1] = w.skips.size();
+      mpi::check(MPI_Isend(w.stop_counts, 2, MPI_UINT64_T, w.info.rank, kStopTag, MPI_COMM_WORLD,
                            &w.stop_req),
                  "mpi::Pool: MPI_Isend(stop)");
     }
@@ -455,6 +519,11 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
         mpi::check(MPI_Wait(&s.req, MPI_STATUS_IGNORE), "mpi::Pool: MPI_Wait");
       }
       w.inflight.clear();
+      for (MPI_Request& r : w.skip_reqs) {
+        mpi::check(MPI_Wait(&r, MPI_STATUS_IGNORE), "mpi::Pool: MPI_Wait(skip)");
+      }
+      w.skip_reqs.clear();
+      w.skips.clear();
       mpi::check(MPI_Wait(&w.stop_req, MPI_STATUS_IGNORE), "mpi::Pool: MPI_Wait(stop)");
     }
   }
@@ -464,6 +533,7 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
   // Driver thread only.
   std::deque<Worker> workers_;  // a deque: Worker (with its deque of Sent) does not relocate
   std::deque<std::shared_ptr<JobBase>> jobs_;
+  std::deque<Chunk> retry_;  // moved off a rank whose chunk timed out: sent first
   std::uint64_t next_id_ = 1;
   std::uint64_t cancels_seen_ = 0;
   bool took_cancelled_ = false;

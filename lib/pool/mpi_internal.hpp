@@ -8,11 +8,17 @@
 //   kTask    0 -> w  a task message as a local worker gets it (TaskFrame, callable, inputs)
 //   kResult  w -> 0  a result message (ResultFrame, results or the exception); kInitError
 //                    once, first, when the rank's initializer threw
-//   kStop    0 -> w  a std::uint64_t: the task messages rank 0 sent this rank in this pool.
-//                    The rank receives (and drops, unrun) those it has not taken yet
-//   kStopped w -> 0  empty, after the rank's last result: nothing of this pool is left in
-//                    flight between the two, so the next pool starts clean
-// A worker looks for kStop before it takes each task, so terminate() drops queued chunks.
+//   kStop    0 -> w  two std::uint64_t: the task and kSkip messages rank 0 sent this rank in
+//                    this pool. The rank receives those it has not taken yet (tasks dropped,
+//                    unrun)
+//   kStopped w -> 0  a std::uint64_t: the result messages the rank sent in this pool, after
+//                    the last of them: once rank 0 has them all, nothing of this pool is left
+//                    in flight between the two, and the next pool starts clean
+//   kSkip    0 -> w  std::uint64_t ids of task messages sent to the rank that it must not run
+//                    (moved to other ranks when a chunk ahead of them timed out); it answers
+//                    each with an empty kError result, which rank 0 drops
+// A worker looks for kStop and kSkip before it takes each task, so terminate() drops queued
+// chunks. Every task message gets exactly one result message (or none after kStop).
 #pragma once
 
 #include <mpi.h>
@@ -33,6 +39,7 @@ inline constexpr int kTaskTag = 0x1c0;
 inline constexpr int kResultTag = 0x1c1;
 inline constexpr int kStopTag = 0x1c2;
 inline constexpr int kStoppedTag = 0x1c3;
+inline constexpr int kSkipTag = 0x1c4;
 
 // The most bytes one MPI message of ours carries (MPI counts are int).
 inline constexpr std::size_t kMaxMpiMessage = 0x7fffffff;

@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_set>
 #include <vector>
 
 #include "backend.hpp"
@@ -28,6 +29,7 @@ char g_who[384];  // "ipckit::mpi::Pool: worker rank 2 (pid 4242) on node7"
 std::size_t g_who_len = 0;
 volatile sig_atomic_t g_serving = 0;  // 1: between tasks, 2: in a task, 3: in the initializer
 struct sigaction g_old[kFatal.size()];
+alignas(16) char g_alt_stack[64 * 1024];  // the handler's stack while a rank serves
 
 void put(const char* s) noexcept {
   const std::size_t n = std::strlen(s);
@@ -41,10 +43,21 @@ const char* state_text() noexcept {
   }
 }
 
+const char* signal_name(int sig) noexcept {
+  switch (sig) {
+    case SIGSEGV: return "SEGV";
+    case SIGBUS: return "BUS";
+    case SIGFPE: return "FPE";
+    case SIGILL: return "ILL";
+    case SIGABRT: return "ABRT";
+    default: return "a signal";
+  }
+}
+
 void on_fatal(int sig) {
   [[maybe_unused]] const ssize_t r = ::write(STDERR_FILENO, g_who, g_who_len);
   put(" died of ");
-  put(sigabbrev_np(sig) != nullptr ? sigabbrev_np(sig) : "a signal");
+  put(signal_name(sig));
   put(state_text());
   put("; MPI ends the whole job\n");
   for (std::size_t i = 0; i < kFatal.size(); ++i) {
@@ -70,19 +83,29 @@ class DeathReport {
     g_who_len = n < 0 ? 0 : std::min(static_cast<std::size_t>(n), sizeof g_who - 1);
     static const bool registered = std::atexit(on_exit_while_serving) == 0;
     (void)registered;
+    // On a stack of its own: a task that overflowed the stack still gets its report.
+    stack_t ss{};
+    ss.ss_sp = g_alt_stack;
+    ss.ss_size = sizeof g_alt_stack;
+    has_old_stack_ = ::sigaltstack(&ss, &old_stack_) == 0;
     struct sigaction sa {};
     sa.sa_handler = on_fatal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_NODEFER;
+    sa.sa_flags = SA_NODEFER | SA_ONSTACK;
     for (std::size_t i = 0; i < kFatal.size(); ++i) ::sigaction(kFatal[i], &sa, &g_old[i]);
     g_serving = 1;
   }
   ~DeathReport() {
     g_serving = 0;
     for (std::size_t i = 0; i < kFatal.size(); ++i) ::sigaction(kFatal[i], &g_old[i], nullptr);
+    if (has_old_stack_) ::sigaltstack(&old_stack_, nullptr);
   }
   DeathReport(const DeathReport&) = delete;
   DeathReport& operator=(const DeathReport&) = delete;
+
+ private:
+  stack_t old_stack_{};
+  bool has_old_stack_ = false;
 };
 
 // ---- the serve loop ---------------------------------------------------------------------------
@@ -110,6 +133,7 @@ class Server {
         backoff.wait();
         continue;
       }
+      take_skips();
       if (!take_task()) {
         backoff.wait();
         continue;
@@ -118,6 +142,11 @@ class Server {
       TaskMessage task;
       try {
         task = parse_task(in_);
+        if (skip_.erase(task.frame.id) != 0) {  // moved to another rank: answer, do not run
+          out_.clear();
+          send(ResultFrame{task.frame.id, ResultFrame::kError, task.frame.count, 0});
+          continue;
+        }
       } catch (const Error& e) {
         // Only rank 0's driver sends tasks: a malformed one means memory was corrupted there.
         std::fprintf(stderr, "%.*s: a malformed task message from rank 0 (%s); aborting\n",
@@ -144,6 +173,24 @@ class Server {
   }
 
  private:
+  // Takes the ids rank 0 moved off this rank (kSkip).
+  void take_skips() {
+    for (;;) {
+      int flag = 0;
+      MPI_Status status;
+      mpi::check(MPI_Iprobe(0, kSkipTag, MPI_COMM_WORLD, &flag, &status),
+                 "mpi::Pool worker: MPI_Iprobe(skip)");
+      if (flag == 0) return;
+      int count = 0;
+      mpi::check(MPI_Get_count(&status, MPI_UINT64_T, &count), "mpi::Pool worker: MPI_Get_count");
+      std::vector<std::uint64_t> ids(static_cast<std::size_t>(std::max(count, 0)));
+      mpi::check(
+          MPI_Recv(ids.data(), count, MPI_UINT64_T, 0, kSkipTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+          "mpi::Pool worker: MPI_Recv(skip)");
+      skip_.insert(ids.begin(), ids.end());
+      ++skips_taken_;
+    }
+  }
   // Receives the next task message into in_; false when none has come.
   bool take_task() {
     int flag = 0;
@@ -176,11 +223,15 @@ class Server {
     mpi::check(MPI_Iprobe(0, kStopTag, MPI_COMM_WORLD, &flag, MPI_STATUS_IGNORE),
                "mpi::Pool worker: MPI_Iprobe");
     if (flag == 0) return false;
-    std::uint64_t total = 0;
-    mpi::check(MPI_Recv(&total, 1, MPI_UINT64_T, 0, kStopTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+    std::uint64_t counts[2] = {0, 0};  // task messages, skip messages rank 0 sent
+    mpi::check(MPI_Recv(counts, 2, MPI_UINT64_T, 0, kStopTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
                "mpi::Pool worker: MPI_Recv(stop)");
-    while (taken_ < total) {
+    while (taken_ < counts[0]) {
       if (!take_task()) std::this_thread::yield();  // sent before the stop: on its way
+    }
+    while (skips_taken_ < counts[1]) {  // none may reach a later pool
+      take_skips();
+      if (skips_taken_ < counts[1]) std::this_thread::yield();
     }
     mpi::check(MPI_Send(&sent_, 1, MPI_UINT64_T, 0, kStoppedTag, MPI_COMM_WORLD),
                "mpi::Pool worker: MPI_Send(stopped)");
@@ -191,7 +242,9 @@ class Server {
   std::vector<std::byte> in_;
   std::vector<std::byte> out_;
   std::vector<std::byte> msg_;
+  std::unordered_set<std::uint64_t> skip_;  // ids not to run
   std::uint64_t taken_ = 0;
+  std::uint64_t skips_taken_ = 0;
   std::uint64_t sent_ = 0;
   bool init_failed_ = false;
 };
@@ -218,6 +271,42 @@ class ServedBackend final : public PoolBackend {
   int rank_;
 };
 
+// Rank 0 could not start its driver: an empty pool for the ranks that wait to serve. Results
+// they send meanwhile (an initializer's error) are taken and dropped, so that none reaches a
+// later pool.
+void release_ranks(int size) noexcept {
+  std::uint64_t none[2] = {0, 0};
+  std::vector<MPI_Request> reqs(static_cast<std::size_t>(size - 1), MPI_REQUEST_NULL);
+  for (int r = 1; r < size; ++r) {
+    MPI_Isend(none, 2, MPI_UINT64_T, r, kStopTag, MPI_COMM_WORLD,
+              &reqs[static_cast<std::size_t>(r - 1)]);
+  }
+  std::vector<std::byte> junk;
+  for (int left = size - 1; left > 0;) {
+    int flag = 0;
+    MPI_Status st;
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kResultTag, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS) break;
+    if (flag != 0) {
+      int count = 0;
+      MPI_Get_count(&st, MPI_BYTE, &count);
+      junk.resize(static_cast<std::size_t>(std::max(count, 0)));
+      MPI_Recv(junk.data(), count, MPI_BYTE, st.MPI_SOURCE, kResultTag, MPI_COMM_WORLD,
+               MPI_STATUS_IGNORE);
+      continue;
+    }
+    if (MPI_Iprobe(MPI_ANY_SOURCE, kStoppedTag, MPI_COMM_WORLD, &flag, &st) != MPI_SUCCESS) break;
+    if (flag != 0) {
+      std::uint64_t results = 0;
+      MPI_Recv(&results, 1, MPI_UINT64_T, st.MPI_SOURCE, kStoppedTag, MPI_COMM_WORLD,
+               MPI_STATUS_IGNORE);
+      --left;
+      continue;
+    }
+    std::this_thread::yield();
+  }
+  MPI_Waitall(static_cast<int>(reqs.size()), reqs.data(), MPI_STATUSES_IGNORE);
+}
+
 struct Identity {
   std::int32_t pid;
   char host[MPI_MAX_PROCESSOR_NAME + 1];
@@ -237,6 +326,14 @@ Pool::Started Pool::start(PoolOptions options) {
     throw Error(errc::invalid_argument,
                 "mpi::Pool: MPI is not initialised (or already finalised): make an "
                 "ipckit::mpi::Environment first");
+  }
+  // One mpi::Pool at a time on rank 0: two drivers would take each other's results. Only
+  // rank 0 sets the flag, so it is checked before any other MPI call: this thread may not
+  // call MPI while a live pool's driver thread does (MPI_THREAD_SERIALIZED).
+  if (g_driving.load()) {
+    throw Error(errc::invalid_argument,
+                "mpi::Pool: rank 0 already drives an mpi::Pool; make one at a time (join or "
+                "terminate the other first)");
   }
   int size = 0, rank = 0, level = 0;
   check(MPI_Comm_size(MPI_COMM_WORLD, &size), "mpi::Pool: MPI_Comm_size");
@@ -258,22 +355,19 @@ Pool::Started Pool::start(PoolOptions options) {
   if (options.task_timeout && options.task_timeout->count() <= 0) {
     throw Error(errc::invalid_argument, "mpi::Pool: task_timeout must be positive");
   }
-  // One mpi::Pool at a time on rank 0 (two drivers would take each other's results). While
-  // one lives, the worker ranks serve it and wait in no collective: rank 0 just refuses.
-  if (rank == 0 && g_driving.exchange(true)) {
-    throw Error(errc::invalid_argument,
-                "mpi::Pool: rank 0 already drives an mpi::Pool; make one at a time (join or "
-                "terminate the other first)");
+  if (rank == 0 && g_driving.exchange(true)) {  // another thread made one just now
+    throw Error(errc::invalid_argument, "mpi::Pool: rank 0 already drives an mpi::Pool");
   }
+  struct Release {  // rank 0: the flag goes down unless the driver took over
+    bool armed;
+    ~Release() {
+      if (armed) g_driving.store(false);
+    }
+  } release{rank == 0};
   // The broadcast holds the worker ranks until rank 0 is here, after its previous pool has
   // stopped: nothing of this pool can reach that one's driver.
   int go = 1;
-  try {
-    check(MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD), "mpi::Pool: MPI_Bcast");
-  } catch (...) {
-    if (rank == 0) g_driving.store(false);
-    throw;
-  }
+  check(MPI_Bcast(&go, 1, MPI_INT, 0, MPI_COMM_WORLD), "mpi::Pool: MPI_Bcast");
   Identity mine{};
   mine.pid = static_cast<std::int32_t>(::getpid());
   int len = 0;
@@ -294,15 +388,11 @@ Pool::Started Pool::start(PoolOptions options) {
     ranks.push_back({r, id.pid, id.host});
   }
   try {
-    return {start_mpi_driver(std::move(ranks), options.task_timeout), true, 0};
+    Started started{start_mpi_driver(std::move(ranks), options.task_timeout), true, 0};
+    release.armed = false;  // the driver lowers it when it has stopped the ranks
+    return started;
   } catch (...) {
-    g_driving.store(false);
-    // Release the ranks that wait to serve: an empty pool.
-    for (int r = 1; r < size; ++r) {
-      std::uint64_t none = 0;
-      MPI_Send(&none, 1, MPI_UINT64_T, r, kStopTag, MPI_COMM_WORLD);
-      MPI_Recv(&none, 1, MPI_UINT64_T, r, kStoppedTag, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
-    }
+    release_ranks(size);
     throw;
   }
 }

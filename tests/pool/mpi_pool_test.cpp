@@ -4,8 +4,11 @@
 // return, so only rank 0 goes on to check. Tasks and results are counted and checksummed.
 #include "ipckit/pool/mpi_pool.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
+
+#include <cstdio>
 
 #include <algorithm>
 #include <chrono>
@@ -209,6 +212,60 @@ TEST(MpiPool, ATimeoutFailsTheChunkAndThePoolGoesOn) {
   EXPECT_EQ(pool.map(sleep_ms, in, 1), in);
   pool.close();
   pool.join();  // waits for the rank that still runs the slow task
+}
+
+// Blocks on input 7 until a file exists; returns its input otherwise.
+struct StuckOn7 {
+  char flag[128];
+  int operator()(int x) const {
+    while (x == 7 && ::access(flag, F_OK) != 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return x;
+  }
+};
+
+void release(const char* flag) {  // lets the stuck rank go on
+  const int fd = ::open(flag, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+}
+
+TEST(MpiPool, ChunksQueuedBehindATimedOutOneRunElsewhere) {
+  mpi::Pool pool;
+  if (!pool.is_driver()) return;
+  StuckOn7 f{};
+  std::snprintf(f.flag, sizeof f.flag, "/tmp/ipckit-mpi-pool-test-%d",
+                static_cast<int>(::getpid()));
+  ::unlink(f.flag);
+  std::vector<int> in(400);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> got;
+  int timeouts = 0;
+  auto it = pool.imap(f, in, {.chunksize = 1, .timeout = 100ms});
+  for (;;) {
+    try {
+      auto r = it.next();
+      if (!r) break;
+      got.push_back(*r);
+    } catch (const ipckit::TaskTimeout&) {
+      ++timeouts;
+      if (world_size() == 2) release(f.flag);  // one worker rank: nowhere else to run them
+    }
+  }
+  // Every other input came back, although the rank running 7 is still stuck in it (and the
+  // chunks queued behind 7 on that rank had to move: waiting for them would hang here). With
+  // one worker rank they were skipped there and sent again once it was free.
+  EXPECT_EQ(timeouts, 1);
+  std::vector<int> want;
+  for (int x : in) {
+    if (x != 7) want.push_back(x);
+  }
+  EXPECT_EQ(got, want);
+  release(f.flag);
+  pool.close();
+  pool.join();
+  ::unlink(f.flag);
 }
 
 TEST(MpiPool, CancelDropsChunksNotBegun) {
