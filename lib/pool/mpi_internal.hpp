@@ -17,8 +17,9 @@
 //   kSkip    0 -> w  std::uint64_t ids of task messages sent to the rank that it must not run
 //                    (moved to other ranks when a chunk ahead of them timed out); it answers
 //                    each with an empty kError result, which rank 0 drops
-// A worker looks for kStop and kSkip before it takes each task, so terminate() drops queued
-// chunks. Every task message gets exactly one result message (or none after kStop).
+// A worker looks for kStop and kSkip when idle, after a chunk of 10 us or more and every 32
+// chunks (mpi_worker.cpp), so terminate() drops queued chunks and a skip is seen in time. Every
+// task message gets exactly one result message (or none after kStop).
 #pragma once
 
 #include <mpi.h>
