@@ -11,6 +11,8 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/barrier.hpp"
+#include "ipckit/sync/condition.hpp"
+#include "ipckit/sync/event.hpp"
 #include "ipckit/sync/event_count.hpp"
 #include "ipckit/sync/mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"
@@ -161,6 +163,71 @@ void BM_SemaphorePingPong(benchmark::State& state) {
   state.SetLabel(std::string("round trip, ") + mode_name(mode));
 }
 BENCHMARK(BM_SemaphorePingPong)->Arg(0)->Arg(1)->Arg(2)->UseRealTime();
+
+// Event: each side waits for its own event, clears it, and sets the other's: two set -> wake
+// hand-offs a round, as the futex floor has two wakes.
+void BM_EventPingPong(benchmark::State& state) {
+  const int mode = static_cast<int>(state.range(0));
+  auto seg = Segment::anonymous(1 << 16);
+  auto& a = seg.make<ipckit::Event>(policy_for(mode));
+  auto& b = seg.make<ipckit::Event>(policy_for(mode));
+  const auto n = state.max_iterations;
+  pin(0);
+  auto child = Process::spawn([&] {
+    pin(1);
+    for (benchmark::IterationCount i = 0; i < n; ++i) {
+      a.wait();
+      a.clear();
+      b.set();
+    }
+  });
+  for (auto _ : state) {
+    a.set();
+    b.wait();
+    b.clear();
+  }
+  child.wait();
+  unpin();
+  state.SetLabel(std::string("set -> wake round trip, ") + mode_name(mode));
+}
+BENCHMARK(BM_EventPingPong)->Arg(0)->Arg(1)->Arg(2)->UseRealTime();
+
+// Condition over the robust Mutex: a turn variable handed back and forth, each hand-off a
+// notify_one -> wake and a relock: two a round.
+struct Turns {
+  ipckit::Mutex m;
+  ipckit::Condition cv;
+  std::uint64_t turn = 0;  // guarded by m: odd, the child's; even, the parent's
+  explicit Turns(WaitPolicy p) : cv(p) {}
+};
+void BM_ConditionPingPong(benchmark::State& state) {
+  const int mode = static_cast<int>(state.range(0));
+  auto seg = Segment::anonymous(1 << 16);
+  auto& t = seg.make<Turns>(policy_for(mode));
+  const auto n = state.max_iterations;
+  pin(0);
+  auto child = Process::spawn([&] {
+    pin(1);
+    ipckit::ScopedLock lk(t.m);
+    for (benchmark::IterationCount i = 0; i < n; ++i) {
+      t.cv.wait(t.m, [&] { return t.turn % 2 == 1; });
+      ++t.turn;
+      t.cv.notify_one();
+    }
+  });
+  {
+    ipckit::ScopedLock lk(t.m);
+    for (auto _ : state) {
+      ++t.turn;
+      t.cv.notify_one();
+      t.cv.wait(t.m, [&] { return t.turn % 2 == 0; });
+    }
+  }
+  child.wait();
+  unpin();
+  state.SetLabel(std::string("notify -> wake round trip, ") + mode_name(mode));
+}
+BENCHMARK(BM_ConditionPingPong)->Arg(0)->Arg(1)->Arg(2)->UseRealTime();
 
 void BM_BarrierRound2Proc(benchmark::State& state) {
   const int mode = static_cast<int>(state.range(0));

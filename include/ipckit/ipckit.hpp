@@ -27,6 +27,8 @@
 #include "ipckit/spmd/run.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/barrier.hpp"
+#include "ipckit/sync/condition.hpp"
+#include "ipckit/sync/event.hpp"
 #include "ipckit/sync/event_count.hpp"
 #include "ipckit/sync/mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"

@@ -51,18 +51,22 @@ int lock_in_steps(pthread_mutex_t* m, const Deadline& deadline) {
   }
 }
 
-}  // namespace
-
-Mutex::Mutex() : magic_(kMutexMagic) {
+// A process-shared, robust mutex of `type`.
+void init_robust(pthread_mutex_t* m, int type) {
   pthread_mutexattr_t attr;
   pthread_mutexattr_init(&attr);
   pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
   pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-  pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
-  const int rc = pthread_mutex_init(&m_, &attr);
+  pthread_mutexattr_settype(&attr, type);
+  const int rc = pthread_mutex_init(m, &attr);
   pthread_mutexattr_destroy(&attr);
   if (rc != 0) throw_errno(rc, "pthread_mutex_init(process-shared, robust)");
 }
+
+}  // namespace
+
+Mutex::Mutex() : magic_(kMutexMagic) { init_robust(&m_, PTHREAD_MUTEX_ERRORCHECK); }
+Mutex::Mutex(Recursive) : magic_(kMutexMagic) { init_robust(&m_, PTHREAD_MUTEX_RECURSIVE); }
 
 std::error_code Mutex::finish_lock(int rc, const char* what) {
   switch (rc) {
@@ -88,6 +92,12 @@ bool Mutex::try_lock() noexcept {
   const int rc = pthread_mutex_trylock(&m_);
   if (rc == EOWNERDEAD) pthread_mutex_consistent(&m_);
   return rc == 0 || rc == EOWNERDEAD;
+}
+
+std::optional<std::error_code> Mutex::try_lock_reporting() {
+  const int rc = pthread_mutex_trylock(&m_);
+  if (rc == EBUSY) return std::nullopt;
+  return finish_lock(rc, "Mutex::try_lock()");
 }
 
 void Mutex::unlock() noexcept { pthread_mutex_unlock(&m_); }

@@ -1,5 +1,6 @@
 #include "ipckit/sync/semaphore.hpp"
 
+#include <algorithm>
 #include <string>
 
 #include "ipckit/core/error.hpp"
@@ -10,7 +11,10 @@ constexpr std::uint32_t kSemaphoreMagic = 0x49534d31;  // "ISM1"
 }
 
 Semaphore::Semaphore(std::uint32_t initial, WaitPolicy policy)
-    : magic_(kSemaphoreMagic), policy_(policy), count_(initial) {
+    : Semaphore(initial, policy, kMaxValue) {}
+
+Semaphore::Semaphore(std::uint32_t initial, WaitPolicy policy, std::uint32_t limit)
+    : magic_(kSemaphoreMagic), limit_(limit), policy_(policy), count_(initial) {
   if (initial > kMaxValue) {
     throw_error(errc::invalid_argument,
                 "Semaphore: initial value " + std::to_string(initial) + " exceeds kMaxValue");
@@ -18,11 +22,18 @@ Semaphore::Semaphore(std::uint32_t initial, WaitPolicy policy)
 }
 
 void Semaphore::post(std::uint32_t n) {
+  const std::uint32_t limit = std::min(limit_, kMaxValue);  // a peer may have written anything
   std::uint32_t c = count_.load(std::memory_order_relaxed);
   do {
     if (c > kMaxValue) {
       throw_error(errc::bad_layout, "Semaphore::post: the shared count " + std::to_string(c) +
                                         " is above kMaxValue (overwritten by a peer?)");
+    }
+    if (limit < kMaxValue && (c > limit || n > limit - c)) {
+      throw_error(errc::invalid_argument, "BoundedSemaphore::post(" + std::to_string(n) +
+                                              "): released too many times (count " +
+                                              std::to_string(c) + ", bound " +
+                                              std::to_string(limit) + ")");
     }
     if (n > kMaxValue - c) {
       throw_error(errc::invalid_argument, "Semaphore::post(" + std::to_string(n) +

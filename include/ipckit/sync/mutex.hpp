@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <system_error>
 
 #include "ipckit/core/deadline.hpp"
@@ -45,10 +46,48 @@ class Mutex {
   void unlock() noexcept;
 
  private:
+  friend class RecursiveMutex;
+  friend class Condition;
+  // Takes it if free, as try_lock() does, and says how: nullopt when it is held, else the
+  // code lock() would return (owner_dead included).
+  std::optional<std::error_code> try_lock_reporting();
+  struct Recursive {};
+  explicit Mutex(Recursive);
   std::error_code finish_lock(int rc, const char* what);
 
   [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
   pthread_mutex_t m_{};
+};
+
+/// RecursiveMutex: a process-shared, robust mutex that the thread holding it may lock again
+/// (Python's multiprocessing.RLock); it is free once unlocked as many times as it was locked.
+/// When its owner dies holding it (at any depth), the next locker gets it once, with
+/// errc::owner_dead, as with Mutex. A Condition takes a Mutex only: releasing a recursive
+/// lock held twice would not free it.
+class RecursiveMutex {
+ public:
+  /// An unlocked recursive mutex. Throws Error with the errno of pthread_mutex_init.
+  RecursiveMutex() : m_(Mutex::Recursive{}) {}
+  RecursiveMutex(const RecursiveMutex&) = delete;
+  RecursiveMutex& operator=(const RecursiveMutex&) = delete;
+
+  /// As Mutex::lock(); the owner may lock again (up to the implementation's depth limit: EAGAIN
+  /// is thrown as Error).
+  std::error_code lock() { return m_.lock(); }
+  /// As Mutex::lock_until().
+  std::error_code lock_until(const Deadline& deadline) { return m_.lock_until(deadline); }
+  /// lock_until(Deadline::after(timeout)).
+  template <class Rep, class Period>
+  std::error_code lock_for(std::chrono::duration<Rep, Period> timeout) {
+    return lock_until(Deadline::after(timeout));
+  }
+  /// Takes it if free or held by the caller; never blocks.
+  [[nodiscard]] bool try_lock() noexcept { return m_.try_lock(); }
+  /// Undoes one lock() of the calling thread.
+  void unlock() noexcept { m_.unlock(); }
+
+ private:
+  Mutex m_;
 };
 
 /// RAII lock that records whether the mutex was recovered from a dead owner.

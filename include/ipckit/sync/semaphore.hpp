@@ -43,11 +43,29 @@ class Semaphore {
     return count_.load(std::memory_order_relaxed);
   }
 
+ protected:
+  /// @cond internal
+  // A semaphore whose count may never pass `limit` (BoundedSemaphore).
+  Semaphore(std::uint32_t initial, WaitPolicy policy, std::uint32_t limit);
+  /// @endcond
+
  private:
   [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
+  std::uint32_t limit_;                   // the largest count post() may reach (read as untrusted)
   WaitPolicy policy_;
   alignas(64) std::atomic<std::uint32_t> count_;
   alignas(64) EventCount ec_;  // own line: notifiers read it without stealing count_'s line
+};
+
+/// BoundedSemaphore: a Semaphore whose count may not rise above its initial value (Python's
+/// multiprocessing.BoundedSemaphore): a post() that would pass it throws
+/// Error(errc::invalid_argument) ("released too many times") and changes nothing, which
+/// catches a release without a matching acquire.
+class BoundedSemaphore : public Semaphore {
+ public:
+  /// A semaphore holding `initial` units, at most `initial` ever.
+  explicit BoundedSemaphore(std::uint32_t initial = 1, WaitPolicy policy = WaitPolicy::hybrid())
+      : Semaphore(initial, policy, initial) {}
 };
 
 }  // namespace ipckit
