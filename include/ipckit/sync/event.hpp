@@ -26,9 +26,7 @@ class Event {
   /// Lowers the flag; waiters wait for the next set().
   void clear() noexcept;
   /// Whether the flag is up (a snapshot; any byte but 0 of the shared word counts as up).
-  [[nodiscard]] bool is_set() const noexcept {
-    return flag_.load(std::memory_order_acquire) != 0;
-  }
+  [[nodiscard]] bool is_set() const noexcept { return flag_.load(std::memory_order_acquire) != 0; }
   /// Returns once the flag is up (at once if it is).
   void wait();
   /// Like wait(); false when the flag was still down at the deadline.

@@ -1,0 +1,170 @@
+/// @file
+/// ipckit::Queue<T>: Python's multiprocessing.Queue between processes — any number of
+/// producers and consumers, any type the codec handles, variable size — that a process killed
+/// in the middle of a put or a get does not break.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "ipckit/channel/codec.hpp"
+#include "ipckit/core/deadline.hpp"
+#include "ipckit/core/mapping.hpp"
+#include "ipckit/shm/segment.hpp"
+#include "ipckit/sync/event_count.hpp"
+
+namespace ipckit {
+namespace detail {
+
+struct QueueHeader;
+
+// The queue in shared memory, as bytes: a robust mutex over a ring of records. Every change of
+// the ring's committed state (head, tail) goes through a one-record redo log under the lock,
+// so a process killed at any instruction leaves a state the next locker completes or ignores:
+// a put killed before its commit loses its own message, a get killed before its commit leaves
+// the message for another consumer, and nothing else is touched. (lib/channel/queue.cpp)
+class QueueCore {
+ public:
+  // Bytes of shared memory a queue of `capacity` data bytes takes.
+  static std::size_t bytes_for(std::size_t capacity);
+  // Lays a fresh queue over `mem` (bytes_for(capacity) bytes, 64-byte aligned).
+  static QueueCore create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy);
+  // A queue another process laid there; Error(errc::bad_layout) when it is not one.
+  static QueueCore attach(std::span<std::byte> mem);
+  QueueCore() = default;
+
+  // Puts one message; false when there was no room by the deadline. Throws
+  // Error(errc::closed) once closed, errc::message_too_large above max_message().
+  bool put(std::span<const std::byte> msg, const Deadline& deadline);
+  // Takes the oldest message into `out`; false when none came by the deadline. Throws
+  // errc::closed once closed and drained, errc::peer_dead when it is empty and every producer
+  // that ever put is dead, errc::bad_layout when the shared state is not a queue's.
+  bool get(std::vector<std::byte>& out, const Deadline& deadline);
+  void close() noexcept;
+  [[nodiscard]] bool closed() const noexcept;
+  [[nodiscard]] bool empty() const noexcept;
+  [[nodiscard]] std::size_t max_message() const noexcept;
+
+ private:
+  explicit QueueCore(QueueHeader* h) noexcept : h_(h) {}
+  // Records this process among the producers (once per process; a forked child again).
+  void register_producer();
+  // Throws errc::peer_dead when the queue is empty and every producer is dead.
+  void check_producers() const;
+
+  QueueHeader* h_ = nullptr;
+  std::uint64_t cap_ = 0;        // the capacity as this process made or checked it
+  pid_t registered_pid_ = 0;     // the process that registered through this handle
+};
+
+}  // namespace detail
+
+/// Queue<T>: a queue between processes, after Python's multiprocessing.Queue. Any number of
+/// processes put and get; T is anything the codec handles (trivially copyable values,
+/// strings and vectors of them, cereal types), one message per value, of any size up to half
+/// the queue's capacity. Items come out in the order their puts committed; each item is got
+/// once.
+///
+///     ipckit::Queue<std::string> q;                  // anonymous: made before fork
+///     auto kid = ipckit::Process::spawn([&] { q.put("hello"); });
+///     std::string s = q.get();
+///
+/// Death: a process killed at any point of a put loses at most the item it was putting; one
+/// killed in a get loses at most the item it was taking (if it had not taken it yet, another
+/// consumer gets it); the queue goes on for everyone else (its lock is robust, its state
+/// changes are journalled). A get on an empty queue whose producers (the processes that put
+/// at least once) are all dead throws Error(errc::peer_dead) instead of waiting forever;
+/// close() makes gets drain what is there, then throw Error(errc::closed).
+///
+/// Waits follow the queue's WaitPolicy; every wait has a timed form. A handle copied into a
+/// forked child (or found in a named Segment) works there; the memory lives as long as the
+/// mapping (the anonymous one: until the last process that has it exits).
+template <class T>
+class Queue {
+  static_assert(codec::is_encodable_v<T>,
+                "ipckit::Queue<T>: T must be trivially copyable, a vector/string of such, or have "
+                "a cereal serialize()");
+
+ public:
+  /// Data bytes of a queue made without a size: 1 MiB.
+  static constexpr std::size_t kDefaultCapacity = std::size_t{1} << 20;
+
+  /// A queue in an anonymous shared mapping of its own, shared with processes forked after.
+  /// Throws Error(errc::invalid_argument) for a capacity under 64 bytes or over 1 TiB.
+  explicit Queue(std::size_t capacity = kDefaultCapacity, WaitPolicy policy = WaitPolicy::hybrid())
+      : mem_(detail::Mapping::anonymous(detail::QueueCore::bytes_for(capacity), "Queue")),
+        core_(detail::QueueCore::create(std::span(mem_.data(), mem_.size()), capacity, policy)) {}
+  /// A queue stored under `name` in `seg`, for processes that open the segment by name.
+  static Queue construct(Segment& seg, std::string_view name,
+                         std::size_t capacity = kDefaultCapacity,
+                         WaitPolicy policy = WaitPolicy::hybrid()) {
+    const std::span<std::byte> bytes =
+        seg.construct_bytes(name, detail::QueueCore::bytes_for(capacity), 64);
+    return Queue(detail::QueueCore::create(bytes, capacity, policy));
+  }
+  /// The queue stored under `name` in `seg` (errc::not_found; errc::bad_layout when the bytes
+  /// there are not a queue).
+  static Queue find(const Segment& seg, std::string_view name) {
+    return Queue(detail::QueueCore::attach(seg.lookup_bytes(name)));
+  }
+
+  ///@{
+  /// Puts `v`: blocks while the queue is full. put_for/put_until return false (nothing put)
+  /// when there was no room in time; try_put never waits. Throw Error(errc::closed) after
+  /// close(), errc::message_too_large when v's encoding exceeds max_message().
+  void put(const T& v) { (void)put_until(v, Deadline::never()); }
+  bool put_until(const T& v, const Deadline& deadline) {
+    codec::encode(v, buf_);
+    return core_.put(buf_, deadline);
+  }
+  template <class Rep, class Period>
+  bool put_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+    return put_until(v, Deadline::after(timeout));
+  }
+  bool try_put(const T& v) { return put_until(v, Deadline::after(std::chrono::seconds(0))); }
+  ///@}
+
+  ///@{
+  /// Takes the oldest item: get blocks until there is one; get_for/get_until return nullopt
+  /// when none came in time; try_get never waits. Throw Error(errc::closed) once the queue is
+  /// closed and drained, errc::peer_dead when it is empty and every producer has died,
+  /// errc::bad_frame when an item does not decode as a T (it is consumed).
+  T get() { return *get_until(Deadline::never()); }
+  std::optional<T> get_until(const Deadline& deadline) {
+    if (!core_.get(buf_, deadline)) return std::nullopt;
+    return codec::decode<T>(buf_);
+  }
+  template <class Rep, class Period>
+  std::optional<T> get_for(std::chrono::duration<Rep, Period> timeout) {
+    return get_until(Deadline::after(timeout));
+  }
+  std::optional<T> try_get() { return get_until(Deadline::after(std::chrono::seconds(0))); }
+  ///@}
+
+  /// No more puts (they throw errc::closed); gets drain what is there, then throw it. Wakes
+  /// every waiter. Any process may close it.
+  void close() noexcept { core_.close(); }
+  /// Whether close() was called.
+  [[nodiscard]] bool closed() const noexcept { return core_.closed(); }
+  /// Whether no item is queued now (a snapshot).
+  [[nodiscard]] bool empty() const noexcept { return core_.empty(); }
+  /// The largest encoded item it takes: half its capacity, less a record header.
+  [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
+
+ private:
+  explicit Queue(detail::QueueCore core) : core_(core) {}
+
+  detail::Mapping mem_;  // the anonymous queue's memory (empty for one in a Segment)
+  detail::QueueCore core_;
+  std::vector<std::byte> buf_;  // this handle's encoding buffer
+};
+
+}  // namespace ipckit

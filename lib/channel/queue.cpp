@@ -1,0 +1,296 @@
+// QueueCore: Queue<T>'s shared state. A robust Mutex guards a byte ring of records
+// ([u32 length][u32 length ^ kCheck][payload, padded to 8]; a record that would straddle the
+// ring's end is preceded by a wrap marker and starts at 0). The committed state is head and
+// tail (monotonic byte positions). A put writes its record past tail, then commits the new
+// tail; a get copies the record at head out, then commits the new head. A commit goes through
+// a redo record (new head and tail, then a valid flag, then the words themselves, then the flag
+// cleared), which every locker replays first: a holder killed at any instruction leaves either
+// the old state or one the next locker completes. Nothing is trusted: every length and
+// position is checked against the capacity this process fixed when it made or attached the
+// queue, and a state that breaks them is errc::bad_layout.
+#include "ipckit/channel/queue.hpp"
+
+#include <atomic>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "ipckit/core/error.hpp"
+#include "ipckit/core/process.hpp"
+#include "ipckit/sync/mutex.hpp"
+
+namespace ipckit::detail {
+
+namespace {
+constexpr std::uint32_t kQueueMagic = 0x49515531;  // "IQU1"
+constexpr std::uint32_t kQueueVersion = 1;
+constexpr std::uint32_t kCheck = 0x51554555;
+constexpr std::uint32_t kWrap = 0xffffffff;
+constexpr std::size_t kRecordHeader = 8;
+constexpr std::size_t kProducers = 64;
+constexpr std::size_t kMinCapacity = 64;
+constexpr std::size_t kMaxCapacity = std::size_t{1} << 40;
+
+constexpr std::size_t pad8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+constexpr std::size_t round64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
+}  // namespace
+
+struct alignas(64) QueueHeader {
+  std::uint32_t magic = kQueueMagic;
+  std::uint32_t version = kQueueVersion;
+  std::uint64_t capacity = 0;  // data bytes (each process keeps its own copy: see QueueCore)
+  WaitPolicy policy;
+  Mutex lock;
+  // The committed state: written under the lock (commit()), read anywhere.
+  std::atomic<std::uint64_t> head{0};
+  std::atomic<std::uint64_t> tail{0};
+  std::atomic<std::uint32_t> closed{0};
+  // The redo record of the commit in progress.
+  std::atomic<std::uint32_t> redo_valid{0};
+  std::uint64_t redo_head = 0;
+  std::uint64_t redo_tail = 0;
+  // The identities of the processes that have put (0: a free slot); `overflow` when more did
+  // than there are slots (then no get reports peer_dead).
+  std::atomic<std::uint64_t> producers[kProducers]{};
+  std::atomic<std::uint32_t> overflow{0};
+  alignas(64) EventCount not_empty;
+  alignas(64) EventCount not_full;
+};
+
+namespace {
+
+std::byte* data_of(QueueHeader* h) { return reinterpret_cast<std::byte*>(h) + round64(sizeof(QueueHeader)); }
+
+std::uint64_t checked_capacity(std::size_t capacity) {
+  if (capacity < kMinCapacity || capacity > kMaxCapacity) {
+    throw Error(errc::invalid_argument, "Queue: a capacity of " + std::to_string(capacity) +
+                                            " bytes is outside [64, 2^40]");
+  }
+  return pad8(capacity);
+}
+
+[[noreturn]] void corrupt(const std::string& what) {
+  throw Error(errc::bad_layout, "Queue: the shared state is not a queue's (" + what + ")");
+}
+
+// The lock, with the redo record replayed and the state checked. Throws bad_layout (having
+// unlocked) when the committed state breaks the ring's invariants.
+class Locked {
+ public:
+  Locked(QueueHeader* h, std::uint64_t cap) : h_(h) {
+    (void)h_->lock.lock();  // owner_dead: the redo record and the checks below repair it
+    if (h_->redo_valid.load(std::memory_order_acquire) != 0) {
+      h_->head.store(h_->redo_head, std::memory_order_release);
+      h_->tail.store(h_->redo_tail, std::memory_order_release);
+      h_->redo_valid.store(0, std::memory_order_release);
+    }
+    head = h_->head.load(std::memory_order_relaxed);
+    tail = h_->tail.load(std::memory_order_relaxed);
+    if (tail < head || tail - head > cap || head % 8 != 0 || tail % 8 != 0) {
+      h_->lock.unlock();
+      corrupt("head " + std::to_string(head) + ", tail " + std::to_string(tail));
+    }
+  }
+  ~Locked() { h_->lock.unlock(); }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+  void commit(std::uint64_t new_head, std::uint64_t new_tail) noexcept {
+    h_->redo_head = new_head;
+    h_->redo_tail = new_tail;
+    h_->redo_valid.store(1, std::memory_order_release);  // from here on the change happens
+    h_->head.store(new_head, std::memory_order_release);
+    h_->tail.store(new_tail, std::memory_order_release);
+    h_->redo_valid.store(0, std::memory_order_release);
+  }
+
+  std::uint64_t head = 0;
+  std::uint64_t tail = 0;
+
+ private:
+  QueueHeader* h_;
+};
+
+void write_header(std::byte* at, std::uint32_t len) {
+  const std::uint32_t words[2] = {len, len ^ kCheck};
+  std::memcpy(at, words, sizeof words);
+}
+
+// Bytes a record of `len` takes at `tail`, counting a wrap marker's waste before it.
+std::uint64_t room_needed(std::uint64_t tail, std::uint64_t cap, std::size_t len,
+                          std::uint64_t& waste) {
+  const std::uint64_t need = kRecordHeader + pad8(len);
+  const std::uint64_t contiguous = cap - tail % cap;
+  waste = contiguous < need ? contiguous : 0;
+  return waste + need;
+}
+
+}  // namespace
+
+std::size_t QueueCore::bytes_for(std::size_t capacity) {
+  return round64(sizeof(QueueHeader)) + checked_capacity(capacity);
+}
+
+QueueCore QueueCore::create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy) {
+  const std::uint64_t cap = checked_capacity(capacity);
+  if (mem.size() < bytes_for(capacity) || reinterpret_cast<std::uintptr_t>(mem.data()) % 64 != 0) {
+    throw Error(errc::invalid_argument, "Queue: the memory given is too small or misaligned");
+  }
+  auto* h = new (mem.data()) QueueHeader();
+  h->capacity = cap;
+  h->policy = policy;
+  QueueCore q(h);
+  q.cap_ = cap;
+  return q;
+}
+
+QueueCore QueueCore::attach(std::span<std::byte> mem) {
+  if (mem.size() < round64(sizeof(QueueHeader)) + kMinCapacity ||
+      reinterpret_cast<std::uintptr_t>(mem.data()) % 64 != 0) {
+    corrupt(std::to_string(mem.size()) + " bytes, too few for a queue");
+  }
+  auto* h = reinterpret_cast<QueueHeader*>(mem.data());
+  std::uint32_t magic = 0, version = 0;
+  std::uint64_t cap = 0;
+  std::memcpy(&magic, &h->magic, sizeof magic);
+  std::memcpy(&version, &h->version, sizeof version);
+  std::memcpy(&cap, &h->capacity, sizeof cap);
+  if (magic != kQueueMagic || version != kQueueVersion) corrupt("magic or version");
+  if (cap < kMinCapacity || cap % 8 != 0 || cap > mem.size() - round64(sizeof(QueueHeader))) {
+    corrupt("capacity " + std::to_string(cap) + " for " + std::to_string(mem.size()) + " bytes");
+  }
+  QueueCore q(h);
+  q.cap_ = cap;
+  return q;
+}
+
+std::size_t QueueCore::max_message() const noexcept { return cap_ / 2 - kRecordHeader; }
+
+bool QueueCore::closed() const noexcept { return h_->closed.load(std::memory_order_acquire) != 0; }
+
+bool QueueCore::empty() const noexcept {
+  return h_->head.load(std::memory_order_acquire) == h_->tail.load(std::memory_order_acquire);
+}
+
+void QueueCore::close() noexcept {
+  h_->closed.store(1, std::memory_order_release);
+  h_->not_empty.notify_all();
+  h_->not_full.notify_all();
+}
+
+void QueueCore::register_producer() {
+  const pid_t me = current_pid();
+  if (registered_pid_ == me) return;
+  registered_pid_ = me;
+  const ProcessIdentity id = current_identity();
+  for (auto& slot : h_->producers) {
+    if (slot.load(std::memory_order_acquire) == id) return;
+  }
+  for (auto& slot : h_->producers) {
+    std::uint64_t seen = slot.load(std::memory_order_acquire);
+    // A free slot, or one whose process is gone (a pid reused later has another identity).
+    if ((seen == 0 || !identity_alive(seen)) &&
+        slot.compare_exchange_strong(seen, id, std::memory_order_acq_rel)) {
+      return;
+    }
+  }
+  h_->overflow.store(1, std::memory_order_release);
+}
+
+void QueueCore::check_producers() const {
+  if (h_->overflow.load(std::memory_order_acquire) != 0) return;
+  bool any = false;
+  for (const auto& slot : h_->producers) {
+    const std::uint64_t id = slot.load(std::memory_order_acquire);
+    if (id == 0) continue;
+    if (identity_alive(id)) return;
+    any = true;
+  }
+  // Looked at after the deaths: an item a producer committed before it died is still got.
+  if (any && empty() && !closed()) {
+    throw Error(errc::peer_dead, "Queue::get: the queue is empty and every process that put "
+                                 "to it has died");
+  }
+}
+
+bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
+  if (msg.size() > max_message()) {
+    throw Error(errc::message_too_large,
+                "Queue::put: an item of " + std::to_string(msg.size()) +
+                    " bytes is more than the queue's max_message() of " +
+                    std::to_string(max_message()));
+  }
+  register_producer();
+  std::byte* data = data_of(h_);
+  for (;;) {
+    bool done = false;
+    {
+      Locked lk(h_, cap_);
+      if (closed()) throw Error(errc::closed, "Queue::put: the queue is closed");
+      std::uint64_t waste = 0;
+      const std::uint64_t need = room_needed(lk.tail, cap_, msg.size(), waste);
+      if (cap_ - (lk.tail - lk.head) >= need) {
+        if (waste != 0) write_header(data + lk.tail % cap_, kWrap);
+        std::byte* at = data + (lk.tail + waste) % cap_;
+        write_header(at, static_cast<std::uint32_t>(msg.size()));
+        if (!msg.empty()) std::memcpy(at + kRecordHeader, msg.data(), msg.size());
+        lk.commit(lk.head, lk.tail + need);
+        done = true;
+      }
+    }  // unlocked before the notify: a woken consumer finds the lock free
+    if (done) {
+      h_->not_empty.notify(1);
+      return true;
+    }
+    const bool room = h_->not_full.await(
+        [&] {
+          const std::uint64_t head = h_->head.load(std::memory_order_acquire);
+          const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+          std::uint64_t waste = 0;
+          return closed() || (tail >= head && tail - head <= cap_ &&
+                              cap_ - (tail - head) >= room_needed(tail, cap_, msg.size(), waste));
+        },
+        deadline, read_policy(h_->policy));
+    if (!room) return false;
+  }
+}
+
+bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
+  std::byte* data = data_of(h_);
+  for (;;) {
+    bool done = false;
+    {
+      Locked lk(h_, cap_);
+      if (lk.head != lk.tail) {
+        std::uint64_t head = lk.head;
+        std::uint32_t words[2];
+        std::memcpy(words, data + head % cap_, sizeof words);
+        if (words[0] == kWrap && words[1] == (kWrap ^ kCheck)) {
+          head += cap_ - head % cap_;  // the next record starts the next lap
+          if (head >= lk.tail) corrupt("a wrap marker at the tail");
+          std::memcpy(words, data + head % cap_, sizeof words);
+        }
+        const std::uint64_t len = words[0];
+        if (words[1] != (words[0] ^ kCheck) || len > max_message() ||
+            kRecordHeader + pad8(len) > lk.tail - head ||
+            head % cap_ + kRecordHeader + pad8(len) > cap_) {
+          corrupt("a record of " + std::to_string(len) + " bytes at " + std::to_string(head));
+        }
+        out.assign(data + head % cap_ + kRecordHeader, data + head % cap_ + kRecordHeader + len);
+        lk.commit(head + kRecordHeader + pad8(len), lk.tail);
+        done = true;
+      } else if (closed()) {
+        throw Error(errc::closed, "Queue::get: the queue is closed and drained");
+      }
+    }
+    if (done) {
+      h_->not_full.notify_all();  // producers may wait for different amounts of room
+      return true;
+    }
+    const bool any = h_->not_empty.await([&] { return !empty() || closed(); }, deadline,
+                                         read_policy(h_->policy), [&] { check_producers(); });
+    if (!any) return false;
+  }
+}
+
+}  // namespace ipckit::detail
