@@ -155,6 +155,7 @@ def benchmarks(results):
            "- [Channels](#channels)",
            "- [Synchronisation primitives](#synchronisation-primitives)",
            "- [Pool beside Python's multiprocessing.Pool](#pool-beside-pythons-multiprocessingpool)",
+           "- [Queue beside Python's multiprocessing.Queue](#queue-beside-pythons-multiprocessingqueue)",
            "- [MPI pool beside mpi4py.futures](#mpi-pool-beside-mpi4pyfutures)",
            "- [SPMD: ShmComm beside MpiComm](#spmd-shmcomm-beside-mpicomm)",
            "- [Fluid cells beside the memory-bandwidth roofline]"
@@ -177,6 +178,11 @@ def benchmarks(results):
            "`bench/pool_bench` and `bench/pool_python.py` run the same workloads on a pool of "
            "the same size, one after the other in `make bench` (`bench/pool_report.py`).", ""]
     md += embed(r("pool.md"), 2, [("pool.png", "pool benchmarks")])
+    md += ["## Queue beside Python's multiprocessing.Queue", "",
+           "`bench/queue_bench` (`ipckit::Queue<T>`, with Boost.Interprocess `message_queue` and "
+           "`Channel<T>` as anchors) and `bench/queue_python.py` run the same workloads, one "
+           "after the other in `make bench` (`bench/queue_report.py`).", ""]
+    md += embed(r("queue.md"), 2, [])
     md += ["## MPI pool beside mpi4py.futures", "",
            "`bench/mpi_pool_bench` (`ipckit::mpi::Pool`) and `bench/mpi_pool_python.py` "
            "(`mpi4py.futures.MPIPoolExecutor`) run the same workloads under the same `mpirun` "

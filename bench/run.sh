@@ -6,6 +6,8 @@
 #   channels_report.py -> channels.md, channels_summary.csv, channels_*.png
 #   pool_bench -> pool.json; pool_python.py (Python's multiprocessing.Pool, same workloads)
 #   -> pool_python.json; pool_report.py -> pool.md, pool.png
+#   queue_bench and queue_python.py (multiprocessing.Queue) -> queue.json, queue_python.json;
+#   queue_report.py -> queue.md
 #   mpi_pool_bench and mpi_pool_python.py (mpi4py.futures), both under mpirun -np 3
 #   -> mpi_pool.json, mpi_pool_python.json; mpi_pool_report.py -> mpi_pool.md
 # Usage: bench/run.sh [build-dir]   (default build/release)
@@ -73,6 +75,13 @@ echo "run.sh: pool_bench and pool_python.py"
   --benchmark_out="$out/pool.json" >"$build/bench/pool_bench.log" 2>&1
 python3 bench/pool_python.py "$out/pool_python.json" >"$build/bench/pool_python.log"
 "$py" bench/pool_report.py "$out/pool.json" "$out/pool_python.json"
+
+# Queue<T> beside Python's multiprocessing.Queue, Boost message_queue and Channel<T> (about
+# 1 minute).
+echo "run.sh: queue_bench and queue_python.py"
+"$build/bench/queue_bench" "$out/queue.json" >"$build/bench/queue_bench.log" 2>&1
+python3 bench/queue_python.py "$out/queue_python.json" >"$build/bench/queue_python.log" 2>&1
+python3 bench/queue_report.py "$out/queue.json" "$out/queue_python.json"
 
 # The SPMD communicator: ShmComm (forked ranks) beside MpiComm under mpirun (Open MPI's
 # vader), 2 and 4 ranks, in one run (about 30 seconds).

@@ -2,22 +2,22 @@
 // ([u32 length][u32 length ^ kCheck][payload, padded to 8]; a record that would straddle the
 // ring's end is preceded by a wrap marker and starts at 0). The committed state is head and
 // tail (monotonic byte positions). A put writes its record past tail, then commits the new
-// tail; a get copies the record at head out, then commits the new head. A commit goes through
-// a redo record (new head and tail, then a valid flag, then the words themselves, then the flag
-// cleared), which every locker replays first: a holder killed at any instruction leaves either
-// the old state or one the next locker completes. Nothing is trusted: every length and
-// position is checked against the capacity this process fixed when it made or attached the
-// queue, and a state that breaks them is errc::bad_layout.
+// tail with one store; a get copies the record at head out, then commits the new head with one
+// store: a holder killed at any instruction leaves the old state or the new one, never a mix,
+// and the next locker (told owner_dead) finds it consistent. Nothing is trusted: every length
+// and position is checked against the capacity this process fixed when it made or attached
+// the queue, and a state that breaks them is errc::bad_layout.
 #include "ipckit/channel/queue.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <string>
 
 #include "ipckit/core/error.hpp"
+#include "ipckit/core/futex.hpp"
 #include "ipckit/core/process.hpp"
-#include "ipckit/sync/mutex.hpp"
 
 namespace ipckit::detail {
 
@@ -35,20 +35,70 @@ constexpr std::size_t pad8(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
 constexpr std::size_t round64(std::size_t n) { return (n + 63) & ~std::size_t{63}; }
 }  // namespace
 
+// The queue's lock: the holder's process identity (pid and start time) in one word. Taken by
+// CAS, released by a store; a waiter spins reading it, then sleeps on `wake` in steps of at
+// most 20 ms, after each of which it looks whether the holder is alive: a dead holder's lock
+// is taken over (and the taker told owner_dead). Cheaper than a robust pthread mutex, whose
+// robust-list bookkeeping cost most of a put when measured; the queue needs no more, because
+// every change it guards is a single committing store. (Two threads of one process exclude
+// each other too: the word is not 0 while either holds it.)
+struct IdLock {
+  std::atomic<std::uint64_t> owner{0};
+  std::atomic<std::uint32_t> sleepers{0};
+  std::atomic<std::uint32_t> wake{0};
+
+  // True when the previous holder died holding it.
+  bool lock() {
+    const std::uint64_t me = current_identity();
+    std::uint64_t free = 0;
+    if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) [[likely]]
+      return false;
+    for (int i = 0; i < 200; ++i) {
+      cpu_relax();
+      if (owner.load(std::memory_order_relaxed) == 0) {
+        free = 0;
+        if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) return false;
+      }
+    }
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    for (;;) {
+      const std::uint32_t seen = wake.load(std::memory_order_seq_cst);
+      std::uint64_t held = owner.load(std::memory_order_seq_cst);
+      if (held == 0) {
+        if (owner.compare_exchange_strong(held, me, std::memory_order_acquire)) {
+          sleepers.fetch_sub(1, std::memory_order_relaxed);
+          return false;
+        }
+        continue;
+      }
+      if (held != me && !identity_alive(held) &&
+          owner.compare_exchange_strong(held, me, std::memory_order_acquire)) {
+        sleepers.fetch_sub(1, std::memory_order_relaxed);
+        return true;
+      }
+      (void)futex_wait(wake, seen, Deadline::after(std::chrono::milliseconds(20)));
+    }
+  }
+  void unlock() noexcept {
+    owner.store(0, std::memory_order_seq_cst);
+    if (sleepers.load(std::memory_order_seq_cst) != 0) {
+      wake.fetch_add(1, std::memory_order_release);
+      futex_wake(wake, 1);
+    }
+  }
+};
+
 struct alignas(64) QueueHeader {
   std::uint32_t magic = kQueueMagic;
   std::uint32_t version = kQueueVersion;
   std::uint64_t capacity = 0;  // data bytes (each process keeps its own copy: see QueueCore)
   WaitPolicy policy;
-  Mutex lock;
-  // The committed state: written under the lock (commit()), read anywhere.
+  IdLock lock;
+  // The committed state: each written under the lock by one store, read anywhere. (On the
+  // lock's line: a line of its own measured no faster.)
   std::atomic<std::uint64_t> head{0};
   std::atomic<std::uint64_t> tail{0};
   std::atomic<std::uint32_t> closed{0};
-  // The redo record of the commit in progress.
-  std::atomic<std::uint32_t> redo_valid{0};
-  std::uint64_t redo_head = 0;
-  std::uint64_t redo_tail = 0;
   // The identities of the processes that have put (0: a free slot); `overflow` when more did
   // than there are slots (then no get reports peer_dead).
   std::atomic<std::uint64_t> producers[kProducers]{};
@@ -59,7 +109,9 @@ struct alignas(64) QueueHeader {
 
 namespace {
 
-std::byte* data_of(QueueHeader* h) { return reinterpret_cast<std::byte*>(h) + round64(sizeof(QueueHeader)); }
+std::byte* data_of(QueueHeader* h) {
+  return reinterpret_cast<std::byte*>(h) + round64(sizeof(QueueHeader));
+}
 
 std::uint64_t checked_capacity(std::size_t capacity) {
   if (capacity < kMinCapacity || capacity > kMaxCapacity) {
@@ -73,17 +125,12 @@ std::uint64_t checked_capacity(std::size_t capacity) {
   throw Error(errc::bad_layout, "Queue: the shared state is not a queue's (" + what + ")");
 }
 
-// The lock, with the redo record replayed and the state checked. Throws bad_layout (having
-// unlocked) when the committed state breaks the ring's invariants.
+// The lock, with the state checked. Throws bad_layout (having unlocked) when the committed
+// state breaks the ring's invariants.
 class Locked {
  public:
   Locked(QueueHeader* h, std::uint64_t cap) : h_(h) {
-    (void)h_->lock.lock();  // owner_dead: the redo record and the checks below repair it
-    if (h_->redo_valid.load(std::memory_order_acquire) != 0) {
-      h_->head.store(h_->redo_head, std::memory_order_release);
-      h_->tail.store(h_->redo_tail, std::memory_order_release);
-      h_->redo_valid.store(0, std::memory_order_release);
-    }
+    (void)h_->lock.lock();  // a dead holder: the state is the old one or the new (one store)
     head = h_->head.load(std::memory_order_relaxed);
     tail = h_->tail.load(std::memory_order_relaxed);
     if (tail < head || tail - head > cap || head % 8 != 0 || tail % 8 != 0) {
@@ -95,13 +142,12 @@ class Locked {
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
 
-  void commit(std::uint64_t new_head, std::uint64_t new_tail) noexcept {
-    h_->redo_head = new_head;
-    h_->redo_tail = new_tail;
-    h_->redo_valid.store(1, std::memory_order_release);  // from here on the change happens
-    h_->head.store(new_head, std::memory_order_release);
+  // The commits: the record is in place (put) or copied out (get) before the store.
+  void commit_tail(std::uint64_t new_tail) noexcept {
     h_->tail.store(new_tail, std::memory_order_release);
-    h_->redo_valid.store(0, std::memory_order_release);
+  }
+  void commit_head(std::uint64_t new_head) noexcept {
+    h_->head.store(new_head, std::memory_order_release);
   }
 
   std::uint64_t head = 0;
@@ -208,17 +254,17 @@ void QueueCore::check_producers() const {
   }
   // Looked at after the deaths: an item a producer committed before it died is still got.
   if (any && empty() && !closed()) {
-    throw Error(errc::peer_dead, "Queue::get: the queue is empty and every process that put "
-                                 "to it has died");
+    throw Error(errc::peer_dead,
+                "Queue::get: the queue is empty and every process that put "
+                "to it has died");
   }
 }
 
 bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
   if (msg.size() > max_message()) {
-    throw Error(errc::message_too_large,
-                "Queue::put: an item of " + std::to_string(msg.size()) +
-                    " bytes is more than the queue's max_message() of " +
-                    std::to_string(max_message()));
+    throw Error(errc::message_too_large, "Queue::put: an item of " + std::to_string(msg.size()) +
+                                             " bytes is more than the queue's max_message() of " +
+                                             std::to_string(max_message()));
   }
   register_producer();
   std::byte* data = data_of(h_);
@@ -234,7 +280,7 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
         std::byte* at = data + (lk.tail + waste) % cap_;
         write_header(at, static_cast<std::uint32_t>(msg.size()));
         if (!msg.empty()) std::memcpy(at + kRecordHeader, msg.data(), msg.size());
-        lk.commit(lk.head, lk.tail + need);
+        lk.commit_tail(lk.tail + need);
         done = true;
       }
     }  // unlocked before the notify: a woken consumer finds the lock free
@@ -277,7 +323,7 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
           corrupt("a record of " + std::to_string(len) + " bytes at " + std::to_string(head));
         }
         out.assign(data + head % cap_ + kRecordHeader, data + head % cap_ + kRecordHeader + len);
-        lk.commit(head + kRecordHeader + pad8(len), lk.tail);
+        lk.commit_head(head + kRecordHeader + pad8(len));
         done = true;
       } else if (closed()) {
         throw Error(errc::closed, "Queue::get: the queue is closed and drained");

@@ -27,8 +27,8 @@ namespace detail {
 struct QueueHeader;
 
 // The queue in shared memory, as bytes: a robust mutex over a ring of records. Every change of
-// the ring's committed state (head, tail) goes through a one-record redo log under the lock,
-// so a process killed at any instruction leaves a state the next locker completes or ignores:
+// the ring's committed state is one store under the lock (tail by a put, head by a get), so a
+// process killed at any instruction leaves the old state or the new one:
 // a put killed before its commit loses its own message, a get killed before its commit leaves
 // the message for another consumer, and nothing else is touched. (lib/channel/queue.cpp)
 class QueueCore {
@@ -61,8 +61,8 @@ class QueueCore {
   void check_producers() const;
 
   QueueHeader* h_ = nullptr;
-  std::uint64_t cap_ = 0;        // the capacity as this process made or checked it
-  pid_t registered_pid_ = 0;     // the process that registered through this handle
+  std::uint64_t cap_ = 0;     // the capacity as this process made or checked it
+  pid_t registered_pid_ = 0;  // the process that registered through this handle
 };
 
 }  // namespace detail
@@ -79,8 +79,8 @@ class QueueCore {
 ///
 /// Death: a process killed at any point of a put loses at most the item it was putting; one
 /// killed in a get loses at most the item it was taking (if it had not taken it yet, another
-/// consumer gets it); the queue goes on for everyone else (its lock is robust, its state
-/// changes are journalled). A get on an empty queue whose producers (the processes that put
+/// consumer gets it); the queue goes on for everyone else (its lock is robust, and each state
+/// change is one store). A get on an empty queue whose producers (the processes that put
 /// at least once) are all dead throws Error(errc::peer_dead) instead of waiting forever;
 /// close() makes gets drain what is there, then throw Error(errc::closed).
 ///
