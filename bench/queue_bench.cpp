@@ -9,8 +9,8 @@
 //   boost_tput_1to1_int64, boost_tput_1to1_str100   Boost message_queue, 1 -> 1  items/s
 //   rtt_int64           a round trip over two Queue<int64_t> (hybrid)      us
 //   channel_rtt_int64   the same over two Channel<int64_t> (hybrid)         us
-#include <boost/interprocess/ipc/message_queue.hpp>
 #include <unistd.h>
+#include <boost/interprocess/ipc/message_queue.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -178,13 +178,14 @@ int main(int argc, char** argv) {
         a, b, rtts, [](auto& c, std::int64_t v) { c.send(v); }, [](auto& c) { return c.recv(); });
   }));
 
-  std::string json = "{\n  \"context\": {\"library\": \"ipckit::Queue\", \"items\": " +
-                     std::to_string(items) + ", \"round_trips\": " + std::to_string(rtts) +
-                     ", \"reps\": " + std::to_string(reps) + "},\n  \"benchmarks\": [\n";
+  std::string json =
+      "{\n  \"context\": {\"library\": \"ipckit::Queue\", \"items\": " + std::to_string(items) +
+      ", \"round_trips\": " + std::to_string(rtts) + ", \"reps\": " + std::to_string(reps) +
+      "},\n  \"benchmarks\": [\n";
   for (std::size_t i = 0; i < rs.size(); ++i) {
-    json += "    {\"name\": \"" + rs[i].name + "\", \"median\": " +
-            std::to_string(median(rs[i].values)) + ", \"unit\": \"" + rs[i].unit +
-            "\", \"values\": [";
+    json += "    {\"name\": \"" + rs[i].name +
+            "\", \"median\": " + std::to_string(median(rs[i].values)) + ", \"unit\": \"" +
+            rs[i].unit + "\", \"values\": [";
     for (std::size_t k = 0; k < rs[i].values.size(); ++k) {
       json += (k ? ", " : "") + std::to_string(rs[i].values[k]);
     }

@@ -46,14 +46,14 @@ TEST_F(QueueTest, ItemsComeOutInOrderWithTheirValues) {
     q.put(item(0, i));
     EXPECT_EQ(q.get(), item(0, i));
   }
-  Queue<std::int64_t> ints(256);
+  Queue<std::int64_t> ints(1024);
   for (std::int64_t i = 0; i < 10; ++i) ASSERT_TRUE(ints.try_put(i * i));
   for (std::int64_t i = 0; i < 10; ++i) EXPECT_EQ(ints.get(), i * i);
   EXPECT_TRUE(ints.empty());
 }
 
 TEST_F(QueueTest, TimedFormsAndAFullQueue) {
-  Queue<std::int64_t> q(64);  // 4 records of 16 bytes
+  Queue<std::int64_t> q(256);  // 4 records of a cache line each
   EXPECT_FALSE(q.try_get().has_value());
   EXPECT_FALSE(q.get_for(5ms).has_value());
   int put = 0;

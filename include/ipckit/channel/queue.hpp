@@ -70,8 +70,9 @@ class QueueCore {
 /// Queue<T>: a queue between processes, after Python's multiprocessing.Queue. Any number of
 /// processes put and get; T is anything the codec handles (trivially copyable values,
 /// strings and vectors of them, cereal types), one message per value, of any size up to half
-/// the queue's capacity. Items come out in the order their puts committed; each item is got
-/// once.
+/// the queue's capacity; each item takes its encoding plus 8 bytes of the capacity, rounded up
+/// to a 64-byte cache line (so that producer and consumer never write the same line). Items
+/// come out in the order their puts committed; each item is got once.
 ///
 ///     ipckit::Queue<std::string> q;                  // anonymous: made before fork
 ///     auto kid = ipckit::Process::spawn([&] { q.put("hello"); });
