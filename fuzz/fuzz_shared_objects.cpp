@@ -1,6 +1,7 @@
 // fuzz_shared_objects: every shared object with a validated layout, driven through live
 // handles while the input scribbles on its bytes between operations, as a hostile peer could.
-// One object per input (SpscQueue, MpmcQueue, ByteRing, Barrier, Semaphore) is made by name in
+// One object per input (SpscQueue, MpmcQueue, ByteRing, Barrier, Semaphore, Queue<string>) is
+// made by name in
 // an anonymous Segment; then each input step either runs an operation on a handle (push/pop,
 // send/recv, arrive, post/wait, all with zero timeouts), writes 1-8 bytes anywhere in the
 // object (header, cursors, slots, control block, peer table, wait policy), or opens a fresh
@@ -18,6 +19,7 @@
 #include "fuzz_support.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
+#include "ipckit/channel/queue.hpp"
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/barrier.hpp"
@@ -62,7 +64,7 @@ void queues(Segment& seg, Input& in) {
   std::uint64_t next = 0;
   for (std::size_t i = 0; i < kSteps && !in.empty(); ++i) {
     try {
-      switch (in.take<std::uint8_t>() % 6) {
+      switch (in.take<std::uint8_t>() % 7) {
         case 0: (void)q->try_push(next++); break;
         case 1: (void)q->try_pop(); break;
         case 2: (void)q->push_for(next++, 0ms); break;
@@ -146,18 +148,47 @@ void semaphore(Segment& seg, Input& in) {
   }
 }
 
+// Queue<T>: records of any length, a lock word, head and tail, a producer table.
+void mp_queue(Segment& seg, Input& in) {
+  std::optional<ipckit::Queue<std::string>> q;
+  q.emplace(ipckit::Queue<std::string>::construct(seg, "Q", 256u << (in.take<std::uint8_t>() % 4)));
+  const std::span<std::byte> object = seg.lookup_bytes("Q");
+  for (std::size_t i = 0; i < kSteps && !in.empty(); ++i) {
+    try {
+      switch (in.take<std::uint8_t>() % 5) {
+        case 0: {
+          const auto b = in.bytes(in.take<std::uint8_t>() % 64);
+          (void)q->try_put(std::string(reinterpret_cast<const char*>(b.data()), b.size()));
+          break;
+        }
+        case 1:
+          if (const auto v = q->try_get(); v && v->size() > q->max_message()) {
+            fail("an item longer than max_message()");
+          }
+          break;
+        case 2: (void)q->get_for(0ms); break;
+        case 3: scribble(object, in); break;
+        case 4: q.emplace(ipckit::Queue<std::string>::find(seg, "Q")); break;
+      }
+    } catch (const Error& e) {
+      allowed(e);
+    }
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Input in(data, size);
   Segment seg = Segment::anonymous(1 << 16);
-  switch (in.take<std::uint8_t>() % 6) {
+  switch (in.take<std::uint8_t>() % 7) {
     case 0: queues<ipckit::SpscQueue<std::uint64_t>>(seg, in); break;
     case 1: queues<ipckit::MpmcQueue<std::uint64_t>>(seg, in); break;
     case 2: queues<ipckit::SpscQueue<std::uint8_t>>(seg, in); break;
     case 3: rings(seg, in); break;
     case 4: barrier(seg, in); break;
     case 5: semaphore(seg, in); break;
+    case 6: mp_queue(seg, in); break;
   }
   return 0;
 }

@@ -50,36 +50,41 @@ struct IdLock {
   std::atomic<std::uint32_t> sleepers{0};
   std::atomic<std::uint32_t> wake{0};
 
-  // True when the previous holder died holding it.
-  bool lock() {
+  enum class Got { ok, owner_dead, timeout };
+  // Takes it by `deadline` (a dead holder is looked for once even when the deadline has
+  // passed, so a zero timeout still recovers the lock from one).
+  Got lock(const Deadline& deadline) {
     const std::uint64_t me = current_identity();
     std::uint64_t free = 0;
     if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) [[likely]]
-      return false;
+      return Got::ok;
     for (int i = 0; i < 200; ++i) {
       cpu_relax();
       if (owner.load(std::memory_order_relaxed) == 0) {
         free = 0;
-        if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) return false;
+        if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) return Got::ok;
       }
     }
     sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const auto leave = [&](Got g) {
+      sleepers.fetch_sub(1, std::memory_order_relaxed);
+      return g;
+    };
     for (;;) {
       const std::uint32_t seen = wake.load(std::memory_order_seq_cst);
       std::uint64_t held = owner.load(std::memory_order_seq_cst);
       if (held == 0) {
         if (owner.compare_exchange_strong(held, me, std::memory_order_acquire)) {
-          sleepers.fetch_sub(1, std::memory_order_relaxed);
-          return false;
+          return leave(Got::ok);
         }
         continue;
       }
       if (held != me && !identity_alive(held) &&
           owner.compare_exchange_strong(held, me, std::memory_order_acquire)) {
-        sleepers.fetch_sub(1, std::memory_order_relaxed);
-        return true;
+        return leave(Got::owner_dead);
       }
-      (void)futex_wait(wake, seen, Deadline::after(std::chrono::milliseconds(20)));
+      if (deadline.expired()) return leave(Got::timeout);
+      (void)futex_wait(wake, seen, deadline.capped(std::chrono::milliseconds(20)));
     }
   }
   void unlock() noexcept {
@@ -131,16 +136,22 @@ std::uint64_t checked_capacity(std::size_t capacity) {
 // state breaks the ring's invariants.
 class Locked {
  public:
-  Locked(QueueHeader* h, std::uint64_t cap) : h_(h) {
-    (void)h_->lock.lock();  // a dead holder: the state is the old one or the new (one store)
+  // Takes the lock by `deadline`; `held` is false when it could not (the state unread).
+  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline) : h_(h) {
+    // A dead holder: the state is the old one or the new (one-store commits), and checked.
+    held = h_->lock.lock(deadline) != IdLock::Got::timeout;
+    if (!held) return;
     head = h_->head.load(std::memory_order_relaxed);
     tail = h_->tail.load(std::memory_order_relaxed);
     if (tail < head || tail - head > cap || head % 64 != 0 || tail % 64 != 0) {
       h_->lock.unlock();
+      held = false;
       corrupt("head " + std::to_string(head) + ", tail " + std::to_string(tail));
     }
   }
-  ~Locked() { h_->lock.unlock(); }
+  ~Locked() {
+    if (held) h_->lock.unlock();
+  }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
 
@@ -152,6 +163,7 @@ class Locked {
     h_->head.store(new_head, std::memory_order_release);
   }
 
+  bool held = false;
   std::uint64_t head = 0;
   std::uint64_t tail = 0;
 
@@ -273,7 +285,8 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_);
+      Locked lk(h_, cap_, deadline);
+      if (!lk.held) return false;  // a live holder kept it past the deadline
       if (closed()) throw Error(errc::closed, "Queue::put: the queue is closed");
       std::uint64_t waste = 0;
       const std::uint64_t need = room_needed(lk.tail, cap_, msg.size(), waste);
@@ -308,7 +321,8 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_);
+      Locked lk(h_, cap_, deadline);
+      if (!lk.held) return false;  // a live holder kept it past the deadline
       if (lk.head != lk.tail) {
         std::uint64_t head = lk.head;
         std::uint32_t words[2];
