@@ -27,7 +27,7 @@ constexpr std::uint32_t kQueueVersion = 1;
 constexpr std::uint32_t kCheck = 0x51554555;
 constexpr std::uint32_t kWrap = 0xffffffff;
 constexpr std::size_t kRecordHeader = 8;
-constexpr std::size_t kProducers = 64;
+constexpr std::size_t kParties = 64;  // per side
 constexpr std::size_t kMinCapacity = 64;
 constexpr std::size_t kMaxCapacity = std::size_t{1} << 40;
 
@@ -96,6 +96,41 @@ struct IdLock {
   }
 };
 
+// The identities of the processes on one side (0: a free slot); `overflow` when more came than
+// there are slots (then that side is never reported dead).
+struct PartyTable {
+  std::atomic<std::uint64_t> ids[kParties]{};
+  std::atomic<std::uint32_t> overflow{0};
+
+  // Records the calling process (a free slot, or one whose process is gone).
+  void enroll() {
+    const ProcessIdentity id = current_identity();
+    for (auto& slot : ids) {
+      if (slot.load(std::memory_order_acquire) == id) return;
+    }
+    for (auto& slot : ids) {
+      std::uint64_t seen = slot.load(std::memory_order_acquire);
+      if ((seen == 0 || !identity_alive(seen)) &&
+          slot.compare_exchange_strong(seen, id, std::memory_order_acq_rel)) {
+        return;
+      }
+    }
+    overflow.store(1, std::memory_order_release);
+  }
+  // True when some process enrolled and every one that did is dead.
+  [[nodiscard]] bool all_dead() const {
+    if (overflow.load(std::memory_order_acquire) != 0) return false;
+    bool any = false;
+    for (const auto& slot : ids) {
+      const std::uint64_t id = slot.load(std::memory_order_acquire);
+      if (id == 0) continue;
+      if (identity_alive(id)) return false;
+      any = true;
+    }
+    return any;
+  }
+};
+
 struct alignas(64) QueueHeader {
   std::uint32_t magic = kQueueMagic;
   std::uint32_t version = kQueueVersion;
@@ -106,10 +141,8 @@ struct alignas(64) QueueHeader {
   alignas(64) std::atomic<std::uint64_t> head{0};
   std::atomic<std::uint64_t> tail{0};
   std::atomic<std::uint32_t> closed{0};
-  // The identities of the processes that have put (0: a free slot); `overflow` when more did
-  // than there are slots (then no get reports peer_dead).
-  std::atomic<std::uint64_t> producers[kProducers]{};
-  std::atomic<std::uint32_t> overflow{0};
+  PartyTable producers;  // the processes that have put
+  PartyTable consumers;  // the processes that have got
   alignas(64) EventCount not_empty;
   alignas(64) EventCount not_full;
 };
@@ -238,39 +271,33 @@ void QueueCore::close() noexcept {
   h_->not_full.notify_all();
 }
 
-void QueueCore::register_producer() {
+void QueueCore::enroll(bool producer) {
+  pid_t& mine = producer ? producer_pid_ : consumer_pid_;
   const pid_t me = current_pid();
-  if (registered_pid_ == me) return;
-  registered_pid_ = me;
-  const ProcessIdentity id = current_identity();
-  for (auto& slot : h_->producers) {
-    if (slot.load(std::memory_order_acquire) == id) return;
-  }
-  for (auto& slot : h_->producers) {
-    std::uint64_t seen = slot.load(std::memory_order_acquire);
-    // A free slot, or one whose process is gone (a pid reused later has another identity).
-    if ((seen == 0 || !identity_alive(seen)) &&
-        slot.compare_exchange_strong(seen, id, std::memory_order_acq_rel)) {
-      return;
-    }
-  }
-  h_->overflow.store(1, std::memory_order_release);
+  if (mine == me) return;  // once per process (a forked child enrolls again)
+  mine = me;
+  (producer ? h_->producers : h_->consumers).enroll();
 }
 
 void QueueCore::check_producers() const {
-  if (h_->overflow.load(std::memory_order_acquire) != 0) return;
-  bool any = false;
-  for (const auto& slot : h_->producers) {
-    const std::uint64_t id = slot.load(std::memory_order_acquire);
-    if (id == 0) continue;
-    if (identity_alive(id)) return;
-    any = true;
-  }
   // Looked at after the deaths: an item a producer committed before it died is still got.
-  if (any && empty() && !closed()) {
+  if (h_->producers.all_dead() && empty() && !closed()) {
     throw Error(errc::peer_dead,
                 "Queue::get: the queue is empty and every process that put "
                 "to it has died");
+  }
+}
+
+void QueueCore::check_consumers(std::size_t len) const {
+  if (!h_->consumers.all_dead() || closed()) return;
+  const std::uint64_t head = h_->head.load(std::memory_order_acquire);
+  const std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+  std::uint64_t waste = 0;
+  if (tail >= head && tail - head <= cap_ &&
+      cap_ - (tail - head) < room_needed(tail, cap_, len, waste)) {
+    throw Error(errc::peer_dead,
+                "Queue::put: the queue is full and every process that got "
+                "from it has died");
   }
 }
 
@@ -280,7 +307,7 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
                                              " bytes is more than the queue's max_message() of " +
                                              std::to_string(max_message()));
   }
-  register_producer();
+  enroll(true);
   std::byte* data = data_of(h_);
   for (;;) {
     bool done = false;
@@ -311,12 +338,13 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
           return closed() || (tail >= head && tail - head <= cap_ &&
                               cap_ - (tail - head) >= room_needed(tail, cap_, msg.size(), waste));
         },
-        deadline, read_policy(h_->policy));
+        deadline, read_policy(h_->policy), [&] { check_consumers(msg.size()); });
     if (!room) return false;
   }
 }
 
 bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
+  enroll(false);
   std::byte* data = data_of(h_);
   for (;;) {
     bool done = false;

@@ -262,6 +262,19 @@ TEST_F(QueueTest, AGetOnAnEmptyQueueWhoseProducersAllDiedIsPeerDead) {
   EXPECT_FALSE(q.get_for(30ms).has_value()) << "a live producer: no peer_dead, a timeout";
 }
 
+TEST_F(QueueTest, APutOnAFullQueueWhoseConsumersAllDiedIsPeerDead) {
+  Queue<std::int64_t> q(256);                                            // 4 items
+  auto consumer = Process::spawn([&] { return q.get() == 0 ? 0 : 1; });  // takes one, exits
+  q.put(0);
+  ASSERT_TRUE(consumer.wait_for(30s));
+  for (std::int64_t i = 1; i <= 4; ++i) ASSERT_TRUE(q.put_for(i, 5s));  // fills it
+  const auto e = testing::caught<Error>([&] { (void)q.put_for(5, 30s); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->is(errc::peer_dead)) << e->what();
+  EXPECT_EQ(q.get(), 1);  // a consumer again: this process
+  EXPECT_TRUE(q.try_put(5));
+}
+
 TEST_F(QueueTest, ANamedQueueIsFoundByAnotherProcessAndOtherBytesAreBadLayout) {
   auto seg = Segment::anonymous(1 << 20);
   auto q = Queue<std::vector<double>>::construct(seg, "jobs", 4096);

@@ -15,6 +15,7 @@
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
+#include "ipckit/channel/queue.hpp"
 #include "ipckit/channel/socket_channel.hpp"
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/shm/segment.hpp"
@@ -199,6 +200,36 @@ struct ChannelAdapter {
   void parent_done() {
     if (ch.socket()) ch.socket()->disown();
   }
+};
+
+// Queue<T>: the many-to-many queue, here with one producer and one consumer (the ledger needs
+// one order); vectors of words of varying length, as the Channel scenario sends.
+struct MpQueueAdapter {
+  Queue<std::vector<std::uint64_t>> q;
+  SizeRule sizes;
+  std::uint64_t seed;
+  std::vector<std::uint64_t> buf;
+
+  void attach_producer() { q.attach_producer(); }
+  void attach_consumer() { q.attach_consumer(); }
+  void send(std::uint64_t seq, Board&) {
+    buf.resize(sizes.of(seed, seq) / 8);
+    fill_message(std::as_writable_bytes(std::span(buf)), seed, seq);
+    q.put(buf);
+  }
+  template <class F>
+  bool recv(F&& fn, Board&, std::uint64_t) {
+    try {
+      buf = q.get();
+      fn(std::as_bytes(std::span(buf)));
+      return true;
+    } catch (const Error& e) {
+      if (e.is(errc::closed)) return false;
+      throw;
+    }
+  }
+  void close() { q.close(); }
+  void parent_done() {}
 };
 
 // ---- the two-party iteration ----------------------------------------------------------------
@@ -434,6 +465,18 @@ void socket_channel_scenario(Ctx& ctx) {
   PipeAdapter ad{
       SocketChannel{}, {std::size_t{1} << ctx.uniform(10, 19), false, false}, ctx.seed, {}};
   two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, true);
+}
+
+void queue_scenario(Ctx& ctx) {
+  MpQueueAdapter ad{
+      Queue<std::vector<std::uint64_t>>(std::size_t{1} << ctx.uniform(12, 20), random_policy(ctx)),
+      {},
+      ctx.seed,
+      {}};
+  // The encoded vector carries a length word: keep it below the queue's limit.
+  const std::size_t max = std::min<std::size_t>(ad.q.max_message() - 64, 256 << 10);
+  ad.sizes = {max / 8 * 8, false, true};
+  two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, false);
 }
 
 void channel_scenario(Ctx& ctx) {

@@ -14,6 +14,7 @@ void byte_ring_scenario(Ctx& ctx);
 void socket_channel_scenario(Ctx& ctx);
 void mpmc_queue_scenario(Ctx& ctx);
 void channel_scenario(Ctx& ctx);
+void queue_scenario(Ctx& ctx);
 void pool_worker_scenario(Ctx& ctx);
 void pool_parent_scenario(Ctx& ctx);
 void barrier_scenario(Ctx& ctx);

@@ -42,7 +42,8 @@ class QueueCore {
   QueueCore() = default;
 
   // Puts one message; false when there was no room by the deadline. Throws
-  // Error(errc::closed) once closed, errc::message_too_large above max_message().
+  // Error(errc::closed) once closed, errc::message_too_large above max_message(),
+  // errc::peer_dead when it is full and every consumer that ever got is dead.
   bool put(std::span<const std::byte> msg, const Deadline& deadline);
   // Takes the oldest message into `out`; false when none came by the deadline. Throws
   // errc::closed once closed and drained, errc::peer_dead when it is empty and every producer
@@ -52,17 +53,21 @@ class QueueCore {
   [[nodiscard]] bool closed() const noexcept;
   [[nodiscard]] bool empty() const noexcept;
   [[nodiscard]] std::size_t max_message() const noexcept;
+  // Records this process among the producers or the consumers (once per process; put and get
+  // do it themselves).
+  void enroll(bool producer);
 
  private:
   explicit QueueCore(QueueHeader* h) noexcept : h_(h) {}
-  // Records this process among the producers (once per process; a forked child again).
-  void register_producer();
-  // Throws errc::peer_dead when the queue is empty and every producer is dead.
+  // Throw errc::peer_dead: empty with every producer dead; full (for an item of `len` bytes)
+  // with every consumer dead.
   void check_producers() const;
+  void check_consumers(std::size_t len) const;
 
   QueueHeader* h_ = nullptr;
-  std::uint64_t cap_ = 0;     // the capacity as this process made or checked it
-  pid_t registered_pid_ = 0;  // the process that registered through this handle
+  std::uint64_t cap_ = 0;   // the capacity as this process made or checked it
+  pid_t producer_pid_ = 0;  // the process that enrolled as a producer through this handle
+  pid_t consumer_pid_ = 0;  // ... as a consumer
 };
 
 }  // namespace detail
@@ -82,7 +87,8 @@ class QueueCore {
 /// killed in a get loses at most the item it was taking (if it had not taken it yet, another
 /// consumer gets it); the queue goes on for everyone else (its lock is robust, and each state
 /// change is one store). A get on an empty queue whose producers (the processes that put
-/// at least once) are all dead throws Error(errc::peer_dead) instead of waiting forever;
+/// at least once) are all dead throws Error(errc::peer_dead) instead of waiting forever, and
+/// so does a put on a full queue whose consumers (those that got at least once) are all dead;
 /// close() makes gets drain what is there, then throw Error(errc::closed).
 ///
 /// Waits follow the queue's WaitPolicy; every wait has a timed form. A handle copied into a
@@ -119,7 +125,9 @@ class Queue {
 
   ///@{
   /// Puts `v`: blocks while the queue is full. put_for/put_until return false (nothing put)
-  /// when there was no room in time; try_put never waits. Throw Error(errc::closed) after
+  /// when there was no room in time, or another live process held the queue's lock past the
+  /// deadline; try_put does not wait for room. Throw errc::peer_dead when the queue is full
+  /// and every process that ever got from it has died. Throw Error(errc::closed) after
   /// close(), errc::message_too_large when v's encoding exceeds max_message().
   void put(const T& v) { (void)put_until(v, Deadline::never()); }
   bool put_until(const T& v, const Deadline& deadline) {
@@ -135,7 +143,8 @@ class Queue {
 
   ///@{
   /// Takes the oldest item: get blocks until there is one; get_for/get_until return nullopt
-  /// when none came in time; try_get never waits. Throw Error(errc::closed) once the queue is
+  /// when none came in time (or another live process held the lock past the deadline);
+  /// try_get does not wait for an item. Throw Error(errc::closed) once the queue is
   /// closed and drained, errc::peer_dead when it is empty and every producer has died,
   /// errc::bad_frame when an item does not decode as a T (it is consumed).
   T get() { return *get_until(Deadline::never()); }
@@ -148,6 +157,13 @@ class Queue {
     return get_until(Deadline::after(timeout));
   }
   std::optional<T> try_get() { return get_until(Deadline::after(std::chrono::seconds(0))); }
+  ///@}
+
+  ///@{
+  /// Counts this process as a producer (or a consumer) from now on, before its first put (or
+  /// get): if it dies before then, the other side still learns that it is gone (peer_dead).
+  void attach_producer() { core_.enroll(true); }
+  void attach_consumer() { core_.enroll(false); }
   ///@}
 
   /// No more puts (they throw errc::closed); gets drain what is there, then throw it. Wakes
