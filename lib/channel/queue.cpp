@@ -9,6 +9,7 @@
 // the queue, and a state that breaks them is errc::bad_layout.
 #include "ipckit/channel/queue.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -131,6 +132,18 @@ struct PartyTable {
   }
 };
 
+// A change of several words (JoinableQueue only): written here, marked valid, applied, then
+// unmarked; a locker that finds it valid (its writer died mid-commit) applies it again.
+struct Change {
+  std::uint32_t slot = kParties;  // the consumer slot whose counters change (kParties: none)
+  std::uint64_t head = 0, tail = 0, puts = 0, dones = 0, taken = 0, finished = 0;
+  std::uint64_t released = 0;  // tasks of dead consumers folded into `dones` so far
+};
+struct RedoLog {
+  std::atomic<std::uint32_t> valid{0};
+  Change change;
+};
+
 struct alignas(64) QueueHeader {
   std::uint32_t magic = kQueueMagic;
   std::uint32_t version = kQueueVersion;
@@ -143,8 +156,18 @@ struct alignas(64) QueueHeader {
   std::atomic<std::uint32_t> closed{0};
   PartyTable producers;  // the processes that have put
   PartyTable consumers;  // the processes that have got
+  // JoinableQueue: items put and tasks done in all, and per consumer slot the items it got
+  // and the tasks it marked done. Changed together through `redo`.
+  std::uint32_t joinable = 0;
+  std::atomic<std::uint64_t> puts{0};
+  std::atomic<std::uint64_t> dones{0};
+  std::atomic<std::uint64_t> released{0};
+  std::atomic<std::uint64_t> taken[kParties]{};
+  std::atomic<std::uint64_t> finished[kParties]{};
+  RedoLog redo;
   alignas(64) EventCount not_empty;
   alignas(64) EventCount not_full;
+  alignas(64) EventCount all_done;  // JoinableQueue: puts == dones
 };
 
 namespace {
@@ -174,6 +197,7 @@ class Locked {
     // A dead holder: the state is the old one or the new (one-store commits), and checked.
     held = h_->lock.lock(deadline) != IdLock::Got::timeout;
     if (!held) return;
+    if (h_->redo.valid.load(std::memory_order_acquire) != 0) apply(h_->redo);  // died mid-commit
     head = h_->head.load(std::memory_order_relaxed);
     tail = h_->tail.load(std::memory_order_relaxed);
     if (tail < head || tail - head > cap || head % 64 != 0 || tail % 64 != 0) {
@@ -196,13 +220,78 @@ class Locked {
     h_->head.store(new_head, std::memory_order_release);
   }
 
+  // A change of several words (JoinableQueue): through the redo record.
+  void commit(const Change& c) noexcept {
+    h_->redo.change = c;
+    h_->redo.valid.store(1, std::memory_order_release);  // from here on it happens
+    apply(h_->redo);
+  }
+  // The state as it is, as a Change to make (slot: kParties).
+  [[nodiscard]] Change now() const noexcept {
+    Change r;
+    r.head = head;
+    r.tail = tail;
+    r.puts = h_->puts.load(std::memory_order_relaxed);
+    r.dones = h_->dones.load(std::memory_order_relaxed);
+    r.released = h_->released.load(std::memory_order_relaxed);
+    return r;
+  }
+
   bool held = false;
   std::uint64_t head = 0;
   std::uint64_t tail = 0;
 
  private:
+  void apply(RedoLog& log) noexcept {
+    const Change& r = log.change;
+    h_->head.store(r.head, std::memory_order_release);
+    h_->tail.store(r.tail, std::memory_order_release);
+    h_->puts.store(r.puts, std::memory_order_release);
+    h_->dones.store(r.dones, std::memory_order_release);
+    h_->released.store(r.released, std::memory_order_release);
+    if (r.slot < kParties) {  // a scribbled slot is ignored
+      h_->taken[r.slot].store(r.taken, std::memory_order_release);
+      h_->finished[r.slot].store(r.finished, std::memory_order_release);
+    }
+    log.valid.store(0, std::memory_order_release);
+  }
+
   QueueHeader* h_;
 };
+
+// JoinableQueue: the calling process's slot among the consumers, found or taken under the
+// queue's lock (kParties when the table is full: its tasks are not tracked per process). A
+// dead consumer's slot is reused once the tasks it got and never marked done are released
+// (counted done: join() does not wait for them).
+std::uint32_t consumer_slot(QueueHeader* h, Locked& lk) {
+  const ProcessIdentity id = current_identity();
+  auto& ids = h->consumers.ids;
+  for (std::uint32_t i = 0; i < kParties; ++i) {
+    if (ids[i].load(std::memory_order_acquire) == id) return i;
+  }
+  // A free slot first (its counters are 0); then one whose process is gone.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t i = 0; i < kParties; ++i) {
+      std::uint64_t seen = ids[i].load(std::memory_order_acquire);
+      if (pass == 0 ? seen != 0 : (seen == 0 || identity_alive(seen))) continue;
+      const std::uint64_t t = h->taken[i].load(std::memory_order_relaxed);
+      const std::uint64_t f = h->finished[i].load(std::memory_order_relaxed);
+      if (t != 0 || f != 0) {  // the dead one's tasks not done: released, counted done
+        Change r = lk.now();
+        const std::uint64_t left = t > f ? t - f : 0;
+        r.slot = i;
+        r.dones = std::min(r.puts, r.dones + left);
+        r.released += left;
+        r.taken = 0;
+        r.finished = 0;
+        lk.commit(r);
+      }
+      if (ids[i].compare_exchange_strong(seen, id, std::memory_order_acq_rel)) return i;
+    }
+  }
+  h->consumers.overflow.store(1, std::memory_order_release);
+  return kParties;
+}
 
 void write_header(std::byte* at, std::uint32_t len) {
   const std::uint32_t words[2] = {len, len ^ kCheck};
@@ -224,7 +313,8 @@ std::size_t QueueCore::bytes_for(std::size_t capacity) {
   return round64(sizeof(QueueHeader)) + checked_capacity(capacity);
 }
 
-QueueCore QueueCore::create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy) {
+QueueCore QueueCore::create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy,
+                            bool joinable) {
   const std::uint64_t cap = checked_capacity(capacity);
   if (mem.size() < bytes_for(capacity) || reinterpret_cast<std::uintptr_t>(mem.data()) % 64 != 0) {
     throw Error(errc::invalid_argument, "Queue: the memory given is too small or misaligned");
@@ -232,8 +322,10 @@ QueueCore QueueCore::create(std::span<std::byte> mem, std::size_t capacity, Wait
   auto* h = new (mem.data()) QueueHeader();
   h->capacity = cap;
   h->policy = policy;
+  h->joinable = joinable ? 1 : 0;
   QueueCore q(h);
   q.cap_ = cap;
+  q.joinable_ = joinable;
   return q;
 }
 
@@ -252,8 +344,11 @@ QueueCore QueueCore::attach(std::span<std::byte> mem) {
   if (cap < kMinCapacity || cap % 64 != 0 || cap > mem.size() - round64(sizeof(QueueHeader))) {
     corrupt("capacity " + std::to_string(cap) + " for " + std::to_string(mem.size()) + " bytes");
   }
+  std::uint32_t joinable = 0;
+  std::memcpy(&joinable, &h->joinable, sizeof joinable);
   QueueCore q(h);
   q.cap_ = cap;
+  q.joinable_ = joinable != 0;
   return q;
 }
 
@@ -274,9 +369,65 @@ void QueueCore::close() noexcept {
 void QueueCore::enroll(bool producer) {
   pid_t& mine = producer ? producer_pid_ : consumer_pid_;
   const pid_t me = current_pid();
-  if (mine == me) return;  // once per process (a forked child enrolls again)
+  if (mine == me) return;        // once per process (a forked child enrolls again)
+  if (!producer && joinable_) {  // a slot whose counters start clean: under the lock
+    Locked lk(h_, cap_, Deadline::never());
+    (void)consumer_slot(h_, lk);
+  } else {
+    (producer ? h_->producers : h_->consumers).enroll();
+  }
   mine = me;
-  (producer ? h_->producers : h_->consumers).enroll();
+}
+
+void QueueCore::task_done() {
+  {
+    Locked lk(h_, cap_, Deadline::never());
+    const std::uint32_t slot = consumer_slot(h_, lk);
+    Change r = lk.now();
+    if (r.dones >= r.puts) {
+      throw Error(errc::invalid_argument,
+                  "JoinableQueue::task_done: called more times than items were put");
+    }
+    if (slot < kParties) {
+      r.slot = slot;
+      r.taken = h_->taken[slot].load(std::memory_order_relaxed);
+      r.finished = h_->finished[slot].load(std::memory_order_relaxed) + 1;
+      if (r.finished > r.taken) {
+        throw Error(errc::invalid_argument,
+                    "JoinableQueue::task_done: called more times than this process got items");
+      }
+    }
+    r.dones += 1;
+    lk.commit(r);
+    if (r.dones < r.puts) return;
+  }
+  h_->all_done.notify_all();
+}
+
+std::uint64_t QueueCore::abandoned() const {
+  return h_->released.load(std::memory_order_acquire) + pending_release();
+}
+
+std::uint64_t QueueCore::pending_release() const {
+  std::uint64_t sum = 0;
+  for (std::uint32_t i = 0; i < kParties; ++i) {
+    const std::uint64_t id = h_->consumers.ids[i].load(std::memory_order_acquire);
+    if (id == 0 || identity_alive(id)) continue;
+    const std::uint64_t t = h_->taken[i].load(std::memory_order_acquire);
+    const std::uint64_t f = h_->finished[i].load(std::memory_order_acquire);
+    if (t > f) sum += t - f;
+  }
+  return sum;
+}
+
+bool QueueCore::join(const Deadline& deadline) {
+  std::uint64_t released = pending_release();
+  return h_->all_done.await(
+      [&] {
+        return h_->puts.load(std::memory_order_acquire) <=
+               h_->dones.load(std::memory_order_acquire) + released;
+      },
+      deadline, read_policy(h_->policy), [&] { released = pending_release(); });
 }
 
 void QueueCore::check_producers() const {
@@ -322,7 +473,14 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
         std::byte* at = data + (lk.tail + waste) % cap_;
         write_header(at, static_cast<std::uint32_t>(msg.size()));
         if (!msg.empty()) std::memcpy(at + kRecordHeader, msg.data(), msg.size());
-        lk.commit_tail(lk.tail + need);
+        if (joinable_) {
+          Change r = lk.now();
+          r.tail = lk.tail + need;
+          r.puts += 1;
+          lk.commit(r);
+        } else {
+          lk.commit_tail(lk.tail + need);
+        }
         done = true;
       }
     }  // unlocked before the notify: a woken consumer finds the lock free
@@ -344,7 +502,7 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
 }
 
 bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
-  enroll(false);
+  if (!joinable_) enroll(false);  // a JoinableQueue's consumers enroll under the lock
   std::byte* data = data_of(h_);
   for (;;) {
     bool done = false;
@@ -366,7 +524,19 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
           corrupt("a record of " + std::to_string(len) + " bytes at " + std::to_string(head));
         }
         out.assign(data + head % cap_ + kRecordHeader, data + head % cap_ + kRecordHeader + len);
-        lk.commit_head(head + record_bytes(len));
+        if (joinable_) {
+          const std::uint32_t slot = consumer_slot(h_, lk);
+          Change r = lk.now();
+          r.head = head + record_bytes(len);
+          if (slot < kParties) {
+            r.slot = slot;
+            r.taken = h_->taken[slot].load(std::memory_order_relaxed) + 1;
+            r.finished = h_->finished[slot].load(std::memory_order_relaxed);
+          }
+          lk.commit(r);
+        } else {
+          lk.commit_head(head + record_bytes(len));
+        }
         done = true;
       } else if (closed()) {
         throw Error(errc::closed, "Queue::get: the queue is closed and drained");

@@ -309,5 +309,136 @@ TEST_F(QueueTest, ScribbledRecordsAreBadLayoutNeverACrash) {
   }
 }
 
+// ---- JoinableQueue ------------------------------------------------------------------------
+
+TEST_F(QueueTest, JoinReturnsOnceEveryTaskIsDone) {
+  auto seg = Segment::anonymous(1 << 16);
+  auto& done = seg.make<std::atomic<std::uint32_t>>(0u);
+  JoinableQueue<int> q(4096);
+  constexpr int kTasks = 300;
+  auto consumers = testing::spawn_n(3, [&](int) {
+    for (;;) {
+      try {
+        (void)q.get();
+      } catch (const Error& e) {
+        return e.is(errc::closed) ? 0 : 2;
+      }
+      done.fetch_add(1);
+      q.task_done();
+    }
+  });
+  for (int i = 0; i < kTasks; ++i) q.put(i);
+  EXPECT_TRUE(q.join_for(60s));
+  EXPECT_EQ(done.load(), static_cast<std::uint32_t>(kTasks));  // all of them, not fewer
+  EXPECT_EQ(q.abandoned(), 0u);
+  q.close();
+  EXPECT_TRUE(testing::all_succeed(consumers, 60s));
+}
+
+TEST_F(QueueTest, JoinWaitsForATaskGotButNotDone) {
+  JoinableQueue<int> q(1024);
+  q.put(1);
+  EXPECT_FALSE(q.join_for(10ms));
+  EXPECT_EQ(q.get(), 1);
+  EXPECT_FALSE(q.join_for(10ms)) << "got, not done";
+  q.task_done();
+  EXPECT_TRUE(q.join_for(0ms));
+  const auto e = testing::caught<Error>([&] { q.task_done(); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->is(errc::invalid_argument)) << e->what();
+  q.put(2);  // a task_done that did not count leaves this one pending
+  EXPECT_FALSE(q.join_for(10ms));
+}
+
+TEST_F(QueueTest, TaskDoneByAProcessThatGotNothingIsRefused) {
+  JoinableQueue<int> q(1024);
+  q.put(1);
+  auto other = Process::spawn([&] {
+    try {
+      q.task_done();
+    } catch (const Error& e) {
+      return e.is(errc::invalid_argument) ? 0 : 2;
+    }
+    return 1;
+  });
+  const auto st = other.wait_for(30s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->success()) << st->describe();
+  EXPECT_FALSE(q.join_for(10ms));
+}
+
+TEST_F(QueueTest, AConsumerThatDiesHoldingTasksDoesNotHangJoin) {
+  JoinableQueue<int> q(4096);
+  for (int i = 0; i < 10; ++i) q.put(i);
+  auto victim = Process::spawn([&] {
+    for (int i = 0; i < 3; ++i) (void)q.get();  // three tasks, never done
+    ::raise(SIGKILL);
+    return 0;
+  });
+  (void)victim.wait();
+  for (int i = 3; i < 10; ++i) {
+    (void)q.get();
+    q.task_done();
+  }
+  EXPECT_TRUE(q.join_for(30s)) << "the dead consumer's tasks are released";
+  EXPECT_EQ(q.abandoned(), 3u);
+}
+
+TEST_F(QueueTest, ConsumersKilledAtRandomNeverHangJoinAndEveryTaskIsAccounted) {
+  std::mt19937 rng(5);
+  for (int round = 0; round < 10; ++round) {
+    auto seg = Segment::anonymous(1 << 16);
+    auto& done = seg.make<std::atomic<std::uint32_t>>(0u);
+    JoinableQueue<int> q(2048);
+    constexpr int kTasks = 2000;
+    auto consumers = testing::spawn_n(3, [&](int) {
+      for (;;) {
+        try {
+          (void)q.get();
+        } catch (const Error& e) {
+          return e.is(errc::closed) ? 0 : 2;
+        }
+        q.task_done();
+        done.fetch_add(1);
+      }
+    });
+    auto producer = Process::spawn([&] {
+      for (int i = 0; i < kTasks; ++i) q.put(i);
+      return 0;
+    });
+    const auto at = static_cast<std::uint32_t>(rng() % (kTasks / 2));
+    while (done.load() < at) {
+    }
+    consumers[0].kill(SIGKILL);
+    (void)consumers[0].wait();
+    ASSERT_TRUE(producer.wait_for(60s));
+    ASSERT_TRUE(q.join_for(60s)) << "round " << round;
+    // Done by the survivors (or by the victim before it died), or released: at most the one
+    // task the victim was holding.
+    EXPECT_LE(q.abandoned(), 1u);
+    EXPECT_GE(done.load() + q.abandoned(), static_cast<std::uint32_t>(kTasks) - 1);
+    q.close();
+    for (std::size_t k = 1; k < consumers.size(); ++k) ASSERT_TRUE(consumers[k].wait_for(60s));
+  }
+}
+
+TEST_F(QueueTest, ANamedJoinableQueueIsFoundAndAPlainOneIsNotJoinable) {
+  auto seg = Segment::anonymous(1 << 20);
+  auto jq = JoinableQueue<int>::construct(seg, "jq", 4096);
+  auto kid = Process::spawn([&] {
+    auto mine = JoinableQueue<int>::find(seg, "jq");
+    if (mine.get() != 5) return 1;
+    mine.task_done();
+    return 0;
+  });
+  jq.put(5);
+  EXPECT_TRUE(jq.join_for(30s));
+  ASSERT_TRUE(kid.wait_for(30s));
+  (void)Queue<int>::construct(seg, "plain", 4096);
+  const auto e = testing::caught<Error>([&] { (void)JoinableQueue<int>::find(seg, "plain"); });
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->is(errc::bad_layout));
+}
+
 }  // namespace
 }  // namespace ipckit

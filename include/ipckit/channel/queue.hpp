@@ -17,6 +17,7 @@
 
 #include "ipckit/channel/codec.hpp"
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/core/error.hpp"
 #include "ipckit/core/mapping.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/event_count.hpp"
@@ -35,8 +36,10 @@ class QueueCore {
  public:
   // Bytes of shared memory a queue of `capacity` data bytes takes.
   static std::size_t bytes_for(std::size_t capacity);
-  // Lays a fresh queue over `mem` (bytes_for(capacity) bytes, 64-byte aligned).
-  static QueueCore create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy);
+  // Lays a fresh queue over `mem` (bytes_for(capacity) bytes, 64-byte aligned); `joinable`:
+  // it counts tasks (JoinableQueue).
+  static QueueCore create(std::span<std::byte> mem, std::size_t capacity, WaitPolicy policy,
+                          bool joinable = false);
   // A queue another process laid there; Error(errc::bad_layout) when it is not one.
   static QueueCore attach(std::span<std::byte> mem);
   QueueCore() = default;
@@ -56,6 +59,17 @@ class QueueCore {
   // Records this process among the producers or the consumers (once per process; put and get
   // do it themselves).
   void enroll(bool producer);
+  // JoinableQueue: one task got by this process is done; Error(errc::invalid_argument) when
+  // it has no task left to mark.
+  void task_done();
+  // JoinableQueue: true once every item put has been marked done (or was got by a consumer
+  // that died: released); false at the deadline.
+  bool join(const Deadline& deadline);
+  // JoinableQueue: tasks got by consumers that died before marking them done: those already
+  // folded into the done count (a slot reused) and those of dead consumers not yet.
+  [[nodiscard]] std::uint64_t abandoned() const;
+  [[nodiscard]] std::uint64_t pending_release() const;
+  [[nodiscard]] bool joinable() const noexcept { return joinable_; }
 
  private:
   explicit QueueCore(QueueHeader* h) noexcept : h_(h) {}
@@ -66,6 +80,7 @@ class QueueCore {
 
   QueueHeader* h_ = nullptr;
   std::uint64_t cap_ = 0;   // the capacity as this process made or checked it
+  bool joinable_ = false;   // as this process made or found it
   pid_t producer_pid_ = 0;  // the process that enrolled as a producer through this handle
   pid_t consumer_pid_ = 0;  // ... as a consumer
 };
@@ -107,8 +122,7 @@ class Queue {
   /// A queue in an anonymous shared mapping of its own, shared with processes forked after.
   /// Throws Error(errc::invalid_argument) for a capacity under 64 bytes or over 1 TiB.
   explicit Queue(std::size_t capacity = kDefaultCapacity, WaitPolicy policy = WaitPolicy::hybrid())
-      : mem_(detail::Mapping::anonymous(detail::QueueCore::bytes_for(capacity), "Queue")),
-        core_(detail::QueueCore::create(std::span(mem_.data(), mem_.size()), capacity, policy)) {}
+      : Queue(capacity, policy, false) {}
   /// A queue stored under `name` in `seg`, for processes that open the segment by name.
   static Queue construct(Segment& seg, std::string_view name,
                          std::size_t capacity = kDefaultCapacity,
@@ -176,12 +190,75 @@ class Queue {
   /// The largest encoded item it takes: half its capacity, less a record header.
   [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
 
- private:
+ protected:
+  /// @cond internal
+  Queue(std::size_t capacity, WaitPolicy policy, bool joinable)
+      : mem_(detail::Mapping::anonymous(detail::QueueCore::bytes_for(capacity), "Queue")),
+        core_(detail::QueueCore::create(std::span(mem_.data(), mem_.size()), capacity, policy,
+                                        joinable)) {}
   explicit Queue(detail::QueueCore core) : core_(core) {}
+  /// @endcond
 
   detail::Mapping mem_;  // the anonymous queue's memory (empty for one in a Segment)
   detail::QueueCore core_;
   std::vector<std::byte> buf_;  // this handle's encoding buffer
+};
+
+/// JoinableQueue<T>: a Queue<T> that counts tasks, after Python's
+/// multiprocessing.JoinableQueue. Each item put is a task; a consumer calls task_done() once
+/// it has finished with an item it got, and join() waits until every task put so far is done.
+///
+///     ipckit::JoinableQueue<Job> jobs;
+///     // consumers:  for (;;) { Job j = jobs.get(); run(j); jobs.task_done(); }
+///     for (const Job& j : work) jobs.put(j);
+///     jobs.join();                        // every job has been run
+///
+/// A consumer that dies holding tasks it got and never marked done does not hang join():
+/// those tasks are released (join() counts them done) and abandoned() says how many; a dead
+/// consumer's slot, when reused, folds them into the done count. Tasks are tracked per
+/// consumer process for up to 64 consumers (more are counted in total only). task_done()
+/// called more often than the calling process got items throws
+/// Error(errc::invalid_argument) and changes nothing.
+template <class T>
+class JoinableQueue : public Queue<T> {
+ public:
+  /// A joinable queue in an anonymous shared mapping (see Queue).
+  explicit JoinableQueue(std::size_t capacity = Queue<T>::kDefaultCapacity,
+                         WaitPolicy policy = WaitPolicy::hybrid())
+      : Queue<T>(capacity, policy, true) {}
+  /// A joinable queue stored under `name` in `seg`.
+  static JoinableQueue construct(Segment& seg, std::string_view name,
+                                 std::size_t capacity = Queue<T>::kDefaultCapacity,
+                                 WaitPolicy policy = WaitPolicy::hybrid()) {
+    const std::span<std::byte> bytes =
+        seg.construct_bytes(name, detail::QueueCore::bytes_for(capacity), 64);
+    return JoinableQueue(detail::QueueCore::create(bytes, capacity, policy, true));
+  }
+  /// The joinable queue stored under `name` in `seg` (errc::bad_layout for a plain Queue).
+  static JoinableQueue find(const Segment& seg, std::string_view name) {
+    detail::QueueCore core = detail::QueueCore::attach(seg.lookup_bytes(name));
+    if (!core.joinable()) {
+      throw Error(errc::bad_layout, "JoinableQueue::find: the queue there is not joinable");
+    }
+    return JoinableQueue(core);
+  }
+
+  /// One task this process got is done.
+  void task_done() { this->core_.task_done(); }
+  /// Waits until every task put so far is done (or released by a consumer's death).
+  void join() { (void)join_until(Deadline::never()); }
+  /// Like join(); false when tasks were still pending at the deadline.
+  bool join_until(const Deadline& deadline) { return this->core_.join(deadline); }
+  /// join_until(Deadline::after(timeout)).
+  template <class Rep, class Period>
+  bool join_for(std::chrono::duration<Rep, Period> timeout) {
+    return join_until(Deadline::after(timeout));
+  }
+  /// Tasks got by consumers that died before marking them done (released from join()).
+  [[nodiscard]] std::uint64_t abandoned() const { return this->core_.abandoned(); }
+
+ private:
+  explicit JoinableQueue(detail::QueueCore core) : Queue<T>(core) {}
 };
 
 }  // namespace ipckit
