@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_json.hpp"
 #include "ipckit/pool/mpi_pool.hpp"
 #include "ipckit/spmd/mpi_comm.hpp"
 
@@ -28,17 +29,7 @@ using Clock = std::chrono::steady_clock;
 
 std::int64_t trivial(std::int64_t x) { return x * x; }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-struct Result {
-  std::string name;
-  std::vector<double> values;
-  std::string unit;
-};
+using ipckit::bench::Result;
 
 // Microseconds per task of `run` over n tasks, once per repetition.
 template <class F>
@@ -96,22 +87,12 @@ int main(int argc, char** argv) {
   pool.close();
   pool.join();
 
-  std::string json =
-      "{\n  \"context\": {\"library\": \"ipckit::mpi::Pool\", \"ranks\": " + std::to_string(ranks) +
-      ", \"workers\": " + std::to_string(pool.size()) +
-      ", \"n_small\": " + std::to_string(n_small) + ", \"reps\": " + std::to_string(reps) +
-      "},\n  \"benchmarks\": [\n";
-  for (std::size_t i = 0; i < results.size(); ++i) {
-    const Result& r = results[i];
-    json += "    {\"name\": \"" + r.name + "\", \"median\": " + std::to_string(median(r.values)) +
-            ", \"unit\": \"" + r.unit + "\", \"values\": [";
-    for (std::size_t k = 0; k < r.values.size(); ++k) {
-      json += (k ? ", " : "") + std::to_string(r.values[k]);
-    }
-    json += "]}" + std::string(i + 1 < results.size() ? "," : "") + "\n";
-  }
-  json += "  ]\n}\n";
-  if (!out.empty()) std::ofstream(out) << json;
+  const std::string json = ipckit::bench::to_json(
+      "\"library\": \"ipckit::mpi::Pool\", \"ranks\": " + std::to_string(ranks) +
+          ", \"workers\": " + std::to_string(pool.size()) +
+          ", \"n_small\": " + std::to_string(n_small) + ", \"reps\": " + std::to_string(reps),
+      results);
+  ipckit::bench::write_json(out, json);
   std::printf("%s(checksum %lld)\n", json.c_str(), static_cast<long long>(sink));
   return 0;
 }

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_json.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/queue.hpp"
 #include "ipckit/core/process.hpp"
@@ -31,17 +32,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace bip = boost::interprocess;
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-struct Result {
-  std::string name;
-  std::vector<double> values;
-  std::string unit;
-};
+using ipckit::bench::Result;
 
 template <class T>
 T make_value(std::int64_t i) {
@@ -178,20 +169,10 @@ int main(int argc, char** argv) {
         a, b, rtts, [](auto& c, std::int64_t v) { c.send(v); }, [](auto& c) { return c.recv(); });
   }));
 
-  std::string json =
-      "{\n  \"context\": {\"library\": \"ipckit::Queue\", \"items\": " + std::to_string(items) +
-      ", \"round_trips\": " + std::to_string(rtts) + ", \"reps\": " + std::to_string(reps) +
-      "},\n  \"benchmarks\": [\n";
-  for (std::size_t i = 0; i < rs.size(); ++i) {
-    json += "    {\"name\": \"" + rs[i].name +
-            "\", \"median\": " + std::to_string(median(rs[i].values)) + ", \"unit\": \"" +
-            rs[i].unit + "\", \"values\": [";
-    for (std::size_t k = 0; k < rs[i].values.size(); ++k) {
-      json += (k ? ", " : "") + std::to_string(rs[i].values[k]);
-    }
-    json += "]}" + std::string(i + 1 < rs.size() ? "," : "") + "\n";
-  }
-  json += "  ]\n}\n";
-  if (!out.empty()) std::ofstream(out) << json;
+  const std::string json = ipckit::bench::to_json(
+      "\"library\": \"ipckit::Queue\", \"items\": " + std::to_string(items) +
+          ", \"round_trips\": " + std::to_string(rtts) + ", \"reps\": " + std::to_string(reps),
+      rs);
+  ipckit::bench::write_json(out, json);
   return 0;
 }

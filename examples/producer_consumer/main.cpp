@@ -81,8 +81,7 @@ int main(int argc, char** argv) {
   }
   for (auto& m : makers) (void)m.wait();
   todo.join();  // every job put is done (or was held by a consumer that died)
-  const double took =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   todo.close();
   std::vector<int> seen(static_cast<std::size_t>(jobs), 0);
   int results = 0;
@@ -96,9 +95,10 @@ int main(int argc, char** argv) {
     twice += n > 1 ? 1 : 0;
   }
   for (auto& w : workers) (void)w.wait();
-  std::printf("%d jobs by %d producers, %d consumers: %d results in %.3f s; %d missing, %d "
-              "twice, %llu abandoned by dead consumers\n",
-              jobs, producers, consumers, results, took, missing, twice,
-              static_cast<unsigned long long>(todo.abandoned()));
+  std::printf(
+      "%d jobs by %d producers, %d consumers: %d results in %.3f s; %d missing, %d "
+      "twice, %llu abandoned by dead consumers\n",
+      jobs, producers, consumers, results, took, missing, twice,
+      static_cast<unsigned long long>(todo.abandoned()));
   return twice == 0 && static_cast<std::uint64_t>(missing) <= todo.abandoned() ? 0 : 1;
 }

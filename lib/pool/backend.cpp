@@ -97,6 +97,13 @@ void DriverBackend::terminate() noexcept {
   if (driver_.joinable()) driver_.join();
 }
 
+void DriverBackend::sweep_submitted(JobSweep& sweep) {
+  std::lock_guard lk(mu_);
+  if (state_ != State::done) state_ = State::stopping;
+  for (auto& j : submitted_) sweep.add(j);
+  submitted_.clear();
+}
+
 bool DriverBackend::intake(State& st, std::deque<std::shared_ptr<JobBase>>& jobs,
                            bool& took_cancelled) {
   poke_.store(false, std::memory_order_relaxed);

@@ -16,6 +16,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <unordered_set>
 #include <vector>
 
 #include "ipckit/core/deadline.hpp"
@@ -43,6 +44,27 @@ class PoolBackend {
 
   const std::size_t n;  // workers
   const std::shared_ptr<PoolLink> link;
+};
+
+// The jobs a stopping driver must fail, each once: add() every job it can reach, then
+// abort_all(e) fails those not finished.
+class JobSweep {
+ public:
+  void add(const std::shared_ptr<JobBase>& j) {
+    if (j && seen_.insert(j.get()).second) all_.push_back(j);
+  }
+  void abort_all(const std::exception_ptr& e) {
+    for (auto& j : all_) {
+      if (!j->finished) {
+        j->finished = true;
+        j->abort(e);
+      }
+    }
+  }
+
+ private:
+  std::unordered_set<JobBase*> seen_;
+  std::vector<std::shared_ptr<JobBase>> all_;
 };
 
 // A backend run by one driver thread (PoolCore, MpiCore): the pool's state, the jobs handed
@@ -76,6 +98,9 @@ class DriverBackend : public PoolBackend {
   // Driver thread: moves the jobs handed over into `jobs` and says the pool's state; true
   // when it took any. `took_cancelled`: one of them was cancelled before.
   bool intake(State& st, std::deque<std::shared_ptr<JobBase>>& jobs, bool& took_cancelled);
+  // Stopping: the state becomes stopping (submit refuses from here on) and the jobs handed
+  // over but not taken go to `sweep`.
+  void sweep_submitted(JobSweep& sweep);
 
   const std::optional<std::chrono::nanoseconds> task_timeout_;
   mutable std::mutex mu_;
@@ -90,6 +115,7 @@ class DriverBackend : public PoolBackend {
 };
 
 // ---- job bookkeeping on a driver thread --------------------------------------------------
+
 // The chunk is resolved (a result or an error delivered): the job finishes once drained and
 // nothing of it is outstanding.
 inline void resolve_chunk(Chunk& c) {

@@ -367,20 +367,12 @@ void PoolCore::stop_all(const std::exception_ptr& e) noexcept {
       }
     }
   }
-  std::unordered_set<JobBase*> seen;
-  std::vector<std::shared_ptr<JobBase>> all;
-  const auto add = [&](const std::shared_ptr<JobBase>& j) {
-    if (j && seen.insert(j.get()).second) all.push_back(j);
-  };
-  {
-    std::lock_guard lk(mu_);
-    for (auto& j : submitted_) add(j);
-    submitted_.clear();
-  }
-  for (auto& j : jobs_) add(j);
-  for (auto& c : retry_) add(c.job);
+  JobSweep sweep;
+  sweep_submitted(sweep);
+  for (auto& j : jobs_) sweep.add(j);
+  for (auto& c : retry_) sweep.add(c.job);
   for (Worker& w : workers_) {
-    for (auto& c : w.inflight) add(c.job);
+    for (auto& c : w.inflight) sweep.add(c.job);
   }
   for (Worker& w : workers_) {
     if (w.alive) {
@@ -398,12 +390,7 @@ void PoolCore::stop_all(const std::exception_ptr& e) noexcept {
   }
   jobs_.clear();
   retry_.clear();
-  for (auto& j : all) {
-    if (!j->finished) {
-      j->finished = true;
-      j->abort(e);
-    }
-  }
+  sweep.abort_all(e);
   std::lock_guard lk(stats_mu_);
   for (auto& s : stats_) s.pid = -1;
 }

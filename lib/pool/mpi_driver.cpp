@@ -442,36 +442,19 @@ class MpiCore final : public DriverBackend, public std::enable_shared_from_this<
   // ---- stopping ----
   // Fails every job not done with `e`; chunks in flight are dropped when their results come.
   void abort_all(const std::exception_ptr& e) noexcept {
-    {
-      std::lock_guard lk(mu_);
-      if (state_ != State::done) state_ = State::stopping;
-    }
-    std::unordered_set<JobBase*> seen;
-    std::vector<std::shared_ptr<JobBase>> all;
-    const auto add = [&](const std::shared_ptr<JobBase>& j) {
-      if (j && seen.insert(j.get()).second) all.push_back(j);
-    };
-    {
-      std::lock_guard lk(mu_);
-      for (auto& j : submitted_) add(j);
-      submitted_.clear();
-    }
-    for (auto& j : jobs_) add(j);
-    for (auto& c : retry_) add(c.job);
+    JobSweep sweep;
+    sweep_submitted(sweep);
+    for (auto& j : jobs_) sweep.add(j);
+    for (auto& c : retry_) sweep.add(c.job);
     for (Worker& w : workers_) {
       for (Sent& s : w.inflight) {
-        add(s.chunk.job);
+        sweep.add(s.chunk.job);
         s.dropped = true;
       }
     }
     jobs_.clear();
     retry_.clear();
-    for (auto& j : all) {
-      if (!j->finished) {
-        j->finished = true;
-        j->abort(e);
-      }
-    }
+    sweep.abort_all(e);
   }
 
   // Tells every rank the pool is over and waits until each has answered every task message
