@@ -23,6 +23,7 @@
 #include "ipckit/shm/arena.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/shm/shared_array.hpp"
+#include "ipckit/shm/value.hpp"
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/comm.hpp"
 #include "ipckit/spmd/run.hpp"
