@@ -7,6 +7,7 @@
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/codec.hpp"
+#include "ipckit/channel/connection.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
 #include "ipckit/channel/queue.hpp"
 #include "ipckit/channel/socket_channel.hpp"

@@ -76,8 +76,7 @@ class Array {
         block_(lay(std::span(mem_.data(), mem_.size()), n, init)),
         n_(n) {}
   /// n copies of `init` stored under `name` in `seg`.
-  static Array construct(Segment& seg, std::string_view name, std::size_t n,
-                         const T& init = T{}) {
+  static Array construct(Segment& seg, std::string_view name, std::size_t n, const T& init = T{}) {
     const std::span<std::byte> bytes = seg.construct_bytes(name, bytes_for(n), kAlign);
     return Array(lay(bytes, n, init), n);
   }
@@ -137,8 +136,8 @@ class Array {
   }
   void check(std::size_t i) const {
     if (i >= n_) {
-      throw Error(errc::invalid_argument, "Array: index " + std::to_string(i) +
-                                              " past the end (" + std::to_string(n_) + ")");
+      throw Error(errc::invalid_argument, "Array: index " + std::to_string(i) + " past the end (" +
+                                              std::to_string(n_) + ")");
     }
   }
 
