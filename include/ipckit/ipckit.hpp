@@ -35,3 +35,4 @@
 #include "ipckit/sync/event_count.hpp"
 #include "ipckit/sync/mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"
+#include "ipckit/sync/shared_mutex.hpp"
