@@ -1,7 +1,7 @@
 // fuzz_shared_objects: every shared object with a validated layout, driven through live
 // handles while the input scribbles on its bytes between operations, as a hostile peer could.
-// One object per input (SpscQueue, MpmcQueue, ByteRing, Barrier, Semaphore, Queue<string>) is
-// made by name in
+// One object per input (SpscQueue, MpmcQueue, ByteRing, Barrier, Semaphore, Queue<string>, or
+// Event + Condition + SharedMutex) is made by name in
 // an anonymous Segment; then each input step either runs an operation on a handle (push/pop,
 // send/recv, arrive, post/wait, all with zero timeouts), writes 1-8 bytes anywhere in the
 // object (header, cursors, slots, control block, peer table, wait policy), or opens a fresh
@@ -23,6 +23,9 @@
 #include "ipckit/channel/spsc_queue.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/barrier.hpp"
+#include "ipckit/sync/condition.hpp"
+#include "ipckit/sync/event.hpp"
+#include "ipckit/sync/shared_mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"
 
 namespace {
@@ -64,7 +67,7 @@ void queues(Segment& seg, Input& in) {
   std::uint64_t next = 0;
   for (std::size_t i = 0; i < kSteps && !in.empty(); ++i) {
     try {
-      switch (in.take<std::uint8_t>() % 7) {
+      switch (in.take<std::uint8_t>() % 8) {
         case 0: (void)q->try_push(next++); break;
         case 1: (void)q->try_pop(); break;
         case 2: (void)q->push_for(next++, 0ms); break;
@@ -148,6 +151,51 @@ void semaphore(Segment& seg, Input& in) {
   }
 }
 
+// Event, Condition (over a Mutex), SharedMutex: flags, counters, slot tables, wait policies.
+// The Mutex's own bytes are left alone: a peer that scribbles on a pthread mutex can hang its
+// lockers (the kernel trusts its word), which no check in userspace can prevent.
+void sync_set(Segment& seg, Input& in) {
+  struct Objects {
+    ipckit::Event ev;
+    ipckit::Mutex m;
+    ipckit::Condition cv;
+    ipckit::SharedMutex rw;
+  };
+  auto& o = seg.construct<Objects>("sync");
+  const std::span<std::byte> object = seg.lookup_bytes("sync");
+  const auto mutex_at = static_cast<std::size_t>(reinterpret_cast<std::byte*>(&o.m) - object.data());
+  const auto after_mutex = mutex_at + sizeof(ipckit::Mutex);
+  for (std::size_t i = 0; i < kSteps && !in.empty(); ++i) {
+    try {
+      switch (in.take<std::uint8_t>() % 8) {
+        case 0: o.ev.set(); break;
+        case 1: o.ev.clear(); break;
+        case 2: (void)o.ev.wait_for(0ms); break;
+        case 3: {
+          ipckit::ScopedLock lk(o.m);
+          (void)o.cv.wait_for(o.m, 0ms);
+          break;
+        }
+        case 4: o.cv.notify_all(); break;
+        case 5:
+          if (!o.rw.lock_for(0ms)) o.rw.unlock();
+          break;
+        case 6:
+          if (!o.rw.lock_shared_for(0ms)) o.rw.unlock_shared();
+          break;
+        case 7: {
+          // Before or after the mutex, never on it.
+          const bool before = in.take<std::uint8_t>() % 2 == 0 && mutex_at > 0;
+          scribble(before ? object.first(mutex_at) : object.subspan(after_mutex), in);
+          break;
+        }
+      }
+    } catch (const Error& e) {
+      allowed(e);
+    }
+  }
+}
+
 // Queue<T>: records of any length, a lock word, head and tail, a producer table.
 void mp_queue(Segment& seg, Input& in) {
   std::optional<ipckit::Queue<std::string>> q;
@@ -181,7 +229,7 @@ void mp_queue(Segment& seg, Input& in) {
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   Input in(data, size);
   Segment seg = Segment::anonymous(1 << 16);
-  switch (in.take<std::uint8_t>() % 7) {
+  switch (in.take<std::uint8_t>() % 8) {
     case 0: queues<ipckit::SpscQueue<std::uint64_t>>(seg, in); break;
     case 1: queues<ipckit::MpmcQueue<std::uint64_t>>(seg, in); break;
     case 2: queues<ipckit::SpscQueue<std::uint8_t>>(seg, in); break;
@@ -189,6 +237,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     case 4: barrier(seg, in); break;
     case 5: semaphore(seg, in); break;
     case 6: mp_queue(seg, in); break;
+    case 7: sync_set(seg, in); break;
   }
   return 0;
 }
