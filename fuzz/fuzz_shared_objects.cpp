@@ -25,8 +25,8 @@
 #include "ipckit/sync/barrier.hpp"
 #include "ipckit/sync/condition.hpp"
 #include "ipckit/sync/event.hpp"
-#include "ipckit/sync/shared_mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"
+#include "ipckit/sync/shared_mutex.hpp"
 
 namespace {
 
@@ -163,7 +163,8 @@ void sync_set(Segment& seg, Input& in) {
   };
   auto& o = seg.construct<Objects>("sync");
   const std::span<std::byte> object = seg.lookup_bytes("sync");
-  const auto mutex_at = static_cast<std::size_t>(reinterpret_cast<std::byte*>(&o.m) - object.data());
+  const auto mutex_at =
+      static_cast<std::size_t>(reinterpret_cast<std::byte*>(&o.m) - object.data());
   const auto after_mutex = mutex_at + sizeof(ipckit::Mutex);
   for (std::size_t i = 0; i < kSteps && !in.empty(); ++i) {
     try {

@@ -17,8 +17,7 @@ constexpr std::uint64_t kFreeing = 1;                    // a slot being freed (
 bool dead(std::uint64_t id) { return id > kFreeing && !identity_alive(id); }
 }  // namespace
 
-SharedMutex::SharedMutex(WaitPolicy policy) noexcept
-    : magic_(kSharedMutexMagic), policy_(policy) {}
+SharedMutex::SharedMutex(WaitPolicy policy) noexcept : magic_(kSharedMutexMagic), policy_(policy) {}
 
 bool SharedMutex::readers_gone() {
   bool gone = true;

@@ -202,10 +202,13 @@ struct ChannelAdapter {
   }
 };
 
-// Queue<T>: the many-to-many queue, here with one producer and one consumer (the ledger needs
-// one order); vectors of words of varying length, as the Channel scenario sends.
+// Queue<T> / JoinableQueue<T>: the many-to-many queue, here with one producer and one
+// consumer (the ledger needs one order); vectors of words of varying length, as the Channel
+// scenario sends. The joinable one's consumer marks each item done (its counters move
+// through the redo record while processes are killed).
+template <class Q>
 struct MpQueueAdapter {
-  Queue<std::vector<std::uint64_t>> q;
+  Q q;
   SizeRule sizes;
   std::uint64_t seed;
   std::vector<std::uint64_t> buf;
@@ -222,6 +225,7 @@ struct MpQueueAdapter {
     try {
       buf = q.get();
       fn(std::as_bytes(std::span(buf)));
+      if constexpr (requires { q.task_done(); }) q.task_done();
       return true;
     } catch (const Error& e) {
       if (e.is(errc::closed)) return false;
@@ -467,16 +471,23 @@ void socket_channel_scenario(Ctx& ctx) {
   two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, true);
 }
 
-void queue_scenario(Ctx& ctx) {
-  MpQueueAdapter ad{
-      Queue<std::vector<std::uint64_t>>(std::size_t{1} << ctx.uniform(12, 20), random_policy(ctx)),
-      {},
-      ctx.seed,
-      {}};
+template <class Q>
+void queue_iteration(Ctx& ctx) {
+  MpQueueAdapter<Q> ad{
+      Q(std::size_t{1} << ctx.uniform(12, 20), random_policy(ctx)), {}, ctx.seed, {}};
   // The encoded vector carries a length word: keep it below the queue's limit.
   const std::size_t max = std::min<std::size_t>(ad.q.max_message() - 64, 256 << 10);
   ad.sizes = {max / 8 * 8, false, true};
   two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, false);
+}
+
+void queue_scenario(Ctx& ctx) {
+  using V = std::vector<std::uint64_t>;
+  if (ctx.chance(0.5)) {
+    queue_iteration<JoinableQueue<V>>(ctx);
+  } else {
+    queue_iteration<Queue<V>>(ctx);
+  }
 }
 
 void channel_scenario(Ctx& ctx) {

@@ -34,7 +34,7 @@ constexpr Scenario kScenarios[] = {
     {"socket_channel", socket_channel_scenario, "SocketChannel sender or receiver killed"},
     {"mpmc_queue", mpmc_queue_scenario, "MpmcQueue (1 producer, 1 consumer) side killed"},
     {"channel", channel_scenario, "Channel<vector> (shm or pipe) sender or receiver killed"},
-    {"queue", queue_scenario, "Queue<vector> producer or consumer killed"},
+    {"queue", queue_scenario, "Queue<vector> or JoinableQueue<vector> producer or consumer killed"},
     {"pool_worker", pool_worker_scenario, "a Pool worker killed during imap"},
     {"pool_parent", pool_parent_scenario, "the process that owns a running Pool killed"},
     {"barrier", barrier_scenario, "a Barrier party killed"},
