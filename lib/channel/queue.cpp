@@ -285,6 +285,7 @@ std::uint32_t consumer_slot(QueueHeader* h, Locked& lk) {
         r.taken = 0;
         r.finished = 0;
         lk.commit(r);
+        h->all_done.notify_all();  // the fold may have finished every task
       }
       if (ids[i].compare_exchange_strong(seen, id, std::memory_order_acq_rel)) return i;
     }
@@ -352,7 +353,10 @@ QueueCore QueueCore::attach(std::span<std::byte> mem) {
   return q;
 }
 
-std::size_t QueueCore::max_message() const noexcept { return cap_ / 2 - kRecordHeader; }
+// Lengths travel in 32 bits (0xffffffff marks a wrap): at most 2^31 - 1, whatever the capacity.
+std::size_t QueueCore::max_message() const noexcept {
+  return std::min<std::uint64_t>(cap_ / 2 - kRecordHeader, 0x7fffffff);
+}
 
 bool QueueCore::closed() const noexcept { return h_->closed.load(std::memory_order_acquire) != 0; }
 
@@ -405,6 +409,7 @@ void QueueCore::task_done() {
 }
 
 std::uint64_t QueueCore::abandoned() const {
+  Locked lk(h_, cap_, Deadline::never());  // the counters as one state
   return h_->released.load(std::memory_order_acquire) + pending_release();
 }
 
@@ -420,14 +425,30 @@ std::uint64_t QueueCore::pending_release() const {
   return sum;
 }
 
+// Decided under the lock, where every counter is one state (a slot reused folds its dead
+// consumer's tasks into dones and zeroes its counters in one commit): all put tasks are done,
+// or got by a consumer that has died. The wait in between reads dones before puts (both only
+// grow), so a "done" it sees held at some instant; the lock confirms it.
 bool QueueCore::join(const Deadline& deadline) {
-  std::uint64_t released = pending_release();
-  return h_->all_done.await(
-      [&] {
-        return h_->puts.load(std::memory_order_acquire) <=
-               h_->dones.load(std::memory_order_acquire) + released;
-      },
-      deadline, read_policy(h_->policy), [&] { released = pending_release(); });
+  for (;;) {
+    std::uint64_t pending = 0;  // tasks of dead consumers, as of the lock (then each check)
+    {
+      Locked lk(h_, cap_, deadline);
+      if (!lk.held) return false;
+      pending = pending_release();
+      if (h_->puts.load(std::memory_order_acquire) <=
+          h_->dones.load(std::memory_order_acquire) + pending) {
+        return true;
+      }
+    }
+    const bool again = h_->all_done.await(
+        [&] {
+          const std::uint64_t dones = h_->dones.load(std::memory_order_seq_cst);
+          return dones + pending >= h_->puts.load(std::memory_order_seq_cst);
+        },
+        deadline, read_policy(h_->policy), [&] { pending = pending_release(); });
+    if (!again) return false;
+  }
 }
 
 void QueueCore::check_producers() const {

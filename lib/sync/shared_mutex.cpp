@@ -12,18 +12,24 @@
 namespace ipckit {
 namespace {
 constexpr std::uint32_t kSharedMutexMagic = 0x49524d31;  // "IRM1"
-constexpr std::uint64_t kFreeing = 1;                    // a slot being freed (not an identity)
+// A slot being freed holds the freer's identity with this bit (pids stay below 2^22): if the
+// freer dies mid-way, the mark is stale too and the next waiter frees the slot again.
+constexpr std::uint64_t kFreeingBit = std::uint64_t{1} << 31;
 
-bool dead(std::uint64_t id) { return id > kFreeing && !identity_alive(id); }
+// A process identity (or a freeing mark) whose process is gone.
+bool stale(std::uint64_t id) {
+  return id != 0 && !identity_alive((id & kFreeingBit) != 0 ? id & ~kFreeingBit : id);
+}
 }  // namespace
 
 SharedMutex::SharedMutex(WaitPolicy policy) noexcept : magic_(kSharedMutexMagic), policy_(policy) {}
 
 bool SharedMutex::readers_gone() {
+  const std::uint64_t mark = current_identity() | kFreeingBit;
   bool gone = true;
   for (Slot& s : slots_) {
     std::uint64_t id = s.id.load(std::memory_order_seq_cst);
-    if (dead(id) && s.id.compare_exchange_strong(id, kFreeing, std::memory_order_acq_rel)) {
+    if (stale(id) && s.id.compare_exchange_strong(id, mark, std::memory_order_acq_rel)) {
       s.count.store(0, std::memory_order_seq_cst);
       s.id.store(0, std::memory_order_release);
       continue;
@@ -51,23 +57,23 @@ std::error_code SharedMutex::lock_until(const Deadline& deadline) {
   const std::uint64_t me = current_identity();
   const WaitPolicy policy = read_policy(policy_);
   bool mine = false;
-  bool dead_holder = false;
+  const auto take_over = [&] {
+    std::uint64_t w = writer_.load(std::memory_order_seq_cst);
+    if (w != me && stale(w) && writer_.compare_exchange_strong(w, me, std::memory_order_seq_cst)) {
+      mine = true;
+    }
+  };
+  take_over();  // once before any wait: a zero timeout still recovers from a dead writer
   const bool claimed = ec_.await(
       [&] {
         std::uint64_t free = 0;
         return mine || writer_.compare_exchange_strong(free, me, std::memory_order_seq_cst);
       },
-      deadline, policy,
-      [&] {
-        std::uint64_t w = writer_.load(std::memory_order_seq_cst);
-        const bool was_held = held_.load(std::memory_order_acquire) != 0;
-        if (w != me && dead(w) &&
-            writer_.compare_exchange_strong(w, me, std::memory_order_seq_cst)) {
-          mine = true;
-          dead_holder = was_held;
-        }
-      });
+      deadline, policy, take_over);
   if (!claimed) return make_error_code(errc::timeout);
+  // A writer died holding it (held_ stays set until a writer unlocks): its data is suspect.
+  const bool dead_holder = held_.load(std::memory_order_acquire) != 0;
+  (void)readers_gone();  // once before any wait, as above
   // The writer word is ours: no new reader gets in. Wait for those inside to leave.
   const bool drained = ec_.await(
       [&] {
@@ -87,6 +93,7 @@ std::error_code SharedMutex::lock_until(const Deadline& deadline) {
 }
 
 void SharedMutex::unlock() noexcept {
+  if (writer_.load(std::memory_order_seq_cst) != current_identity()) return;  // not the holder
   held_.store(0, std::memory_order_release);
   writer_.store(0, std::memory_order_seq_cst);
   ec_.notify_all();
@@ -96,6 +103,15 @@ std::error_code SharedMutex::lock_shared_until(const Deadline& deadline) {
   const std::uint64_t me = current_identity();
   Slot* slot = nullptr;
   bool dead_holder = false;
+  // A dead writer's word is cleared; held_ stays set, so the next writer is told too.
+  const auto clear_dead_writer = [&] {
+    std::uint64_t w = writer_.load(std::memory_order_seq_cst);
+    if (stale(w) && writer_.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
+      dead_holder = dead_holder || held_.load(std::memory_order_acquire) != 0;
+      ec_.notify_all();
+    }
+  };
+  clear_dead_writer();  // once before any wait: a zero timeout still recovers
   const bool got = ec_.await(
       [&] {
         if (writer_.load(std::memory_order_seq_cst) != 0) return false;
@@ -107,15 +123,7 @@ std::error_code SharedMutex::lock_shared_until(const Deadline& deadline) {
         ec_.notify_all();                                     // it may wait for this count
         return false;
       },
-      deadline, read_policy(policy_),
-      [&] {
-        std::uint64_t w = writer_.load(std::memory_order_seq_cst);
-        const bool was_held = held_.load(std::memory_order_acquire) != 0;
-        if (dead(w) && writer_.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) {
-          dead_holder = dead_holder || was_held;
-          ec_.notify_all();
-        }
-      });
+      deadline, read_policy(policy_), clear_dead_writer);
   if (!got) return make_error_code(errc::timeout);
   return dead_holder ? make_error_code(errc::owner_dead) : std::error_code{};
 }

@@ -101,6 +101,40 @@ TEST_F(SharedMutexDeathTest, AWriterKilledHoldingItIsTakenOverWithOwnerDead) {
   m.unlock_shared();
 }
 
+TEST_F(SharedMutexDeathTest, ZeroTimeoutsRecoverFromADeadWriterAndEveryoneIsTold) {
+  auto seg = Segment::anonymous(1 << 16);
+  auto& m = seg.make<SharedMutex>();
+  auto holder = Process::spawn([&] {
+    (void)m.lock();
+    ::raise(SIGKILL);
+    return 0;
+  });
+  (void)holder.wait();
+  // A reader clears the dead writer (with no wait at all) and is told.
+  EXPECT_EQ(m.lock_shared_for(0ms), errc::owner_dead);
+  m.unlock_shared();
+  // The next writer is told too: only a writer can repair the data.
+  EXPECT_EQ(m.lock_for(0ms), errc::owner_dead);
+  EXPECT_FALSE(m.try_lock()) << "held (by this process): no second writer";
+  m.unlock();
+  EXPECT_FALSE(m.lock_for(0ms)) << "repaired and unlocked: clean again";
+  m.unlock();
+}
+
+TEST_F(SharedMutexDeathTest, UnlockByAProcessThatDoesNotHoldItChangesNothing) {
+  auto seg = Segment::anonymous(1 << 16);
+  auto& m = seg.make<SharedMutex>();
+  ASSERT_FALSE(m.lock());
+  auto other = Process::spawn([&] {
+    m.unlock();  // not its lock
+    return m.try_lock_shared() ? 1 : 0;
+  });
+  const auto st = other.wait_for(30s);
+  ASSERT_TRUE(st);
+  EXPECT_TRUE(st->success()) << st->describe();
+  m.unlock();
+}
+
 TEST_F(SharedMutexDeathTest, AReaderKilledHoldingItDoesNotBlockAWriter) {
   auto seg = Segment::anonymous(1 << 16);
   auto& m = seg.make<SharedMutex>(WaitPolicy::block());

@@ -187,7 +187,8 @@ class Queue {
   [[nodiscard]] bool closed() const noexcept { return core_.closed(); }
   /// Whether no item is queued now (a snapshot).
   [[nodiscard]] bool empty() const noexcept { return core_.empty(); }
-  /// The largest encoded item it takes: half its capacity, less a record header.
+  /// The largest encoded item it takes: half its capacity less a record header, and at most
+  /// 2^31 - 1 bytes.
   [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
 
  protected:

@@ -1,9 +1,11 @@
 /// @class ipckit::SharedMutex
 /// SharedMutex: a process-shared readers/writer lock that a dead holder cannot block. Any
 /// number of processes hold it shared (lock_shared) or one holds it exclusively (lock). A
-/// writer that dies holding it is found (pid and start time) and the next writer takes it over
-/// with errc::owner_dead, as Mutex does; a reader that dies holding it is dropped from the
-/// count by the next process that waits for it. Writers go first: once a writer waits, new
+/// writer that dies holding it is found (pid and start time) by whoever waits next: a reader
+/// that clears it gets errc::owner_dead, and so does every writer until one unlocks it (only a
+/// writer can repair the data). A reader that dies holding it is dropped from the count by the
+/// next process that waits for it. Timed and try_ forms look for dead holders once before
+/// giving up, so a zero timeout still recovers the lock. Writers go first: once a writer waits, new
 /// readers wait behind it. Meets SharedLockable, so std::shared_lock and std::unique_lock
 /// work (they ignore owner_dead). Readers are counted per process in 64 slots (threads of one
 /// process share theirs); a 65th reading process waits for a slot.
@@ -15,6 +17,7 @@
 #include <system_error>
 
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/core/error.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
@@ -41,9 +44,11 @@ class SharedMutex {
   std::error_code lock_for(std::chrono::duration<Rep, Period> timeout) {
     return lock_until(Deadline::after(timeout));
   }
-  /// Takes it exclusively if nobody holds it; never waits.
-  [[nodiscard]] bool try_lock() { return !lock_until(Deadline::after(std::chrono::seconds(0))); }
-  /// Releases the exclusive hold.
+  /// Takes it exclusively if nobody holds it (also from a dead writer); never waits.
+  [[nodiscard]] bool try_lock() {
+    return lock_until(Deadline::after(std::chrono::seconds(0))) != errc::timeout;
+  }
+  /// Releases the exclusive hold (nothing when the calling process does not hold it).
   void unlock() noexcept;
 
   /// Shared: waits while a writer holds it or waits for it. Returns errc::owner_dead when it
@@ -56,9 +61,9 @@ class SharedMutex {
   std::error_code lock_shared_for(std::chrono::duration<Rep, Period> timeout) {
     return lock_shared_until(Deadline::after(timeout));
   }
-  /// Takes it shared if no writer holds or waits for it; never waits.
+  /// Takes it shared if no writer holds or waits for it (a dead one is cleared); never waits.
   [[nodiscard]] bool try_lock_shared() {
-    return !lock_shared_until(Deadline::after(std::chrono::seconds(0)));
+    return lock_shared_until(Deadline::after(std::chrono::seconds(0))) != errc::timeout;
   }
   /// Releases one shared hold of the calling process.
   void unlock_shared() noexcept;
