@@ -193,11 +193,14 @@ std::uint64_t checked_capacity(std::size_t capacity) {
 class Locked {
  public:
   // Takes the lock by `deadline`; `held` is false when it could not (the state unread).
-  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline) : h_(h) {
+  // `joinable`: the queue has a redo record to replay (a plain one never writes it).
+  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline, bool joinable) : h_(h) {
     // A dead holder: the state is the old one or the new (one-store commits), and checked.
     held = h_->lock.lock(deadline) != IdLock::Got::timeout;
     if (!held) return;
-    if (h_->redo.valid.load(std::memory_order_acquire) != 0) apply(h_->redo);  // died mid-commit
+    if (joinable && h_->redo.valid.load(std::memory_order_acquire) != 0) {
+      apply(h_->redo);  // its writer died mid-commit
+    }
     head = h_->head.load(std::memory_order_relaxed);
     tail = h_->tail.load(std::memory_order_relaxed);
     if (tail < head || tail - head > cap || head % 64 != 0 || tail % 64 != 0) {
@@ -375,7 +378,7 @@ void QueueCore::enroll(bool producer) {
   const pid_t me = current_pid();
   if (mine == me) return;        // once per process (a forked child enrolls again)
   if (!producer && joinable_) {  // a slot whose counters start clean: under the lock
-    Locked lk(h_, cap_, Deadline::never());
+    Locked lk(h_, cap_, Deadline::never(), joinable_);
     (void)consumer_slot(h_, lk);
   } else {
     (producer ? h_->producers : h_->consumers).enroll();
@@ -385,7 +388,7 @@ void QueueCore::enroll(bool producer) {
 
 void QueueCore::task_done() {
   {
-    Locked lk(h_, cap_, Deadline::never());
+    Locked lk(h_, cap_, Deadline::never(), joinable_);
     const std::uint32_t slot = consumer_slot(h_, lk);
     Change r = lk.now();
     if (r.dones >= r.puts) {
@@ -409,7 +412,7 @@ void QueueCore::task_done() {
 }
 
 std::uint64_t QueueCore::abandoned() const {
-  Locked lk(h_, cap_, Deadline::never());  // the counters as one state
+  Locked lk(h_, cap_, Deadline::never(), joinable_);  // the counters as one state
   return h_->released.load(std::memory_order_acquire) + pending_release();
 }
 
@@ -433,7 +436,7 @@ bool QueueCore::join(const Deadline& deadline) {
   for (;;) {
     std::uint64_t pending = 0;  // tasks of dead consumers, as of the lock (then each check)
     {
-      Locked lk(h_, cap_, deadline);
+      Locked lk(h_, cap_, deadline, joinable_);
       if (!lk.held) return false;
       pending = pending_release();
       if (h_->puts.load(std::memory_order_acquire) <=
@@ -484,7 +487,7 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline);
+      Locked lk(h_, cap_, deadline, joinable_);
       if (!lk.held) return false;  // a live holder kept it past the deadline
       if (closed()) throw Error(errc::closed, "Queue::put: the queue is closed");
       std::uint64_t waste = 0;
@@ -528,7 +531,7 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline);
+      Locked lk(h_, cap_, deadline, joinable_);
       if (!lk.held) return false;  // a live holder kept it past the deadline
       if (lk.head != lk.tail) {
         std::uint64_t head = lk.head;

@@ -172,58 +172,47 @@ struct PipeAdapter {
   void parent_done() { ch.disown(); }
 };
 
-struct ChannelAdapter {
-  Channel<std::vector<std::uint64_t>> ch;
-  SizeRule sizes;
-  std::uint64_t seed;
-  std::vector<std::uint64_t> buf;
-
-  void attach_producer() { ch.attach_sender(); }
-  void attach_consumer() { ch.attach_receiver(); }
-  void send(std::uint64_t seq, Board&) {
-    buf.resize(sizes.of(seed, seq) / 8);
-    fill_message(std::as_writable_bytes(std::span(buf)), seed, seq);
-    ch.send(buf);
-  }
-  template <class F>
-  bool recv(F&& fn, Board&, std::uint64_t) {
-    try {
-      buf = ch.recv();
-      fn(std::as_bytes(std::span(buf)));
-      return true;
-    } catch (const Error& e) {
-      if (e.is(errc::closed)) return false;
-      throw;
-    }
-  }
-  void close() { ch.close(); }
-  void parent_done() {
-    if (ch.socket()) ch.socket()->disown();
-  }
-};
-
-// Queue<T> / JoinableQueue<T>: the many-to-many queue, here with one producer and one
-// consumer (the ledger needs one order); vectors of words of varying length, as the Channel
-// scenario sends. The joinable one's consumer marks each item done (its counters move
-// through the redo record while processes are killed).
+// Channel<T>, Queue<T> and JoinableQueue<T> of word vectors of varying length (one producer,
+// one consumer: the ledger needs one order). The joinable queue's consumer marks each item
+// done, so its counters move through the redo record while processes are killed.
 template <class Q>
-struct MpQueueAdapter {
+struct WordsAdapter {
   Q q;
   SizeRule sizes;
   std::uint64_t seed;
   std::vector<std::uint64_t> buf;
 
-  void attach_producer() { q.attach_producer(); }
-  void attach_consumer() { q.attach_consumer(); }
+  void attach_producer() {
+    if constexpr (requires { q.attach_sender(); }) {
+      q.attach_sender();
+    } else {
+      q.attach_producer();
+    }
+  }
+  void attach_consumer() {
+    if constexpr (requires { q.attach_receiver(); }) {
+      q.attach_receiver();
+    } else {
+      q.attach_consumer();
+    }
+  }
   void send(std::uint64_t seq, Board&) {
     buf.resize(sizes.of(seed, seq) / 8);
     fill_message(std::as_writable_bytes(std::span(buf)), seed, seq);
-    q.put(buf);
+    if constexpr (requires { q.send(buf); }) {
+      q.send(buf);
+    } else {
+      q.put(buf);
+    }
   }
   template <class F>
   bool recv(F&& fn, Board&, std::uint64_t) {
     try {
-      buf = q.get();
+      if constexpr (requires { q.recv(); }) {
+        buf = q.recv();
+      } else {
+        buf = q.get();
+      }
       fn(std::as_bytes(std::span(buf)));
       if constexpr (requires { q.task_done(); }) q.task_done();
       return true;
@@ -233,7 +222,11 @@ struct MpQueueAdapter {
     }
   }
   void close() { q.close(); }
-  void parent_done() {}
+  void parent_done() {
+    if constexpr (requires { q.socket(); }) {
+      if (q.socket()) q.socket()->disown();
+    }
+  }
 };
 
 // ---- the two-party iteration ----------------------------------------------------------------
@@ -473,7 +466,7 @@ void socket_channel_scenario(Ctx& ctx) {
 
 template <class Q>
 void queue_iteration(Ctx& ctx) {
-  MpQueueAdapter<Q> ad{
+  WordsAdapter<Q> ad{
       Q(std::size_t{1} << ctx.uniform(12, 20), random_policy(ctx)), {}, ctx.seed, {}};
   // The encoded vector carries a length word: keep it below the queue's limit.
   const std::size_t max = std::min<std::size_t>(ad.q.max_message() - 64, 256 << 10);
@@ -496,9 +489,10 @@ void channel_scenario(Ctx& ctx) {
   opt.transport = pipe ? Transport::socket : Transport::shm;
   opt.mode = static_cast<WaitMode>(ctx.uniform(0, 2));
   opt.capacity = std::uint64_t{1} << ctx.uniform(12, 20);
-  ChannelAdapter ad{Channel<std::vector<std::uint64_t>>(opt), {}, ctx.seed, {}};
+  WordsAdapter<Channel<std::vector<std::uint64_t>>> ad{
+      Channel<std::vector<std::uint64_t>>(opt), {}, ctx.seed, {}};
   // The encoded vector carries a length word: keep the payload below the ring's limit.
-  const std::size_t max = std::min<std::size_t>(ad.ch.max_message_size() - 64, 256 << 10);
+  const std::size_t max = std::min<std::size_t>(ad.q.max_message_size() - 64, 256 << 10);
   ad.sizes = {max / 8 * 8, false, true};
   two_party(ctx, ad, kQueueProducerPoints, kQueueConsumerPoints, pipe);
 }
