@@ -8,6 +8,7 @@
 #include "ipckit/channel/channel.hpp"
 #include "ipckit/channel/codec.hpp"
 #include "ipckit/channel/connection.hpp"
+#include "ipckit/channel/link.hpp"
 #include "ipckit/channel/mpmc_queue.hpp"
 #include "ipckit/channel/queue.hpp"
 #include "ipckit/channel/socket_channel.hpp"

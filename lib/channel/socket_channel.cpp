@@ -13,6 +13,7 @@
 #include <cstring>
 #include <string>
 
+#include "../core/fd_wait.hpp"
 #include "ipckit/core/error.hpp"
 #include "ipckit/core/process.hpp"
 
@@ -25,8 +26,6 @@ constexpr std::uint32_t kKindClose = 2;
 constexpr std::size_t kReadChunk = std::size_t{64} * 1024;
 // A frame's payload up to this size is allocated in one go, before its bytes arrive.
 constexpr std::size_t kTrustBytes = std::size_t{16} << 20;
-// Longest single poll(): bounds how long a wait goes without re-reading the clock.
-constexpr int kPollSliceMs = 1000;
 
 struct FrameHeader {
   std::uint32_t magic;
@@ -40,23 +39,6 @@ void set_nonblocking(int fd) {
   const int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
     throw_errno("SocketChannel: fcntl(O_NONBLOCK)");
-  }
-}
-
-int poll_ms(const Deadline& deadline) {
-  if (deadline.is_never()) return kPollSliceMs;
-  const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline.remaining()).count();
-  return static_cast<int>(std::min<long long>(left, kPollSliceMs));
-}
-
-// Waits for `events` on fd until the deadline (slices of kPollSliceMs); false on timeout.
-bool wait_fd(int fd, short events, const Deadline& deadline) {
-  for (;;) {
-    if (deadline.expired()) return false;
-    pollfd p{fd, events, 0};
-    const int r = ::poll(&p, 1, poll_ms(deadline));
-    if (r > 0) return true;
-    if (r < 0 && errno != EINTR) throw_errno("SocketChannel: poll()");
   }
 }
 
@@ -154,7 +136,7 @@ bool SocketChannel::write_frame(std::uint32_t kind, std::span<const std::byte> p
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
         // A started frame is always finished: giving up halfway would corrupt the stream.
         const Deadline& d = written == 0 ? deadline : Deadline::never();
-        if (!wait_fd(write_.get(), POLLOUT, d)) return false;
+        if (!detail::wait_fd(write_.get(), POLLOUT, d, "SocketChannel")) return false;
         continue;
       }
       if (errno == EPIPE || errno == ECONNRESET) {
@@ -194,7 +176,9 @@ bool SocketChannel::fill(std::size_t n, const Deadline& deadline, bool frame_sta
     if (errno == EINTR) continue;
     if (errno != EAGAIN && errno != EWOULDBLOCK) throw_errno("SocketChannel::recv: read()");
     const bool empty = rend_ == rbeg_;
-    if (!wait_fd(read_.get(), POLLIN, (frame_started || !empty) ? Deadline::never() : deadline)) {
+    if (!detail::wait_fd(read_.get(), POLLIN,
+                         (frame_started || !empty) ? Deadline::never() : deadline,
+                         "SocketChannel")) {
       return false;
     }
   }
@@ -252,7 +236,7 @@ bool SocketChannel::recv_until(std::vector<std::byte>& out, const Deadline& dead
     } else if (r == 0) {
       fail_frame("the stream ended in the middle of a frame (truncated frame)");
     } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      wait_fd(read_.get(), POLLIN, Deadline::never());
+      detail::wait_fd(read_.get(), POLLIN, Deadline::never(), "SocketChannel");
     } else if (errno != EINTR) {
       throw_errno("SocketChannel::recv: read()");
     }

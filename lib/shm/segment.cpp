@@ -65,6 +65,30 @@ SegmentHeader* lay_out_header(std::byte* base, std::size_t size) {
   return h;
 }
 
+// Sizes a fresh, empty file (a named segment's or a memfd) to `size`, reserves its pages,
+// maps it and lays a segment out in it, the caller registered as its first user.
+void lay_out_file(Segment::Impl& impl, std::size_t size, const std::string& what) {
+  if (::ftruncate(impl.fd.get(), static_cast<off_t>(size)) != 0) {
+    throw_errno(what + ": ftruncate(" + std::to_string(size) + ")");
+  }
+  // Reserve every page now: on a full tmpfs the first touch of a page would raise SIGBUS.
+  const int rc = ::posix_fallocate(impl.fd.get(), 0, static_cast<off_t>(size));
+  if (rc == ENOSPC) {
+    throw_error(errc::out_of_memory,
+                what + ": no room for " + std::to_string(size) + " bytes in /dev/shm");
+  }
+  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) throw_errno(rc, what + ": posix_fallocate");
+  impl.file_map = map_file(impl.fd.get(), size, what);
+  impl.size = size;
+  impl.h = lay_out_header(impl.file_map, size);
+  impl.register_user(what);
+  try {
+    impl.heap.emplace(bip::create_only, impl.file_map + kHeaderBytes, size - kHeaderBytes);
+  } catch (const bip::interprocess_exception& e) {
+    rethrow_interprocess(e, what);
+  }
+  impl.h->state.store(kReady, std::memory_order_release);  // pairs with acquire in open
+}
 }  // namespace
 
 namespace {
@@ -187,26 +211,24 @@ Segment Segment::create(std::string_view name, std::size_t size, const SegmentOp
   impl->owner = true;
   impl->creator = ::getpid();
   if (::fchmod(impl->fd.get(), 0600) != 0) throw_errno(what + ": fchmod");
-  if (::ftruncate(impl->fd.get(), static_cast<off_t>(size)) != 0) {
-    throw_errno(what + ": ftruncate(" + std::to_string(size) + ")");
+  lay_out_file(*impl, size, what);
+  return Segment(std::move(impl));
+}
+
+Segment Segment::memfd(std::size_t size, const SegmentOptions& options) {
+  check_size(size, "Segment::memfd");
+  const std::string what = "Segment::memfd(" + std::to_string(size) + ")";
+  auto impl = std::make_unique<Impl>();
+  impl->lock_timeout = options.lock_timeout;
+  impl->fd.reset(::memfd_create("ipckit-segment", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!impl->fd) throw_errno(what + ": memfd_create");
+  impl->creator = ::getpid();
+  lay_out_file(*impl, size, what);
+  // Sealed at its size: no process that receives the descriptor can shrink it under the
+  // others (no SIGBUS) or grow it; F_SEAL_SEAL keeps the seals as they are.
+  if (::fcntl(impl->fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+    throw_errno(what + ": sealing the memfd");
   }
-  // Reserve every page now: on a full tmpfs the first touch of a page would raise SIGBUS.
-  const int rc = ::posix_fallocate(impl->fd.get(), 0, static_cast<off_t>(size));
-  if (rc == ENOSPC) {
-    throw_error(errc::out_of_memory,
-                what + ": no room for " + std::to_string(size) + " bytes in /dev/shm");
-  }
-  if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) throw_errno(rc, what + ": posix_fallocate");
-  impl->file_map = map_file(impl->fd.get(), size, what);
-  impl->size = size;
-  impl->h = lay_out_header(impl->file_map, size);
-  impl->register_user(what);
-  try {
-    impl->heap.emplace(bip::create_only, impl->file_map + kHeaderBytes, size - kHeaderBytes);
-  } catch (const bip::interprocess_exception& e) {
-    rethrow_interprocess(e, what);
-  }
-  impl->h->state.store(kReady, std::memory_order_release);  // pairs with acquire in open
   return Segment(std::move(impl));
 }
 
@@ -223,6 +245,45 @@ Segment Segment::create_unique(std::size_t size, std::string_view prefix,
 }
 
 namespace {
+
+// Throws errc::bad_layout for a file size no segment has, errc::size_mismatch when it is not
+// the size the caller expects.
+void check_file_size(std::size_t size, std::optional<std::size_t> expected_size,
+                     const std::string& what) {
+  if (size < Segment::kMinSize || size > Segment::kMaxSize) {
+    throw_error(errc::bad_layout,
+                what + ": " + std::to_string(size) + " bytes is no ipckit segment");
+  }
+  if (expected_size && size != *expected_size) {
+    throw_error(errc::size_mismatch, what + ": size is " + std::to_string(size) + ", expected " +
+                                         std::to_string(*expected_size));
+  }
+}
+
+// Joins the segment mapped at impl.file_map (impl.size bytes), whose state its creator has
+// published: checks the header, registers the caller among its users and opens its heap.
+// False when the segment was reclaimed before the caller got its lock. Throws
+// errc::bad_layout when the bytes are not a ready ipckit segment of this version and size.
+bool join_mapped(Segment::Impl& impl, const std::string& what) {
+  auto* h = reinterpret_cast<SegmentHeader*>(impl.file_map);
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);
+  if ((state != kReady && state != kReclaimed) || h->magic != kSegmentMagic ||
+      h->version != kSegmentVersion || h->size != impl.size || h->heap_offset != kHeaderBytes) {
+    throw_error(errc::bad_layout, what + ": not an ipckit segment of this version");
+  }
+  impl.h = h;
+  {
+    HeapLock lock(impl, what, false);
+    if (h->state.load(std::memory_order_acquire) != kReady) return false;
+    impl.register_user(what);
+  }
+  try {
+    impl.heap.emplace(bip::open_only, impl.file_map + kHeaderBytes, impl.size - kHeaderBytes);
+  } catch (const bip::interprocess_exception& e) {
+    throw_error(errc::bad_layout, what + ": its heap is not valid (" + e.what() + ")");
+  }
+  return true;
+}
 
 // One attempt to open `name`. Returns nullptr when the segment is not ready yet (missing
 // name: *missing is set; being created; reclaimed); throws for what waiting cannot change.
@@ -253,14 +314,7 @@ std::unique_ptr<Segment::Impl> try_open(std::string_view name,
   }
   const auto size = static_cast<std::size_t>(st.st_size);
   if (size == 0) return nullptr;  // its creator has not sized it yet
-  if (size < Segment::kMinSize || size > Segment::kMaxSize) {
-    throw_error(errc::bad_layout,
-                what + ": " + std::to_string(size) + " bytes is no ipckit segment");
-  }
-  if (expected_size && size != *expected_size) {
-    throw_error(errc::size_mismatch, what + ": size is " + std::to_string(size) + ", expected " +
-                                         std::to_string(*expected_size));
-  }
+  check_file_size(size, expected_size, what);
   impl->file_map = map_file(impl->fd.get(), size, what);
   impl->size = size;
   auto* h = reinterpret_cast<SegmentHeader*>(impl->file_map);
@@ -270,23 +324,9 @@ std::unique_ptr<Segment::Impl> try_open(std::string_view name,
     *missing = true;
     return nullptr;
   }
-  if (state != kReady || h->magic != kSegmentMagic || h->version != kSegmentVersion ||
-      h->size != size || h->heap_offset != kHeaderBytes) {
-    throw_error(errc::bad_layout, what + ": not an ipckit segment of this version");
-  }
-  impl->h = h;
-  {
-    HeapLock lock(*impl, what, false);
-    if (h->state.load(std::memory_order_acquire) != kReady) {  // reclaimed meanwhile
-      *missing = true;
-      return nullptr;
-    }
-    impl->register_user(what);
-  }
-  try {
-    impl->heap.emplace(bip::open_only, impl->file_map + kHeaderBytes, size - kHeaderBytes);
-  } catch (const bip::interprocess_exception& e) {
-    throw_error(errc::bad_layout, what + ": its heap is not valid (" + e.what() + ")");
+  if (!join_mapped(*impl, what)) {  // reclaimed meanwhile
+    *missing = true;
+    return nullptr;
   }
   return impl;
 }
@@ -343,6 +383,29 @@ Segment Segment::open_or_create(std::string_view name, std::size_t size,
       if (!e.is(errc::not_found) || attempt == 4) throw;
     }
   }
+}
+
+Segment Segment::adopt(UniqueFd fd, std::optional<std::size_t> expected_size,
+                       const SegmentOptions& options) {
+  const std::string what = "Segment::adopt(fd " + std::to_string(fd.get()) + ")";
+  if (!fd) throw_error(errc::invalid_argument, what + ": no descriptor");
+  auto impl = std::make_unique<Impl>();
+  impl->lock_timeout = options.lock_timeout;
+  impl->fd = std::move(fd);
+  struct stat st {};
+  if (::fstat(impl->fd.get(), &st) != 0) throw_errno(what + ": fstat");
+  if (!S_ISREG(st.st_mode)) {
+    throw_error(errc::bad_layout, what + ": not a shared-memory file (a memfd or a segment's)");
+  }
+  const auto size = static_cast<std::size_t>(st.st_size);
+  check_file_size(size, expected_size, what);
+  // Unsealed files (a named segment's) are mapped under the truncation guard like open()'s.
+  impl->file_map = map_file(impl->fd.get(), size, what);
+  impl->size = size;
+  if (!join_mapped(*impl, what)) {
+    throw_error(errc::not_found, what + ": the segment was reclaimed as stale");
+  }
+  return Segment(std::move(impl));
 }
 
 bool Segment::remove(std::string_view name) noexcept {

@@ -36,6 +36,7 @@
 #include <utility>
 
 #include "ipckit/core/deadline.hpp"
+#include "ipckit/core/unique_fd.hpp"
 
 namespace ipckit {
 
@@ -99,6 +100,20 @@ class Segment {
                           const SegmentOptions& options = {}) {
     return open_until(name, Deadline::after(timeout), expected_size, options);
   }
+  /// A segment in a memfd: shared memory with no name anywhere (nothing in /dev/shm to leak
+  /// or guess), reached through its descriptor: inherited across fork, or handed to an
+  /// unrelated process over a Unix socket (Link::send_segment) and mapped there by adopt().
+  /// The file is sealed at its size (F_SEAL_SHRINK | F_SEAL_GROW), so no receiver can shrink
+  /// it under the others; its pages are reserved at once (errc::out_of_memory, not a later
+  /// SIGBUS). It lives while a process maps it or holds its descriptor. Throws as anonymous().
+  static Segment memfd(std::size_t size, const SegmentOptions& options = {});
+  /// Maps the segment whose file `fd` is (a memfd() segment's or a named one's, received from
+  /// another process), taking the descriptor. The bytes are checked before they are trusted:
+  /// Error(errc::bad_layout) when it is not a regular file holding a ready ipckit segment of
+  /// this version, errc::size_mismatch when `expected_size` is given and differs,
+  /// errc::invalid_argument for an empty descriptor.
+  static Segment adopt(UniqueFd fd, std::optional<std::size_t> expected_size = {},
+                       const SegmentOptions& options = {});
   /// Opens the segment under `name` if there is one (its size must be `size`, else
   /// errc::size_mismatch), otherwise creates it (owns_name() tells which happened).
   static Segment open_or_create(std::string_view name, std::size_t size,
@@ -136,11 +151,12 @@ class Segment {
   [[nodiscard]] std::size_t free_memory() const noexcept;
   /// The name; empty for an anonymous segment.
   [[nodiscard]] const std::string& name() const noexcept;  // empty for anonymous
-  /// True for a segment made by anonymous().
+  /// True for a segment made by anonymous() (no file, so no descriptor to pass on).
   [[nodiscard]] bool is_anonymous() const noexcept;
   /// True in the process that created a named segment (and will unlink it).
   [[nodiscard]] bool owns_name() const noexcept;
-  /// The descriptor of a named segment's file (owned by the Segment), -1 for anonymous ones.
+  /// The descriptor of a named or memfd() segment's file (owned by the Segment), -1 for
+  /// anonymous ones.
   [[nodiscard]] int fd() const noexcept;
   /// For a named segment: true when some process other than the caller created or opened
   /// it and every such process is dead (by identity) — nobody but the caller is left who
