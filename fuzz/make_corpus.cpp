@@ -14,10 +14,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "channel/link_frame.hpp"
 #include "codec_types.hpp"
 #include "fuzz_support.hpp"
 #include "ipckit/channel/byte_ring.hpp"
 #include "ipckit/channel/socket_channel.hpp"
+#include "ipckit/shm/segment.hpp"
 #include "pool/wire.hpp"
 #include "pool_wire_types.hpp"
 
@@ -394,6 +396,36 @@ void fragment() {
   put("fuzz_fragment", "trip_many_records", trip(0, big));
 }
 
+// ---- fuzz_link_frame: frames a Link sends, as [u8 control][u16 size][bytes] ----
+void link_frame() {
+  const auto frame = [](Bytes& out, std::uint8_t control, d::LinkKind kind, std::uint64_t value,
+                        const Bytes& payload) {
+    Bytes f;
+    add(f, std::span<const std::byte>(d::link_header(kind, value)));
+    add(f, std::span<const std::byte>(payload));
+    add(out, control);
+    add(out, static_cast<std::uint16_t>(f.size()));
+    add(out, std::span<const std::byte>(f));
+  };
+  const Bytes hello = codec::encode(std::string("jobs"));
+  Bytes msgs;
+  frame(msgs, 0, d::LinkKind::message, hello.size(), hello);
+  frame(msgs, 0, d::LinkKind::message, 0, {});
+  put("fuzz_link_frame", "two_messages", msgs);
+  Bytes seg;
+  frame(seg, 1 | 4, d::LinkKind::segment, ipckit::Segment::kMinSize, {});
+  frame(seg, 0, d::LinkKind::message, hello.size(), hello);
+  put("fuzz_link_frame", "segment_then_message", seg);
+  Bytes pipe_seg;
+  frame(pipe_seg, 1, d::LinkKind::segment, ipckit::Segment::kMinSize, {});
+  frame(pipe_seg, 2 | 4, d::LinkKind::segment, ipckit::Segment::kMinSize, {});
+  put("fuzz_link_frame", "segment_of_a_pipe_and_two_fds", pipe_seg);
+  Bytes shake;
+  frame(shake, 0, d::LinkKind::welcome, 0, {});
+  frame(shake, 8 | 16, d::LinkKind::message, 3, Bytes(3));
+  put("fuzz_link_frame", "handshake_then_fixed_up", shake);
+}
+
 int main(int argc, char** argv) {
   if (argc != 2) {
     std::fprintf(stderr, "usage: %s <corpus dir>\n", argv[0]);
@@ -406,5 +438,6 @@ int main(int argc, char** argv) {
   pool_wire();
   spmd();
   fragment();
+  link_frame();
   return 0;
 }

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-300}"
 targets=(fuzz_pipe_frame fuzz_byte_ring fuzz_codec fuzz_pool_wire fuzz_spmd_header
-         fuzz_shared_objects fuzz_fragment)
+         fuzz_shared_objects fuzz_fragment fuzz_link_frame)
 
 cmake --preset fuzz >/dev/null
 cmake --build build/fuzz -j2 --target "${targets[@]}"

@@ -83,8 +83,8 @@ bool send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std:
                 int pass_fd, const std::string& what) {
   if (fd < 0) throw_error(errc::closed, what + ": the link was closed");
   auto header = detail::link_header(kind, value);
-  std::array<iovec, 2> iov{{{header.data(), header.size()},
-                            {const_cast<std::byte*>(payload.data()), payload.size()}}};
+  std::array<iovec, 2> iov{
+      {{header.data(), header.size()}, {const_cast<std::byte*>(payload.data()), payload.size()}}};
   msghdr msg{};
   msg.msg_iov = iov.data();
   msg.msg_iovlen = payload.empty() ? 1 : 2;
@@ -103,9 +103,9 @@ bool send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std:
     if (errno == EINTR) continue;
     if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) return false;
     if (errno == EMSGSIZE) {
-      throw_error(errc::message_too_large,
-                  what + ": a frame of " + std::to_string(header.size() + payload.size()) +
-                      " bytes does not fit the socket");
+      throw_error(errc::message_too_large, what + ": a frame of " +
+                                               std::to_string(header.size() + payload.size()) +
+                                               " bytes does not fit the socket");
     }
     throw_errno(what + ": sendmsg()");
   }
@@ -216,8 +216,7 @@ void Link::send_bytes(std::span<const std::byte> bytes) {
   const std::string what = "Link::send";
   if (bytes.size() > kMaxMessage) {
     throw_error(errc::message_too_large, what + ": " + std::to_string(bytes.size()) +
-                                             " encoded bytes, over " +
-                                             std::to_string(kMaxMessage));
+                                             " encoded bytes, over " + std::to_string(kMaxMessage));
   }
   if (!send_frame(fd_.get(), LinkKind::message, bytes.size(), bytes, -1, what)) {
     throw_peer_dead(what);

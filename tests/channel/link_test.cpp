@@ -43,7 +43,6 @@ bool refused_naming(F&& f, uid_t uid) {
          std::string(e->what()).find("uid " + std::to_string(uid)) != std::string::npos;
 }
 
-
 // A client on a thread of this process connects to `listener` at `address`; true when the
 // listener accepted it and a message crossed.
 bool serves_one(Listener& listener, const std::string& address) {
@@ -157,8 +156,7 @@ TEST_F(LinkTest, BadAddressesAndAbsentListeners) {
   EXPECT_EQ(error_of([] { Listener l(""); }), errc::invalid_argument);
   EXPECT_EQ(error_of([] { Listener l("@"); }), errc::invalid_argument);
   EXPECT_EQ(error_of([] { Listener l(std::string(200, 'a')); }), errc::invalid_argument);
-  EXPECT_EQ(error_of([] { Client c("@" + Segment::unique_name("nobody-here")); }),
-            errc::not_found);
+  EXPECT_EQ(error_of([] { Client c("@" + Segment::unique_name("nobody-here")); }), errc::not_found);
   const auto start = std::chrono::steady_clock::now();
   EXPECT_EQ(error_of([] { Client::connect_for("@" + Segment::unique_name("nobody"), 50ms); }),
             errc::not_found);
@@ -261,8 +259,7 @@ TEST_F(LinkTest, MessagesKeepOrderAndAFrameOfTheOtherKindWaits) {
   EXPECT_EQ(b.recv<std::vector<int>>(), (std::vector<int>{1, 2, 3}));
   EXPECT_EQ(error_of([&] { a.send(std::string(Link::kMaxMessage + 1, 'x')); }),
             errc::message_too_large);
-  EXPECT_EQ(error_of([&] { a.send_segment(Segment::anonymous(1 << 16)); }),
-            errc::invalid_argument);
+  EXPECT_EQ(error_of([&] { a.send_segment(Segment::anonymous(1 << 16)); }), errc::invalid_argument);
   EXPECT_EQ(error_of([] { Link::from_socket(UniqueFd(::memfd_create("x", MFD_CLOEXEC))); }),
             errc::invalid_argument);
   a.close();
@@ -322,13 +319,13 @@ TEST_F(LinkTest, HostileFramesAreRefusedAndTheirDescriptorsClosed) {
     return h;
   };
   constexpr std::uint32_t kMagic = 0x4c4b5049;
-  send_raw({std::byte{1}, std::byte{2}}, {});                      // short
-  send_raw(header(0xdeadbeef, 4, 0), {});                          // bad magic
-  send_raw(header(kMagic, 99, 0), {});                             // unknown kind
-  send_raw(header(kMagic, 4, 1000), {});                           // length is not the payload's
-  send_raw(header(kMagic, 4, 0), {::dup(2), ::dup(2)});            // a message with descriptors
-  send_raw(header(kMagic, 3, 1 << 16), {});                        // a segment without one
-  send_raw(header(kMagic, 3, 1 << 16), {::dup(2), ::dup(2)});      // ... with two
+  send_raw({std::byte{1}, std::byte{2}}, {});                  // short
+  send_raw(header(0xdeadbeef, 4, 0), {});                      // bad magic
+  send_raw(header(kMagic, 99, 0), {});                         // unknown kind
+  send_raw(header(kMagic, 4, 1000), {});                       // length is not the payload's
+  send_raw(header(kMagic, 4, 0), {::dup(2), ::dup(2)});        // a message with descriptors
+  send_raw(header(kMagic, 3, 1 << 16), {});                    // a segment without one
+  send_raw(header(kMagic, 3, 1 << 16), {::dup(2), ::dup(2)});  // ... with two
   std::vector<int> six;
   for (int i = 0; i < 6; ++i) six.push_back(::dup(2));
   send_raw(header(kMagic, 3, 1 << 16), six);  // more descriptors than a frame may bring
@@ -345,7 +342,7 @@ TEST_F(LinkTest, HostileFramesAreRefusedAndTheirDescriptorsClosed) {
   payload.resize(20);
   std::memcpy(payload.data() + 16, &v, 4);
   send_raw(payload, {});
-  EXPECT_EQ(b.recv<int>(), 77);  // the link went on
+  EXPECT_EQ(b.recv<int>(), 77);                       // the link went on
   EXPECT_EQ(testing::open_fds().size(), fds_before);  // every descriptor that came was closed
 }
 

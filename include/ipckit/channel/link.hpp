@@ -185,13 +185,13 @@ class Client : public Link {
   /// Error(errc::not_found) when nobody listens there, EACCES when the listener refused this
   /// process (naming its uid) or runs as a uid not allowed (naming that uid),
   /// errc::timeout when it did not answer within handshake_timeout.
-  explicit Client(std::string_view address, ClientOptions options = {})
+  explicit Client(std::string_view address, const ClientOptions& options = {})
       : Client(address, Deadline::after(std::chrono::seconds(0)), options) {}
   /// As Client(address), but waits up to `timeout` for a listener to appear (a client started
   /// before its server).
   template <class Rep, class Period>
   static Client connect_for(std::string_view address, std::chrono::duration<Rep, Period> timeout,
-                            ClientOptions options = {}) {
+                            const ClientOptions& options = {}) {
     return Client(address, Deadline::after(timeout), options);
   }
 
