@@ -58,10 +58,9 @@ void send_frame(int fd, std::vector<std::byte> bytes, unsigned control) {
   if ((control & 8U) != 0) {
     const auto kind = static_cast<ipckit::detail::LinkKind>(1 + ((control >> 4) & 3U));
     const std::size_t payload = bytes.size() < 16 ? 0 : bytes.size() - 16;
-    const std::uint64_t value =
-        kind == ipckit::detail::LinkKind::message   ? payload
-        : kind == ipckit::detail::LinkKind::segment ? real_segment().size()
-                                                    : 0;
+    const std::uint64_t value = kind == ipckit::detail::LinkKind::message   ? payload
+                                : kind == ipckit::detail::LinkKind::segment ? real_segment().size()
+                                                                            : 0;
     const auto h = ipckit::detail::link_header(kind, value);
     bytes.resize(16 + payload);
     std::memcpy(bytes.data(), h.data(), h.size());

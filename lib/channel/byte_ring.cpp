@@ -228,6 +228,18 @@ std::optional<std::span<const std::byte>> ByteRing::peek_until(const Deadline& d
   return out;
 }
 
+WaitSource ByteRing::wait_source() {
+  begin_consume();
+  WaitSource s;
+  s.event = &h_->control.readable;
+  s.ready = [this](bool check_peers) {
+    if (try_peek().has_value() || closed()) return true;  // try_peek throws on a bad record
+    const auto& others = h_->control.producers;
+    return check_peers && (others.all_dead() || (others.empty() && region_.others_gone()));
+  };
+  return s;
+}
+
 bool ByteRing::try_recv(std::vector<std::byte>& out) {
   const auto msg = try_peek();
   if (!msg) return false;

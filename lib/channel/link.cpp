@@ -240,6 +240,18 @@ std::optional<std::vector<std::byte>> Link::recv_bytes_until(const Deadline& dea
   return std::move(f.payload);
 }
 
+WaitSource wait_source(Link& link) {
+  WaitSource s;
+  s.fd = link.fd_.get();
+  s.events = POLLIN;
+  s.ready = [&link](bool) {
+    if (link.stash_kind_ != 0 || !link.fd_) return true;
+    pollfd p{link.fd_.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  };
+  return s;
+}
+
 // ---- Listener ------------------------------------------------------------------------------
 
 Listener::Listener(std::string_view address, ListenerOptions options)
@@ -319,6 +331,13 @@ std::optional<Link> Listener::accept_until(const Deadline& deadline) {
     if (!send_frame(conn.get(), LinkKind::welcome, ::geteuid(), {}, -1, what)) continue;
     return Link(std::move(conn), peer);
   }
+}
+
+WaitSource wait_source(Listener& listener) {
+  WaitSource s;
+  s.fd = listener.fd_.get();
+  s.events = POLLIN;
+  return s;
 }
 
 // ---- Client --------------------------------------------------------------------------------

@@ -367,6 +367,18 @@ bool QueueCore::empty() const noexcept {
   return h_->head.load(std::memory_order_acquire) == h_->tail.load(std::memory_order_acquire);
 }
 
+WaitSource QueueCore::wait_source() const {
+  WaitSource s;
+  QueueHeader* h = h_;
+  s.event = &h->not_empty;
+  s.ready = [h](bool check_peers) {
+    return h->head.load(std::memory_order_acquire) != h->tail.load(std::memory_order_acquire) ||
+           h->closed.load(std::memory_order_acquire) != 0 ||
+           (check_peers && h->producers.all_dead());
+  };
+  return s;
+}
+
 void QueueCore::close() noexcept {
   h_->closed.store(1, std::memory_order_release);
   h_->not_empty.notify_all();

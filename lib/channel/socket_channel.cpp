@@ -185,6 +185,26 @@ bool SocketChannel::fill(std::size_t n, const Deadline& deadline, bool frame_sta
   return true;
 }
 
+WaitSource SocketChannel::wait_source() {
+  WaitSource s;
+  s.fd = read_.get();
+  s.events = POLLIN;
+  s.ready = [this](bool) {
+    if (broken_ || got_close_ || !read_) return true;
+    if (rend_ - rbeg_ >= kFrameHeader) {
+      FrameHeader h{};
+      std::memcpy(&h, rbuf_.data() + rbeg_, sizeof h);
+      if (h.magic != kFrameMagic || h.length > options_.max_message ||
+          rend_ - rbeg_ >= kFrameHeader + h.length) {
+        return true;  // a whole frame, or a bad one (recv() throws at once)
+      }
+    }
+    pollfd p{read_.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  };
+  return s;
+}
+
 bool SocketChannel::try_recv(std::vector<std::byte>& out) {
   return recv_until(out, Deadline::after(std::chrono::seconds(0)));
 }

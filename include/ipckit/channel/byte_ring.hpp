@@ -34,6 +34,7 @@
 #include "ipckit/channel/detail/control.hpp"
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/sync/event_count.hpp"
+#include "ipckit/sync/wait_source.hpp"
 
 namespace ipckit {
 class Segment;
@@ -307,6 +308,9 @@ class ByteRing {
   void attach_producer(pid_t pid) { h_->control.producers.attach_pid(pid, "ByteRing producer"); }
   void attach_consumer(pid_t pid) { h_->control.consumers.attach_pid(pid, "ByteRing consumer"); }
   ///@}
+  /// For a WaitSet, the consumer's side: ready when a peek/recv would not wait (a message,
+  /// closed, a corrupt record, or every producer gone); woken by the producers' notify.
+  WaitSource wait_source();
   /// Bytes in use by published messages now (headers and padding included; a snapshot that
   /// walks the records, O(messages)).
   [[nodiscard]] std::uint64_t used_bytes() const noexcept {

@@ -215,6 +215,10 @@ class Channel {
   [[nodiscard]] ByteRing* ring() noexcept { return ring_ ? &*ring_ : nullptr; }
   [[nodiscard]] SocketChannel* socket() noexcept { return socket_.get(); }
   ///@}
+  /// For a WaitSet (ipckit/sync/wait_set.hpp): ready when a recv() would not wait.
+  friend WaitSource wait_source(Channel& c) {
+    return c.ring_ ? c.ring_->wait_source() : c.socket_->wait_source();
+  }
 
  private:
   explicit Channel(ByteRing ring) : ring_(std::move(ring)) {}

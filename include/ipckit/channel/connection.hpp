@@ -66,6 +66,15 @@ class Connection {
   /// No more sends from this end: the other end receives what was sent, then errc::closed.
   void close() noexcept { out().close(); }
 
+  /// For a WaitSet (ipckit/sync/wait_set.hpp): ready when a recv() would not wait.
+  friend WaitSource wait_source(Connection& c) {
+    WaitSource s = wait_source(c.in());
+    s.ready = [&c, inner = std::move(s.ready)](bool check) {
+      return c.pending_.has_value() || inner(check);
+    };
+    return s;
+  }
+
  private:
   template <class U>
   friend std::pair<Connection<U>, Connection<U>> pipe(ChannelOptions options);

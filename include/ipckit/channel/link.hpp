@@ -37,6 +37,7 @@
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/shm/segment.hpp"
+#include "ipckit/sync/wait_source.hpp"
 
 namespace ipckit {
 
@@ -106,6 +107,10 @@ class Link {
   /// Hangs up: the peer's receives then throw errc::peer_dead.
   void close() noexcept { fd_.reset(); }
 
+  /// For a WaitSet (ipckit/sync/wait_set.hpp): ready when a receive would not wait (a frame
+  /// is waiting or kept back, or the peer hung up).
+  friend WaitSource wait_source(Link& link);
+
  private:
   friend class Listener;
   friend class Client;
@@ -156,6 +161,9 @@ class Listener {
     return accept_until(Deadline::after(timeout));
   }
   std::optional<Link> accept_until(const Deadline& deadline);
+
+  /// For a WaitSet: ready when a connection is waiting to be accepted.
+  friend WaitSource wait_source(Listener& listener);
 
   /// The address as given.
   [[nodiscard]] const std::string& address() const noexcept { return address_; }

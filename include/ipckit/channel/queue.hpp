@@ -21,6 +21,7 @@
 #include "ipckit/core/mapping.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/sync/event_count.hpp"
+#include "ipckit/sync/wait_source.hpp"
 
 namespace ipckit {
 namespace detail {
@@ -70,6 +71,9 @@ class QueueCore {
   [[nodiscard]] std::uint64_t abandoned() const;
   [[nodiscard]] std::uint64_t pending_release() const;
   [[nodiscard]] bool joinable() const noexcept { return joinable_; }
+  // For a WaitSet, the consumers' side: ready when a get would not wait (an item, closed, or
+  // every producer dead); woken by the producers' notify.
+  [[nodiscard]] WaitSource wait_source() const;
 
  private:
   explicit QueueCore(QueueHeader* h) noexcept : h_(h) {}
@@ -190,6 +194,8 @@ class Queue {
   /// The largest encoded item it takes: half its capacity less a record header, and at most
   /// 2^31 - 1 bytes.
   [[nodiscard]] std::size_t max_message() const noexcept { return core_.max_message(); }
+  /// For a WaitSet (ipckit/sync/wait_set.hpp): ready when a get() would not wait.
+  friend WaitSource wait_source(Queue& q) { return q.core_.wait_source(); }
 
  protected:
   /// @cond internal

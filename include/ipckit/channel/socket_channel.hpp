@@ -23,6 +23,7 @@
 
 #include "ipckit/core/deadline.hpp"
 #include "ipckit/core/unique_fd.hpp"
+#include "ipckit/sync/wait_source.hpp"
 
 namespace ipckit {
 
@@ -105,6 +106,9 @@ class SocketChannel {
   [[nodiscard]] int read_fd() const noexcept { return read_.get(); }
   [[nodiscard]] int write_fd() const noexcept { return write_.get(); }
   ///@}
+  /// For a WaitSet: ready when a recv() would not wait (a whole frame is buffered, the
+  /// descriptor is readable, or the channel is closed, broken or has no receiving end here).
+  WaitSource wait_source();
   /// The longest payload accepted (Options::max_message).
   [[nodiscard]] std::size_t max_message_size() const noexcept { return options_.max_message; }
 

@@ -66,6 +66,18 @@ class AsyncResult {
   }
   /// Whether the result is ready (never blocks).
   [[nodiscard]] bool ready() const { return out_->ready(); }
+  /// For a WaitSet (ipckit/sync/wait_set.hpp): ready once the result is (a value or an
+  /// error); the pool's driver wakes the set when it settles.
+  friend WaitSource wait_source(const AsyncResult& r) {
+    WaitSource s;
+    s.ready = [out = r.out_](bool) { return out->ready(); };
+    s.subscribe = [out = r.out_](const std::shared_ptr<detail::LocalWaker>& waker) {
+      auto watch = std::make_shared<detail::ReadyWatch>(waker);
+      out->watch(watch, 0);
+      return std::shared_ptr<void>(watch);
+    };
+    return s;
+  }
   /// Whether the call succeeded; Error(errc::invalid_argument) when not ready yet.
   [[nodiscard]] bool successful() const {
     if (!ready())

@@ -14,6 +14,10 @@
 
 namespace ipckit {
 
+struct WaitSource;
+class Event;
+WaitSource wait_source(Event& e);  // ipckit/sync/wait_set.hpp
+
 class Event {
  public:
   /// A clear event whose waits follow `policy`.
@@ -38,6 +42,7 @@ class Event {
   }
 
  private:
+  friend WaitSource wait_source(Event& e);
   [[maybe_unused]] std::uint32_t magic_;  // identifies the layout in a memory dump
   WaitPolicy policy_;
   alignas(64) std::atomic<std::uint32_t> flag_{0};

@@ -107,6 +107,10 @@ class EventCount {
     return await(ready, deadline, policy, [] {});
   }
 
+  /// The futex word a sleeper waits on (what prepare_wait() reads into Key::epoch): for waits
+  /// on several EventCounts at once (WaitSet, futex_waitv). Register with prepare_wait() first.
+  [[nodiscard]] const std::atomic<std::uint32_t>& word() const noexcept { return epoch_; }
+
   /// Waiters registered now (a snapshot).
   [[nodiscard]] std::uint32_t waiters() const noexcept {
     return waiters_.load(std::memory_order_relaxed);

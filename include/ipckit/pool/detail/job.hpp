@@ -30,6 +30,7 @@
 #include "ipckit/core/process.hpp"
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/pool/detail/task.hpp"
+#include "ipckit/sync/wait_source.hpp"
 
 namespace ipckit::detail {
 
@@ -151,12 +152,16 @@ class JobBase {
 // Told when an outcome becomes ready: as_completed / wait_any wait on one for many outcomes.
 class ReadyWatch {
  public:
+  ReadyWatch() = default;
+  // A watch that also wakes a WaitSet (through its waker) when an outcome becomes ready.
+  explicit ReadyWatch(std::shared_ptr<LocalWaker> waker) : waker_(std::move(waker)) {}
   void notify(std::size_t index) {
     {
       std::lock_guard lk(mu_);
       ready_.push_back(index);
     }
     cv_.notify_all();
+    if (waker_) waker_->wake();
   }
   // The index of the next outcome to become ready; nullopt at the deadline.
   std::optional<std::size_t> next(const Deadline& d) {
@@ -176,6 +181,7 @@ class ReadyWatch {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::size_t> ready_;
+  std::shared_ptr<LocalWaker> waker_;
 };
 
 // A single outcome that threads wait for: ready or not, and failed with an exception or not.
