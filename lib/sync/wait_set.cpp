@@ -55,7 +55,7 @@ Deadline earlier(const Deadline& a, const Deadline& b) { return a.when() <= b.wh
 int epoll_ms(const Deadline& d) {
   if (d.is_never()) return -1;
   const auto left = std::chrono::ceil<std::chrono::milliseconds>(d.remaining()).count();
-  return static_cast<int>(std::clamp<long long>(left, 0, 1000 * 1000));
+  return static_cast<int>(std::clamp<long long>(left, 0, 1'000'000));
 }
 
 }  // namespace
