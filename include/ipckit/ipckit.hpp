@@ -1,6 +1,7 @@
 /// @file
 /// The umbrella header: every public ipckit type, except those that pull in another
-/// library: BoostSpscQueue/BoostMpmcQueue (ipckit/channel/boost_queue.hpp) and MpiComm
+/// library: BoostSpscQueue/BoostMpmcQueue (ipckit/channel/boost_queue.hpp), the shared
+/// containers (ipckit/shm/containers.hpp) and MpiComm
 /// (ipckit/spmd/mpi_comm.hpp).
 #pragma once
 
@@ -37,3 +38,4 @@
 #include "ipckit/sync/mutex.hpp"
 #include "ipckit/sync/semaphore.hpp"
 #include "ipckit/sync/shared_mutex.hpp"
+#include "ipckit/sync/wait_set.hpp"

@@ -89,50 +89,6 @@ void lay_out_file(Segment::Impl& impl, std::size_t size, const std::string& what
   }
   impl.h->state.store(kReady, std::memory_order_release);  // pairs with acquire in open
 }
-}  // namespace
-
-namespace {
-
-// Holds the segment's robust lock for one heap or directory call, at most lock_timeout
-// waiting. A holder that died is recovered; if it died while changing the heap (`writing`
-// calls mark that), the heap is marked broken for good, since its free lists may be
-// half-updated: later calls throw errc::bad_layout instead of trusting them.
-class HeapLock {
- public:
-  HeapLock(const Segment::Impl& impl, const std::string& what, bool writing) : h_(*impl.h) {
-    impl.check_backing(what);
-    const std::error_code ec = h_.lock.lock_for(impl.lock_timeout);
-    if (ec == errc::timeout) {
-      throw_error(errc::timeout, what + ": the segment's lock was held for over " +
-                                     std::to_string(impl.lock_timeout.count()) +
-                                     " ms (by a stopped process?)");
-    }
-    if (ec == errc::owner_dead && h_.heap_writing.load(std::memory_order_relaxed) != 0) {
-      h_.heap_broken.store(1, std::memory_order_relaxed);
-    }
-    if (h_.heap_broken.load(std::memory_order_relaxed) != 0) {
-      h_.lock.unlock();
-      throw_error(errc::bad_layout,
-                  what +
-                      ": a process died while changing the segment's heap; its heap and "
-                      "directory can no longer be trusted (objects already found still work)");
-    }
-    if (writing) {
-      h_.heap_writing.store(1, std::memory_order_relaxed);
-      writing_ = true;
-    }
-  }
-  HeapLock(const HeapLock&) = delete;
-  HeapLock& operator=(const HeapLock&) = delete;
-  ~HeapLock() {
-    if (writing_) h_.heap_writing.store(0, std::memory_order_relaxed);
-    h_.lock.unlock();
-  }
-
- private:
-  SegmentHeader& h_;
-  bool writing_ = false;
-};
 
 }  // namespace
 

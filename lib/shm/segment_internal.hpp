@@ -2,7 +2,9 @@
 // header page every segment starts with, the heap type, and Segment::Impl.
 #pragma once
 
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
 #include <atomic>
@@ -18,6 +20,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "ipckit/core/error.hpp"
 #include "ipckit/core/mapping.hpp"
 #include "ipckit/core/process.hpp"
 #include "ipckit/core/unique_fd.hpp"
@@ -165,3 +168,52 @@ struct Segment::Impl {
 };
 
 }  // namespace ipckit
+
+namespace ipckit::segment_detail {
+
+// Holds the segment's robust lock for one heap or directory call, at most `timeout` waiting.
+// A holder that died is recovered; if it died while changing the heap (`writing` calls mark
+// that), the heap is marked broken for good, since its free lists may be half-updated: later
+// calls throw errc::bad_layout instead of trusting them.
+class HeapLock {
+ public:
+  HeapLock(SegmentHeader& h, std::chrono::milliseconds timeout, const std::string& what,
+           bool writing)
+      : h_(h) {
+    const std::error_code ec = h_.lock.lock_for(timeout);
+    if (ec == errc::timeout) {
+      throw_error(errc::timeout, what + ": the segment's lock was held for over " +
+                                     std::to_string(timeout.count()) +
+                                     " ms (by a stopped process?)");
+    }
+    if (ec == errc::owner_dead && h_.heap_writing.load(std::memory_order_relaxed) != 0) {
+      h_.heap_broken.store(1, std::memory_order_relaxed);
+    }
+    if (h_.heap_broken.load(std::memory_order_relaxed) != 0) {
+      h_.lock.unlock();
+      throw_error(errc::bad_layout,
+                  what +
+                      ": a process died while changing the segment's heap; its heap and "
+                      "directory can no longer be trusted (objects already found still work)");
+    }
+    if (writing) {
+      h_.heap_writing.store(1, std::memory_order_relaxed);
+      writing_ = true;
+    }
+  }
+  // The lock of a handle's segment, after checking that its file was not truncated.
+  HeapLock(const Segment::Impl& impl, const std::string& what, bool writing)
+      : HeapLock((impl.check_backing(what), *impl.h), impl.lock_timeout, what, writing) {}
+  HeapLock(const HeapLock&) = delete;
+  HeapLock& operator=(const HeapLock&) = delete;
+  ~HeapLock() {
+    if (writing_) h_.heap_writing.store(0, std::memory_order_relaxed);
+    h_.lock.unlock();
+  }
+
+ private:
+  SegmentHeader& h_;
+  bool writing_ = false;
+};
+
+}  // namespace ipckit::segment_detail

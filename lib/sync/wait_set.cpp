@@ -304,8 +304,8 @@ WaitSet::~WaitSet() = default;
 WaitSet::Key WaitSet::add_source(WaitSource source) {
   Impl& m = *impl_;
   if (source.event != nullptr && m.shared >= kMaxShared) {
-    throw_error(errc::invalid_argument, "WaitSet::add: more than " + std::to_string(kMaxShared) +
-                                            " shared-memory sources");
+    throw_error(errc::invalid_argument,
+                "WaitSet::add: more than " + std::to_string(kMaxShared) + " shared-memory sources");
   }
   if (!source.ready && source.fd < 0 && source.event == nullptr && source.at.is_never() &&
       !source.subscribe) {
@@ -320,7 +320,8 @@ WaitSet::Key WaitSet::add_source(WaitSource source) {
     ev.events = events;
     ev.data.u64 = e.key;
     if (::epoll_ctl(m.epfd.get(), EPOLL_CTL_ADD, e.src.fd, &ev) != 0) {
-      if (errno != EEXIST) throw_errno("WaitSet::add: epoll_ctl(fd " + std::to_string(e.src.fd) + ")");
+      if (errno != EEXIST)
+        throw_errno("WaitSet::add: epoll_ctl(fd " + std::to_string(e.src.fd) + ")");
       e.dup.reset(::fcntl(e.src.fd, F_DUPFD_CLOEXEC, 0));
       if (!e.dup) throw_errno("WaitSet::add: dup");
       m.watch(e.dup.get(), events, e.key);

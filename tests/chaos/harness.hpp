@@ -167,6 +167,33 @@ struct Ledger {
   [[nodiscard]] std::string describe() const;
 };
 
+// ---- state a lock guards ----------------------------------------------------------------
+// A counter `a` with a copy `b` and a 2 KiB block that follows from it: an update moves a,
+// rewrites the block, then sets b, so an update cut short is seen (consistent() false) and
+// rolled back to b by whoever repairs it.
+struct Guarded {
+  std::uint64_t a = 0;
+  std::uint64_t b = 0;
+  std::uint64_t block[256] = {};
+};
+inline void rewrite(Guarded& g, std::uint64_t v) noexcept {
+  for (std::size_t i = 0; i < 256; ++i) g.block[i] = mix64(v * 256 + i);
+}
+inline bool consistent(const Guarded& g) noexcept {
+  if (g.a != g.b) return false;
+  for (std::size_t i = 0; i < 256; ++i) {
+    if (g.block[i] != mix64(g.a * 256 + i)) return false;
+  }
+  return true;
+}
+// Rolls a cut-short update back; true when there was one.
+inline bool repair(Guarded& g) noexcept {
+  if (consistent(g)) return false;
+  g.a = g.b;
+  rewrite(g, g.b);
+  return true;
+}
+
 // ---- processes ------------------------------------------------------------------------------
 // Waits for `p` until `deadline_ns` (now_ns() clock). On time: its status. Too late: kills
 // it with SIGKILL, reaps it and returns nullopt (a hang).

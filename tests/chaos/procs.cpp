@@ -395,26 +395,7 @@ void barrier_iteration(Ctx& ctx) {
 
 // ---- a robust mutex owner -------------------------------------------------------------------
 
-// Guarded by the mutex: a == b, and block holds pattern(a). An update raises a, rewrites
-// the block (a 2 KiB copy for kills to land in), then sets b.
-struct Guarded {
-  std::uint64_t a = 0;
-  std::uint64_t b = 0;
-  std::uint64_t block[256] = {};
-};
-
-bool consistent(const Guarded& g) {
-  if (g.a != g.b) return false;
-  for (std::size_t i = 0; i < 256; ++i) {
-    if (g.block[i] != mix64(g.a * 256 + i)) return false;
-  }
-  return true;
-}
-
-void rewrite(Guarded& g, std::uint64_t v) {
-  for (std::size_t i = 0; i < 256; ++i) g.block[i] = mix64(v * 256 + i);
-}
-
+// Guarded by the mutex (see Guarded in harness.hpp).
 struct MutexBoard {
   static constexpr int kMax = 4;
   MutexBoard() { rewrite(g, 0); }
@@ -436,11 +417,7 @@ struct MutexBoard {
 void lock_and_repair(MutexBoard& b, bool survivor) {
   if (b.mutex.lock()) {
     if (b.owner_dead.fetch_add(1) == 0 && survivor) b.owner_dead_ns.store(now_ns());
-    if (!consistent(b.g)) {
-      b.torn.fetch_add(1);
-      b.g.a = b.g.b;
-      rewrite(b.g, b.g.b);
-    }
+    if (repair(b.g)) b.torn.fetch_add(1);
   } else if (!consistent(b.g)) {
     b.bad_state.fetch_add(1);
   }

@@ -19,6 +19,9 @@ void pool_worker_scenario(Ctx& ctx);
 void pool_parent_scenario(Ctx& ctx);
 void barrier_scenario(Ctx& ctx);
 void mutex_scenario(Ctx& ctx);
+void shared_mutex_scenario(Ctx& ctx);
+void condition_scenario(Ctx& ctx);
+void event_scenario(Ctx& ctx);
 void spmd_scenario(Ctx& ctx);
 void segment_scenario(Ctx& ctx);
 

@@ -55,7 +55,7 @@ execute_process(COMMAND ${CMAKE_COMMAND} --build ${WORK}/build RESULT_VARIABLE r
 if(rc)
   message(FATAL_ERROR "building the consumer failed")
 endif()
-foreach(program consumer consumer_lockfree)
+foreach(program consumer consumer_lockfree consumer_containers)
   execute_process(COMMAND ${WORK}/build/${program} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                   TIMEOUT 120)
   message(STATUS "${out}")

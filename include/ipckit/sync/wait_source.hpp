@@ -51,8 +51,7 @@ struct WaitSource {
   Deadline at = Deadline::never();
   /// Arranges for `waker` to be woken when the source becomes ready; returns what must be
   /// kept alive for that (dropped when the source is removed).
-  std::function<std::shared_ptr<void>(const std::shared_ptr<detail::LocalWaker>& waker)>
-      subscribe;
+  std::function<std::shared_ptr<void>(const std::shared_ptr<detail::LocalWaker>& waker)> subscribe;
 };
 
 }  // namespace ipckit
