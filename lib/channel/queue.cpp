@@ -1,12 +1,13 @@
-// QueueCore: Queue<T>'s shared state. A robust Mutex guards a byte ring of records
-// ([u32 length][u32 length ^ kCheck][payload], padded to whole cache lines; a record that would
-// straddle the ring's end is preceded by a wrap marker and starts at 0). The committed state is
-// head and tail (monotonic byte positions). A put writes its record past tail, then commits the new
-// tail with one store; a get copies the record at head out, then commits the new head with one
-// store: a holder killed at any instruction leaves the old state or the new one, never a mix,
-// and the next locker (told owner_dead) finds it consistent. Nothing is trusted: every length
-// and position is checked against the capacity this process fixed when it made or attached
-// the queue, and a state that breaks them is errc::bad_layout.
+// QueueCore: Queue<T>'s shared state. Two locks (the producers', the consumers') guard a byte
+// ring of records ([u32 length][u32 length ^ kCheck][payload], padded to whole cache lines; a
+// record that would straddle the ring's end is preceded by a wrap marker and starts at 0). The
+// committed state is head and tail (monotonic byte positions). A put writes its record past
+// tail, then commits the new tail with one store; a get copies the record at head out, then
+// commits the new head with one store: a holder killed at any instruction leaves the old state
+// or the new one, never a mix, and the next locker of that side (which takes the lock over)
+// finds it consistent. Nothing is trusted: every length and position is checked against the
+// capacity this process fixed when it made or attached the queue, and a state that breaks
+// them is errc::bad_layout.
 #include "ipckit/channel/queue.hpp"
 
 #include <algorithm>
@@ -24,7 +25,7 @@ namespace ipckit::detail {
 
 namespace {
 constexpr std::uint32_t kQueueMagic = 0x49515531;  // "IQU1"
-constexpr std::uint32_t kQueueVersion = 1;
+constexpr std::uint32_t kQueueVersion = 2;
 constexpr std::uint32_t kCheck = 0x51554555;
 constexpr std::uint32_t kWrap = 0xffffffff;
 constexpr std::size_t kRecordHeader = 8;
@@ -149,11 +150,19 @@ struct alignas(64) QueueHeader {
   std::uint32_t version = kQueueVersion;
   std::uint64_t capacity = 0;  // data bytes (each process keeps its own copy: see QueueCore)
   WaitPolicy policy;
-  alignas(64) IdLock lock;  // its own line: waiters poll head and tail, not the lock
-  // The committed state: each written under the lock by one store, read anywhere.
-  alignas(64) std::atomic<std::uint64_t> head{0};
+  // Two locks, as in Michael and Scott's two-lock queue: producers take put_lock and move
+  // tail, consumers take get_lock and move head, so a producer and a consumer never wait for
+  // each other (each reads the other's index with acquire). Each lock shares its line with the
+  // index it guards: an operation's lock and commit touch one line, which stays with its side.
+  // A JoinableQueue's counters move with both indexes: its operations take both locks,
+  // put_lock first. (Measured 1 -> 1 int64 on one lock: 3.8-6 M items/s, the lock line moving
+  // between the processes on every item.)
+  // The committed state: head and tail, each written under its lock by one store.
+  alignas(64) IdLock put_lock;
   std::atomic<std::uint64_t> tail{0};
-  std::atomic<std::uint32_t> closed{0};
+  alignas(64) IdLock get_lock;
+  std::atomic<std::uint64_t> head{0};
+  alignas(64) std::atomic<std::uint32_t> closed{0};
   PartyTable producers;  // the processes that have put
   PartyTable consumers;  // the processes that have got
   // JoinableQueue: items put and tasks done in all, and per consumer slot the items it got
@@ -188,29 +197,46 @@ std::uint64_t checked_capacity(std::size_t capacity) {
   throw Error(errc::bad_layout, "Queue: the shared state is not a queue's (" + what + ")");
 }
 
-// The lock, with the state checked. Throws bad_layout (having unlocked) when the committed
-// state breaks the ring's invariants.
+enum class Side { put, get };
+
+// The lock of one side (both for a JoinableQueue), with the state checked. Throws bad_layout
+// (having unlocked) when the committed state breaks the ring's invariants. Holding one side's
+// lock, its own index is fixed and the other's only moves towards it: the snapshot keeps
+// head <= tail <= head + cap whatever the other side does meanwhile.
 class Locked {
  public:
-  // Takes the lock by `deadline`; `held` is false when it could not (the state unread).
+  // Takes the lock(s) by `deadline`; `held` is false when it could not (the state unread).
   // `joinable`: the queue has a redo record to replay (a plain one never writes it).
-  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline, bool joinable) : h_(h) {
+  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline, bool joinable, Side side)
+      : h_(h) {
+    first_ = joinable || side == Side::put ? &h_->put_lock : &h_->get_lock;
+    second_ = joinable ? &h_->get_lock : nullptr;
     // A dead holder: the state is the old one or the new (one-store commits), and checked.
-    held = h_->lock.lock(deadline) != IdLock::Got::timeout;
+    held = first_->lock(deadline) != IdLock::Got::timeout;
     if (!held) return;
+    if (second_ != nullptr && second_->lock(deadline) == IdLock::Got::timeout) {
+      first_->unlock();
+      held = false;
+      return;
+    }
     if (joinable && h_->redo.valid.load(std::memory_order_acquire) != 0) {
       apply(h_->redo);  // its writer died mid-commit
     }
-    head = h_->head.load(std::memory_order_relaxed);
-    tail = h_->tail.load(std::memory_order_relaxed);
+    if (side == Side::put) {  // pairs with the other side's release commit
+      tail = h_->tail.load(std::memory_order_relaxed);
+      head = h_->head.load(std::memory_order_acquire);
+    } else {
+      head = h_->head.load(std::memory_order_relaxed);
+      tail = h_->tail.load(std::memory_order_acquire);
+    }
     if (tail < head || tail - head > cap || head % 64 != 0 || tail % 64 != 0) {
-      h_->lock.unlock();
+      unlock();
       held = false;
       corrupt("head " + std::to_string(head) + ", tail " + std::to_string(tail));
     }
   }
   ~Locked() {
-    if (held) h_->lock.unlock();
+    if (held) unlock();
   }
   Locked(const Locked&) = delete;
   Locked& operator=(const Locked&) = delete;
@@ -259,7 +285,14 @@ class Locked {
     log.valid.store(0, std::memory_order_release);
   }
 
+  void unlock() noexcept {
+    if (second_ != nullptr) second_->unlock();
+    first_->unlock();
+  }
+
   QueueHeader* h_;
+  IdLock* first_ = nullptr;
+  IdLock* second_ = nullptr;
 };
 
 // JoinableQueue: the calling process's slot among the consumers, found or taken under the
@@ -390,7 +423,7 @@ void QueueCore::enroll(bool producer) {
   const pid_t me = current_pid();
   if (mine == me) return;        // once per process (a forked child enrolls again)
   if (!producer && joinable_) {  // a slot whose counters start clean: under the lock
-    Locked lk(h_, cap_, Deadline::never(), joinable_);
+    Locked lk(h_, cap_, Deadline::never(), joinable_, Side::get);
     (void)consumer_slot(h_, lk);
   } else {
     (producer ? h_->producers : h_->consumers).enroll();
@@ -400,7 +433,7 @@ void QueueCore::enroll(bool producer) {
 
 void QueueCore::task_done() {
   {
-    Locked lk(h_, cap_, Deadline::never(), joinable_);
+    Locked lk(h_, cap_, Deadline::never(), joinable_, Side::get);
     const std::uint32_t slot = consumer_slot(h_, lk);
     Change r = lk.now();
     if (r.dones >= r.puts) {
@@ -424,7 +457,7 @@ void QueueCore::task_done() {
 }
 
 std::uint64_t QueueCore::abandoned() const {
-  Locked lk(h_, cap_, Deadline::never(), joinable_);  // the counters as one state
+  Locked lk(h_, cap_, Deadline::never(), joinable_, Side::get);  // the counters as one state
   return h_->released.load(std::memory_order_acquire) + pending_release();
 }
 
@@ -448,7 +481,7 @@ bool QueueCore::join(const Deadline& deadline) {
   for (;;) {
     std::uint64_t pending = 0;  // tasks of dead consumers, as of the lock (then each check)
     {
-      Locked lk(h_, cap_, deadline, joinable_);
+      Locked lk(h_, cap_, deadline, joinable_, Side::get);
       if (!lk.held) return false;
       pending = pending_release();
       if (h_->puts.load(std::memory_order_acquire) <=
@@ -499,7 +532,7 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline, joinable_);
+      Locked lk(h_, cap_, deadline, joinable_, Side::put);
       if (!lk.held) return false;  // a live holder kept it past the deadline
       if (closed()) throw Error(errc::closed, "Queue::put: the queue is closed");
       std::uint64_t waste = 0;
@@ -543,7 +576,7 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline, joinable_);
+      Locked lk(h_, cap_, deadline, joinable_, Side::get);
       if (!lk.held) return false;  // a live holder kept it past the deadline
       if (lk.head != lk.tail) {
         std::uint64_t head = lk.head;

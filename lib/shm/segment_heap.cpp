@@ -23,8 +23,9 @@ SegmentHeader& header_at(void* base, const char* what) {
   if (h == nullptr || h->state.load(std::memory_order_acquire) != segment_detail::kReady ||
       h->magic != segment_detail::kSegmentMagic || h->version != segment_detail::kSegmentVersion ||
       h->heap_offset != kHeaderBytes) {
-    throw_error(errc::bad_layout, std::string(what) + ": the allocator's segment is not a ready "
-                                                      "ipckit segment");
+    throw_error(errc::bad_layout, std::string(what) +
+                                      ": the allocator's segment is not a ready "
+                                      "ipckit segment");
   }
   return *h;
 }
@@ -56,8 +57,8 @@ void* segment_heap_allocate(void* base, std::size_t bytes, std::size_t align) {
     free = m.get_free_memory();
   }
   if (p == nullptr) {
-    throw_error(errc::out_of_memory, std::string(what) + "(" + std::to_string(bytes) +
-                                         "): only " + std::to_string(free) + " bytes free");
+    throw_error(errc::out_of_memory, std::string(what) + "(" + std::to_string(bytes) + "): only " +
+                                         std::to_string(free) + " bytes free");
   }
   return p;
 }

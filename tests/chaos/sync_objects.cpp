@@ -277,7 +277,7 @@ void event_iteration(Ctx& ctx) {
       for (std::uint64_t r = 1; r <= rounds; ++r) {
         b.round.store(r);
         b.ev.set();
-        b.raise.maybe(0, r - 1, 0);  // killed with the event set
+        b.raise.maybe(0, r - 1, 0);    // killed with the event set
         for (int j = 1; j < n; ++j) {  // every live waiter acknowledges
           while (b.acked[j].load() < r && !process_gone(b.party[j].pid.load())) {
             sleep_for(std::chrono::microseconds(20));
@@ -321,8 +321,8 @@ void event_iteration(Ctx& ctx) {
   const std::uint64_t driven = b.done[0].load();
   row.tasks += driven;
   if (b.missed.load() != 0) {
-    row.fail(row.failures, ctx.where() + ": a waiter missed a round (" +
-                               std::to_string(b.missed.load()) + ")");
+    row.fail(row.failures,
+             ctx.where() + ": a waiter missed a round (" + std::to_string(b.missed.load()) + ")");
   }
   for (int j = 1; j < n; ++j) {
     if (j == victim && killed) continue;
@@ -334,8 +334,8 @@ void event_iteration(Ctx& ctx) {
     }
   }
   if (!killed && driven != rounds) {
-    row.fail(row.failures, ctx.where() + ": the driver stopped at round " +
-                               std::to_string(driven) + " with nobody killed");
+    row.fail(row.failures, ctx.where() + ": the driver stopped at round " + std::to_string(driven) +
+                               " with nobody killed");
   }
 }
 

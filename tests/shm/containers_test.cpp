@@ -3,9 +3,9 @@
 // death of a lock holder reported and repaired, bad names and types refused.
 #include "ipckit/shm/containers.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <chrono>

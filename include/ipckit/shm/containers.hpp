@@ -103,8 +103,8 @@ class ShmAllocator {
 };
 
 /// Text in a segment.
-using SharedString = boost::interprocess::basic_string<char, std::char_traits<char>,
-                                                       ShmAllocator<char>>;
+using SharedString =
+    boost::interprocess::basic_string<char, std::char_traits<char>, ShmAllocator<char>>;
 
 /// A container of type C (built with a ShmAllocator) stored under a name in a Segment, with a
 /// robust lock of its own. Handles are cheap to copy; the container lives as long as the
@@ -133,7 +133,8 @@ class Shared {
     /// Starts the container empty, without touching the old contents (their memory stays
     /// allocated): the safe repair after owner_died().
     void reset() requires(!std::is_const_v<View>) {
-      ::new (static_cast<void*>(&s_->value)) C(typename C::allocator_type(s_->value.get_allocator()));
+      ::new (static_cast<void*>(&s_->value))
+          C(typename C::allocator_type(s_->value.get_allocator()));
       died_ = false;
     }
 
@@ -154,7 +155,8 @@ class Shared {
   template <class... Args>
   static Shared construct(Segment& seg, std::string_view name, Args&&... args) {
     const auto bytes = seg.construct_bytes(name, sizeof(Stored), alignof(Stored));
-    auto* s = ::new (bytes.data()) Stored(typename C::allocator_type(seg), std::forward<Args>(args)...);
+    auto* s =
+        ::new (bytes.data()) Stored(typename C::allocator_type(seg), std::forward<Args>(args)...);
     return Shared(s);
   }
   /// The container stored under `name`: errc::not_found; errc::size_mismatch or
@@ -211,8 +213,8 @@ class Shared {
 
 /// A std::map-like container in a segment (boost::interprocess::map), behind a robust lock.
 template <class K, class V, class Compare = std::less<K>>
-using SharedMap = Shared<boost::interprocess::map<K, V, Compare,
-                                                  ShmAllocator<std::pair<const K, V>>>>;
+using SharedMap =
+    Shared<boost::interprocess::map<K, V, Compare, ShmAllocator<std::pair<const K, V>>>>;
 /// A std::vector-like container in a segment (boost::interprocess::vector), behind a robust
 /// lock.
 template <class T>
