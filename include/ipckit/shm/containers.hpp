@@ -111,6 +111,18 @@ using SharedString =
 /// segment (or until destroy()).
 template <class C>
 class Shared {
+ private:
+  static constexpr std::uint32_t kMagic = 0x49534331;  // "ISC1"
+  struct Stored {
+    template <class... Args>
+    explicit Stored(const typename C::allocator_type& a, Args&&... args)
+        : value(std::forward<Args>(args)..., a) {}
+    Mutex mutex;
+    std::uint32_t magic = kMagic;
+    std::uint32_t writing = 0;  // 1 while a lock() holder may be changing the container
+    C value;
+  };
+
  public:
   using container_type = C;
 
@@ -140,12 +152,12 @@ class Shared {
 
    private:
     friend class Shared;
-    Guard(typename Shared::Stored* s, bool writing) : s_(s), w_(writing) {
+    Guard(Stored* s, bool writing) : s_(s), w_(writing) {
       const std::error_code ec = s_->mutex.lock();
       died_ = ec == errc::owner_dead && s_->writing != 0;
       if (w_) s_->writing = 1;
     }
-    typename Shared::Stored* s_;
+    Stored* s_;
     bool died_ = false;
     bool w_;
   };
@@ -197,16 +209,6 @@ class Shared {
   }
 
  private:
-  static constexpr std::uint32_t kMagic = 0x49534331;  // "ISC1"
-  struct Stored {
-    template <class... Args>
-    explicit Stored(const typename C::allocator_type& a, Args&&... args)
-        : value(std::forward<Args>(args)..., a) {}
-    Mutex mutex;
-    std::uint32_t magic = kMagic;
-    std::uint32_t writing = 0;  // 1 while a lock() holder may be changing the container
-    C value;
-  };
   explicit Shared(Stored* s) noexcept : s_(s) {}
   Stored* s_;
 };
