@@ -98,6 +98,14 @@ TEST_F(ContainersTest, AWriterKilledHoldingTheLockIsReportedAndResetRepairs) {
     return 1;
   });
   (void)writer.wait();
+  {  // a reader comes first: it is told, and so is every guard until a reset()
+    auto g = m.read();
+    EXPECT_TRUE(g.owner_died());
+  }
+  {
+    auto g = m.lock();
+    EXPECT_TRUE(g.owner_died());
+  }
   {
     auto g = m.lock();
     EXPECT_TRUE(g.owner_died());
@@ -114,6 +122,10 @@ TEST_F(ContainersTest, AWriterKilledHoldingTheLockIsReportedAndResetRepairs) {
 TEST_F(ContainersTest, NamesAndTypesAreCheckedAndDestroyGivesMemoryBack) {
   auto seg = Segment::anonymous(1 << 20);
   EXPECT_EQ(error_of([&] { SharedMap<int, int>::find(seg, "none"); }), errc::not_found);
+  // A constructor that throws leaves nothing under the name.
+  EXPECT_EQ(error_of([&] { SharedVector<int>::construct(seg, "huge", std::size_t{1} << 20); }),
+            errc::out_of_memory);
+  EXPECT_FALSE(seg.find_bytes("huge").has_value());
   const std::size_t free_before = seg.free_memory();
   {
     auto v = SharedVector<int>::construct(seg, "v");

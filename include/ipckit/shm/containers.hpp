@@ -16,8 +16,8 @@
 /// pointers or process-local resources: use SharedString for text, nested Shared* types
 /// (built with allocator<U>()) for nesting.
 ///
-/// Death: a process killed holding lock() may have left the container half-changed; the next
-/// lock() then says owner_died() and the container must be repaired: Guard::reset() starts it
+/// Death: a process killed holding lock() may have left the container half-changed; from
+/// then on every guard says owner_died() until one repairs it: Guard::reset() starts it
 /// empty (the old contents' memory stays allocated on the heap: walking a broken tree to free
 /// it could loop or crash). A process killed holding read() (no changes) leaves nothing to
 /// repair, and nobody is told. A process killed inside the segment's heap marks the heap
@@ -31,6 +31,7 @@
 #include <boost/interprocess/containers/string.hpp>
 #include <boost/interprocess/containers/vector.hpp>
 #include <boost/interprocess/offset_ptr.hpp>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -118,8 +119,9 @@ class Shared {
     explicit Stored(const typename C::allocator_type& a, Args&&... args)
         : value(std::forward<Args>(args)..., a) {}
     Mutex mutex;
-    std::uint32_t magic = kMagic;
-    std::uint32_t writing = 0;  // 1 while a lock() holder may be changing the container
+    std::atomic<std::uint32_t> magic{0};    // kMagic once `value` is built (release)
+    std::atomic<std::uint32_t> writing{0};  // 1 while a lock() holder may be changing it
+    std::atomic<std::uint32_t> broken{0};   // 1 from a writer's death to a reset()
     C value;
   };
 
@@ -130,70 +132,95 @@ class Shared {
   template <class View>
   class Guard {
    public:
-    Guard(Guard&& o) noexcept : s_(std::exchange(o.s_, nullptr)), died_(o.died_), w_(o.w_) {}
+    Guard(Guard&& o) noexcept : s_(std::exchange(o.s_, nullptr)), w_(o.w_) {}
     Guard& operator=(Guard&&) = delete;
     ~Guard() {
       if (s_ == nullptr) return;
-      if (w_) s_->writing = 0;
+      if (w_) {
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // the changes stay before it
+        s_->writing.store(0, std::memory_order_relaxed);
+      }
       s_->mutex.unlock();
     }
     View& operator*() const noexcept { return s_->value; }
     View* operator->() const noexcept { return &s_->value; }
-    /// True when a process died holding lock() before this one: the container may be
-    /// half-changed. Repair it (reset()) before relying on it.
-    [[nodiscard]] bool owner_died() const noexcept { return died_; }
+    /// True when a process died holding lock() (changing the container) and nobody has
+    /// reset() it since: the container may be half-changed. Every guard says so, readers'
+    /// too, until a lock() guard repairs it with reset().
+    [[nodiscard]] bool owner_died() const noexcept {
+      return s_->broken.load(std::memory_order_relaxed) != 0;
+    }
     /// Starts the container empty, without touching the old contents (their memory stays
     /// allocated): the safe repair after owner_died().
     void reset() requires(!std::is_const_v<View>) {
       ::new (static_cast<void*>(&s_->value))
           C(typename C::allocator_type(s_->value.get_allocator()));
-      died_ = false;
+      std::atomic_signal_fence(std::memory_order_seq_cst);
+      s_->broken.store(0, std::memory_order_relaxed);
     }
 
    private:
     friend class Shared;
     Guard(Stored* s, bool writing) : s_(s), w_(writing) {
-      const std::error_code ec = s_->mutex.lock();
-      died_ = ec == errc::owner_dead && s_->writing != 0;
-      if (w_) s_->writing = 1;
+      (void)s_->mutex.lock();  // owner_dead or not: `writing` tells whether a change was cut
+      const bool cut = s_->writing.load(std::memory_order_relaxed) != 0;
+      if (cut) s_->broken.store(1, std::memory_order_relaxed);
+      if (w_) {
+        s_->writing.store(1, std::memory_order_relaxed);
+        std::atomic_signal_fence(std::memory_order_seq_cst);  // before any change is made
+      } else if (cut) {
+        s_->writing.store(0, std::memory_order_relaxed);  // told through `broken` from now on
+      }
     }
     Stored* s_;
-    bool died_ = false;
     bool w_;
   };
 
   /// Constructs an empty C (args, then the allocator, go to its constructor) under `name`.
-  /// Throws what Segment::construct_bytes throws (errc::already_exists...).
+  /// Throws what Segment::construct_bytes or C's constructor throws (errc::already_exists,
+  /// errc::out_of_memory...); nothing is left under the name then.
   template <class... Args>
   static Shared construct(Segment& seg, std::string_view name, Args&&... args) {
     const auto bytes = seg.construct_bytes(name, sizeof(Stored), alignof(Stored));
-    auto* s =
-        ::new (bytes.data()) Stored(typename C::allocator_type(seg), std::forward<Args>(args)...);
+    Stored* s = nullptr;
+    try {
+      s = ::new (bytes.data()) Stored(typename C::allocator_type(seg), std::forward<Args>(args)...);
+    } catch (...) {
+      seg.destroy_bytes(name);
+      throw;
+    }
+    s->magic.store(kMagic, std::memory_order_release);  // found only once whole
     return Shared(s);
   }
   /// The container stored under `name`: errc::not_found; errc::size_mismatch or
-  /// errc::bad_layout when what is there is not a Shared<C>.
+  /// errc::bad_layout when what is there is not a Shared<C> of this segment.
   static Shared find(const Segment& seg, std::string_view name) {
     const auto bytes = seg.lookup_bytes(name);
-    if (bytes.size() != sizeof(Stored)) {
-      throw Error(errc::size_mismatch,
-                  "Shared::find(\"" + std::string(name) + "\"): not a container of this type");
+    const std::string what = "Shared::find(\"" + std::string(name) + "\")";
+    if (bytes.size() != sizeof(Stored) ||
+        reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(Stored) != 0) {
+      throw Error(errc::size_mismatch, what + ": not a container of this type");
     }
     auto* s = std::launder(reinterpret_cast<Stored*>(bytes.data()));
-    if (s->magic != kMagic) {
-      throw Error(errc::bad_layout, "Shared::find(\"" + std::string(name) + "\"): no container");
+    // The allocator's segment is checked too: the heap calls start from it.
+    if (s->magic.load(std::memory_order_acquire) != kMagic ||
+        s->value.get_allocator().segment_base() != seg.base()) {
+      throw Error(errc::bad_layout, what + ": no container of this segment there");
     }
     return Shared(s);
   }
-  /// Destroys the container under `name` (its elements' memory goes back to the heap) and
-  /// frees the name; false when there is none. Nobody may use it any more.
+  /// Destroys the container under `name` (its elements' memory goes back to the heap, unless
+  /// a writer died in it) and frees the name; false when there is none. Nobody may use it
+  /// any more.
   static bool destroy(Segment& seg, std::string_view name) {
-    auto found = seg.find_bytes(name);
-    if (!found) return false;
+    if (!seg.find_bytes(name)) return false;
     {
       Shared sh = find(seg, name);
       auto g = sh.lock();
+      sh.s_->magic.store(0, std::memory_order_release);  // find() refuses it from here on
       if (!g.owner_died()) g->~C();
+      ::new (static_cast<void*>(&sh.s_->value))
+          C(typename C::allocator_type(seg));  // an empty one, should a handle remain
     }
     return seg.destroy_bytes(name);
   }
