@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -55,10 +56,30 @@ Address parse_address(std::string_view address, const std::string& what) {
   return a;
 }
 
-UniqueFd seqpacket_socket(const std::string& what) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+UniqueFd seqpacket_socket(const std::string& what, bool nonblocking = false) {
+  UniqueFd fd(
+      ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0));
   if (!fd) throw_errno(what + ": socket()");
   return fd;
+}
+
+void set_blocking(int fd, bool blocking, const std::string& what) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 ||
+      ::fcntl(fd, F_SETFL, blocking ? (flags & ~O_NONBLOCK) : (flags | O_NONBLOCK)) != 0) {
+    throw_errno(what + ": fcntl(O_NONBLOCK)");
+  }
+}
+
+// A path made absolute (a relative one would mean another file after a chdir); "@name" as is.
+std::string absolute_address(std::string_view address) {
+  if (address.empty() || address.front() == '@' || address.front() == '/') {
+    return std::string(address);
+  }
+  std::string cwd(4096, '\0');
+  if (::getcwd(cwd.data(), cwd.size()) == nullptr) return std::string(address);
+  cwd.resize(std::strlen(cwd.c_str()));
+  return cwd + "/" + std::string(address);
 }
 
 PeerCredentials peer_of(int fd, const std::string& what) {
@@ -78,9 +99,12 @@ bool allowed(uid_t uid, const std::vector<uid_t>& list) {
   throw_error(errc::peer_dead, what + ": the peer hung up (exited, was killed, or closed)");
 }
 
-// Sends one frame (and `pass_fd` with it when >= 0); false when the peer has hung up.
-bool send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std::byte> payload,
-                int pass_fd, const std::string& what) {
+enum class Sent { ok, gone, timeout };
+
+// Sends one frame (and `pass_fd` with it when >= 0) by the deadline: the socket's buffer may
+// be full while the peer does not read.
+Sent send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std::byte> payload,
+                int pass_fd, const Deadline& deadline, const std::string& what) {
   if (fd < 0) throw_error(errc::closed, what + ": the link was closed");
   auto header = detail::link_header(kind, value);
   std::array<iovec, 2> iov{
@@ -99,9 +123,13 @@ bool send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std:
     std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
   }
   for (;;) {
-    if (::sendmsg(fd, &msg, MSG_NOSIGNAL) >= 0) return true;
+    if (::sendmsg(fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT) >= 0) return Sent::ok;
     if (errno == EINTR) continue;
-    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) return false;
+    if (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN) return Sent::gone;
+    if (errno == EAGAIN) {
+      if (!detail::wait_fd(fd, POLLOUT, deadline, "Link")) return Sent::timeout;
+      continue;
+    }
     if (errno == EMSGSIZE) {
       throw_error(errc::message_too_large, what + ": a frame of " +
                                                std::to_string(header.size() + payload.size()) +
@@ -109,6 +137,12 @@ bool send_frame(int fd, LinkKind kind, std::uint64_t value, std::span<const std:
     }
     throw_errno(what + ": sendmsg()");
   }
+}
+
+// A handshake frame: sent at once or not at all (the peer just connected; its buffer is empty).
+bool send_now(int fd, LinkKind kind, std::uint64_t value, const std::string& what) {
+  return send_frame(fd, kind, value, {}, -1, Deadline::after(std::chrono::seconds(1)), what) ==
+         Sent::ok;
 }
 
 }  // namespace
@@ -167,6 +201,7 @@ bool Link::next_frame(const Deadline& deadline, Frame& out) {
     }
     // Every descriptor that came is owned (and closed unless used) before anything is checked.
     std::vector<UniqueFd> fds;
+    fds.reserve(kMaxFds);  // no allocation can fail between taking descriptors
     for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
       if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
       const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -176,7 +211,12 @@ bool Link::next_frame(const Deadline& deadline, Frame& out) {
         fds.emplace_back(fd);
       }
     }
-    if (n == 0 && fds.empty()) throw_peer_dead(what);
+    if (n == 0 && fds.empty()) {  // end of stream, or an empty frame from a live peer
+      pollfd p{fd_.get(), POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP)) != 0) {
+        throw_peer_dead(what);
+      }
+    }
     const bool truncated = (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0;
     const detail::LinkFrame f = detail::parse_link_frame(
         std::span(buf.data(), static_cast<std::size_t>(n)), fds.size(), truncated, kMaxMessage);
@@ -194,7 +234,8 @@ void Link::send_segment(const Segment& seg) {
     throw_error(errc::invalid_argument,
                 what + ": an anonymous segment has no descriptor to pass (use Segment::memfd)");
   }
-  if (!send_frame(fd_.get(), LinkKind::segment, seg.size(), {}, seg.fd(), what)) {
+  if (send_frame(fd_.get(), LinkKind::segment, seg.size(), {}, seg.fd(), Deadline::never(), what) ==
+      Sent::gone) {
     throw_peer_dead(what);
   }
 }
@@ -202,25 +243,28 @@ void Link::send_segment(const Segment& seg) {
 std::optional<Segment> Link::recv_segment_until(const Deadline& deadline) {
   Frame f;
   if (!next_frame(deadline, f)) return std::nullopt;
-  if (f.kind != LinkKind::segment) {
+  if (f.kind == LinkKind::message) {
     stash_kind_ = static_cast<int>(f.kind);
     stash_value_ = f.value;
     stash_ = std::move(f.payload);
     throw_error(errc::invalid_argument,
                 "Link::recv_segment: the next frame is a message, not a segment (recv() takes it)");
   }
+  if (f.kind != LinkKind::segment) {
+    throw_error(errc::bad_frame, "Link::recv_segment: a handshake frame after the handshake");
+  }
   return Segment::adopt(std::move(f.fd), f.value);
 }
 
-void Link::send_bytes(std::span<const std::byte> bytes) {
+bool Link::send_bytes_until(std::span<const std::byte> bytes, const Deadline& deadline) {
   const std::string what = "Link::send";
   if (bytes.size() > kMaxMessage) {
     throw_error(errc::message_too_large, what + ": " + std::to_string(bytes.size()) +
                                              " encoded bytes, over " + std::to_string(kMaxMessage));
   }
-  if (!send_frame(fd_.get(), LinkKind::message, bytes.size(), bytes, -1, what)) {
-    throw_peer_dead(what);
-  }
+  const Sent r = send_frame(fd_.get(), LinkKind::message, bytes.size(), bytes, -1, deadline, what);
+  if (r == Sent::gone) throw_peer_dead(what);
+  return r == Sent::ok;
 }
 
 std::optional<std::vector<std::byte>> Link::recv_bytes_until(const Deadline& deadline) {
@@ -255,20 +299,30 @@ WaitSource wait_source(Link& link) {
 // ---- Listener ------------------------------------------------------------------------------
 
 Listener::Listener(std::string_view address, ListenerOptions options)
-    : address_(address), options_(std::move(options)) {
+    : address_(absolute_address(address)), options_(std::move(options)) {
   const std::string what = "Listener(\"" + address_ + "\")";
-  const Address a = parse_address(address, what);
+  const Address a = parse_address(address_, what);
+  const int backlog = std::max(1, options_.backlog);
   for (int attempt = 0;; ++attempt) {
     fd_ = seqpacket_socket(what);
-    if (::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&a.sun), a.len) == 0) break;
+    // listen() at once: a socket bound but not listening refuses connections, which is how a
+    // stale one looks to another Listener's probe below.
+    if (::bind(fd_.get(), reinterpret_cast<const sockaddr*>(&a.sun), a.len) == 0) {
+      if (::listen(fd_.get(), backlog) != 0) {
+        const int err = errno;
+        if (!a.abstract) ::unlink(address_.c_str());
+        throw_errno(err, what + ": listen()");
+      }
+      break;
+    }
     if (errno != EADDRINUSE) throw_errno(what + ": bind()");
     // A path nobody listens on any more (its listener was killed) is replaced; a live one is
-    // not, nor anything that is not a socket.
+    // not (a busy one answers EAGAIN), nor anything that is not our socket.
     struct stat st {};
     bool stale = false;
     if (!a.abstract && attempt == 0 && ::lstat(address_.c_str(), &st) == 0 &&
         S_ISSOCK(st.st_mode) && st.st_uid == ::geteuid()) {
-      UniqueFd probe = seqpacket_socket(what);
+      UniqueFd probe = seqpacket_socket(what, true);
       stale = ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&a.sun), a.len) != 0 &&
               errno == ECONNREFUSED;
     }
@@ -277,19 +331,19 @@ Listener::Listener(std::string_view address, ListenerOptions options)
   }
   if (!a.abstract) {
     creator_ = ::getpid();
-    if (::chmod(address_.c_str(), options_.allowed_uids.empty() ? 0600 : 0666) != 0) {
-      const int err = errno;
-      release();
-      throw_errno(err, what + ": chmod()");
+    struct stat st {};
+    const mode_t mode = options_.allowed_uids.empty() ? 0600 : 0666;
+    // The file we bound (dev, inode): only that one is chmod'ed now and unlinked at the end.
+    if (::lstat(address_.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode) ||
+        ::fchmodat(AT_FDCWD, address_.c_str(), mode, AT_SYMLINK_NOFOLLOW) != 0) {
+      const int err = errno != 0 ? errno : EEXIST;
+      fd_.reset();
+      throw_errno(err, what + ": setting the socket file's mode");
     }
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
   }
-  const int flags = ::fcntl(fd_.get(), F_GETFL);
-  if (flags < 0 || ::fcntl(fd_.get(), F_SETFL, flags | O_NONBLOCK) != 0 ||
-      ::listen(fd_.get(), std::max(1, options_.backlog)) != 0) {
-    const int err = errno;
-    release();
-    throw_errno(err, what + ": listen()");
-  }
+  set_blocking(fd_.get(), false, what);
 }
 
 Listener& Listener::operator=(Listener&& o) noexcept {
@@ -299,6 +353,8 @@ Listener& Listener::operator=(Listener&& o) noexcept {
     options_ = std::move(o.options_);
     fd_ = std::move(o.fd_);
     creator_ = std::exchange(o.creator_, 0);
+    dev_ = o.dev_;
+    ino_ = o.ino_;
   }
   return *this;
 }
@@ -306,7 +362,11 @@ Listener& Listener::operator=(Listener&& o) noexcept {
 Listener::~Listener() { release(); }
 
 void Listener::release() noexcept {
-  if (fd_ && creator_ == ::getpid()) ::unlink(address_.c_str());
+  struct stat st {};
+  if (fd_ && creator_ == ::getpid() && ::lstat(address_.c_str(), &st) == 0 && st.st_dev == dev_ &&
+      st.st_ino == ino_) {
+    ::unlink(address_.c_str());  // ours still: not a file somebody put there since
+  }
   creator_ = 0;
   fd_.reset();
 }
@@ -323,12 +383,12 @@ std::optional<Link> Listener::accept_until(const Deadline& deadline) {
     }
     const PeerCredentials peer = peer_of(conn.get(), what);
     if (!allowed(peer.uid, options_.allowed_uids)) {
-      send_frame(conn.get(), LinkKind::refused, peer.uid, {}, -1, what);
+      (void)send_now(conn.get(), LinkKind::refused, peer.uid, what);
       throw_errno(EACCES, what + ": refused pid " + std::to_string(peer.pid) + ", uid " +
                               std::to_string(peer.uid) + " (not the listener's uid " +
                               std::to_string(::geteuid()) + " nor allowed)");
     }
-    if (!send_frame(conn.get(), LinkKind::welcome, ::geteuid(), {}, -1, what)) continue;
+    if (!send_now(conn.get(), LinkKind::welcome, ::geteuid(), what)) continue;
     return Link(std::move(conn), peer);
   }
 }
@@ -346,17 +406,27 @@ Client::Client(std::string_view address, const Deadline& appear, const ClientOpt
     : Link(UniqueFd(), {}) {
   const std::string what = "Client(\"" + std::string(address) + "\")";
   const Address a = parse_address(address, what);
+  // Non-blocking: a listener whose backlog is full (or one that never accepts) must not hold
+  // the caller past its deadlines; EAGAIN is retried until handshake_timeout.
+  const Deadline busy = Deadline::after(options.handshake_timeout);
   UniqueFd fd;
   for (;;) {
-    fd = seqpacket_socket(what);
+    fd = seqpacket_socket(what, true);
     if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&a.sun), a.len) == 0) break;
     if (errno == EINTR) continue;
-    if (errno != ENOENT && errno != ECONNREFUSED && errno != EAGAIN) {
+    if (errno == EAGAIN) {
+      if (busy.expired()) {
+        throw_error(errc::timeout, what + ": the listener's backlog stayed full for " +
+                                       std::to_string(options.handshake_timeout.count()) + " ms");
+      }
+    } else if (errno == ENOENT || errno == ECONNREFUSED) {
+      if (appear.expired()) throw_error(errc::not_found, what + ": no listener there");
+    } else {
       throw_errno(what + ": connect()");
     }
-    if (appear.expired()) throw_error(errc::not_found, what + ": no listener there");
     std::this_thread::sleep_for(kConnectPoll);
   }
+  set_blocking(fd.get(), true, what);
   const PeerCredentials server = peer_of(fd.get(), what);
   if (!allowed(server.uid, options.allowed_uids)) {
     throw_errno(EACCES, what + ": the listener (pid " + std::to_string(server.pid) +

@@ -1,9 +1,11 @@
 #include "ipckit/shm/segment.hpp"
 
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -350,7 +352,10 @@ Segment Segment::adopt(UniqueFd fd, std::optional<std::size_t> expected_size,
   impl->fd = std::move(fd);
   struct stat st {};
   if (::fstat(impl->fd.get(), &st) != 0) throw_errno(what + ": fstat");
-  if (!S_ISREG(st.st_mode)) {
+  // Only memory-backed files: one on a network or FUSE file system could stall every access.
+  struct statfs fs {};
+  if (!S_ISREG(st.st_mode) || ::fstatfs(impl->fd.get(), &fs) != 0 ||
+      (fs.f_type != TMPFS_MAGIC && fs.f_type != HUGETLBFS_MAGIC)) {
     throw_error(errc::bad_layout, what + ": not a shared-memory file (a memfd or a segment's)");
   }
   const auto size = static_cast<std::size_t>(st.st_size);

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -60,12 +61,29 @@ int epoll_ms(const Deadline& d) {
 
 }  // namespace
 
+// The registrations of one look (prepare_wait() on each shared source's EventCount), cancelled
+// when it goes (an exception included) unless handed to the bridge, which cancels them itself.
+struct Registered {
+  std::vector<EventCount*> regs;
+  Registered() = default;
+  Registered(const Registered&) = delete;
+  Registered& operator=(const Registered&) = delete;
+  ~Registered() { cancel(); }
+  void cancel() noexcept {
+    for (EventCount* ev : regs) ev->cancel_wait();
+    regs.clear();
+  }
+  std::vector<EventCount*> hand_over() noexcept { return std::exchange(regs, {}); }
+};
+
 struct WaitSet::Impl {
   struct Entry {
     Key key;
     WaitSource src;
     std::shared_ptr<void> keep;  // what subscribe() returned
     UniqueFd dup;                // a duplicate, when the descriptor was in the epoll already
+    dev_t dev = 0;               // what the descriptor was when added: the same number may
+    ino_t ino = 0;               // mean another file by the time it is removed
   };
 
   // The helper thread that sleeps on the shared-memory words for an epoll-based wait (a set
@@ -170,9 +188,10 @@ struct WaitSet::Impl {
   bool needs_bridge() const noexcept { return fds > 0 || exported; }
   void start_bridge() {
     if (bridge) return;
-    bridge = std::make_unique<Bridge>();
-    bridge->efd = efd.get();
-    bridge->thread = std::thread([b = bridge.get()] { b->run(); });
+    auto b = std::make_unique<Bridge>();  // kept only once its thread runs
+    b->efd = efd.get();
+    b->thread = std::thread([p = b.get()] { p->run(); });
+    bridge = std::move(b);
   }
   // Before the set changes: no registration or sleep may refer to what goes.
   void quiesce() {
@@ -253,12 +272,14 @@ struct WaitSet::Impl {
     if (entries.empty()) throw_error(errc::invalid_argument, "WaitSet::wait: the set is empty");
     quiesce();
     drain();
-    std::vector<EventCount*> regs;
+    Registered reg;
     std::vector<Word> words;
     bool check_peers = true;
     auto next_check = Clock::now() + kPeerCheck;
+    // The bridge has something to sleep on: shared words, or in-process completions.
+    const bool bridged = shared > 0 || subscribed > 0;
     for (;;) {
-      std::vector<Key> ready = evaluate(check_peers, regs, words);
+      std::vector<Key> ready = evaluate(check_peers, reg.regs, words);
       const bool done = !ready.empty() || deadline.expired();
       Deadline sleep = earlier(deadline, next_timer());
       if (shared > 0) sleep = earlier(sleep, Deadline::at(next_check));
@@ -267,12 +288,12 @@ struct WaitSet::Impl {
           Deadline outer = next_timer();
           if (shared > 0) outer = earlier(outer, Deadline::at(next_check));
           set_timer(outer);
-          if (shared > 0 || subscribed > 0) {
+          if (bridged) {
             start_bridge();
-            bridge->arm(std::move(words), std::move(regs));
+            bridge->arm(std::move(words), reg.hand_over());
           }
         } else {
-          for (EventCount* ev : regs) ev->cancel_wait();
+          reg.cancel();
           if (exported) poke();  // level-triggered: fd() stays readable while one is ready
         }
         return ready;
@@ -281,13 +302,17 @@ struct WaitSet::Impl {
         if (!futex_waitv_until(words, sleep)) {  // no futex_waitv: look again soon
           std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
-        for (EventCount* ev : regs) ev->cancel_wait();
+        reg.cancel();
       } else {
-        start_bridge();
-        bridge->arm(std::move(words), std::move(regs));
+        if (bridged) {
+          start_bridge();
+          bridge->arm(std::move(words), reg.hand_over());
+        } else {
+          reg.cancel();
+        }
         epoll_event evs[8];
         (void)::epoll_wait(epfd.get(), evs, 8, epoll_ms(sleep));
-        bridge->disarm();
+        if (bridged) bridge->disarm();
         drain();
       }
       check_peers = Clock::now() >= next_check;
@@ -313,7 +338,14 @@ WaitSet::Key WaitSet::add_source(WaitSource source) {
   }
   m.quiesce();
   Impl::Entry e{m.next_key, std::move(source), nullptr, UniqueFd()};
+  if (e.src.subscribe) e.keep = e.src.subscribe(m.waker);  // dropped again if epoll refuses
   if (e.src.fd >= 0) {
+    struct stat st {};
+    if (::fstat(e.src.fd, &st) != 0) {
+      throw_errno("WaitSet::add: fstat(fd " + std::to_string(e.src.fd) + ")");
+    }
+    e.dev = st.st_dev;
+    e.ino = st.st_ino;
     const auto events = static_cast<std::uint32_t>(e.src.events == 0 ? POLLIN : e.src.events);
     e.src.events = static_cast<short>(events);
     epoll_event ev{};
@@ -327,7 +359,6 @@ WaitSet::Key WaitSet::add_source(WaitSource source) {
       m.watch(e.dup.get(), events, e.key);
     }
   }
-  if (e.src.subscribe) e.keep = e.src.subscribe(m.waker);
   ++m.next_key;
   m.shared += e.src.event != nullptr ? 1 : 0;
   m.fds += e.src.fd >= 0 ? 1 : 0;
@@ -361,8 +392,15 @@ bool WaitSet::remove(Key key) noexcept {
     m.quiesce();
   } catch (...) {
   }
-  if (it->src.fd >= 0) {
-    ::epoll_ctl(m.epfd.get(), EPOLL_CTL_DEL, it->dup ? it->dup.get() : it->src.fd, nullptr);
+  if (it->dup) {
+    ::epoll_ctl(m.epfd.get(), EPOLL_CTL_DEL, it->dup.get(), nullptr);
+  } else if (it->src.fd >= 0) {
+    // Only if the number still names the file added: closed and reused since, it is another
+    // source's (closing the old file took it out of the epoll already).
+    struct stat st {};
+    if (::fstat(it->src.fd, &st) == 0 && st.st_dev == it->dev && st.st_ino == it->ino) {
+      ::epoll_ctl(m.epfd.get(), EPOLL_CTL_DEL, it->src.fd, nullptr);
+    }
   }
   m.shared -= it->src.event != nullptr ? 1 : 0;
   m.fds -= it->src.fd >= 0 ? 1 : 0;

@@ -8,9 +8,11 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -344,6 +346,52 @@ TEST_F(LinkTest, HostileFramesAreRefusedAndTheirDescriptorsClosed) {
   send_raw(payload, {});
   EXPECT_EQ(b.recv<int>(), 77);                       // the link went on
   EXPECT_EQ(testing::open_fds().size(), fds_before);  // every descriptor that came was closed
+}
+
+TEST_F(LinkTest, SendsHaveADeadlineAndAnEmptyFrameIsBadNotAHangUp) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+  Link a = Link::from_socket(UniqueFd(sv[0]));
+  Link b = Link::from_socket(UniqueFd(sv[1]));
+  const std::string block(4000, 'x');
+  int sent = 0;
+  while (a.send_for(block, 10ms)) ++sent;  // b does not read: the buffer fills
+  EXPECT_GT(sent, 0);
+  EXPECT_EQ(b.recv<std::string>(), block);
+  EXPECT_TRUE(a.send_for(std::string("after"), 5s));  // room again
+  for (int i = 1; i < sent; ++i) (void)b.recv<std::string>();
+  EXPECT_EQ(b.recv<std::string>(), "after");
+  // An empty frame from a live peer is a bad frame, not the peer's end.
+  int raw[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, raw), 0);
+  UniqueFd peer(raw[0]);
+  Link c = Link::from_socket(UniqueFd(raw[1]));
+  ASSERT_EQ(::send(peer.get(), "", 0, 0), 0);
+  EXPECT_EQ(error_of([&] { (void)c.recv_for<int>(5s); }), errc::bad_frame);
+  peer.reset();
+  EXPECT_EQ(error_of([&] { (void)c.recv_for<int>(5s); }), errc::peer_dead);
+}
+
+TEST_F(LinkTest, AListenerThatNeverAcceptsTimesAClientOutInsteadOfHangingIt) {
+  const std::string address = abstract_address();
+  // A socket that listens (a backlog of one) and never accepts, filled by two connections.
+  UniqueFd squatter(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+  sockaddr_un sun{};
+  sun.sun_family = AF_UNIX;
+  std::memcpy(sun.sun_path + 1, address.data() + 1, address.size() - 1);
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + address.size());
+  ASSERT_EQ(::bind(squatter.get(), reinterpret_cast<sockaddr*>(&sun), len), 0);
+  ASSERT_EQ(::listen(squatter.get(), 0), 0);
+  std::vector<UniqueFd> fillers;
+  for (int i = 0; i < 4; ++i) {
+    UniqueFd f(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    (void)::connect(f.get(), reinterpret_cast<sockaddr*>(&sun), len);
+    fillers.push_back(std::move(f));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(error_of([&] { Client c(address, {.allowed_uids = {}, .handshake_timeout = 200ms}); }),
+            errc::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
 }
 
 }  // namespace

@@ -2,9 +2,11 @@
 // links, pool results and timers, with real processes on the other side.
 #include "ipckit/sync/wait_set.hpp"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -221,6 +223,28 @@ TEST_F(WaitSetTest, ItsDescriptorPlugsIntoAnOuterPollLoop) {
   EXPECT_FALSE(readable(fd));
   kid.kill(SIGKILL);
   (void)kid.wait();
+}
+
+TEST_F(WaitSetTest, ADescriptorClosedAndReusedBeforeItsRemoveDoesNotTakeTheNewOneOut) {
+  int a[2];
+  ASSERT_EQ(::pipe2(a, O_CLOEXEC), 0);
+  UniqueFd a_write(a[1]);
+  WaitSet ws;
+  const auto ka = ws.add_fd(a[0]);
+  ::close(a[0]);  // closed before its remove(); the number is free again
+  int b[2];
+  ASSERT_EQ(::pipe2(b, O_CLOEXEC), 0);
+  UniqueFd b_read(b[0]);
+  UniqueFd b_write(b[1]);
+  ASSERT_EQ(b[0], a[0]);  // the lowest free number: the same one
+  const auto kb = ws.add_fd(b[0]);
+  EXPECT_TRUE(ws.remove(ka));
+  auto kid = Process::spawn([&] {
+    std::this_thread::sleep_for(50ms);
+    return ::write(b_write.get(), "x", 1) == 1 ? 0 : 1;
+  });
+  EXPECT_EQ(ws.wait_for(20s), Keys{kb});  // still in the epoll: woken, not the deadline
+  ASSERT_TRUE(kid.wait_for(10s));
 }
 
 }  // namespace

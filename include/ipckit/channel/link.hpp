@@ -85,7 +85,13 @@ class Link {
   /// encoded bytes, errc::peer_dead when the peer has gone.
   template <class T>
   void send(const T& v) {
-    send_bytes(codec::encode(v));
+    (void)send_bytes_until(codec::encode(v), Deadline::never());
+  }
+  /// As send(); false (nothing sent) when the peer's socket buffer stayed full for `timeout`
+  /// (a live peer that does not read).
+  template <class T, class Rep, class Period>
+  bool send_for(const T& v, std::chrono::duration<Rep, Period> timeout) {
+    return send_bytes_until(codec::encode(v), Deadline::after(timeout));
   }
   /// The next value the peer sent, decoded as T (errc::bad_frame when it is not a T's
   /// encoding). errc::peer_dead once the peer has gone; errc::invalid_argument when the next
@@ -101,7 +107,7 @@ class Link {
     if (!bytes) return std::nullopt;
     return codec::decode<T>(*bytes);
   }
-  void send_bytes(std::span<const std::byte> bytes);
+  bool send_bytes_until(std::span<const std::byte> bytes, const Deadline& deadline);
   std::optional<std::vector<std::byte>> recv_bytes_until(const Deadline& deadline);
 
   /// Hangs up: the peer's receives then throw errc::peer_dead.
@@ -136,11 +142,13 @@ struct ListenerOptions {
   int backlog = 16;
 };
 
-/// A listening Unix socket. The address is a path in the filesystem, or "@name" for Linux's
-/// abstract namespace (no file at all, gone with the last descriptor). A path's socket file is
-/// made mode 0600 (0666 with an allow-list: the uid check is the gate), and removed by the
-/// process that made it when the Listener is destroyed; a leftover socket file nobody listens
-/// on (its listener was killed) is replaced. Move-only.
+/// A listening Unix socket. The address is a path in the filesystem (made absolute), or
+/// "@name" for Linux's abstract namespace (no file at all, gone with the last descriptor). A
+/// path's socket file is made mode 0600 (0666 with an allow-list: the uid check is the gate),
+/// and removed by the process that made it when the Listener is destroyed (if it is still the
+/// same file); a leftover socket file nobody listens on (its listener was killed) is replaced.
+/// (Two Listeners started at the same instant on one stale path may both replace it; the
+/// later one is then the one clients reach.) Move-only.
 class Listener {
  public:
   /// Binds and listens. Throws Error(errc::invalid_argument) for an empty address or one over
@@ -176,6 +184,8 @@ class Listener {
   ListenerOptions options_;
   UniqueFd fd_;
   pid_t creator_ = 0;  // the process that bound a path (and removes it)
+  dev_t dev_ = 0;      // the socket file it bound
+  ino_t ino_ = 0;
 };
 
 /// Options of a Client.
@@ -192,7 +202,8 @@ class Client : public Link {
   /// Connects to the listener at `address` and waits for it to accept. Throws
   /// Error(errc::not_found) when nobody listens there, EACCES when the listener refused this
   /// process (naming its uid) or runs as a uid not allowed (naming that uid),
-  /// errc::timeout when it did not answer within handshake_timeout.
+  /// errc::timeout when it did not answer (or its backlog stayed full) within
+  /// handshake_timeout.
   explicit Client(std::string_view address, const ClientOptions& options = {})
       : Client(address, Deadline::after(std::chrono::seconds(0)), options) {}
   /// As Client(address), but waits up to `timeout` for a listener to appear (a client started

@@ -27,11 +27,11 @@
 /// COMPONENTS containers)).
 #pragma once
 
+#include <atomic>
 #include <boost/interprocess/containers/map.hpp>
 #include <boost/interprocess/containers/string.hpp>
 #include <boost/interprocess/containers/vector.hpp>
 #include <boost/interprocess/offset_ptr.hpp>
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>

@@ -110,7 +110,8 @@ class Segment {
   /// Maps the segment whose file `fd` is (a memfd() segment's or a named one's, received from
   /// another process), taking the descriptor. The bytes are checked before they are trusted:
   /// Error(errc::bad_layout) when it is not a regular file holding a ready ipckit segment of
-  /// this version, errc::size_mismatch when `expected_size` is given and differs,
+  /// this version in memory (tmpfs or hugetlbfs: a file elsewhere could stall every access),
+  /// errc::size_mismatch when `expected_size` is given and differs,
   /// errc::invalid_argument for an empty descriptor.
   static Segment adopt(UniqueFd fd, std::optional<std::size_t> expected_size = {},
                        const SegmentOptions& options = {});
