@@ -207,8 +207,11 @@ class Locked {
  public:
   // Takes the lock(s) by `deadline`; `held` is false when it could not (the state unread).
   // `joinable`: the queue has a redo record to replay (a plain one never writes it).
-  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline, bool joinable, Side side)
-      : h_(h) {
+  // `cache`: this process's last reading of the other side's index, used instead of reading
+  // it again (a line the other side keeps writing) until it is not enough: refresh().
+  Locked(QueueHeader* h, std::uint64_t cap, const Deadline& deadline, bool joinable, Side side,
+         std::uint64_t* cache = nullptr)
+      : h_(h), cap_(cap), side_(side), cache_(joinable ? nullptr : cache) {
     first_ = joinable || side == Side::put ? &h_->put_lock : &h_->get_lock;
     second_ = joinable ? &h_->get_lock : nullptr;
     // A dead holder: the state is the old one or the new (one-store commits), and checked.
@@ -222,14 +225,21 @@ class Locked {
     if (joinable && h_->redo.valid.load(std::memory_order_acquire) != 0) {
       apply(h_->redo);  // its writer died mid-commit
     }
-    if (side == Side::put) {  // pairs with the other side's release commit
-      tail = h_->tail.load(std::memory_order_relaxed);
-      head = h_->head.load(std::memory_order_acquire);
-    } else {
-      head = h_->head.load(std::memory_order_relaxed);
-      tail = h_->tail.load(std::memory_order_acquire);
+    (side == Side::put ? tail : head) =
+        (side == Side::put ? h_->tail : h_->head).load(std::memory_order_relaxed);
+    if (cache_ != nullptr) {
+      (side == Side::put ? head : tail) = *cache_;
+      if (consistent()) return;  // a stale reading can only understate what the other did
     }
-    if (tail < head || tail - head > cap || head % 64 != 0 || tail % 64 != 0) {
+    refresh();
+  }
+  // Reads the other side's index again (pairs with its release commit). Throws bad_layout
+  // (having unlocked) when the state breaks the ring's invariants.
+  void refresh() {
+    std::uint64_t& other = side_ == Side::put ? head : tail;
+    other = (side_ == Side::put ? h_->head : h_->tail).load(std::memory_order_acquire);
+    if (cache_ != nullptr) *cache_ = other;
+    if (!consistent()) {
       unlock();
       held = false;
       corrupt("head " + std::to_string(head) + ", tail " + std::to_string(tail));
@@ -289,8 +299,14 @@ class Locked {
     if (second_ != nullptr) second_->unlock();
     first_->unlock();
   }
+  [[nodiscard]] bool consistent() const noexcept {
+    return tail >= head && tail - head <= cap_ && head % 64 == 0 && tail % 64 == 0;
+  }
 
   QueueHeader* h_;
+  std::uint64_t cap_;
+  Side side_;
+  std::uint64_t* cache_;
   IdLock* first_ = nullptr;
   IdLock* second_ = nullptr;
 };
@@ -532,11 +548,12 @@ bool QueueCore::put(std::span<const std::byte> msg, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline, joinable_, Side::put);
+      Locked lk(h_, cap_, deadline, joinable_, Side::put, &head_seen_);
       if (!lk.held) return false;  // a live holder kept it past the deadline
       if (closed()) throw Error(errc::closed, "Queue::put: the queue is closed");
       std::uint64_t waste = 0;
       const std::uint64_t need = room_needed(lk.tail, cap_, msg.size(), waste);
+      if (cap_ - (lk.tail - lk.head) < need) lk.refresh();  // the consumers may have made room
       if (cap_ - (lk.tail - lk.head) >= need) {
         if (waste != 0) write_header(data + lk.tail % cap_, kWrap);
         std::byte* at = data + (lk.tail + waste) % cap_;
@@ -576,8 +593,9 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
   for (;;) {
     bool done = false;
     {
-      Locked lk(h_, cap_, deadline, joinable_, Side::get);
-      if (!lk.held) return false;  // a live holder kept it past the deadline
+      Locked lk(h_, cap_, deadline, joinable_, Side::get, &tail_seen_);
+      if (!lk.held) return false;            // a live holder kept it past the deadline
+      if (lk.head == lk.tail) lk.refresh();  // the producers may have put more
       if (lk.head != lk.tail) {
         std::uint64_t head = lk.head;
         std::uint32_t words[2];

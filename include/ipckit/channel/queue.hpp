@@ -87,6 +87,11 @@ class QueueCore {
   bool joinable_ = false;   // as this process made or found it
   pid_t producer_pid_ = 0;  // the process that enrolled as a producer through this handle
   pid_t consumer_pid_ = 0;  // ... as a consumer
+  // The other side's index as this handle last read it (a lower bound: indexes only grow):
+  // a put reads head again only when this shows too little room, a get reads tail again only
+  // when this shows nothing to take.
+  std::uint64_t head_seen_ = 0;
+  std::uint64_t tail_seen_ = 0;
 };
 
 }  // namespace detail
