@@ -395,11 +395,14 @@ void barrier_iteration(Ctx& ctx) {
 
 // ---- a robust mutex owner -------------------------------------------------------------------
 
-// Guarded by the mutex (see Guarded in harness.hpp).
+// Guarded by the mutex (see Guarded in harness.hpp): a Mutex, or in half the iterations a
+// RecursiveMutex that every holder takes twice (a victim dies holding it at depth 2).
 struct MutexBoard {
   static constexpr int kMax = 4;
   MutexBoard() { rewrite(g, 0); }
   Mutex mutex;
+  RecursiveMutex rmutex;
+  std::uint32_t recursive = 0;
   Guarded g;
   std::atomic<std::uint32_t> ready{0};
   std::atomic<std::uint32_t> go{0};
@@ -413,9 +416,21 @@ struct MutexBoard {
   SelfRaise raise;
 };
 
+std::error_code lock_board(MutexBoard& b) {
+  if (b.recursive == 0) return b.mutex.lock();
+  const std::error_code ec = b.rmutex.lock();
+  const std::error_code again = b.rmutex.lock();  // the owner's second hold never waits
+  return ec ? ec : again;
+}
+void unlock_board(MutexBoard& b) {
+  if (b.recursive == 0) return b.mutex.unlock();
+  b.rmutex.unlock();
+  b.rmutex.unlock();
+}
+
 // Takes the mutex; after a dead owner, repairs the guarded state (rolls a torn update back).
 void lock_and_repair(MutexBoard& b, bool survivor) {
-  if (b.mutex.lock()) {
+  if (lock_board(b)) {
     if (b.owner_dead.fetch_add(1) == 0 && survivor) b.owner_dead_ns.store(now_ns());
     if (repair(b.g)) b.torn.fetch_add(1);
   } else if (!consistent(b.g)) {
@@ -429,6 +444,7 @@ void mutex_iteration(Ctx& ctx) {
   const std::uint64_t ops = ctx.uniform(200, 3000);
   auto mem = Segment::anonymous(1 << 16);
   MutexBoard& b = mem.make<MutexBoard>();
+  b.recursive = ctx.chance(0.5) ? 1 : 0;
   const int victim = static_cast<int>(ctx.uniform(0, static_cast<std::uint64_t>(n) - 1));
   const int sig = ctx.random_signal();
   const bool self = ctx.chance(0.5);
@@ -455,7 +471,7 @@ void mutex_iteration(Ctx& ctx) {
         b.g.b = b.g.a;
         b.raise.maybe(i, op, 2);  // holding the lock, state consistent again
         b.holding[i].store(0);
-        b.mutex.unlock();
+        unlock_board(b);
         b.done[i].store(op + 1);
       }
       me.finish(kReturned);
@@ -494,7 +510,12 @@ void mutex_iteration(Ctx& ctx) {
         flags += " " + std::to_string(b.holding[j].load()) + "/" + std::to_string(b.done[j].load());
       }
       std::uint32_t word[4];
-      std::memcpy(word, reinterpret_cast<const std::byte*>(&b.mutex) + 8, sizeof word);
+      std::memcpy(
+          word,
+          reinterpret_cast<const std::byte*>(b.recursive != 0 ? static_cast<void*>(&b.rmutex)
+                                                              : static_cast<void*>(&b.mutex)) +
+              8,
+          sizeof word);
       row.fail(row.hangs,
                ctx.where() + ": locker " + std::to_string(i) + " still blocked " +
                    std::to_string(kSurvivorBound.count()) + " ms after the kill (" +
@@ -509,7 +530,7 @@ void mutex_iteration(Ctx& ctx) {
   // The last word: take the lock once more (a dead owner nobody met is met here).
   lock_and_repair(b, false);
   const Guarded g = b.g;
-  b.mutex.unlock();
+  unlock_board(b);
   std::uint64_t done = 0;
   for (int i = 0; i < n; ++i) done += b.done[i].load();
   row.tasks += done;
