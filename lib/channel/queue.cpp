@@ -10,6 +10,8 @@
 // them is errc::bad_layout.
 #include "ipckit/channel/queue.hpp"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -62,6 +64,15 @@ struct IdLock {
       return Got::ok;
     for (int i = 0; i < 200; ++i) {
       cpu_relax();
+      if (owner.load(std::memory_order_relaxed) == 0) {
+        free = 0;
+        if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) return Got::ok;
+      }
+    }
+    // A holder that was preempted (more processes than CPUs) runs sooner if this one yields
+    // its CPU a few times than if it sleeps until a wake-up.
+    for (int i = 0; i < 4; ++i) {
+      sched_yield();
       if (owner.load(std::memory_order_relaxed) == 0) {
         free = 0;
         if (owner.compare_exchange_strong(free, me, std::memory_order_acquire)) return Got::ok;
