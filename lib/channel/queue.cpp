@@ -440,7 +440,14 @@ WaitSource QueueCore::wait_source() const {
 }
 
 void QueueCore::close() noexcept {
+  // Under the producers' lock: a put that saw the queue open has committed before the flag
+  // is up, so a consumer that sees the flag and then an empty ring may say "drained" (a put
+  // committing after that would never be got). A holder stopped for over a second is not
+  // waited for longer.
+  const bool locked =
+      h_->put_lock.lock(Deadline::after(std::chrono::seconds(1))) != IdLock::Got::timeout;
   h_->closed.store(1, std::memory_order_release);
+  if (locked) h_->put_lock.unlock();
   h_->not_empty.notify_all();
   h_->not_full.notify_all();
 }
@@ -605,8 +612,14 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
     bool done = false;
     {
       Locked lk(h_, cap_, deadline, joinable_, Side::get, &tail_seen_);
-      if (!lk.held) return false;            // a live holder kept it past the deadline
-      if (lk.head == lk.tail) lk.refresh();  // the producers may have put more
+      if (!lk.held) return false;  // a live holder kept it past the deadline
+      // Closed is read before the last look at tail: a put that committed before close()
+      // (which waits for the producers' lock) is then seen; drained means drained.
+      bool was_closed = false;
+      if (lk.head == lk.tail) {
+        was_closed = closed();
+        lk.refresh();  // the producers may have put more
+      }
       if (lk.head != lk.tail) {
         std::uint64_t head = lk.head;
         std::uint32_t words[2];
@@ -636,7 +649,7 @@ bool QueueCore::get(std::vector<std::byte>& out, const Deadline& deadline) {
           lk.commit_head(head + record_bytes(len));
         }
         done = true;
-      } else if (closed()) {
+      } else if (was_closed) {
         throw Error(errc::closed, "Queue::get: the queue is closed and drained");
       }
     }

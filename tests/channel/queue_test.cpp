@@ -144,6 +144,48 @@ TEST_F(QueueTest, ManyProducersAndConsumersEveryItemOnceInProducerOrder) {
   }
 }
 
+// close() racing live producers and consumers: every put that returned true is got by a
+// consumer before they see "closed and drained" (the two locks must not let a put commit
+// after a consumer's last look). Several rounds, the close at a random moment.
+TEST_F(QueueTest, EveryPutThatSucceededBeforeCloseIsGotNoneAfter) {
+  std::mt19937 rng(12345);
+  for (int round = 0; round < 20; ++round) {
+    auto seg = Segment::anonymous(1 << 16);
+    auto& put_ok = seg.make<std::atomic<std::uint64_t>>(0);
+    auto& got = seg.make<std::atomic<std::uint64_t>>(0);
+    auto& go = seg.make<std::atomic<std::uint32_t>>(0);
+    Queue<std::uint64_t> q(1 << 16);
+    auto producers = testing::spawn_n(3, [&](int) {
+      testing::wait_for_start(go);
+      for (std::uint64_t i = 0;; ++i) {
+        try {
+          q.put(i);
+        } catch (const Error& e) {
+          return e.is(errc::closed) ? 0 : 2;
+        }
+        put_ok.fetch_add(1);
+      }
+    });
+    auto consumers = testing::spawn_n(2, [&](int) {
+      testing::wait_for_start(go);
+      for (;;) {
+        try {
+          (void)q.get();
+        } catch (const Error& e) {
+          return e.is(errc::closed) ? 0 : 2;
+        }
+        got.fetch_add(1);
+      }
+    });
+    go.store(1);
+    std::this_thread::sleep_for(std::chrono::microseconds(200 + rng() % 3000));
+    q.close();
+    ASSERT_TRUE(testing::all_succeed(producers, 60s));
+    ASSERT_TRUE(testing::all_succeed(consumers, 60s));
+    ASSERT_EQ(got.load(), put_ok.load()) << "round " << round;
+  }
+}
+
 TEST_F(QueueTest, ProducersKilledMidPutLoseAtMostTheItemTheyWerePutting) {
   std::mt19937 rng(1234);
   for (int round = 0; round < 20; ++round) {

@@ -28,9 +28,10 @@ namespace detail {
 
 struct QueueHeader;
 
-// The queue in shared memory, as bytes: a robust mutex over a ring of records. Every change of
-// the ring's committed state is one store under the lock (tail by a put, head by a get), so a
-// process killed at any instruction leaves the old state or the new one:
+// The queue in shared memory, as bytes: a ring of records under two robust locks, the
+// producers' (tail) and the consumers' (head). Every change of the ring's committed state is
+// one store under its side's lock (tail by a put, head by a get), so a process killed at any
+// instruction leaves the old state or the new one:
 // a put killed before its commit loses its own message, a get killed before its commit leaves
 // the message for another consumer, and nothing else is touched. (lib/channel/queue.cpp)
 class QueueCore {
@@ -109,7 +110,7 @@ class QueueCore {
 ///
 /// Death: a process killed at any point of a put loses at most the item it was putting; one
 /// killed in a get loses at most the item it was taking (if it had not taken it yet, another
-/// consumer gets it); the queue goes on for everyone else (its lock is robust, and each state
+/// consumer gets it); the queue goes on for everyone else (its locks are robust, and each state
 /// change is one store). A get on an empty queue whose producers (the processes that put
 /// at least once) are all dead throws Error(errc::peer_dead) instead of waiting forever, and
 /// so does a put on a full queue whose consumers (those that got at least once) are all dead;
