@@ -234,8 +234,7 @@ WaitSource ByteRing::wait_source() {
   s.event = &h_->control.readable;
   s.ready = [this](bool check_peers) {
     if (try_peek().has_value() || closed()) return true;  // try_peek throws on a bad record
-    const auto& others = h_->control.producers;
-    return check_peers && (others.all_dead() || (others.empty() && region_.others_gone()));
+    return check_peers && detail::side_gone(h_->control.producers, region_);
   };
   return s;
 }

@@ -177,13 +177,14 @@ struct WaitSet::Impl {
     if (bridge) bridge->shut();
   }
 
-  void watch(int fd, std::uint32_t events, Key key) const {
+  // Adds `fd` to the epoll; false when it is there already (EEXIST), throws otherwise.
+  bool watch(int fd, std::uint32_t events, Key key) const {
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = key;
-    if (::epoll_ctl(epfd.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
-      throw_errno("WaitSet: epoll_ctl(fd " + std::to_string(fd) + ")");
-    }
+    if (::epoll_ctl(epfd.get(), EPOLL_CTL_ADD, fd, &ev) == 0) return true;
+    if (errno != EEXIST) throw_errno("WaitSet: epoll_ctl(fd " + std::to_string(fd) + ")");
+    return false;
   }
   bool needs_bridge() const noexcept { return fds > 0 || exported; }
   void start_bridge() {
@@ -281,13 +282,13 @@ struct WaitSet::Impl {
     for (;;) {
       std::vector<Key> ready = evaluate(check_peers, reg.regs, words);
       const bool done = !ready.empty() || deadline.expired();
-      Deadline sleep = earlier(deadline, next_timer());
-      if (shared > 0) sleep = earlier(sleep, Deadline::at(next_check));
+      // The set's own next reason to look: a timer, or the next look for dead peers.
+      Deadline wake = next_timer();
+      if (shared > 0) wake = earlier(wake, Deadline::at(next_check));
+      const Deadline sleep = earlier(deadline, wake);
       if (done) {
         if (exported && ready.empty()) {  // fd() mode: the outer loop sleeps for us
-          Deadline outer = next_timer();
-          if (shared > 0) outer = earlier(outer, Deadline::at(next_check));
-          set_timer(outer);
+          set_timer(wake);
           if (bridged) {
             start_bridge();
             bridge->arm(std::move(words), reg.hand_over());
@@ -348,12 +349,7 @@ WaitSet::Key WaitSet::add_source(WaitSource source) {
     e.ino = st.st_ino;
     const auto events = static_cast<std::uint32_t>(e.src.events == 0 ? POLLIN : e.src.events);
     e.src.events = static_cast<short>(events);
-    epoll_event ev{};
-    ev.events = events;
-    ev.data.u64 = e.key;
-    if (::epoll_ctl(m.epfd.get(), EPOLL_CTL_ADD, e.src.fd, &ev) != 0) {
-      if (errno != EEXIST)
-        throw_errno("WaitSet::add: epoll_ctl(fd " + std::to_string(e.src.fd) + ")");
+    if (!m.watch(e.src.fd, events, e.key)) {  // there already: a duplicate goes in instead
       e.dup.reset(::fcntl(e.src.fd, F_DUPFD_CLOEXEC, 0));
       if (!e.dup) throw_errno("WaitSet::add: dup");
       m.watch(e.dup.get(), events, e.key);

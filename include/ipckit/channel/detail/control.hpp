@@ -184,6 +184,12 @@ struct Placement {
 // a consumer (`fail_if_closed` false) tries once more, so what was published just before is still
 // delivered. Returns false on timeout; throws errc::closed or errc::peer_dead. Between sleeps it
 // also checks that `region` is still backed (a named segment truncated under it: errc::bad_layout).
+// True when the other side is gone: every process on it has exited, or (in a named segment)
+// nobody ever joined it and every other process that had the segment open has died.
+inline bool side_gone(const PeerTable& others, const Region& region) {
+  return others.all_dead() || (others.empty() && region.others_gone());
+}
+
 template <class Attempt>
 bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others, const Region& region,
                const Deadline& deadline, const char* what, Attempt&& attempt, bool fail_if_closed) {
@@ -195,7 +201,7 @@ bool wait_side(ChannelControl& ctl, EventCount& ec, const PeerTable& others, con
            ctl.safe_policy(),
            [&] {
              region.check_backing(what);
-             gone = others.all_dead() || (others.empty() && region.others_gone());
+             gone = side_gone(others, region);
            });
   if (done) return true;
   if (!fail_if_closed && attempt()) return true;
