@@ -117,6 +117,12 @@ int CartComm::neighbor(int dx, int dy, int dz) const {
 
 void CartComm::halo_exchange(std::span<const std::span<const std::byte>> send,
                              std::span<const std::span<std::byte>> recv) {
+  Request r = ihalo_exchange(send, recv);
+  comm_.wait(r);
+}
+
+Request CartComm::ihalo_exchange(std::span<const std::span<const std::byte>> send,
+                                 std::span<const std::span<std::byte>> recv) {
   const std::size_t k = dirs_.size();
   if (send.size() != k || recv.size() != k) {
     throw Error(errc::invalid_argument, "CartComm::halo_exchange: " + std::to_string(send.size()) +
@@ -140,7 +146,7 @@ void CartComm::halo_exchange(std::span<const std::span<const std::byte>> send,
     const int from = neighbor(o[0], o[1], o[2]);
     if (from >= 0) reqs.push_back(comm_.irecv(from, recv[from_dir]));
   }
-  comm_.wait_all(reqs);
+  return Request::group(std::move(reqs));
 }
 
 }  // namespace ipckit

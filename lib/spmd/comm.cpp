@@ -25,6 +25,37 @@ void Comm::check_rank(int r, const char* what) const {
   }
 }
 
+Request Request::group(std::vector<Request> parts) {
+  auto g = std::make_unique<RequestGroup>();
+  g->parts = std::move(parts);
+  return Request(std::move(g));
+}
+
+namespace {
+// Moves the requests a group stands for (and theirs) into `out`.
+void flatten(Request& r, std::vector<Request>& out) {
+  if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
+    for (Request& part : g->parts) flatten(part, out);
+    r.reset();
+  } else if (r.valid()) {
+    out.push_back(std::move(r));
+  }
+}
+}  // namespace
+
+void Comm::wait_all(std::span<Request> requests) {
+  const bool grouped = std::any_of(requests.begin(), requests.end(), [](const Request& r) {
+    return dynamic_cast<const RequestGroup*>(r.state()) != nullptr;
+  });
+  if (!grouped) {
+    complete(requests);
+    return;
+  }
+  std::vector<Request> flat;
+  for (Request& r : requests) flatten(r, flat);
+  complete(flat);
+}
+
 namespace {
 template <class T>
 void combine(void* acc, const void* in, std::size_t count, ReduceOp op) {

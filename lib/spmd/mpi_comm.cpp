@@ -147,6 +147,7 @@ struct MpiRequest final : Request::State {
   std::shared_ptr<MpiMatcher> matcher;
   Phase phase = Phase::posted;
   bool is_recv = false;
+  bool collective = false;  // MPI_Ibarrier / MPI_Iallreduce
   int peer = 0;
   std::byte* data = nullptr;
   int bytes = 0;
@@ -159,8 +160,9 @@ struct MpiRequest final : Request::State {
   MpiRequest& operator=(const MpiRequest&) = delete;
 
   // Dropped before wait_all() finished it: an unmatched receive is withdrawn; a matched one
-  // is waited for (its message is already on its way into our buffer); a send is left to
-  // complete on its own.
+  // is waited for (its message is already on its way into our buffer), and so is a
+  // collective (every rank's collectives stay in step); a send is left to complete on its
+  // own.
   ~MpiRequest() override {
     if (phase == Phase::unmatched) {
       matcher->withdraw(this);
@@ -170,7 +172,7 @@ struct MpiRequest final : Request::State {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized != 0) return;
-    if (is_recv) {
+    if (is_recv || collective) {
       MPI_Wait(&request, MPI_STATUS_IGNORE);
     } else {
       MPI_Request_free(&request);
@@ -310,13 +312,14 @@ Request MpiComm::irecv(int src, std::span<std::byte> data) {
   return Request(std::move(state));
 }
 
-void MpiComm::wait_all(std::span<Request> requests) {
+void MpiComm::complete(std::span<Request> requests) {
   std::vector<MpiRequest*> states;
   states.reserve(requests.size());
   for (const Request& r : requests) {
     if (!r.valid()) continue;
     auto* s = dynamic_cast<MpiRequest*>(r.state());
     if (s == nullptr) {
+      for (Request& q : requests) q.reset();
       throw Error(errc::invalid_argument, "MpiComm::wait_all: a request of another backend");
     }
     states.push_back(s);
@@ -375,7 +378,7 @@ void MpiComm::wait_all(std::span<Request> requests) {
       const int err =
           rc == MPI_ERR_IN_STATUS ? statuses[static_cast<std::size_t>(j)].MPI_ERROR : MPI_SUCCESS;
       try {
-        check(err, s.is_recv ? "MPI_Imrecv" : "MPI_Isend");
+        check(err, s.collective ? "MPI_Iallreduce" : s.is_recv ? "MPI_Imrecv" : "MPI_Isend");
         if (s.is_recv && s.got != s.bytes) {
           throw size_mismatch_error(s.peer, s.bytes, s.got);
         }
@@ -389,12 +392,52 @@ void MpiComm::wait_all(std::span<Request> requests) {
   }
 }
 
-void MpiComm::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+// Waits for a non-blocking MPI call, matching this comm's queued receives meanwhile: a peer
+// may be blocked sending one of them before it can reach the collective.
+void MpiComm::progress_until(MPI_Request& request, const char* what) {
+  for (;;) {
+    matcher_->match();
+    int flag = 0;
+    check(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), what);
+    if (flag != 0) return;
+  }
+}
+
+// The blocking collectives are MPI's non-blocking ones completed by progress_until(): the
+// queued receives are matched while they wait (MPI's blocking forms would not), and every
+// rank calls the same form whatever it has queued (MPI does not match a blocking collective
+// with a non-blocking one), so barrier() and ibarrier() match each other, as on ShmComm.
+void MpiComm::barrier() {
+  MPI_Request r = MPI_REQUEST_NULL;
+  check(MPI_Ibarrier(comm_, &r), "MPI_Ibarrier");
+  progress_until(r, "MPI_Ibarrier");
+}
 
 void MpiComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
   const int n = count_of(count, "MpiComm::allreduce");
-  check(MPI_Allreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(type), mpi::op_of(op), comm_),
-        "MPI_Allreduce");
+  MPI_Request r = MPI_REQUEST_NULL;
+  check(MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(type), mpi::op_of(op), comm_, &r),
+        "MPI_Iallreduce");
+  progress_until(r, "MPI_Iallreduce");
+}
+
+Request MpiComm::ibarrier() {
+  auto state = std::make_unique<MpiRequest>();
+  state->matcher = matcher_;
+  state->collective = true;
+  check(MPI_Ibarrier(comm_, &state->request), "MPI_Ibarrier");
+  return Request(std::move(state));
+}
+
+Request MpiComm::iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+  const int n = count_of(count, "MpiComm::iallreduce");
+  auto state = std::make_unique<MpiRequest>();
+  state->matcher = matcher_;
+  state->collective = true;
+  check(MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(type), mpi::op_of(op), comm_,
+                       &state->request),
+        "MPI_Iallreduce");
+  return Request(std::move(state));
 }
 
 void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
@@ -405,8 +448,7 @@ void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, 
   const auto mine_size = static_cast<std::int64_t>(mine.size());
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
   std::int64_t agree[3] = {mine_size, -mine_size, bad_all ? 1 : 0};
-  check(MPI_Allreduce(MPI_IN_PLACE, agree, 3, MPI_INT64_T, MPI_MAX, comm_),
-        "MPI_Allreduce (gather sizes)");
+  allreduce(agree, 3, DataType::i64, ReduceOp::max);
   if (agree[0] != -agree[1]) {
     throw Error(errc::size_mismatch, "MpiComm::gather: the ranks contribute between " +
                                          std::to_string(-agree[1]) + " and " +
@@ -417,13 +459,18 @@ void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, 
     throw Error(errc::invalid_argument, "MpiComm::gather: the root's buffer is not size() times " +
                                             std::to_string(mine.size()) + " bytes");
   }
-  check(MPI_Gather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_), "MPI_Gather");
+  MPI_Request r = MPI_REQUEST_NULL;
+  check(MPI_Igather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_, &r),
+        "MPI_Igather");
+  progress_until(r, "MPI_Igather");
 }
 
 void MpiComm::broadcast(std::span<std::byte> data, int root) {
   check_rank(root, "MpiComm::broadcast");
   const int n = count_of(data.size(), "MpiComm::broadcast");
-  check(MPI_Bcast(data.data(), n, MPI_BYTE, root, comm_), "MPI_Bcast");
+  MPI_Request r = MPI_REQUEST_NULL;
+  check(MPI_Ibcast(data.data(), n, MPI_BYTE, root, comm_, &r), "MPI_Ibcast");
+  progress_until(r, "MPI_Ibcast");
 }
 
 }  // namespace ipckit

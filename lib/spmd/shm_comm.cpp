@@ -145,6 +145,26 @@ struct ShmComm::Op final : Request::State {
   }
 };
 
+// A posted ibarrier/iallreduce. The rank has arrived at the collective's barrier (and
+// written its values for the first round); the wait waits for the others, then combines.
+// Dropped unwaited, it is finished by its destructor: the ranks' collectives stay in step.
+struct ShmComm::CollOp final : Request::State {
+  ~CollOp() override {
+    if (owner != nullptr && !done) owner->finish_collective(*this);  // its error is dropped
+  }
+  ShmComm* owner = nullptr;
+  const char* what = "";
+  std::byte* data = nullptr;  // iallreduce: the user's buffer (ibarrier: nullptr)
+  std::size_t count = 0;      // elements
+  DataType type = DataType::i32;
+  ReduceOp op = ReduceOp::sum;
+  std::size_t first = 0;  // elements in the round written at post
+  unsigned parity = 0;
+  std::uint32_t gen = 0;  // the barrier's generation at this rank's arrival
+  bool done = false;
+  std::exception_ptr error;
+};
+
 ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   h_ = reinterpret_cast<Header*>(base);
   n_ = h_->n;
@@ -161,7 +181,19 @@ ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
       static_cast<std::int64_t>(std::min<std::uint64_t>(h_->call_timeout_ns, INT64_MAX)));
 }
 
-ShmComm::~ShmComm() = default;
+ShmComm::~ShmComm() {
+  // Requests may outlive the comm: they must not call back into it.
+  if (outstanding_ != nullptr) {
+    CollOp* c = outstanding_;
+    finish_collective(*c);
+    c->owner = nullptr;
+  }
+  for (auto* queues : {&sendq_, &recvq_}) {
+    for (auto& q : *queues) {
+      for (Op* op : q) op->owner = nullptr;
+    }
+  }
+}
 
 Slot& ShmComm::slot(int r) const noexcept {
   return reinterpret_cast<Slot*>(base_ + h_->slots_at)[r];
@@ -210,6 +242,13 @@ ByteRing* ShmComm::in_ring(int from) {
   return &*r;
 }
 
+// After moving data to or from `peer`: wakes it whether it sleeps in a point-to-point wait
+// (its doorbell) or in a collective (which makes point-to-point progress too).
+void ShmComm::wake_peer(int peer) noexcept {
+  slot(peer).doorbell.notify_all();
+  h_->coll.ec.notify_all();
+}
+
 // Moves as much of `op` as the ring allows now. True when anything moved.
 bool ShmComm::progress_send(Op& op) {
   ByteRing& ring = out_ring(op.peer);
@@ -217,7 +256,7 @@ bool ShmComm::progress_send(Op& op) {
   const bool moved =
       op.writer.write(ring, fragment_bytes_, ipckit::detail::FragmentWriter::Mode::commit);
   if (op.writer.done()) op.complete = true;
-  if (moved) slot(op.peer).doorbell.notify_all();
+  if (moved) wake_peer(op.peer);
   return moved;
 }
 
@@ -243,7 +282,7 @@ bool ShmComm::progress_recv(Op& op) {
     moved = true;
     if (op.cursor.complete()) op.complete = true;  // a wrong-sized message is consumed whole
   }
-  if (moved) slot(op.peer).doorbell.notify_all();
+  if (moved) wake_peer(op.peer);
   return moved;
 }
 
@@ -269,12 +308,14 @@ bool ShmComm::progress() noexcept {
       moved |= step(*sq.front());
       if (!sq.front()->complete) break;
       sq.pop_front();
+      --queued_;
     }
     auto& rq = recvq_[static_cast<std::size_t>(p)];
     while (!rq.empty()) {
       moved |= step(*rq.front());
       if (!rq.front()->complete) break;
       rq.pop_front();
+      --queued_;
     }
   }
   return moved;
@@ -341,6 +382,7 @@ void ShmComm::fail_dead_peers() {
           op->complete = true;
         }
       }
+      queued_ -= q->size();
       q->clear();
     }
   }
@@ -382,6 +424,7 @@ void ShmComm::orphan(Op& op) noexcept {
   if (it == q.end()) return;
   if (!op.started()) {
     q.erase(it);
+    --queued_;
     return;
   }
   try {
@@ -397,6 +440,7 @@ void ShmComm::orphan(Op& op) noexcept {
     orphans_.push_back(std::move(keep));
   } catch (...) {
     q.erase(it);  // out of memory: the stream of this pair is lost either way
+    --queued_;
   }
 }
 
@@ -409,7 +453,14 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
   op->out = out;
   op->in = in;
   Op* raw = op.get();
-  (is_send ? sendq_ : recvq_)[static_cast<std::size_t>(peer)].push_back(raw);
+  auto& q = (is_send ? sendq_ : recvq_)[static_cast<std::size_t>(peer)];
+  // First in its queue: it moves at once as far as it can (a halo that fits in the ring
+  // is on its way while the sender computes).
+  if (q.empty()) (void)step(*raw);
+  if (!raw->complete) {
+    q.push_back(raw);
+    ++queued_;
+  }
   return Request(std::move(op));
 }
 
@@ -425,6 +476,7 @@ void ShmComm::run_blocking(Op& op, const char* what) {
     }
   }
   q.push_back(&op);
+  ++queued_;
   try {
     Op* one = &op;
     wait_ops(std::span(&one, 1), what);
@@ -432,7 +484,7 @@ void ShmComm::run_blocking(Op& op, const char* what) {
     // Never leave a pointer to this frame behind; a half-moved message is finished by the
     // comm (as for a dropped request), so that the pair's stream stays whole.
     if (!op.complete) orphan(op);
-    std::erase(q, &op);
+    queued_ -= std::erase(q, &op);
     throw;
   }
 }
@@ -464,20 +516,35 @@ Request ShmComm::irecv(int src, std::span<std::byte> data) {
   return post(false, src, {}, data);
 }
 
-void ShmComm::wait_all(std::span<Request> requests) {
+void ShmComm::complete(std::span<Request> requests) {
   std::vector<Op*> ops;
+  std::vector<CollOp*> colls;
   ops.reserve(requests.size());
-  for (Request& r : requests) {
-    if (!r.valid()) continue;
-    auto* op = dynamic_cast<Op*>(r.state());
-    if (op == nullptr || op->owner != this) {
-      throw Error(errc::invalid_argument,
-                  "ShmComm::wait_all: a request made by another communicator");
-    }
-    ops.push_back(op);
-  }
   try {
-    wait_ops(ops, "ShmComm::wait_all");
+    for (Request& r : requests) {
+      if (!r.valid()) continue;
+      if (auto* op = dynamic_cast<Op*>(r.state()); op != nullptr && op->owner == this) {
+        ops.push_back(op);
+      } else if (auto* c = dynamic_cast<CollOp*>(r.state()); c != nullptr && c->owner == this) {
+        colls.push_back(c);
+      } else {
+        throw Error(errc::invalid_argument,
+                    "ShmComm::wait_all: a request made by another communicator");
+      }
+    }
+    // Point-to-point first: a collective's arrival was made when it was posted, so no
+    // rank's collective waits on this rank's point-to-point progress.
+    std::exception_ptr first;
+    try {
+      wait_ops(ops, "ShmComm::wait_all");
+    } catch (...) {
+      first = std::current_exception();
+    }
+    for (CollOp* c : colls) {
+      if (!c->done) finish_collective(*c);
+      if (c->error && !first) first = c->error;
+    }
+    if (first) std::rethrow_exception(first);
   } catch (...) {
     for (Request& r : requests) r.reset();
     throw;
@@ -486,31 +553,50 @@ void ShmComm::wait_all(std::span<Request> requests) {
 }
 
 // ---- collectives ----
-void ShmComm::barrier() { meet("ShmComm::barrier"); }
+void ShmComm::barrier() {
+  finish_outstanding();
+  meet("ShmComm::barrier");
+}
 
 // The barrier every collective meets at; `what` names the user's call in errors.
-void ShmComm::meet(const char* what) {
+void ShmComm::meet(const char* what) { depart(arrive(what), what); }
+
+// Counts this rank in at the barrier; returns the generation to wait past.
+std::uint32_t ShmComm::arrive(const char* what) {
   if (coll_broken_) {
     throw Error(errc::barrier_broken,
                 std::string(what) + ": an earlier collective of this rank timed out");
   }
   Coll& c = h_->coll;
-  const Deadline deadline = call_deadline();
   slot(rank_).barriers.store(++barriers_, std::memory_order_relaxed);  // for messages only
   const std::uint32_t gen = c.generation.load(std::memory_order_acquire);
   if (c.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<std::uint32_t>(n_)) {
     c.arrived.store(0, std::memory_order_relaxed);
     c.generation.store(gen + 1, std::memory_order_release);
     c.ec.notify_all();
-    return;
   }
+  return gen;
+}
+
+// Waits until every rank has arrived at the barrier this rank arrived at in generation
+// `gen`, moving this rank's queued point-to-point operations meanwhile (a peer may need
+// them to reach the barrier).
+void ShmComm::depart(std::uint32_t gen, const char* what) {
+  Coll& c = h_->coll;
   const auto passed = [&] { return c.generation.load(std::memory_order_acquire) != gen; };
-  const bool met = await(c.ec, deadline, passed, [&] {
+  if (passed()) return;
+  const Deadline deadline = call_deadline();
+  const auto ready = [&] {
+    if (queued_ != 0) (void)progress();
+    return passed();
+  };
+  const bool met = await(c.ec, deadline, ready, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores
       // are visible once its death is, so an unchanged generation settles it.
       if (!alive(r) && !passed()) throw_peer_dead(r, what);
     }
+    if (queued_ != 0) fail_dead_peers();
   });
   if (met) return;
   // This rank's arrival stays counted: the barrier cannot be left cleanly, so this comm
@@ -523,9 +609,16 @@ void ShmComm::meet(const char* what) {
   throw_timeout(what, missing, "(not there yet)");
 }
 
+// Completes the non-blocking collective in flight, if any, before another collective
+// starts: the two collective buffers alternate, so a rank runs at most one ahead.
+void ShmComm::finish_outstanding() {
+  if (outstanding_ != nullptr) finish_collective(*outstanding_);
+}
+
 // Every collective: publish this rank's size, meet, and check that all ranks agree.
 unsigned ShmComm::begin_collective(std::uint64_t bytes, const char* what, int root) {
   if (root != kNoRoot) check_rank(root, what);
+  finish_outstanding();
   const unsigned parity = coll_phase_++ & 1U;
   slot(rank_).coll_size[parity].store(bytes, std::memory_order_relaxed);
   return parity;
@@ -542,13 +635,17 @@ void ShmComm::check_sizes(unsigned parity, std::uint64_t expect, const char* wha
   }
 }
 
+namespace {
+// Elements of `type` in one round of allreduce (one collective buffer).
+std::size_t per_round(DataType type) { return kCollBytes / size_of(type); }
+}  // namespace
+
 void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
-  const std::size_t esz = size_of(type);
-  const std::size_t per = kCollBytes / esz;  // elements per round
   auto* data = static_cast<std::byte*>(inout);
+  const std::size_t esz = size_of(type);
   std::size_t at = 0;
   do {
-    const std::size_t k = std::min(per, count - at);
+    const std::size_t k = std::min(per_round(type), count - at);
     const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", kNoRoot);
     if (k != 0) std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
     meet("ShmComm::allreduce");
@@ -558,6 +655,65 @@ void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp 
     for (int r = 1; r < n_; ++r) reduce_into(data + at * esz, coll_buf(r, parity), k, type, op);
     at += k;
   } while (at < count);
+}
+
+Request ShmComm::ibarrier() {
+  finish_outstanding();
+  auto c = std::make_unique<CollOp>();
+  c->what = "ShmComm::ibarrier";
+  c->gen = arrive(c->what);
+  c->owner = this;
+  outstanding_ = c.get();
+  return Request(std::move(c));
+}
+
+Request ShmComm::iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+  auto c = std::make_unique<CollOp>();
+  c->what = "ShmComm::iallreduce";
+  c->data = static_cast<std::byte*>(inout);
+  c->count = count;
+  c->type = type;
+  c->op = op;
+  c->first = std::min(per_round(type), count);
+  c->parity = begin_collective(count * size_of(type), c->what, kNoRoot);
+  if (c->first != 0) std::memcpy(coll_buf(rank_, c->parity), c->data, c->first * size_of(type));
+  c->gen = arrive(c->what);
+  c->owner = this;
+  outstanding_ = c.get();
+  return Request(std::move(c));
+}
+
+// The wait of a non-blocking collective, done once; its error is kept for the request's
+// wait (a collective started after it goes on: a size mismatch leaves the barrier in step,
+// a timeout breaks it and a dead rank fails the next one too).
+void ShmComm::finish_collective(CollOp& c) noexcept {
+  if (outstanding_ == &c) outstanding_ = nullptr;
+  c.done = true;
+  try {
+    depart(c.gen, c.what);
+    if (c.data == nullptr) return;
+    const std::size_t esz = size_of(c.type);
+    check_sizes(c.parity, c.count * esz, c.what);
+    if (c.first != 0) {
+      std::memcpy(c.data, coll_buf(0, c.parity), c.first * esz);
+      for (int r = 1; r < n_; ++r)
+        reduce_into(c.data, coll_buf(r, c.parity), c.first, c.type, c.op);
+    }
+    // The rest, round by round, as allreduce() does.
+    for (std::size_t at = c.first; at < c.count;) {
+      const std::size_t k = std::min(per_round(c.type), c.count - at);
+      const unsigned parity = begin_collective(c.count * esz, c.what, kNoRoot);
+      std::memcpy(coll_buf(rank_, parity), c.data + at * esz, k * esz);
+      meet(c.what);
+      check_sizes(parity, c.count * esz, c.what);
+      std::memcpy(c.data + at * esz, coll_buf(0, parity), k * esz);
+      for (int r = 1; r < n_; ++r)
+        reduce_into(c.data + at * esz, coll_buf(r, parity), k, c.type, c.op);
+      at += k;
+    }
+  } catch (...) {
+    c.error = std::current_exception();
+  }
 }
 
 void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {

@@ -621,7 +621,21 @@ inline void cart_halo(Comm& c, const std::vector<int>& dims, const std::vector<b
   }
   for (int round = 0; round < rounds; ++round) {
     for (auto& v : in) std::fill(v.begin(), v.end(), HaloCell{-7, -7});
-    g.halo_exchange(send, recv);
+    if (round % 2 == 0) {
+      g.halo_exchange(send, recv);
+    } else {
+      // The overlapped form, with a non-blocking reduction and a blocking collective in
+      // flight at the same time (the barrier must move the halo on: messages larger than a
+      // ring cannot finish when posted).
+      Request halo = g.ihalo_exchange(send, recv);
+      std::int64_t sum = c.rank();
+      Request total = c.iallreduce(std::span(&sum, 1), ReduceOp::sum);
+      c.barrier();
+      c.wait(halo);
+      SPMD_CHECK(c, !halo.valid());
+      c.wait(total);
+      SPMD_CHECK(c, sum == std::int64_t{c.size()} * (c.size() - 1) / 2);
+    }
     for (std::size_t k = 0; k < n; ++k) {
       const auto want_dir = static_cast<std::int32_t>(n - 1 - k);
       for (std::size_t i = 0; i < in[k].size(); ++i) {
@@ -642,7 +656,94 @@ inline void cart_halo(Comm& c, const std::vector<int>& dims, const std::vector<b
 inline void cart_halo_large(Comm& c) {
   const std::vector<int> dims =
       c.size() == 4 ? std::vector<int>{2, 2} : CartComm::dims_for(c.size(), 2);
-  cart_halo(c, dims, {true, true}, 4 * kMiB / sizeof(HaloCell), 1);
+  cart_halo(c, dims, {true, true}, 4 * kMiB / sizeof(HaloCell), 2);
+}
+
+// iallreduce gives the bytes allreduce gives, for every op, from nothing to several rounds of
+// ShmComm's 64 KiB collective buffers; the rank computes while it is in flight.
+inline void iallreduce_matches_allreduce(Comm& c) {
+  for (const std::size_t count : {std::size_t{0}, std::size_t{5}, std::size_t{20000}}) {
+    for (const ReduceOp op : {ReduceOp::sum, ReduceOp::min, ReduceOp::max}) {
+      std::vector<double> v(count), w(count);
+      for (std::size_t i = 0; i < count; ++i) {
+        v[i] = w[i] = static_cast<double>(c.rank()) * 1e4 + static_cast<double>(i) * 0.25;
+      }
+      Request r = c.iallreduce(std::span(v), op);
+      SPMD_CHECK(c, r.valid());
+      double busy = 0;
+      for (std::size_t i = 0; i < count; ++i) busy += w[i];  // not v: it is in flight
+      c.allreduce(std::span(w), op);
+      c.wait(r);
+      SPMD_CHECK(c, !r.valid());
+      SPMD_CHECK_AT(c, std::memcmp(v.data(), w.data(), count * sizeof(double)) == 0,
+                    "count " + std::to_string(count) + " op " +
+                        std::to_string(static_cast<int>(op)) + " (busy " + std::to_string(busy) +
+                        ")");
+    }
+  }
+  Request b = c.ibarrier();
+  c.wait(b);
+  SPMD_CHECK(c, !b.valid());
+}
+
+// A non-blocking collective dropped unwaited still completes (its result lands, the ranks
+// stay in step); one left in flight is completed by the next collective, and its own wait
+// then just returns.
+inline void icollective_dropped_or_overtaken(Comm& c) {
+  std::int32_t v = c.rank() + 1;
+  { Request dropped = c.iallreduce(std::span(&v, 1), ReduceOp::sum); }
+  SPMD_CHECK(c, v == c.size() * (c.size() + 1) / 2);
+  Request b = c.ibarrier();
+  std::int32_t m = c.rank();
+  Request r = c.iallreduce(std::span(&m, 1), ReduceOp::max);
+  SPMD_CHECK(c, c.allreduce(std::int32_t{1}, ReduceOp::sum) == c.size());
+  c.wait_all(std::span(&b, 1));
+  c.wait(r);
+  SPMD_CHECK(c, m == c.size() - 1);
+  c.barrier();
+}
+
+// A rank blocked in a collective still moves its posted point-to-point operations: rank 1
+// sends rank 0 a message larger than any ring (blocking) before it enters the barrier, and
+// rank 0 posts the receive, enters the barrier and only then waits for the receive. Without
+// progress inside the barrier, each would wait for the other.
+inline void collective_moves_posted_p2p(Comm& c) {
+  if (c.size() < 2) return;
+  const std::size_t n = 16 * kMiB;
+  if (c.rank() == 1) {
+    const std::vector<std::byte> m = make_message(1, 0, n);
+    c.send(0, std::span<const std::byte>(m));
+    c.barrier();
+  } else if (c.rank() == 0) {
+    std::vector<std::byte> m(n);
+    Request r = c.irecv(1, std::span(m));
+    c.barrier();
+    c.wait(r);
+    SPMD_CHECK_AT(c, first_wrong(m, 1, 0) == n, msg_text(1, 0, n));
+  } else {
+    c.barrier();
+  }
+  // And the same with a non-blocking collective posted first and a blocking one after.
+  std::int64_t x = 1;
+  if (c.rank() == 1) {
+    Request s = c.iallreduce(std::span(&x, 1), ReduceOp::sum);
+    const std::vector<std::byte> m = make_message(1, 0, n);
+    c.send(0, std::span<const std::byte>(m));
+    c.wait(s);
+  } else if (c.rank() == 0) {
+    std::vector<std::byte> m(n);
+    Request r = c.irecv(1, std::span(m));
+    Request s = c.iallreduce(std::span(&x, 1), ReduceOp::sum);
+    c.barrier();  // completes s first, moving r meanwhile
+    c.wait(r);
+    c.wait(s);
+    SPMD_CHECK_AT(c, first_wrong(m, 1, 0) == n, msg_text(1, 0, n));
+  } else {
+    Request s = c.iallreduce(std::span(&x, 1), ReduceOp::sum);
+    c.wait(s);
+  }
+  if (c.rank() != 0) c.barrier();
+  SPMD_CHECK(c, x == c.size());
 }
 
 }  // namespace ipckit::testing::bodies

@@ -66,6 +66,15 @@ TEST(MpiComm, GatherOfUnequalSizesIsSizeMismatchOnEveryRank) {
   EXPECT_NO_THROW(bodies::gather_size_mismatch(world()));
 }
 TEST(MpiComm, BroadcastFromEveryRoot) { EXPECT_NO_THROW(bodies::broadcast_every_root(world())); }
+TEST(MpiComm, IallreduceGivesAllreducesBytes) {
+  EXPECT_NO_THROW(bodies::iallreduce_matches_allreduce(world()));
+}
+TEST(MpiComm, NonBlockingCollectiveDroppedOrOvertakenStillCompletes) {
+  EXPECT_NO_THROW(bodies::icollective_dropped_or_overtaken(world()));
+}
+TEST(MpiComm, RankBlockedInACollectiveMovesItsPostedReceives) {
+  EXPECT_NO_THROW(bodies::collective_moves_posted_p2p(world()));
+}
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));
 }

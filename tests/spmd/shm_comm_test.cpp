@@ -224,6 +224,16 @@ TEST_F(ShmCommTest, GatherOfUnequalSizesIsSizeMismatchOnEveryRank) {
 }
 TEST_F(ShmCommTest, BroadcastFromEveryRoot) { on_ranks(4, bodies::broadcast_every_root); }
 TEST_F(ShmCommTest, BarrierManyTimesAndWaitsForTheLastRank) { on_ranks(4, bodies::barrier_many); }
+TEST_F(ShmCommTest, IallreduceGivesAllreducesBytes) {
+  on_ranks(4, bodies::iallreduce_matches_allreduce);
+  on_ranks(1, bodies::iallreduce_matches_allreduce);
+}
+TEST_F(ShmCommTest, NonBlockingCollectiveDroppedOrOvertakenStillCompletes) {
+  on_ranks(3, bodies::icollective_dropped_or_overtaken);
+}
+TEST_F(ShmCommTest, RankBlockedInACollectiveMovesItsPostedReceives) {
+  on_ranks(3, bodies::collective_moves_posted_p2p);
+}
 
 TEST_F(ShmCommTest, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
   on_ranks(4, [](Comm& c) {

@@ -65,6 +65,17 @@ class CartComm {
   /// directions().size() entries, and each recv[k] exactly the size that neighbour sends.
   void halo_exchange(std::span<const std::span<const std::byte>> send,
                      std::span<const std::span<std::byte>> recv);
+  /// halo_exchange() that returns at once: one Request (a group) that comm().wait()
+  /// completes. The buffers must stay valid, and the send buffers unchanged, until then;
+  /// compute what needs no halo meanwhile. Argument errors are thrown here, before
+  /// anything is posted.
+  ///
+  ///     Request halo = grid.ihalo_exchange(send, recv);
+  ///     update_interior();
+  ///     grid.comm().wait(halo);
+  ///     update_rim();
+  [[nodiscard]] Request ihalo_exchange(std::span<const std::span<const std::byte>> send,
+                                       std::span<const std::span<std::byte>> recv);
 
  private:
   Comm& comm_;

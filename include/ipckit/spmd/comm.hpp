@@ -16,9 +16,12 @@
 /// message has another size). send() may block until the receiver takes the message (large
 /// messages, a full channel): exchanges in both directions use sendrecv() or isend/irecv +
 /// wait_all, which make progress on every posted operation at once and never deadlock.
-/// Collectives (barrier, allreduce, gather, broadcast) must be called by every rank in the
-/// same order. Posted isend/irecv move only inside wait_all(), send() and recv(), not during
-/// a collective: wait for them before one. Every blocking call ends with
+/// Collectives (barrier, allreduce, gather, broadcast, and the non-blocking ibarrier and
+/// iallreduce) must be called by every rank in the same order. A non-blocking collective
+/// returns a Request at once; its result is there when wait()/wait_all() returns. Posted
+/// isend/irecv move inside wait_all(), send(), recv() and every collective's wait (ShmComm
+/// also writes what fits at once when an isend is posted), so a rank blocked in a collective
+/// still lets a peer's exchange with it finish. Every blocking call ends with
 /// Error(errc::peer_dead) when a rank it waits for died (ShmComm; under MPI, a dead rank ends
 /// the whole job, as mpirun does).
 #pragma once
@@ -77,7 +80,8 @@ constexpr DataType data_type_of() {
 /// Bytes of one element of type `t`.
 std::size_t size_of(DataType t) noexcept;
 
-/// A posted isend/irecv; complete after wait_all. Move-only; owned by the caller.
+/// A posted isend/irecv or non-blocking collective; complete after wait_all(). Move-only;
+/// owned by the caller.
 class Request {
  public:
   /// What a backend keeps for a posted operation (each backend derives its own).
@@ -92,11 +96,20 @@ class Request {
   [[nodiscard]] State* state() const noexcept { return state_.get(); }
   /// True while the request holds an operation (until wait_all() or reset()).
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
-  /// Drops the operation: cancelled, or finished by the backend (see Comm::isend).
+  /// Drops the operation: cancelled, or finished by the backend (see Comm::isend and
+  /// Comm::iallreduce).
   void reset() noexcept { state_.reset(); }
+  /// One request standing for several (CartComm::ihalo_exchange): wait_all() completes all
+  /// of them; dropping it drops each.
+  static Request group(std::vector<Request> parts);
 
  private:
   std::unique_ptr<State> state_;
+};
+
+/// The state of Request::group(): the requests it stands for.
+struct RequestGroup final : Request::State {
+  std::vector<Request> parts;  ///< completed together by Comm::wait_all
 };
 
 class Comm {
@@ -125,8 +138,11 @@ class Comm {
   ///@}
   /// Completes every request (making progress on all of them together), then resets them.
   /// The first error (size_mismatch, peer_dead) is thrown after all others completed or
-  /// failed.
-  virtual void wait_all(std::span<Request> requests) = 0;
+  /// failed. Requests of groups are completed like the others; Error(errc::invalid_argument),
+  /// before anything waits, for a request another backend made.
+  void wait_all(std::span<Request> requests);
+  /// wait_all() of one request.
+  void wait(Request& request) { wait_all(std::span(&request, 1)); }
   /// Sends to `dest` and receives from `src` at the same time.
   void sendrecv(int dest, std::span<const std::byte> out, int src, std::span<std::byte> in) {
     check_rank(dest, "Comm::sendrecv");  // both before anything is posted
@@ -147,6 +163,17 @@ class Comm {
   virtual void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) = 0;
   /// The root's bytes to every rank (every rank passes a buffer of the same size).
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
+
+  // ---- non-blocking collectives -------------------------------------------------------------
+  /// barrier() that returns at once; the request completes once every rank has entered it.
+  [[nodiscard]] virtual Request ibarrier() = 0;
+  /// allreduce() that returns at once: `inout` holds the result (the same bytes as
+  /// allreduce() gives) when wait()/wait_all() returns, and must stay valid and untouched
+  /// until then. A request dropped unwaited is completed by its destructor (so the
+  /// collectives of every rank stay in step): the buffer must outlive the request.
+  /// Size mismatches are reported by the wait, on every rank.
+  [[nodiscard]] virtual Request iallreduce(void* inout, std::size_t count, DataType type,
+                                           ReduceOp op) = 0;
 
   // ---- typed conveniences -----------------------------------------------------------------
   /// send() of a span of trivially copyable T.
@@ -171,6 +198,11 @@ class Comm {
   template <class T>
   void allreduce(std::span<T> inout, ReduceOp op) {
     allreduce(inout.data(), inout.size(), data_type_of<T>(), op);
+  }
+  /// iallreduce() of a span, element-wise, in place (the result after the wait).
+  template <class T>
+  [[nodiscard]] Request iallreduce(std::span<T> inout, ReduceOp op) {
+    return iallreduce(inout.data(), inout.size(), data_type_of<T>(), op);
   }
   /// The root gets every rank's value in rank order; other ranks get an empty vector.
   template <class T>
@@ -205,6 +237,9 @@ class Comm {
  protected:
   /// Throws Error(errc::invalid_argument) unless 0 <= r < size(); `what` names the call.
   void check_rank(int r, const char* what) const;
+  /// The backend's wait_all, over requests with no groups among them (wait_all() has taken
+  /// them apart); it resets every request, also when it throws.
+  virtual void complete(std::span<Request> requests) = 0;
 };
 
 /// Combines `in` into `acc` element-wise (acc = op(acc, in)); used by backends.

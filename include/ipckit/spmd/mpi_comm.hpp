@@ -126,10 +126,6 @@ class MpiComm final : public Comm {
   [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
   /// Queues the receive; wait_all() matches it to the next message from `src`.
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
-  /// Throws Error(errc::invalid_argument), before waiting on anything, for a request that
-  /// another backend made. A request dropped without wait_all(): a receive not yet matched
-  /// is withdrawn, a matched one waited for; a send goes on (its buffer must stay valid).
-  void wait_all(std::span<Request> requests) override;
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
@@ -138,14 +134,30 @@ class MpiComm final : public Comm {
   /// when the root's `all` is not size() times a contribution.
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
   void broadcast(std::span<std::byte> data, int root) override;
+  /// MPI_Ibarrier.
+  [[nodiscard]] Request ibarrier() override;
+  /// MPI_Iallreduce in place. Under MPI the sizes are not checked: ranks that pass
+  /// different counts get what MPI gives (MPI_ERR_TRUNCATE, or a hang).
+  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type,
+                                   ReduceOp op) override;
 
   using Comm::allreduce;
   using Comm::broadcast;
   using Comm::gather;
+  using Comm::iallreduce;
   using Comm::recv;
   using Comm::send;
 
+ protected:
+  /// Throws Error(errc::invalid_argument), before waiting on anything, for a request that
+  /// another backend made. A request dropped without wait_all(): a receive not yet matched
+  /// is withdrawn, a matched one (and a collective) waited for; a send goes on (its buffer
+  /// must stay valid).
+  void complete(std::span<Request> requests) override;
+
  private:
+  void progress_until(MPI_Request& request, const char* what);
+
   MPI_Comm comm_;
   int rank_ = 0;
   int size_ = 0;

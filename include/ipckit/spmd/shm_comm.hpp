@@ -49,21 +49,33 @@ class ShmComm final : public Comm {
   void recv(int src, std::span<std::byte> data) override;
   [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
-  void wait_all(std::span<Request> requests) override;
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
   void broadcast(std::span<std::byte> data, int root) override;
+  /// Arrives at the barrier now; the wait waits for the others.
+  [[nodiscard]] Request ibarrier() override;
+  /// Writes this rank's values and arrives now; the wait combines (in rank order, as
+  /// allreduce()). Beyond 64 KiB the later rounds are done in the wait. At most one
+  /// non-blocking collective is in flight per rank: the next collective call completes the
+  /// one before first (its result is in its buffer then; its wait only reports).
+  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type,
+                                   ReduceOp op) override;
 
   using Comm::allreduce;
   using Comm::broadcast;
   using Comm::gather;
+  using Comm::iallreduce;
   using Comm::recv;
   using Comm::send;
 
+ protected:
+  void complete(std::span<Request> requests) override;
+
  private:
   struct Op;
+  struct CollOp;
   static constexpr int kNoRoot = -0x7fffffff;
   spmd::detail::Slot& slot(int r) const noexcept;
   std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
@@ -85,6 +97,11 @@ class ShmComm final : public Comm {
   [[noreturn]] void throw_timeout(const char* what, const std::vector<int>& peers,
                                   const char* state) const;
   void meet(const char* what);
+  [[nodiscard]] std::uint32_t arrive(const char* what);
+  void depart(std::uint32_t gen, const char* what);
+  void finish_collective(CollOp& op) noexcept;
+  void finish_outstanding();
+  void wake_peer(int peer) noexcept;
   void orphan(Op& op) noexcept;
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
@@ -106,6 +123,8 @@ class ShmComm final : public Comm {
   std::vector<std::deque<Op*>> sendq_;
   std::vector<std::deque<Op*>> recvq_;
   std::vector<std::unique_ptr<Op>> orphans_;  // dropped requests the comm finishes
+  std::size_t queued_ = 0;                    // operations in sendq_ and recvq_
+  CollOp* outstanding_ = nullptr;             // the non-blocking collective in flight
 };
 
 }  // namespace ipckit
