@@ -99,7 +99,8 @@ def scaling_section(results):
         med[name] = b
     triad = {int(k.split("procs:")[1]): v["gb_per_s"] for k, v in med.items()
              if k.startswith("BM_triad/")}
-    lbm = {int(k.split("procs:")[1]): v for k, v in med.items() if k.startswith("BM_lbm/")}
+    lbm = {int(k.split("procs:")[1].split("/")[0]): v for k, v in med.items()
+           if k.startswith("BM_lbm/") and not k.endswith("/float:1")}
     sizes = sorted({k.split("/")[1].split(":")[1] for k in med if k.startswith("BM_lbm/")})
     ctx = data.get("context", {})
     reps = max((b.get("repetitions", 1) for b in data["benchmarks"]), default=1)

@@ -2,18 +2,21 @@
 // the same run (issue 6):
 //   BM_triad/procs:P        STREAM-like triad a = b + s*c over 3 x 128 MiB, P processes at
 //                           once; counter gb_per_s (all processes together)
-//   BM_lbm/n:N/procs:P      Taylor-Green on N x N lattice, P ranks (ShmComm), 50 steps per
-//                           iteration; counters mlups, comm_share (rank 0's share of the step
-//                           spent in halo exchange and reductions), and gb_per_s = mlups x 144
-//                           bytes (double, pull: 9 populations read and written per update)
-// bench/fluid_report.py sets them side by side: roofline fraction (1 process at 1024^2 against
-// the 1-process triad) and strong-scaling efficiency (2048^2, 1 -> 2 processes), and adds
-// the MpiComm run that bench/run.sh makes with fluid_cells under mpirun.
+//   BM_lbm/n:N/procs:P/float:F  Taylor-Green on N x N lattice, P ranks (ShmComm), double (F=0)
+//                           or float (F=1), 50 steps per iteration; counters mlups,
+//                           comm_share (rank 0's share of the step spent in halo exchange and
+//                           reductions beyond what the interior update hides), and gb_per_s =
+//                           mlups x 144 bytes (72 for float: 9 populations read and written per
+//                           update)
+// bench/fluid_report.py sets them side by side: roofline fractions (1 process at 2048^2 and
+// 4096^2 against the 1-process triad), 1 -> 2 processes against the 2-process triad, and
+// adds the MpiComm run that bench/run.sh makes with fluid_cells under mpirun.
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string_view>
 #include <thread>
 #include <vector>
@@ -64,7 +67,15 @@ void BM_triad(benchmark::State& state) {
 void BM_lbm(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   const int procs = static_cast<int>(state.range(1));
+  const bool single = state.range(2) != 0;
   fluid::Params p;
+  p.single = single;
+  // FLUID_STORES=cached|streaming overrides the automatic choice (for A/B runs).
+  if (const char* e = std::getenv("FLUID_STORES"); e != nullptr) {
+    const std::string_view v(e);
+    if (v == "cached") p.stores = fluid::Params::Stores::cached;
+    if (v == "streaming") p.stores = fluid::Params::Stores::streaming;
+  }
   p.flow = fluid::Case::taylor_green;
   p.nx = p.ny = n;
   p.tau = 0.55;
@@ -87,7 +98,7 @@ void BM_lbm(benchmark::State& state) {
   }
   state.counters["mlups"] = mlups;
   state.counters["comm_share"] = share;
-  state.counters["gb_per_s"] = mlups * kBytesPerUpdate / 1e3;
+  state.counters["gb_per_s"] = mlups * kBytesPerUpdate / (single ? 2 : 1) / 1e3;
 }
 
 // The default set, for the 2-CPU figures of bench/run.sh; `--scaling` runs instead the
@@ -123,8 +134,8 @@ int main(int argc, char** argv) {
     }
     for (int p : process_counts()) {
       benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
-          ->ArgNames({"n", "procs"})
-          ->Args({4096, p})
+          ->ArgNames({"n", "procs", "float"})
+          ->Args({4096, p, 0})
           ->Iterations(1)
           ->Unit(benchmark::kMillisecond);
     }
@@ -136,12 +147,16 @@ int main(int argc, char** argv) {
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
     benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
-        ->ArgNames({"n", "procs"})
-        ->Args({1024, 1})
-        ->Args({2048, 1})
-        ->Args({2048, 2})
-        ->Args({1024, 2})
-        ->Args({1024, 4})
+        ->ArgNames({"n", "procs", "float"})
+        ->Args({1024, 1, 0})
+        ->Args({2048, 1, 0})
+        ->Args({4096, 1, 0})
+        ->Args({2048, 1, 1})
+        ->Args({4096, 1, 1})
+        ->Args({2048, 2, 0})
+        ->Args({4096, 2, 0})
+        ->Args({1024, 2, 0})
+        ->Args({1024, 4, 0})
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
   }

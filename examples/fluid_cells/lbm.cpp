@@ -1,9 +1,16 @@
 #include "lbm.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numbers>
 #include <stdexcept>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 namespace fluid {
 namespace {
@@ -75,6 +82,54 @@ inline void collide_trt(const Real* f, Real* out, Real om, Real om_minus, Real f
   }
 }
 
+// Writes the 64-byte line at `src` to `dst` (both line aligned) with streaming stores,
+// which do not read the line first.
+template <class Real>
+inline void stream_line(Real* dst, const Real* src) noexcept {
+#if defined(__AVX__)
+  if constexpr (sizeof(Real) == 8) {
+    _mm256_stream_pd(dst, _mm256_load_pd(src));
+    _mm256_stream_pd(dst + 4, _mm256_load_pd(src + 4));
+  } else {
+    _mm256_stream_ps(dst, _mm256_load_ps(src));
+    _mm256_stream_ps(dst + 8, _mm256_load_ps(src + 8));
+  }
+#elif defined(__SSE2__)
+  constexpr int kStep = 16 / sizeof(Real);
+  for (int j = 0; j < 64 / static_cast<int>(sizeof(Real)); j += kStep) {
+    if constexpr (sizeof(Real) == 8) {
+      _mm_stream_pd(dst + j, _mm_load_pd(src + j));
+    } else {
+      _mm_stream_ps(dst + j, _mm_load_ps(src + j));
+    }
+  }
+#else
+  std::memcpy(dst, src, 64);
+#endif
+}
+
+inline void stream_fence() noexcept {
+#if defined(__SSE2__)
+  _mm_sfence();  // streaming stores are weakly ordered: done before anyone reads them
+#endif
+}
+
+// The last-level cache, for the automatic choice of stores (32 MiB when unknown).
+std::size_t last_level_cache() noexcept {
+  long bytes = -1;
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  bytes = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+  return bytes > 0 ? static_cast<std::size_t>(bytes) : std::size_t{32} << 20;
+}
+
+// Whether population i crosses into the neighbour at (dx, dy): it moves that way on every
+// axis the direction names (3 populations for a side, 1 for a corner).
+constexpr bool crosses(int i, int dx, int dy) noexcept {
+  return (dx == 0 || kCx[static_cast<std::size_t>(i)] == dx) &&
+         (dy == 0 || kCy[static_cast<std::size_t>(i)] == dy);
+}
+
 }  // namespace
 
 template <class Real>
@@ -85,13 +140,19 @@ BlockT<Real>::BlockT(const Params& p, int x0, int y0, int nx, int ny)
       nx_(nx),
       ny_(ny),
       stride_(static_cast<std::size_t>(nx) + 2),
-      cells_((static_cast<std::size_t>(nx) + 2) * (static_cast<std::size_t>(ny) + 2)),
+      // A whole number of cache lines per population array.
+      cells_(((static_cast<std::size_t>(nx) + 2) * (static_cast<std::size_t>(ny) + 2) +
+              64 / sizeof(Real) - 1) /
+             (64 / sizeof(Real)) * (64 / sizeof(Real))),
       omega_(static_cast<Real>(1.0 / p.tau)),
       omega_minus_(static_cast<Real>(1.0 / (p.magic / (p.tau - 0.5) + 0.5))) {
   if (p.tau <= 0.5) throw std::invalid_argument("tau must be above 0.5");
   if (nx < 1 || ny < 1) throw std::invalid_argument("a block needs at least one cell");
   f_.assign(kQ * cells_, 0.0);
   g_.assign(kQ * cells_, 0.0);
+  const std::size_t both = 2 * kQ * cells_ * sizeof(Real);
+  streaming_ = p.stores == Params::Stores::streaming ||
+               (p.stores == Params::Stores::automatic && both > last_level_cache());
   solid_.assign(cells_, kFluid);
   u_prev_.assign(2 * static_cast<std::size_t>(nx) * static_cast<std::size_t>(ny), 0.0);
   init();
@@ -169,8 +230,11 @@ void BlockT<Real>::wrap_y() {
 // Cells whose eight neighbours are all fluid (every cell not on the block's outer ring:
 // solids live only in the halo) take the straight-line path: no mask, unit stride along x
 // over the nine population arrays, which the compiler vectorises.
+// With Stream, the cells are updated a cache line at a time into a small buffer, and each
+// population's line goes to memory with streaming stores; the cells before the first whole
+// line and after the last are written normally. Same arithmetic, same bits.
 template <class Real>
-template <bool Trt>
+template <bool Trt, bool Stream>
 void BlockT<Real>::step_bulk_row(int y, int xa, int xb) noexcept {
   const Real* __restrict src[kQ];
   Real* __restrict dst[kQ];
@@ -178,20 +242,41 @@ void BlockT<Real>::step_bulk_row(int y, int xa, int xb) noexcept {
     src[i] = &f_[i * cells_ + at(xa - kCx[i], y - kCy[i])];
     dst[i] = &g_[i * cells_ + at(xa, y)];
   }
-  const Real om = omega_;
-  const int n = xb - xa + 1;
-#pragma GCC ivdep
-  for (int k = 0; k < n; ++k) {
+  const Real om = omega_, omm = omega_minus_;
+  // Cell k of the arrays `in` to cell k of `out` (pointer arrays: the row, or a line buffer).
+  const auto cell = [om, omm](const auto& in, const auto& out, int k) {
     Real f[kQ];
-    Real out[kQ];
-    for (int i = 0; i < kQ; ++i) f[i] = src[i][k];
+    Real o[kQ];
+    for (int i = 0; i < kQ; ++i) f[i] = in[i][k];
     if constexpr (Trt) {
-      collide_trt(f, out, om, omega_minus_, Real(0));
+      collide_trt(f, o, om, omm, Real(0));
     } else {
-      collide(f, out, om, Real(0));
+      collide(f, o, om, Real(0));
     }
-    for (int i = 0; i < kQ; ++i) dst[i][k] = out[i];
+    for (int i = 0; i < kQ; ++i) out[i][k] = o[i];
+  };
+  const int n = xb - xa + 1;
+  int k = 0;
+  if constexpr (Stream) {
+    constexpr int kLine = 64 / sizeof(Real);
+    // Every array has the same offset within its line (cells_ is whole lines).
+    const auto misalign =
+        static_cast<int>((reinterpret_cast<std::uintptr_t>(dst[0]) % 64) / sizeof(Real));
+    const int head = std::min(n, misalign == 0 ? 0 : kLine - misalign);
+    for (; k < head; ++k) cell(src, dst, k);
+    alignas(64) Real line[kQ][kLine];
+    for (; k + kLine <= n; k += kLine) {
+      Real* const out[kQ] = {line[0], line[1], line[2], line[3], line[4],
+                             line[5], line[6], line[7], line[8]};
+      const Real* in[kQ];
+      for (int i = 0; i < kQ; ++i) in[i] = src[i] + k;
+#pragma GCC ivdep
+      for (int j = 0; j < kLine; ++j) cell(in, out, j);
+      for (int i = 0; i < kQ; ++i) stream_line(dst[i] + k, line[i]);
+    }
   }
+#pragma GCC ivdep
+  for (; k < n; ++k) cell(src, dst, k);
 }
 
 template <class Real>
@@ -222,22 +307,46 @@ void BlockT<Real>::step_cell(int x, int y) noexcept {
 
 template <class Real>
 void BlockT<Real>::step() {
+  step_interior();
+  step_rim();
+  finish_step();
+}
+
+// Cells 1 .. n-2 on both axes: their neighbours are block cells, never halo.
+template <class Real>
+void BlockT<Real>::step_interior() {
+  if (nx_ < 3 || ny_ < 3) return;
   // The body force needs the general path everywhere (the bulk path has none).
   const bool bulk = p_.flow != Case::channel || p_.force == 0.0;
-  for (int y = 0; y < ny_; ++y) {
-    const bool edge_row = y == 0 || y == ny_ - 1;
-    if (!bulk || edge_row || nx_ < 3) {
-      for (int x = 0; x < nx_; ++x) step_cell(x, y);
-      continue;
-    }
-    step_cell(0, y);
-    if (p_.trt) {
-      step_bulk_row<true>(y, 1, nx_ - 2);
+  for (int y = 1; y < ny_ - 1; ++y) {
+    if (!bulk) {
+      for (int x = 1; x < nx_ - 1; ++x) step_cell(x, y);
+    } else if (p_.trt) {
+      streaming_ ? step_bulk_row<true, true>(y, 1, nx_ - 2)
+                 : step_bulk_row<true, false>(y, 1, nx_ - 2);
     } else {
-      step_bulk_row<false>(y, 1, nx_ - 2);
+      streaming_ ? step_bulk_row<false, true>(y, 1, nx_ - 2)
+                 : step_bulk_row<false, false>(y, 1, nx_ - 2);
     }
-    step_cell(nx_ - 1, y);
   }
+  if (streaming_) stream_fence();
+}
+
+// The outer ring of the block: rows 0 and ny-1, columns 0 and nx-1.
+template <class Real>
+void BlockT<Real>::step_rim() {
+  for (int y = 0; y < ny_; ++y) {
+    if (y == 0 || y == ny_ - 1) {
+      for (int x = 0; x < nx_; ++x) step_cell(x, y);
+    } else {
+      step_cell(0, y);
+      if (nx_ > 1) step_cell(nx_ - 1, y);
+    }
+  }
+}
+
+template <class Real>
+void BlockT<Real>::finish_step() noexcept {
   f_.swap(g_);
 }
 
@@ -289,25 +398,36 @@ std::size_t BlockT<Real>::edge_cells(int dx, int dy) const noexcept {
 }
 
 template <class Real>
+std::size_t BlockT<Real>::halo_values(int dx, int dy) const noexcept {
+  return edge_cells(dx, dy) * (dx != 0 && dy != 0 ? 1 : 3);
+}
+
+// A message towards (dx, dy) carries the populations that cross into that neighbour; the
+// halo cells on side (dx, dy) receive the ones the neighbour there sends towards us,
+// (-dx, -dy). The halo's other populations are never read.
+template <class Real>
 void BlockT<Real>::pack(int dx, int dy, std::vector<Real>& out) const {
   out.clear();
   const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ - 1 : 0), xb = dx == 0 ? nx_ - 1 : xa;
   const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ - 1 : 0), yb = dy == 0 ? ny_ - 1 : ya;
-  for (int y = ya; y <= yb; ++y) {
-    for (int x = xa; x <= xb; ++x) {
-      for (int i = 0; i < kQ; ++i) out.push_back(f_[i * cells_ + at(x, y)]);
+  for (int i = 0; i < kQ; ++i) {
+    if (!crosses(i, dx, dy)) continue;
+    for (int y = ya; y <= yb; ++y) {
+      for (int x = xa; x <= xb; ++x) out.push_back(f_[i * cells_ + at(x, y)]);
     }
   }
 }
 
 template <class Real>
 void BlockT<Real>::unpack(int dx, int dy, const std::vector<Real>& in) {
+  if (in.size() != halo_values(dx, dy)) throw std::invalid_argument("halo message of a wrong size");
   const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ : -1), xb = dx == 0 ? nx_ - 1 : xa;
   const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ : -1), yb = dy == 0 ? ny_ - 1 : ya;
   std::size_t k = 0;
-  for (int y = ya; y <= yb; ++y) {
-    for (int x = xa; x <= xb; ++x) {
-      for (int i = 0; i < kQ; ++i) f_[i * cells_ + at(x, y)] = in.at(k++);
+  for (int i = 0; i < kQ; ++i) {
+    if (!crosses(i, -dx, -dy)) continue;
+    for (int y = ya; y <= yb; ++y) {
+      for (int x = xa; x <= xb; ++x) f_[i * cells_ + at(x, y)] = in[k++];
     }
   }
 }

@@ -60,15 +60,19 @@ SolveResult solve_t(ipckit::Comm& comm, const Params& p, const SolveOptions& o) 
   std::vector<std::span<const std::byte>> send(dirs.size());
   std::vector<std::span<std::byte>> recv(dirs.size());
   for (std::size_t k = 0; k < dirs.size(); ++k) {
-    in[k].resize(block.edge_cells(dirs[k][0], dirs[k][1]) * kQ);
+    in[k].resize(block.halo_values(dirs[k][0], dirs[k][1]));
   }
-  const auto exchange = [&] {
+  // Posts the halo of the current populations (only what crosses to each neighbour).
+  const auto post = [&] {
     for (std::size_t k = 0; k < dirs.size(); ++k) {
       block.pack(dirs[k][0], dirs[k][1], out[k]);
       send[k] = std::as_bytes(std::span(out[k]));
       recv[k] = std::as_writable_bytes(std::span(in[k]));
     }
-    grid.halo_exchange(send, recv);
+    return grid.ihalo_exchange(send, recv);
+  };
+  const auto complete = [&](ipckit::Request& halo) {
+    comm.wait(halo);
     for (std::size_t k = 0; k < dirs.size(); ++k) {
       if (grid.neighbor(dirs[k][0], dirs[k][1]) >= 0) block.unpack(dirs[k][0], dirs[k][1], in[k]);
     }
@@ -79,10 +83,17 @@ SolveResult solve_t(ipckit::Comm& comm, const Params& p, const SolveOptions& o) 
   double comm_s = 0;
   const auto t0 = clock::now();
   for (int s = 1; s <= o.steps; ++s) {
-    const auto c0 = clock::now();
-    exchange();
+    // The exchange runs while the interior (which reads no halo) is updated; what is
+    // counted as communication is the time it takes beyond that.
+    auto c0 = clock::now();
+    ipckit::Request halo = post();
     comm_s += std::chrono::duration<double>(clock::now() - c0).count();
-    block.step();
+    block.step_interior();
+    c0 = clock::now();
+    complete(halo);
+    comm_s += std::chrono::duration<double>(clock::now() - c0).count();
+    block.step_rim();
+    block.finish_step();
     r.steps = s;
     if (s % o.check_every == 0 || s == o.steps) {
       Diagnostics d = block.diagnostics();

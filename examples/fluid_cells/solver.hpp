@@ -1,5 +1,6 @@
 // The distributed solver: the lattice split into one block per rank on a CartComm grid,
-// halos exchanged and diagnostics reduced every step. The same code runs on ShmComm
+// halos exchanged every step (CartComm::ihalo_exchange, overlapped with the update of each
+// block's interior) and diagnostics reduced every check_every steps. The same code runs on ShmComm
 // (spmd::run) and MpiComm (mpirun). The flow field is bitwise identical for any number of
 // ranks (every cell sees the same numbers); reduced diagnostics may differ in the last bits.
 #pragma once
@@ -27,7 +28,7 @@ struct SolveResult {
   Diagnostics last;
   double residual = 0;      // relative velocity change at the last check
   double seconds = 0;       // wall time of the time loop
-  double comm_seconds = 0;  // of which halo exchange and reductions (rank 0)
+  double comm_seconds = 0;  // of which halo exchange and reductions not hidden (rank 0)
   double mlups = 0;         // million lattice updates per second, whole domain
   std::vector<int> dims;    // the process grid
   Field field;              // on rank 0 only: the whole domain at the end

@@ -172,7 +172,19 @@ struct MpiRequest final : Request::State {
     int finalized = 0;
     MPI_Finalized(&finalized);
     if (finalized != 0) return;
-    if (is_recv || collective) {
+    if (collective) {
+      // Waited for while matching the comm's queued receives (a peer may be blocked sending
+      // one before it reaches the collective); not while the rank unwinds an exception,
+      // where the Environment aborts the job.
+      if (std::uncaught_exceptions() > 0) return;
+      for (int flag = 0; flag == 0;) {
+        try {
+          matcher->match();
+        } catch (...) {  // NOLINT(bugprone-empty-catch): MPI_Test below reports the state
+        }
+        if (MPI_Test(&request, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
+      }
+    } else if (is_recv) {
       MPI_Wait(&request, MPI_STATUS_IGNORE);
     } else {
       MPI_Request_free(&request);
@@ -378,7 +390,9 @@ void MpiComm::complete(std::span<Request> requests) {
       const int err =
           rc == MPI_ERR_IN_STATUS ? statuses[static_cast<std::size_t>(j)].MPI_ERROR : MPI_SUCCESS;
       try {
-        check(err, s.collective ? "MPI_Iallreduce" : s.is_recv ? "MPI_Imrecv" : "MPI_Isend");
+        check(err, s.collective ? "a non-blocking collective"
+                   : s.is_recv  ? "MPI_Imrecv"
+                                : "MPI_Isend");
         if (s.is_recv && s.got != s.bytes) {
           throw size_mismatch_error(s.peer, s.bytes, s.got);
         }

@@ -150,7 +150,14 @@ struct ShmComm::Op final : Request::State {
 // Dropped unwaited, it is finished by its destructor: the ranks' collectives stay in step.
 struct ShmComm::CollOp final : Request::State {
   ~CollOp() override {
-    if (owner != nullptr && !done) owner->finish_collective(*this);  // its error is dropped
+    if (owner == nullptr || done) return;
+    if (std::uncaught_exceptions() > 0) {
+      // The rank is failing: waiting here for ranks that may wait on it could hang it. Its
+      // collectives are out of step from now on.
+      owner->abandon_collective(*this);
+      return;
+    }
+    owner->finish_collective(*this);  // its error is dropped
   }
   ShmComm* owner = nullptr;
   const char* what = "";
@@ -245,8 +252,8 @@ ByteRing* ShmComm::in_ring(int from) {
 // After moving data to or from `peer`: wakes it whether it sleeps in a point-to-point wait
 // (its doorbell) or in a collective (which makes point-to-point progress too).
 void ShmComm::wake_peer(int peer) noexcept {
-  slot(peer).doorbell.notify_all();
-  h_->coll.ec.notify_all();
+  slot(peer).doorbell.notify_all();  // a full fence first: pairs with depart()'s flag
+  if (slot(peer).coll_moving.load(std::memory_order_relaxed) != 0) h_->coll.ec.notify_all();
 }
 
 // Moves as much of `op` as the ring allows now. True when anything moved.
@@ -454,9 +461,10 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
   op->in = in;
   Op* raw = op.get();
   auto& q = (is_send ? sendq_ : recvq_)[static_cast<std::size_t>(peer)];
-  // First in its queue: it moves at once as far as it can (a halo that fits in the ring
-  // is on its way while the sender computes).
-  if (q.empty()) (void)step(*raw);
+  // A send first in its queue moves at once as far as the ring allows (a halo that fits is
+  // on its way while the sender computes). Receives wait for a wait: one dropped before
+  // it must still be cancellable.
+  if (is_send && q.empty()) (void)step(*raw);
   if (!raw->complete) {
     q.push_back(raw);
     ++queued_;
@@ -590,6 +598,14 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
     if (queued_ != 0) (void)progress();
     return passed();
   };
+  // With operations queued, peers that move data to or from this rank wake the collective's
+  // sleepers too (wake_peer). Set before the wait's fence, so a move either sees the flag or
+  // is seen by the wait's next look.
+  struct Moving {
+    std::atomic<std::uint32_t>& flag;
+    ~Moving() { flag.store(0, std::memory_order_relaxed); }
+  } moving{slot(rank_).coll_moving};
+  if (queued_ != 0) moving.flag.store(1, std::memory_order_relaxed);
   const bool met = await(c.ec, deadline, ready, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores
@@ -607,6 +623,14 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
     if (slot(r).barriers.load(std::memory_order_relaxed) < barriers_) missing.push_back(r);
   }
   throw_timeout(what, missing, "(not there yet)");
+}
+
+// A collective request dropped while its rank unwinds: not waited for; this rank refuses
+// further collectives (errc::barrier_broken), as after a timeout.
+void ShmComm::abandon_collective(CollOp& c) noexcept {
+  if (outstanding_ == &c) outstanding_ = nullptr;
+  c.done = true;
+  coll_broken_ = true;
 }
 
 // Completes the non-blocking collective in flight, if any, before another collective
@@ -668,6 +692,15 @@ Request ShmComm::ibarrier() {
 }
 
 Request ShmComm::iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+  if (count > per_round(type)) {
+    // More than one collective buffer: done now, as allreduce() (a later round waited for
+    // in a wait could stall a peer's point-to-point exchange with this rank).
+    allreduce(inout, count, type, op);
+    auto c = std::make_unique<CollOp>();
+    c->done = true;
+    c->owner = this;
+    return Request(std::move(c));
+  }
   auto c = std::make_unique<CollOp>();
   c->what = "ShmComm::iallreduce";
   c->data = static_cast<std::byte*>(inout);
@@ -698,18 +731,6 @@ void ShmComm::finish_collective(CollOp& c) noexcept {
       std::memcpy(c.data, coll_buf(0, c.parity), c.first * esz);
       for (int r = 1; r < n_; ++r)
         reduce_into(c.data, coll_buf(r, c.parity), c.first, c.type, c.op);
-    }
-    // The rest, round by round, as allreduce() does.
-    for (std::size_t at = c.first; at < c.count;) {
-      const std::size_t k = std::min(per_round(c.type), c.count - at);
-      const unsigned parity = begin_collective(c.count * esz, c.what, kNoRoot);
-      std::memcpy(coll_buf(rank_, parity), c.data + at * esz, k * esz);
-      meet(c.what);
-      check_sizes(parity, c.count * esz, c.what);
-      std::memcpy(c.data + at * esz, coll_buf(0, parity), k * esz);
-      for (int r = 1; r < n_; ++r)
-        reduce_into(c.data + at * esz, coll_buf(r, parity), k, c.type, c.op);
-      at += k;
     }
   } catch (...) {
     c.error = std::current_exception();

@@ -39,6 +39,9 @@ struct alignas(64) Slot {
   std::atomic<std::uint32_t> finished{0};   // returned from fn: gone, whatever its pid says
   // How many barriers the rank has entered: who has not arrived, when a barrier times out.
   std::atomic<std::uint64_t> barriers{0};
+  // Set while the rank waits in a collective with point-to-point operations queued: peers
+  // that move its data wake the collective's sleepers too.
+  std::atomic<std::uint32_t> coll_moving{0};
   // The size each rank passes to the current collective (checked by every rank).
   std::atomic<std::uint64_t> coll_size[2]{};
   // gather: the size of the root's receive buffer (checked by every rank).

@@ -625,8 +625,8 @@ inline void cart_halo(Comm& c, const std::vector<int>& dims, const std::vector<b
       g.halo_exchange(send, recv);
     } else {
       // The overlapped form, with a non-blocking reduction and a blocking collective in
-      // flight at the same time (the barrier must move the halo on: messages larger than a
-      // ring cannot finish when posted).
+      // flight at the same time (messages larger than a ring cannot finish when posted:
+      // they move on in the barrier or in the wait).
       Request halo = g.ihalo_exchange(send, recv);
       std::int64_t sum = c.rank();
       Request total = c.iallreduce(std::span(&sum, 1), ReduceOp::sum);
@@ -744,6 +744,45 @@ inline void collective_moves_posted_p2p(Comm& c) {
   }
   if (c.rank() != 0) c.barrier();
   SPMD_CHECK(c, x == c.size());
+  // A non-blocking collective dropped unwaited while a receive is queued: its completion
+  // (in the request's destructor) must move the receive too.
+  std::int64_t y = 2;
+  if (c.rank() == 1) {
+    const std::vector<std::byte> m = make_message(1, 0, n);
+    c.send(0, std::span<const std::byte>(m));
+    Request s = c.iallreduce(std::span(&y, 1), ReduceOp::sum);
+    c.wait(s);
+  } else if (c.rank() == 0) {
+    std::vector<std::byte> m(n);
+    Request r = c.irecv(1, std::span(m));
+    { Request dropped = c.iallreduce(std::span(&y, 1), ReduceOp::sum); }
+    c.wait(r);
+    SPMD_CHECK_AT(c, first_wrong(m, 1, 0) == n, msg_text(1, 0, n));
+  } else {
+    Request s = c.iallreduce(std::span(&y, 1), ReduceOp::sum);
+    c.wait(s);
+  }
+  SPMD_CHECK(c, y == 2 * std::int64_t{c.size()});
+}
+
+// A receive dropped unwaited is cancelled even when its message has already arrived: the
+// message goes to the next receive.
+inline void dropped_irecv_after_arrival(Comm& c) {
+  if (c.size() < 2) return;
+  std::int64_t v = 0;
+  if (c.rank() == 0) {
+    v = 5;
+    c.send(1, std::span<const std::int64_t>(&v, 1));
+    c.barrier();
+  } else if (c.rank() == 1) {
+    c.barrier();  // the message has been sent (it fits in any eager buffer or ring)
+    { Request dropped = c.irecv(0, std::as_writable_bytes(std::span(&v, 1))); }
+    SPMD_CHECK(c, v == 0);
+    c.recv(0, std::span(&v, 1));
+    SPMD_CHECK(c, v == 5);
+  } else {
+    c.barrier();
+  }
 }
 
 }  // namespace ipckit::testing::bodies

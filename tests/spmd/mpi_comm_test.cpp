@@ -75,6 +75,9 @@ TEST(MpiComm, NonBlockingCollectiveDroppedOrOvertakenStillCompletes) {
 TEST(MpiComm, RankBlockedInACollectiveMovesItsPostedReceives) {
   EXPECT_NO_THROW(bodies::collective_moves_posted_p2p(world()));
 }
+TEST(MpiComm, DroppedReceiveIsCancelledAfterItsMessageArrived) {
+  EXPECT_NO_THROW(bodies::dropped_irecv_after_arrival(world()));
+}
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));
 }

@@ -234,6 +234,9 @@ TEST_F(ShmCommTest, NonBlockingCollectiveDroppedOrOvertakenStillCompletes) {
 TEST_F(ShmCommTest, RankBlockedInACollectiveMovesItsPostedReceives) {
   on_ranks(3, bodies::collective_moves_posted_p2p);
 }
+TEST_F(ShmCommTest, DroppedReceiveIsCancelledAfterItsMessageArrived) {
+  on_ranks(3, bodies::dropped_irecv_after_arrival);
+}
 
 TEST_F(ShmCommTest, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
   on_ranks(4, [](Comm& c) {

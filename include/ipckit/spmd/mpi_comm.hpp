@@ -129,7 +129,7 @@ class MpiComm final : public Comm {
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
-  /// Agrees on the sizes first (one small MPI_Allreduce): every rank throws
+  /// Agrees on the sizes first (one small allreduce): every rank throws
   /// errc::size_mismatch when the contributions differ in size, and errc::invalid_argument
   /// when the root's `all` is not size() times a contribution.
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;

@@ -57,9 +57,11 @@ class ShmComm final : public Comm {
   /// Arrives at the barrier now; the wait waits for the others.
   [[nodiscard]] Request ibarrier() override;
   /// Writes this rank's values and arrives now; the wait combines (in rank order, as
-  /// allreduce()). Beyond 64 KiB the later rounds are done in the wait. At most one
-  /// non-blocking collective is in flight per rank: the next collective call completes the
-  /// one before first (its result is in its buffer then; its wait only reports).
+  /// allreduce()). Beyond one 64 KiB collective buffer it is allreduce(), done before it
+  /// returns. At most one non-blocking collective is in flight per rank: the next collective
+  /// call completes the one before first (its result is in its buffer then; its wait only
+  /// reports). One dropped while its rank unwinds an exception is not waited for, and that
+  /// rank's later collectives throw errc::barrier_broken.
   [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type,
                                    ReduceOp op) override;
 
@@ -100,6 +102,7 @@ class ShmComm final : public Comm {
   [[nodiscard]] std::uint32_t arrive(const char* what);
   void depart(std::uint32_t gen, const char* what);
   void finish_collective(CollOp& op) noexcept;
+  void abandon_collective(CollOp& op) noexcept;
   void finish_outstanding();
   void wake_peer(int peer) noexcept;
   void orphan(Op& op) noexcept;
