@@ -38,6 +38,9 @@ struct SolveResult {
 // blocks get one more).
 void split(int len, int n, int i, int& offset, int& extent);
 
+// The process grid for `procs` ranks: {x extent, y extent}, the larger along y.
+std::vector<int> process_dims(int procs);
+
 // Checks the parameters and the process grid before anything runs; throws
 // std::invalid_argument with a clear message.
 void validate(const Params& p, int procs);
