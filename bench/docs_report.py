@@ -161,6 +161,8 @@ def benchmarks(results):
            "- [SPMD: ShmComm beside MpiComm](#spmd-shmcomm-beside-mpicomm)",
            "- [Fluid cells beside the memory-bandwidth roofline]"
            "(#fluid-cells-beside-the-memory-bandwidth-roofline)",
+           "- [Lid-driven cavity at Re = 1000: validation and grid convergence]"
+           "(#lid-driven-cavity-at-re--1000-validation-and-grid-convergence)",
            "- [Past two cores: fluid cells on many CPUs](#past-two-cores-fluid-cells-on-many-cpus)",
            ""]
     md += ["## Channels", "",
@@ -196,6 +198,12 @@ def benchmarks(results):
            "`fluid_bench` measures a STREAM-like triad in the same run; `fluid_cells --comm mpi` "
            "under mpirun gives the MpiComm figure (`bench/fluid_report.py`).", ""]
     md += embed(r("fluid.md"), 2, [("fluid.png", "fluid benchmarks")])
+    md += ["## Lid-driven cavity at Re = 1000: validation and grid convergence", "",
+           "`bench/cavity_validation.py` runs `fluid_cells` to steady state on three grids and "
+           "sets the result beside Ghia, Ghia & Shin (1982) and the spectral solution of "
+           "Botella & Peyret (1998). It is not part of `make bench` (about 25 minutes on 2 "
+           "CPUs).", ""]
+    md += embed(r("cavity_validation.md"), 2, [("cavity_convergence.png", "grid convergence")])
     md += ["## Past two cores: fluid cells on many CPUs", ""]
     md += scaling_section(results)
     return "\n".join(md).rstrip("\n") + "\n"

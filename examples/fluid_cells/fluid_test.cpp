@@ -4,6 +4,7 @@
 // exit code 2 by the CLI before anything runs, and the CLI's other exit codes (1 a run failed,
 // 3 --tol not reached) with what summary.json says about convergence.
 #include <gtest/gtest.h>
+#include <png.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,7 @@
 #include "ipckit/spmd/run.hpp"
 #include "lbm.hpp"
 #include "leak_check.hpp"
+#include "output.hpp"
 #include "solver.hpp"
 
 namespace {
@@ -244,6 +246,56 @@ TEST(FluidStores, StreamingStoresGiveTheSameBitsAsCachedOnes) {
   EXPECT_FALSE(fluid::Block(p, 0, 0, 64, 64).streaming());
   p.stores = fluid::Params::Stores::automatic;  // 2 x 9 x 66^2 doubles: in any cache
   EXPECT_FALSE(fluid::Block(p, 0, 0, 64, 64).streaming());
+}
+
+// Pixels of a PNG that are a streamline drawn over the map: whitish (a white blend over the
+// map's colour), not the pure white of the background.
+int streamline_pixels(const std::string& path) {
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  if (png_image_begin_read_from_file(&img, path.c_str()) == 0) return -1;
+  img.format = PNG_FORMAT_RGB;
+  std::vector<std::uint8_t> px(PNG_IMAGE_SIZE(img));
+  if (png_image_finish_read(&img, nullptr, px.data(), 0, nullptr) == 0) return -1;
+  int n = 0;
+  for (std::size_t i = 0; i + 2 < px.size(); i += 3) {
+    const bool whitish = px[i] >= 190 && px[i + 1] >= 190 && px[i + 2] >= 190;
+    const bool background = px[i] == 255 && px[i + 1] == 255 && px[i + 2] == 255;
+    n += whitish && !background ? 1 : 0;
+  }
+  return n;
+}
+
+// The speed map carries the stream function's contours: a uniform flow along y has vertical
+// streamlines (psi varies along x only, which the integration along the bottom row gives), a
+// solid-body rotation circles, and a fluid at rest none.
+TEST(FluidPictures, SpeedMapCarriesTheStreamlines) {
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("fluid_pic_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  fluid::Field f;
+  f.nx = f.ny = 48;
+  const std::size_t n = 48 * 48;
+  f.rho.assign(n, 1.0);
+  const auto lines = [&](const char* name) {
+    const std::string path = (dir / name).string();
+    fluid::write_speed_png(path, f, 0.1);
+    return streamline_pixels(path);
+  };
+  f.ux.assign(n, 0.0);
+  f.uy.assign(n, 0.02);
+  EXPECT_GT(lines("along_y.png"), 48 * 8);  // several vertical lines, each a column of pixels
+  for (int y = 0; y < 48; ++y) {
+    for (int x = 0; x < 48; ++x) {
+      f.ux[f.index(x, y)] = -1e-3 * (y - 23.5);
+      f.uy[f.index(x, y)] = 1e-3 * (x - 23.5);
+    }
+  }
+  EXPECT_GT(lines("rotation.png"), 48 * 4);
+  f.ux.assign(n, 0.0);
+  f.uy.assign(n, 0.0);
+  EXPECT_EQ(lines("rest.png"), 0);
+  std::filesystem::remove_all(dir);
 }
 
 // Ghia, Ghia & Shin (1982) Table I, Re = 100: (y, u/U) along the vertical centreline.

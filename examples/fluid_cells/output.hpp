@@ -33,12 +33,17 @@ struct Field {
 // larger side of the field is 512-1024 px; beyond 1024 cells it is sampled down to 1024 px.
 // NaN cells are grey.
 //
-// Speed |u| / u_ref on a viridis map from the field's minimum to its maximum. u_ref > 0.
+// Speed |u| / u_ref on a viridis map from the field's minimum to its maximum, with the
+// streamlines over it: white contours of the stream function psi = integral of u dy from the
+// bottom, at levels even in cbrt(psi / max |psi|) (12 each side of 0, the separatrix psi = 0
+// among them), so the weak corner eddies of a cavity get lines too. u_ref > 0.
 void write_speed_png(const std::string& path, const Field& f, double u_ref);
 // Vorticity dv/dx - du/dy in lattice units (per time step), central differences inside and
-// one-sided at the edges (as numpy.gradient), on a blue-white-red map symmetric around 0.
-// The limit is the 99th percentile of |vorticity|, not its maximum: the lid corners of the
-// cavity are singular and would wash out everything else. Values beyond it saturate.
+// one-sided at the edges (as numpy.gradient), on a blue-white-red map symmetric around 0,
+// over the full range on an asinh scale: linear up to about the 90th percentile of
+// |vorticity|, logarithmic beyond, so the singular lid corners of the cavity keep their own
+// colour without washing out everything else (nothing saturates). The bar is labelled at
+// the ends, at 0 and at +-the 99th percentile.
 void write_vorticity_png(const std::string& path, const Field& f);
 
 // VTK XML ImageData with point data "velocity" (3 components, z = 0), "density" and "speed",
