@@ -322,7 +322,6 @@ std::pair<double, double> finite_range(const std::vector<double>& v) {
 
 }  // namespace
 
-
 void write_speed_png(const std::string& path, const Field& f, double u_ref) {
   check(f);
   check_u_ref(u_ref);

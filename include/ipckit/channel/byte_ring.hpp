@@ -179,7 +179,11 @@ class ByteRing {
   }
   /// Blocks until there is room. Throws errc::closed, errc::peer_dead (every consumer died),
   /// and what try_reserve() throws.
-  std::span<std::byte> reserve(std::size_t n) { return *reserve_until(n, Deadline::never()); }
+  std::span<std::byte> reserve(std::size_t n) {
+    if (auto span = try_reserve(n)) [[likely]]
+      return *span;  // room now: no wait machinery on the hot path
+    return *reserve_until(n, Deadline::never());
+  }
   /// Like reserve(); nullopt when there is still no room at the deadline.
   [[nodiscard]] std::optional<std::span<std::byte>> reserve_until(std::size_t n,
                                                                   const Deadline& deadline);
@@ -188,6 +192,27 @@ class ByteRing {
   /// Throws Error(errc::invalid_argument) without a reservation or when used > reserved.
   void commit() { commit(reserved_); }
   void commit(std::size_t used) {
+    if (reserved_ != kNone && used <= reserved_ && !holding_) [[likely]] {
+      // The common case inline (no batch staged): what stage() and publish() do, in the
+      // same order.
+      const std::uint64_t rec = whead_ + skip_;
+      const std::uint64_t next = rec + kRecordHeader + round8(used);
+      header_at(next & mask_).store(0, std::memory_order_relaxed);
+      header_at(rec & mask_)
+          .store(detail::RecordHeader::pack(static_cast<std::uint32_t>(used),
+                                            detail::RecordHeader::kData),
+                 std::memory_order_release);  // pairs with try_peek()
+      if (skip_ != 0) {
+        header_at(whead_ & mask_)
+            .store(detail::RecordHeader::pack(0, detail::RecordHeader::kPadding),
+                   std::memory_order_release);
+      }
+      whead_ = next;
+      reserved_ = kNone;
+      skip_ = 0;
+      wake(h_->control.readable);
+      return;
+    }
     stage(used);
     publish();
   }
@@ -246,7 +271,10 @@ class ByteRing {
   }
   /// Blocks until a message is there. Throws errc::closed once closed and drained,
   /// errc::peer_dead when empty and every producer died.
-  std::span<const std::byte> peek() { return *peek_until(Deadline::never()); }
+  std::span<const std::byte> peek() {
+    if (auto msg = try_peek()) return *msg;
+    return *peek_until(Deadline::never());
+  }
   /// Like peek(); nullopt when there is still no message at the deadline.
   [[nodiscard]] std::optional<std::span<const std::byte>> peek_until(const Deadline& deadline);
   /// Frees the peeked message. Throws Error(errc::invalid_argument) when nothing was peeked.
