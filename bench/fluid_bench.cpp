@@ -4,10 +4,13 @@
 //                           once; counter gb_per_s (all processes together)
 //   BM_lbm/n:N/procs:P/float:F  Taylor-Green on N x N lattice, P ranks (ShmComm), double (F=0)
 //                           or float (F=1), 50 steps per iteration; counters mlups,
+//                           imbalance (the ranks' compute time, slowest / fastest),
 //                           comm_share (rank 0's share of the step spent in halo exchange and
 //                           reductions beyond what the interior update hides), and gb_per_s =
 //                           mlups x 144 bytes (72 for float: 9 populations read and written per
 //                           update)
+//   BM_pattern/procs:P      the kernel's memory pattern without arithmetic (9 arrays in, 9 out
+//                           with streaming stores), P processes; counter gb_per_s
 // bench/fluid_report.py sets them side by side: roofline fractions (1 process at 2048^2 and
 // 4096^2 against the 1-process triad), 1 -> 2 processes against the 2-process triad, and
 // adds the MpiComm run that bench/run.sh makes with fluid_cells under mpirun.
@@ -20,6 +23,10 @@
 #include <string_view>
 #include <thread>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/shared_array.hpp"
@@ -64,6 +71,58 @@ void BM_triad(benchmark::State& state) {
   state.counters["gb_per_s"] = gbs;
 }
 
+// The kernel's memory pattern without its arithmetic: each process streams 9 arrays in and 9
+// out with streaming stores (what a lattice update with streaming stores moves, 144 bytes),
+// over blocks as large as the 2048^2 run's. What this reaches is the bandwidth the solver can
+// hope for; the triad's 3 streams with normal stores behave differently.
+double pattern_seconds(std::size_t n, int reps) {
+  std::vector<std::vector<double>> in(9, std::vector<double>(n + 8, 1.0));
+  std::vector<std::vector<double>> out(9, std::vector<double>(n + 8, 0.0));
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = clock_type::now();
+    for (int i = 0; i < 9; ++i) {
+      const double* src = in[static_cast<std::size_t>(i)].data();
+      double* dst = out[static_cast<std::size_t>(i)].data();
+      std::size_t k = 0;
+#if defined(__SSE2__)
+      while (k < n && reinterpret_cast<std::uintptr_t>(dst + k) % 16 != 0) {
+        dst[k] = src[k] + 1.0;
+        ++k;
+      }
+      const __m128d one = _mm_set1_pd(1.0);
+      for (; k + 2 <= n; k += 2) _mm_stream_pd(dst + k, _mm_add_pd(_mm_loadu_pd(src + k), one));
+      _mm_sfence();
+#endif
+      for (; k < n; ++k) dst[k] = src[k] + 1.0;
+    }
+    benchmark::DoNotOptimize(out[0].data());
+    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
+  }
+  return best;
+}
+
+void BM_pattern(benchmark::State& state) {
+  const int procs = static_cast<int>(state.range(0));
+  const std::size_t n = std::size_t{2050} * 2050 / static_cast<std::size_t>(procs);
+  double gbs = 0;
+  for (auto _ : state) {
+    ipckit::SharedArray<double> secs(static_cast<std::size_t>(procs));
+    std::vector<ipckit::Process> kids;
+    for (int p = 0; p < procs; ++p) {
+      kids.push_back(ipckit::Process::spawn([&, p] {
+        secs[static_cast<std::size_t>(p)] = pattern_seconds(n, 5);
+        return 0;
+      }));
+    }
+    for (auto& k : kids) (void)k.wait();
+    double total = 0;
+    for (int p = 0; p < procs; ++p) total += 18.0 * n * 8 / secs[static_cast<std::size_t>(p)] / 1e9;
+    gbs = total;
+  }
+  state.counters["gb_per_s"] = gbs;
+}
+
 void BM_lbm(benchmark::State& state) {
   const int n = static_cast<int>(state.range(0));
   const int procs = static_cast<int>(state.range(1));
@@ -73,8 +132,14 @@ void BM_lbm(benchmark::State& state) {
   // FLUID_STORES=cached|streaming overrides the automatic choice (for A/B runs).
   if (const char* e = std::getenv("FLUID_STORES"); e != nullptr) {
     const std::string_view v(e);
-    if (v == "cached") p.stores = fluid::Params::Stores::cached;
-    if (v == "streaming") p.stores = fluid::Params::Stores::streaming;
+    if (v == "cached") {
+      p.stores = fluid::Params::Stores::cached;
+    } else if (v == "streaming") {
+      p.stores = fluid::Params::Stores::streaming;
+    } else {
+      state.SkipWithError("FLUID_STORES must be cached or streaming");
+      return;
+    }
   }
   p.flow = fluid::Case::taylor_green;
   p.nx = p.ny = n;
@@ -83,21 +148,24 @@ void BM_lbm(benchmark::State& state) {
   fluid::SolveOptions o;
   o.steps = 50;
   o.check_every = 50;
-  double mlups = 0, share = 0;
+  double mlups = 0, share = 0, imbalance = 1;
   for (auto _ : state) {
-    ipckit::SharedArray<double> out(2);
+    ipckit::SharedArray<double> out(3);
     ipckit::spmd::run(procs, [&](ipckit::Comm& comm) {
       const auto r = fluid::solve(comm, p, o);
       if (comm.rank() == 0) {
         out[0] = r.mlups;
         out[1] = r.comm_seconds / r.seconds;
+        out[2] = r.imbalance;
       }
     });
     mlups = out[0];
     share = out[1];
+    imbalance = out[2];
   }
   state.counters["mlups"] = mlups;
   state.counters["comm_share"] = share;
+  state.counters["imbalance"] = imbalance;
   state.counters["gb_per_s"] = mlups * kBytesPerUpdate / (single ? 2 : 1) / 1e3;
 }
 
@@ -141,6 +209,12 @@ int main(int argc, char** argv) {
     }
   } else {
     benchmark::RegisterBenchmark("BM_triad", BM_triad)
+        ->ArgName("procs")
+        ->Arg(1)
+        ->Arg(2)
+        ->Iterations(1)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark("BM_pattern", BM_pattern)
         ->ArgName("procs")
         ->Arg(1)
         ->Arg(2)

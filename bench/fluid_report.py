@@ -39,6 +39,7 @@ def main():
     g = lambda k, c: r.get(k, {}).get(c)
     lbm = lambda n, p, fl=0: g(f"BM_lbm/n:{n}/procs:{p}/float:{fl}", "mlups")
     triad1, triad2 = g("BM_triad/procs:1", "gb_per_s"), g("BM_triad/procs:2", "gb_per_s")
+    pat1, pat2 = g("BM_pattern/procs:1", "gb_per_s"), g("BM_pattern/procs:2", "gb_per_s")
     share2, share4 = (g("BM_lbm/n:1024/procs:2/float:0", "comm_share"),
                       g("BM_lbm/n:1024/procs:4/float:0", "comm_share"))
     mpi = {}
@@ -77,6 +78,16 @@ def main():
                  f"{m2 / mpi2:.2f}×" if m2 and mpi2 else "n/a", "Shm ≥ MPI",
                  "n/a" if not (m2 and mpi2) else "**MET**" if m2 >= mpi2 else "**NOT MET**"))
     s22 = g("BM_lbm/n:2048/procs:2/float:0", "comm_share")
+    if pat1 and pat2 and m1 and m2:
+        rows.append(("the kernel's memory pattern alone (9 streams in, 9 streaming out), 1 → 2 processes",
+                     f"LBM 2048²: {m1 * BYTES / 1e3:.1f} → {m2 * BYTES / 1e3:.1f} GB/s",
+                     f"pattern {pat1:.1f} → {pat2:.1f} GB/s",
+                     f"{100 * m1 * BYTES / 1e3 / pat1:.0f} % → {100 * m2 * BYTES / 1e3 / pat2:.0f} % of the pattern",
+                     "reported", "–"))
+    i22, i42 = g("BM_lbm/n:2048/procs:2/float:0", "imbalance"), g("BM_lbm/n:4096/procs:2/float:0", "imbalance")
+    if i22 and i42:
+        rows.append(("2 ranks' compute time (outside communication), slowest ÷ fastest",
+                     f"2048²: {i22:.3f}; 4096²: {i42:.3f}", "–", "–", "reported", "–"))
     rows.append(("communication not hidden, share of a step",
                  f"2048², 2 cells: {100 * s22:.1f} %; 1024², 2 cells: {100 * share2:.1f} %"
                  if s22 is not None and share2 is not None else "n/a",

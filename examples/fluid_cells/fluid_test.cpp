@@ -203,6 +203,24 @@ TEST_F(FluidCells, TaylorGreenFieldIsBitIdenticalFor1To6Cells) {
   expect_same_field_for_any_cells(p, 200);
 }
 
+// Blocks one or two cells thin (no interior: the rim is the whole step; corner messages from
+// a block two cells wide), along either axis.
+TEST_F(FluidCells, ThinBlocksGiveTheSameBitsFor1To6Cells) {
+  fluid::Params p;
+  p.flow = fluid::Case::cavity;
+  p.nx = 30;
+  p.ny = 4;
+  p.tau = 0.6;
+  expect_same_field_for_any_cells(p, 150);
+  fluid::Params q;
+  q.flow = fluid::Case::channel;
+  q.nx = 4;
+  q.ny = 30;
+  q.tau = 0.8;
+  q.force = 1e-5;
+  expect_same_field_for_any_cells(q, 150);
+}
+
 TEST_F(FluidCells, ChannelFieldIsBitIdenticalFor1To6Cells) {
   fluid::Params p;
   p.flow = fluid::Case::channel;
@@ -384,6 +402,12 @@ TEST(FluidValidate, RejectsGridSmallerThanProcessGrid) {
   p.nx = 3;
   p.ny = 100;
   EXPECT_NO_THROW(fluid::validate(p, 2));
+  // The larger factor goes along the longer axis: a wide channel splits along x.
+  p.nx = 512;
+  p.ny = 2;
+  EXPECT_NO_THROW(fluid::validate(p, 3));
+  EXPECT_EQ(fluid::process_dims(3, 512, 2), (std::vector<int>{3, 1}));
+  EXPECT_EQ(fluid::process_dims(2, 64, 64), (std::vector<int>{1, 2}));
 }
 
 struct Exit {

@@ -37,7 +37,8 @@ struct Params {
   // Populations and the collision in float instead of double (half the memory traffic).
   bool single = false;
   // How the bulk of a step writes the new populations: automatic = streaming stores when
-  // the two copies are larger than the last-level cache. Every choice gives the same bits.
+  // the two copies are larger than the last-level cache (fluid::solve decides for the whole
+  // domain, whose blocks share the cache). Every choice gives the same bits.
   enum class Stores { automatic, cached, streaming };
   Stores stores = Stores::automatic;
 };
@@ -56,6 +57,10 @@ struct Diagnostics {
   double max_speed = 0;
   double residual = 0;  // sum of |u - u_prev|^2 (for steady-state detection)
 };
+
+// The last-level cache's size (sysconf; 32 MiB when unknown): Params::Stores::automatic
+// streams when the populations do not fit in it.
+std::size_t last_level_cache() noexcept;
 
 // A cache-line aligned allocator: every population array starts on a line (cells_ is a
 // whole number of lines), so streaming stores can write whole lines.
@@ -92,7 +97,10 @@ class BlockT {
   // The same step in three parts: step_interior() needs no halo (run it while the halo
   // exchange is in flight), step_rim() needs it, finish_step() makes the new populations
   // current.
-  void step_interior();
+  // wrap_x: the block is its own neighbour along x (periodic, one block): its x-halo is
+  // filled during the sweep, row by row while the row is in cache, instead of by messages
+  // (a column of a row-major block costs a cache miss per cell to pack and to unpack).
+  void step_interior(bool wrap_x = false);
   void step_rim();
   void finish_step() noexcept;
   // True when the bulk of a step writes with streaming stores (Params::stores).
@@ -125,6 +133,7 @@ class BlockT {
   }
   void init();
   void step_cell(int x, int y) noexcept;
+  void wrap_row_x(int y) noexcept;
   template <bool Trt, bool Stream>
   void step_bulk_row(int y, int xa, int xb) noexcept;
 

@@ -328,17 +328,17 @@ void write_speed_png(const std::string& path, const Field& f, double u_ref) {
   std::vector<double> speed(f.ux.size());
   for (std::size_t i = 0; i < speed.size(); ++i) speed[i] = std::hypot(f.ux[i], f.uy[i]) / u_ref;
   const auto [lo, hi] = finite_range(speed);
-  // The stream function (u = dpsi/dy, v = -dpsi/dx; lattice units): -v integrated along the
-  // bottom row, then u up each column from the bottom edge, by the trapezoid rule between
-  // cell centres. Its contours are the streamlines of a steady 2-D flow. Drawn at levels
-  // even in the cube root of psi / max |psi|, so that the weak corner eddies (a thousandth
+  // The stream function (u = dpsi/dy, v = -dpsi/dx; lattice units, up to a constant): -v
+  // integrated along the bottom row of cell centres, then u up each column, by the trapezoid
+  // rule between cell centres. Its contours are the streamlines of a steady 2-D flow. Drawn at
+  // levels even in the cube root of psi / max |psi|, so that the weak corner eddies (a thousandth
   // of the main vortex in a cavity) get lines too.
   const auto finite = [](double v) { return std::isfinite(v) ? v : 0.0; };
   std::vector<double> psi(f.ux.size());
   double base = 0;
   for (int x = 0; x < f.nx; ++x) {
     if (x > 0) base -= 0.5 * (finite(f.uy[f.index(x - 1, 0)]) + finite(f.uy[f.index(x, 0)]));
-    double p = base + 0.5 * finite(f.ux[f.index(x, 0)]);
+    double p = base;
     psi[f.index(x, 0)] = p;
     for (int y = 1; y < f.ny; ++y) {
       p += 0.5 * (finite(f.ux[f.index(x, y - 1)]) + finite(f.ux[f.index(x, y)]));

@@ -30,6 +30,7 @@ struct SolveResult {
   double seconds = 0;       // wall time of the time loop
   double comm_seconds = 0;  // of which halo exchange and reductions not hidden (rank 0)
   double mlups = 0;         // million lattice updates per second, whole domain
+  double imbalance = 1;     // the ranks' time outside communication, slowest / fastest
   std::vector<int> dims;    // the process grid
   Field field;              // on rank 0 only: the whole domain at the end
 };
@@ -38,8 +39,9 @@ struct SolveResult {
 // blocks get one more).
 void split(int len, int n, int i, int& offset, int& extent);
 
-// The process grid for `procs` ranks: {x extent, y extent}, the larger along y.
-std::vector<int> process_dims(int procs);
+// The process grid for `procs` ranks on an nx x ny lattice: {x extent, y extent}, the larger
+// along the longer axis (along y when square).
+std::vector<int> process_dims(int procs, int nx, int ny);
 
 // Checks the parameters and the process grid before anything runs; throws
 // std::invalid_argument with a clear message.

@@ -272,7 +272,8 @@ class ByteRing {
   /// Blocks until a message is there. Throws errc::closed once closed and drained,
   /// errc::peer_dead when empty and every producer died.
   std::span<const std::byte> peek() {
-    if (auto msg = try_peek()) return *msg;
+    if (auto msg = try_peek()) [[likely]]
+      return *msg;
     return *peek_until(Deadline::never());
   }
   /// Like peek(); nullopt when there is still no message at the deadline.
