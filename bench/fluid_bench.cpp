@@ -50,25 +50,33 @@ double triad_seconds(std::size_t n, int reps) {
   return best;
 }
 
-void BM_triad(benchmark::State& state) {
+// Runs kernel(n, 5) in `procs` processes at once, each timing its best of 5 passes over n
+// doubles per array; sets the counter gb_per_s to the bytes all of them moved per second
+// (`arrays` arrays of n doubles each pass).
+template <class Kernel>
+void bandwidth(benchmark::State& state, std::size_t n, double arrays, Kernel kernel) {
   const int procs = static_cast<int>(state.range(0));
-  const std::size_t n = std::size_t{16} << 20;  // 16 Mi doubles: 128 MiB per array
   double gbs = 0;
   for (auto _ : state) {
     ipckit::SharedArray<double> secs(static_cast<std::size_t>(procs));
     std::vector<ipckit::Process> kids;
     for (int p = 0; p < procs; ++p) {
       kids.push_back(ipckit::Process::spawn([&, p] {
-        secs[static_cast<std::size_t>(p)] = triad_seconds(n, 5);
+        secs[static_cast<std::size_t>(p)] = kernel(n, 5);
         return 0;
       }));
     }
     for (auto& k : kids) (void)k.wait();
     double total = 0;
-    for (int p = 0; p < procs; ++p) total += 3.0 * n * 8 / secs[static_cast<std::size_t>(p)] / 1e9;
+    for (int p = 0; p < procs; ++p)
+      total += arrays * n * 8 / secs[static_cast<std::size_t>(p)] / 1e9;
     gbs = total;
   }
   state.counters["gb_per_s"] = gbs;
+}
+
+void BM_triad(benchmark::State& state) {
+  bandwidth(state, std::size_t{16} << 20, 3.0, triad_seconds);  // 128 MiB per array
 }
 
 // The kernel's memory pattern without its arithmetic: each process streams 9 arrays in and 9
@@ -103,24 +111,8 @@ double pattern_seconds(std::size_t n, int reps) {
 }
 
 void BM_pattern(benchmark::State& state) {
-  const int procs = static_cast<int>(state.range(0));
-  const std::size_t n = std::size_t{2050} * 2050 / static_cast<std::size_t>(procs);
-  double gbs = 0;
-  for (auto _ : state) {
-    ipckit::SharedArray<double> secs(static_cast<std::size_t>(procs));
-    std::vector<ipckit::Process> kids;
-    for (int p = 0; p < procs; ++p) {
-      kids.push_back(ipckit::Process::spawn([&, p] {
-        secs[static_cast<std::size_t>(p)] = pattern_seconds(n, 5);
-        return 0;
-      }));
-    }
-    for (auto& k : kids) (void)k.wait();
-    double total = 0;
-    for (int p = 0; p < procs; ++p) total += 18.0 * n * 8 / secs[static_cast<std::size_t>(p)] / 1e9;
-    gbs = total;
-  }
-  state.counters["gb_per_s"] = gbs;
+  const auto procs = static_cast<std::size_t>(state.range(0));
+  bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0, pattern_seconds);
 }
 
 void BM_lbm(benchmark::State& state) {
