@@ -6,8 +6,10 @@
 // error: only errc::size_mismatch (the message is consumed, the next one arrives),
 // errc::bad_frame, errc::bad_layout (an offset outside the arena) and errc::peer_dead (all
 // delivered) are allowed. In mode 1 the input instead writes rank 0's collective size words
-// and buffer and rank 1 runs one collective against them: size_mismatch, invalid_argument
-// (gather's root buffer) or peer_dead.
+// (size, signature, root, the code of a malformed argument) and buffer, and rank 1 runs one
+// collective against them (every kind: reductions, the gathers, scatters and all-to-alls
+// and their v forms, whose count tables come from rank 0's buffer): size_mismatch,
+// invalid_argument or peer_dead.
 #include <sys/mman.h>
 
 #include <cstddef>
@@ -112,7 +114,9 @@ void collective(std::byte* base, sd::Header& h, Input& in) {
   for (unsigned p = 0; p < 2; ++p) {
     peer.coll_size[p].store(in.take<std::uint64_t>() % 4096 *
                             (in.take<std::uint8_t>() & 1 ? 1 : 8));
-    peer.coll_aux[p].store(in.take<std::uint16_t>());
+    peer.coll_sig[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint64_t>() : 0);
+    peer.coll_root[p].store(in.take<std::int8_t>());
+    peer.coll_bad[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint32_t>() : 0);
   }
   const auto buf = in.bytes(in.take<std::uint16_t>());
   std::memcpy(base + h.coll_buf_at, buf.data(), std::min(buf.size(), sd::kCollBytes));
@@ -123,7 +127,10 @@ void collective(std::byte* base, sd::Header& h, Input& in) {
   const std::uint8_t what = in.take<std::uint8_t>();
   const std::size_t n = in.take<std::uint16_t>() % 2048;
   try {
-    switch (what % 4) {
+    const int root = (what >> 4) & 1;
+    const std::vector<std::size_t> counts = {n / 3, n - n / 3};
+    const std::vector<std::size_t> displs = {0, n / 3};
+    switch (what % 10) {
       case 0: {
         std::vector<double> v(n, 1.0);
         rank1.allreduce(v.data(), v.size(), ipckit::DataType::f64, ipckit::ReduceOp::sum);
@@ -136,12 +143,47 @@ void collective(std::byte* base, sd::Header& h, Input& in) {
       }
       case 2: {
         std::vector<std::byte> mine(n), all(2 * n);
-        rank1.gather(std::span<const std::byte>(mine), std::span<std::byte>(all), (what >> 2) & 1);
+        rank1.gather(std::span<const std::byte>(mine), std::span<std::byte>(all), root);
+        break;
+      }
+      case 3: {
+        std::vector<std::byte> data(n);
+        rank1.broadcast(std::span<std::byte>(data), 0);
+        break;
+      }
+      case 4: {
+        std::vector<std::byte> out(2 * n), back(2 * n);
+        rank1.alltoall(std::span<const std::byte>(out), std::span<std::byte>(back));
+        break;
+      }
+      case 5: {  // counts from rank 0's buffer, checked against the sizes
+        std::vector<std::byte> mine(counts[1]), all(n);
+        rank1.gatherv(std::span<const std::byte>(mine), std::span<std::byte>(all), counts, displs,
+                      root);
+        break;
+      }
+      case 6: {
+        std::vector<std::byte> all(n), mine(counts[1]);
+        rank1.scatterv(std::span<const std::byte>(all), counts, displs, std::span<std::byte>(mine),
+                       root);
+        break;
+      }
+      case 7: {  // both ranks' count tables from the buffers
+        std::vector<std::byte> out(n), back(n);
+        rank1.alltoallv(std::span<const std::byte>(out), counts, displs, std::span<std::byte>(back),
+                        counts, displs);
+        break;
+      }
+      case 8: {
+        std::vector<std::int64_t> v(n, 2);
+        rank1.scan(v.data(), v.size(),
+                   ipckit::Reduction(ipckit::DataType::i64, ipckit::ReduceOp::prod));
         break;
       }
       default: {
-        std::vector<std::byte> data(n);
-        rank1.broadcast(std::span<std::byte>(data), 0);
+        std::vector<std::byte> mine(counts[1]), all(n);
+        rank1.allgatherv(std::span<const std::byte>(mine), std::span<std::byte>(all), counts,
+                         displs);
         break;
       }
     }

@@ -1,22 +1,12 @@
 #include "ipckit/spmd/comm.hpp"
 
+#include "collective_checks.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
 
 namespace ipckit {
-
-std::size_t size_of(DataType t) noexcept {
-  switch (t) {
-    case DataType::i32:
-    case DataType::u32:
-    case DataType::f32: return 4;
-    case DataType::i64:
-    case DataType::u64:
-    case DataType::f64: return 8;
-  }
-  return 0;
-}
 
 void Comm::check_rank(int r, const char* what) const {
   if (r < 0 || r >= size()) {
@@ -56,36 +46,29 @@ void Comm::wait_all(std::span<Request> requests) {
   complete(flat);
 }
 
-namespace {
-template <class T>
-void combine(void* acc, const void* in, std::size_t count, ReduceOp op) {
-  // memcpy in and out: the buffers need not be aligned for T.
-  auto* a = static_cast<unsigned char*>(acc);
-  const auto* b = static_cast<const unsigned char*>(in);
-  for (std::size_t i = 0; i < count; ++i) {
-    T x;
-    T y;
-    std::memcpy(&x, a + i * sizeof(T), sizeof(T));
-    std::memcpy(&y, b + i * sizeof(T), sizeof(T));
-    switch (op) {
-      case ReduceOp::sum: x = static_cast<T>(x + y); break;
-      case ReduceOp::min: x = std::min(x, y); break;
-      case ReduceOp::max: x = std::max(x, y); break;
-    }
-    std::memcpy(a + i * sizeof(T), &x, sizeof(T));
-  }
-}
-}  // namespace
-
-void reduce_into(void* acc, const void* in, std::size_t count, DataType type, ReduceOp op) {
-  switch (type) {
-    case DataType::i32: combine<std::int32_t>(acc, in, count, op); break;
-    case DataType::i64: combine<std::int64_t>(acc, in, count, op); break;
-    case DataType::u32: combine<std::uint32_t>(acc, in, count, op); break;
-    case DataType::u64: combine<std::uint64_t>(acc, in, count, op); break;
-    case DataType::f32: combine<float>(acc, in, count, op); break;
-    case DataType::f64: combine<double>(acc, in, count, op); break;
-  }
+void Comm::bad_typed_arguments(const char* what) {
+  throw Error(errc::invalid_argument,
+              std::string(what) + ": the reduction's element size is not the type's");
 }
 
+namespace detail {
+
+bool blocks_fit(std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+                std::size_t bytes, int n) noexcept {
+  if (n < 0 || counts.size() != static_cast<std::size_t>(n) || displs.size() != counts.size()) {
+    return false;
+  }
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    if (displs[r] > bytes || counts[r] > bytes - displs[r]) return false;
+  }
+  return true;
+}
+
+std::uint64_t hash_of(std::span<const std::size_t> counts) noexcept {
+  std::uint64_t h = 0xcbf29ce484222325ULL ^ counts.size();
+  for (const std::size_t c : counts) h = (h ^ c) * 0x100000001b3ULL;
+  return h;
+}
+
+}  // namespace detail
 }  // namespace ipckit

@@ -1,5 +1,7 @@
 #include "ipckit/spmd/mpi_comm.hpp"
 
+#include "mpi_internal.hpp"
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -74,6 +76,10 @@ MPI_Datatype datatype_of(DataType type) noexcept {
     case DataType::u64: return MPI_UINT64_T;
     case DataType::f32: return MPI_FLOAT;
     case DataType::f64: return MPI_DOUBLE;
+    case DataType::f32_index: return MPI_FLOAT_INT;
+    case DataType::f64_index: return MPI_DOUBLE_INT;
+    case DataType::i32_index: return MPI_2INT;
+    case DataType::i64_index: return MPI_LONG_INT;
   }
   return MPI_DATATYPE_NULL;
 }
@@ -83,6 +89,15 @@ MPI_Op op_of(ReduceOp op) noexcept {
     case ReduceOp::sum: return MPI_SUM;
     case ReduceOp::min: return MPI_MIN;
     case ReduceOp::max: return MPI_MAX;
+    case ReduceOp::prod: return MPI_PROD;
+    case ReduceOp::land: return MPI_LAND;
+    case ReduceOp::lor: return MPI_LOR;
+    case ReduceOp::lxor: return MPI_LXOR;
+    case ReduceOp::band: return MPI_BAND;
+    case ReduceOp::bor: return MPI_BOR;
+    case ReduceOp::bxor: return MPI_BXOR;
+    case ReduceOp::minloc: return MPI_MINLOC;
+    case ReduceOp::maxloc: return MPI_MAXLOC;
   }
   return MPI_OP_NULL;
 }
@@ -126,72 +141,6 @@ Environment::~Environment() {
 namespace ipckit {
 namespace detail {
 
-struct MpiRequest;
-
-// The receives of one MpiComm that are posted but not yet matched to a message, per source
-// rank in posting order (the order messages from that rank must fill them).
-struct MpiMatcher {
-  MPI_Comm comm = MPI_COMM_NULL;
-  std::vector<std::deque<MpiRequest*>> unmatched;
-  std::size_t count = 0;
-
-  // Matches every receive whose message has arrived: MPI_Improbe says its size, MPI_Imrecv
-  // takes that very message (into a scratch buffer when it is larger than the receive's).
-  void match();
-  void withdraw(MpiRequest* r) noexcept;
-};
-
-struct MpiRequest final : Request::State {
-  enum class Phase { unmatched, posted, done };
-
-  std::shared_ptr<MpiMatcher> matcher;
-  Phase phase = Phase::posted;
-  bool is_recv = false;
-  bool collective = false;  // MPI_Ibarrier / MPI_Iallreduce
-  int peer = 0;
-  std::byte* data = nullptr;
-  int bytes = 0;
-  int got = -1;  // the matched message's size
-  std::vector<std::byte> scratch;
-  MPI_Request request = MPI_REQUEST_NULL;
-
-  MpiRequest() = default;
-  MpiRequest(const MpiRequest&) = delete;
-  MpiRequest& operator=(const MpiRequest&) = delete;
-
-  // Dropped before wait_all() finished it: an unmatched receive is withdrawn; a matched one
-  // is waited for (its message is already on its way into our buffer), and so is a
-  // collective (every rank's collectives stay in step); a send is left to complete on its
-  // own.
-  ~MpiRequest() override {
-    if (phase == Phase::unmatched) {
-      matcher->withdraw(this);
-      return;
-    }
-    if (request == MPI_REQUEST_NULL) return;
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (finalized != 0) return;
-    if (collective) {
-      // Waited for while matching the comm's queued receives (a peer may be blocked sending
-      // one before it reaches the collective); not while the rank unwinds an exception,
-      // where the Environment aborts the job.
-      if (std::uncaught_exceptions() > 0) return;
-      for (int flag = 0; flag == 0;) {
-        try {
-          matcher->match();
-        } catch (...) {  // NOLINT(bugprone-empty-catch): MPI_Test below reports the state
-        }
-        if (MPI_Test(&request, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;
-      }
-    } else if (is_recv) {
-      MPI_Wait(&request, MPI_STATUS_IGNORE);
-    } else {
-      MPI_Request_free(&request);
-    }
-  }
-};
-
 void MpiMatcher::match() {
   if (count == 0) return;
   for (std::size_t src = 0; src < unmatched.size(); ++src) {
@@ -232,17 +181,9 @@ void MpiMatcher::withdraw(MpiRequest* r) noexcept {
 
 namespace {
 
+using detail::count_of;
 using detail::MpiRequest;
 using mpi::check;
-
-// MPI counts are ints.
-int count_of(std::size_t n, const char* what) {
-  if (n > static_cast<std::size_t>(INT_MAX)) {
-    throw Error(errc::message_too_large,
-                std::string(what) + ": " + std::to_string(n) + " bytes, MPI takes at most INT_MAX");
-  }
-  return static_cast<int>(n);
-}
 
 Error size_mismatch_error(int src, int expected, int got) {
   return Error(errc::size_mismatch, "MpiComm: receive from rank " + std::to_string(src) +
@@ -415,76 +356,6 @@ void MpiComm::progress_until(MPI_Request& request, const char* what) {
     check(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), what);
     if (flag != 0) return;
   }
-}
-
-// The blocking collectives are MPI's non-blocking ones completed by progress_until(): the
-// queued receives are matched while they wait (MPI's blocking forms would not), and every
-// rank calls the same form whatever it has queued (MPI does not match a blocking collective
-// with a non-blocking one), so barrier() and ibarrier() match each other, as on ShmComm.
-void MpiComm::barrier() {
-  MPI_Request r = MPI_REQUEST_NULL;
-  check(MPI_Ibarrier(comm_, &r), "MPI_Ibarrier");
-  progress_until(r, "MPI_Ibarrier");
-}
-
-void MpiComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
-  const int n = count_of(count, "MpiComm::allreduce");
-  MPI_Request r = MPI_REQUEST_NULL;
-  check(MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(type), mpi::op_of(op), comm_, &r),
-        "MPI_Iallreduce");
-  progress_until(r, "MPI_Iallreduce");
-}
-
-Request MpiComm::ibarrier() {
-  auto state = std::make_unique<MpiRequest>();
-  state->matcher = matcher_;
-  state->collective = true;
-  check(MPI_Ibarrier(comm_, &state->request), "MPI_Ibarrier");
-  return Request(std::move(state));
-}
-
-Request MpiComm::iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
-  const int n = count_of(count, "MpiComm::iallreduce");
-  auto state = std::make_unique<MpiRequest>();
-  state->matcher = matcher_;
-  state->collective = true;
-  check(MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(type), mpi::op_of(op), comm_,
-                       &state->request),
-        "MPI_Iallreduce");
-  return Request(std::move(state));
-}
-
-void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
-  check_rank(root, "MpiComm::gather");
-  const int n = count_of(mine.size(), "MpiComm::gather");
-  // {size, -size, the root's buffer is wrong}: one MAX reduction gives the largest and the
-  // smallest contribution and whether the root can take them.
-  const auto mine_size = static_cast<std::int64_t>(mine.size());
-  const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
-  std::int64_t agree[3] = {mine_size, -mine_size, bad_all ? 1 : 0};
-  allreduce(agree, 3, DataType::i64, ReduceOp::max);
-  if (agree[0] != -agree[1]) {
-    throw Error(errc::size_mismatch, "MpiComm::gather: the ranks contribute between " +
-                                         std::to_string(-agree[1]) + " and " +
-                                         std::to_string(agree[0]) + " bytes (this rank " +
-                                         std::to_string(mine.size()) + ")");
-  }
-  if (agree[2] != 0) {
-    throw Error(errc::invalid_argument, "MpiComm::gather: the root's buffer is not size() times " +
-                                            std::to_string(mine.size()) + " bytes");
-  }
-  MPI_Request r = MPI_REQUEST_NULL;
-  check(MPI_Igather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_, &r),
-        "MPI_Igather");
-  progress_until(r, "MPI_Igather");
-}
-
-void MpiComm::broadcast(std::span<std::byte> data, int root) {
-  check_rank(root, "MpiComm::broadcast");
-  const int n = count_of(data.size(), "MpiComm::broadcast");
-  MPI_Request r = MPI_REQUEST_NULL;
-  check(MPI_Ibcast(data.data(), n, MPI_BYTE, root, comm_, &r), "MPI_Ibcast");
-  progress_until(r, "MPI_Ibcast");
 }
 
 }  // namespace ipckit

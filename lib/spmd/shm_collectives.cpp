@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "collective_checks.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "shm_comm_internal.hpp"
 #include "shm_layout.hpp"
@@ -106,46 +107,166 @@ void ShmComm::finish_outstanding() {
   if (outstanding_ != nullptr) finish_collective(*outstanding_);
 }
 
-// Every collective: publish this rank's size, meet, and check that all ranks agree.
-unsigned ShmComm::begin_collective(std::uint64_t bytes, const char* what, int root) {
-  if (root != kNoRoot) check_rank(root, what);
+// Every collective round: publish what this rank passes (checked after the meeting).
+unsigned ShmComm::begin_collective(const Agree& a, const char* what) {
+  (void)what;
   finish_outstanding();
   const unsigned parity = coll_phase_++ & 1U;
-  slot(rank_).coll_size[parity].store(bytes, std::memory_order_relaxed);
+  spmd::detail::Slot& s = slot(rank_);
+  Bad bad = a.bad;
+  if (a.root != kNoRoot && (a.root < 0 || a.root >= n_)) bad = Bad::root;
+  s.coll_size[parity].store(a.size, std::memory_order_relaxed);
+  s.coll_sig[parity].store(a.sig, std::memory_order_relaxed);
+  s.coll_root[parity].store(a.root, std::memory_order_relaxed);
+  s.coll_bad[parity].store(static_cast<std::uint32_t>(bad), std::memory_order_relaxed);
   return parity;
 }
 
-void ShmComm::check_sizes(unsigned parity, std::uint64_t expect, const char* what) {
+namespace {
+
+const char* bad_text(std::uint32_t code) {
+  static constexpr const char* kText[] = {
+      "passed malformed arguments",
+      "is the root, and its buffer is not size() blocks of the contribution",
+      "passed a buffer that is not size() blocks",
+      "passed counts or displacements that are not one per rank or put a block outside its "
+      "buffer",
+      "passed an output that is not counts[rank] elements",
+      "passed an input that is not sum(counts) elements",
+      "passed a root outside [0, size())",
+      "passed a byte count that is not whole elements of the reduction",
+  };
+  return code < std::size(kText) ? kText[code] : kText[0];
+}
+
+}  // namespace
+
+// After the first meeting of a collective: every rank reads every rank's slot in the same
+// order and compares with rank 0's, so all of them throw the same error, or none does.
+void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what) const {
+  const auto fail = [&](errc code, int r, const std::string& why) {
+    throw Error(code, std::string(what) + ": rank " + std::to_string(r) + " " + why);
+  };
   for (int r = 0; r < n_; ++r) {
-    const std::uint64_t s = slot(r).coll_size[parity].load(std::memory_order_relaxed);
-    if (s != expect) {
-      throw Error(errc::size_mismatch, std::string(what) + ": rank " + std::to_string(r) +
-                                           " passed " + std::to_string(s) + " bytes, rank " +
-                                           std::to_string(rank_) + " " + std::to_string(expect));
+    const std::uint32_t bad = slot(r).coll_bad[parity].load(std::memory_order_relaxed);
+    if (bad != 0) fail(errc::invalid_argument, r, bad_text(bad));
+  }
+  const spmd::detail::Slot& first = slot(0);
+  if (a.root != kNoRoot) {
+    const std::int64_t root = first.coll_root[parity].load(std::memory_order_relaxed);
+    for (int r = 1; r < n_; ++r) {
+      const std::int64_t other = slot(r).coll_root[parity].load(std::memory_order_relaxed);
+      if (other != root) {
+        fail(errc::invalid_argument, r,
+             "passed root " + std::to_string(other) + ", rank 0 root " + std::to_string(root));
+      }
     }
+  }
+  const std::uint64_t sig = first.coll_sig[parity].load(std::memory_order_relaxed);
+  const std::uint64_t size = first.coll_size[parity].load(std::memory_order_relaxed);
+  for (int r = 1; r < n_; ++r) {
+    if (slot(r).coll_sig[parity].load(std::memory_order_relaxed) != sig) {
+      fail(errc::invalid_argument, r, "passed another reduction or other counts than rank 0");
+    }
+    const std::uint64_t other = slot(r).coll_size[parity].load(std::memory_order_relaxed);
+    if (!a.varying && other != size) {
+      fail(errc::size_mismatch, r,
+           "passed " + std::to_string(other) + " bytes, rank 0 " + std::to_string(size));
+    }
+  }
+  // What this rank itself passed, should a peer have scribbled on its slot.
+  const bool bad_root = a.root != kNoRoot && (a.root < 0 || a.root >= n_);
+  if (a.bad != Bad::none || bad_root) {
+    fail(errc::invalid_argument, rank_,
+         bad_text(static_cast<std::uint32_t>(bad_root ? Bad::root : a.bad)));
+  }
+  if ((a.root != kNoRoot && a.root != first.coll_root[parity].load(std::memory_order_relaxed)) ||
+      a.sig != sig || (!a.varying && a.size != size)) {
+    fail(errc::invalid_argument, 0, "changed what it passed during the collective");
   }
 }
 
 namespace {
-// Elements of `type` in one round of allreduce (one collective buffer).
-std::size_t per_round(DataType type) { return kCollBytes / size_of(type); }
+// Bytes of a round of a reduction: whole elements (the same on every rank that agrees).
+std::size_t unit_of(const Reduction& op) { return kCollBytes - kCollBytes % op.element_size(); }
 }  // namespace
 
-void ShmComm::allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+// Combines ranks [first, end)'s windows of the stream bytes [want, want + len) in rank order
+// into dst (which stands for byte `want`).
+void ShmComm::reduce_window(std::byte* dst, std::uint64_t want, std::uint64_t len, std::uint64_t at,
+                            std::size_t k, unsigned parity, int first, int end,
+                            const Reduction& op) const {
+  const std::uint64_t lo = std::max(at, want);
+  const std::uint64_t hi = std::min(at + k, spmd::detail::add_sat(want, len));
+  if (lo >= hi || first >= end) return;
+  std::byte* out = dst + (lo - want);
+  std::memcpy(out, coll_buf(first, parity) + (lo - at), hi - lo);
+  const std::size_t count = (hi - lo) / op.element_size();
+  for (int r = first + 1; r < end; ++r) op.combine(out, coll_buf(r, parity) + (lo - at), count);
+}
+
+// The reductions: every rank's stream is `in`; this rank combines ranks [first, end)'s bytes
+// [want, want + len) of it into `out` (which stands for byte `want`; it may be `in` itself:
+// each round's bytes are published before they are overwritten).
+void ShmComm::reducing(const char* what, std::span<const std::byte> in, std::byte* out,
+                       std::uint64_t want, std::uint64_t len, int first, int end,
+                       const Reduction& op, const Agree& a) {
+  rounds(
+      what, a, in.size(), unit_of(op),
+      [&](std::uint64_t at, std::size_t k, std::byte* buf) { spmd::detail::put(in, at, k, buf); },
+      [](unsigned) {},
+      [&](std::uint64_t at, std::size_t k, unsigned parity) {
+        reduce_window(out, want, len, at, k, parity, first, end, op);
+      });
+}
+
+void ShmComm::allreduce(void* inout, std::size_t count, const Reduction& op) {
+  const std::size_t bytes = count * op.element_size();
   auto* data = static_cast<std::byte*>(inout);
-  const std::size_t esz = size_of(type);
-  std::size_t at = 0;
-  do {
-    const std::size_t k = std::min(per_round(type), count - at);
-    const unsigned parity = begin_collective(count * esz, "ShmComm::allreduce", kNoRoot);
-    if (k != 0) std::memcpy(coll_buf(rank_, parity), data + at * esz, k * esz);
-    meet("ShmComm::allreduce");
-    check_sizes(parity, count * esz, "ShmComm::allreduce");
-    // Every rank combines in rank order: the same bytes everywhere.
-    if (k != 0) std::memcpy(data + at * esz, coll_buf(0, parity), k * esz);
-    for (int r = 1; r < n_; ++r) reduce_into(data + at * esz, coll_buf(r, parity), k, type, op);
-    at += k;
-  } while (at < count);
+  reducing("ShmComm::allreduce", {data, bytes}, data, 0, bytes, 0, n_, op,
+           Agree{bytes, op.signature()});
+}
+
+void ShmComm::reduce(void* inout, std::size_t count, const Reduction& op, int root) {
+  const std::size_t bytes = count * op.element_size();
+  auto* data = static_cast<std::byte*>(inout);
+  reducing("ShmComm::reduce", {data, bytes}, data, 0, bytes, 0, rank_ == root ? n_ : 0, op,
+           Agree{bytes, op.signature(), root});
+}
+
+void ShmComm::scan(void* inout, std::size_t count, const Reduction& op) {
+  const std::size_t bytes = count * op.element_size();
+  auto* data = static_cast<std::byte*>(inout);
+  reducing("ShmComm::scan", {data, bytes}, data, 0, bytes, 0, rank_ + 1, op,
+           Agree{bytes, op.signature()});
+}
+
+void ShmComm::exscan(void* inout, std::size_t count, const Reduction& op) {
+  const std::size_t bytes = count * op.element_size();
+  auto* data = static_cast<std::byte*>(inout);
+  reducing("ShmComm::exscan", {data, bytes}, data, 0, bytes, 0, rank_, op,
+           Agree{bytes, op.signature()});
+}
+
+void ShmComm::reduce_scatter(std::span<const std::byte> in, std::span<std::byte> out,
+                             std::span<const std::size_t> counts, const Reduction& op) {
+  const std::size_t esz = op.element_size();
+  Agree a{in.size(), op.signature() ^ detail::hash_of(counts)};
+  std::uint64_t total = 0;
+  std::uint64_t want = 0;
+  for (std::size_t r = 0; r < counts.size(); ++r) {
+    if (r == static_cast<std::size_t>(rank_)) want = total;
+    total = spmd::detail::add_sat(total, counts[r]);
+  }
+  if (counts.size() != static_cast<std::size_t>(n_)) {
+    a.bad = Bad::counts;
+  } else if (total > in.size() / esz || in.size() != total * esz) {
+    a.bad = Bad::in_buffer;
+  } else if (out.size() != counts[static_cast<std::size_t>(rank_)] * esz) {
+    a.bad = Bad::out_buffer;
+  }
+  const std::uint64_t len = a.bad == Bad::none ? out.size() : 0;
+  reducing("ShmComm::reduce_scatter", in, out.data(), want * esz, len, 0, n_, op, a);
 }
 
 Request ShmComm::ibarrier() {
@@ -158,29 +279,17 @@ Request ShmComm::ibarrier() {
   return Request(std::move(c));
 }
 
-Request ShmComm::iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
-  if (count > per_round(type)) {
-    // More than one collective buffer: done now, as allreduce() (a later round waited for
-    // in a wait could stall a peer's point-to-point exchange with this rank).
-    allreduce(inout, count, type, op);
-    auto c = std::make_unique<CollOp>();
-    c->done = true;
-    c->owner = this;
-    return Request(std::move(c));
-  }
-  auto c = std::make_unique<CollOp>();
-  c->what = "ShmComm::iallreduce";
-  c->data = static_cast<std::byte*>(inout);
-  c->count = count;
-  c->type = type;
-  c->op = op;
-  c->first = std::min(per_round(type), count);
-  c->parity = begin_collective(count * size_of(type), c->what, kNoRoot);
-  if (c->first != 0) std::memcpy(coll_buf(rank_, c->parity), c->data, c->first * size_of(type));
-  c->gen = arrive(c->what);
-  c->owner = this;
-  outstanding_ = c.get();
-  return Request(std::move(c));
+Request ShmComm::iallreduce(void* inout, std::size_t count, const Reduction& op) {
+  const std::size_t bytes = count * op.element_size();
+  auto* data = static_cast<std::byte*>(inout);
+  const std::span<const std::byte> in(data, bytes);
+  return post_rounds(
+      "ShmComm::iallreduce", Agree{bytes, op.signature()}, bytes, unit_of(op),
+      [in](std::uint64_t at, std::size_t k, std::byte* buf) { spmd::detail::put(in, at, k, buf); },
+      [](unsigned) {},
+      [this, data, bytes, op](std::uint64_t at, std::size_t k, unsigned parity) {
+        reduce_window(data, 0, bytes, at, k, parity, 0, n_, op);
+      });
 }
 
 // The wait of a non-blocking collective, done once; its error is kept for the request's
@@ -191,57 +300,12 @@ void ShmComm::finish_collective(CollOp& c) noexcept {
   c.done = true;
   try {
     depart(c.gen, c.what);
-    if (c.data == nullptr) return;
-    const std::size_t esz = size_of(c.type);
-    check_sizes(c.parity, c.count * esz, c.what);
-    if (c.first != 0) {
-      std::memcpy(c.data, coll_buf(0, c.parity), c.first * esz);
-      for (int r = 1; r < n_; ++r)
-        reduce_into(c.data, coll_buf(r, c.parity), c.first, c.type, c.op);
-    }
+    if (!c.finish) return;
+    check_agreement(c.parity, c.agree, c.what);
+    c.finish(c.parity);
   } catch (...) {
     c.error = std::current_exception();
   }
-}
-
-void ShmComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
-  const std::size_t b = mine.size();
-  std::size_t at = 0;
-  do {
-    const std::size_t k = std::min(kCollBytes, b - at);
-    const unsigned parity = begin_collective(b, "ShmComm::gather", root);
-    if (k != 0) std::memcpy(coll_buf(rank_, parity), mine.data() + at, k);
-    if (rank_ == root) slot(root).coll_aux[parity].store(all.size(), std::memory_order_relaxed);
-    meet("ShmComm::gather");
-    check_sizes(parity, b, "ShmComm::gather");
-    // Every rank checks the root's buffer, so that all of them fail alike.
-    const std::uint64_t root_bytes = slot(root).coll_aux[parity].load(std::memory_order_relaxed);
-    if (root_bytes != b * static_cast<std::uint64_t>(n_)) {
-      throw Error(errc::invalid_argument, "ShmComm::gather: the root's buffer has " +
-                                              std::to_string(root_bytes) + " bytes for " +
-                                              std::to_string(n_) + " x " + std::to_string(b));
-    }
-    if (rank_ == root && k != 0) {
-      for (int r = 0; r < n_; ++r) {
-        std::memcpy(all.data() + static_cast<std::size_t>(r) * b + at, coll_buf(r, parity), k);
-      }
-    }
-    at += k;
-  } while (at < b);
-}
-
-void ShmComm::broadcast(std::span<std::byte> data, int root) {
-  const std::size_t b = data.size();
-  std::size_t at = 0;
-  do {
-    const std::size_t k = std::min(kCollBytes, b - at);
-    const unsigned parity = begin_collective(b, "ShmComm::broadcast", root);
-    if (rank_ == root && k != 0) std::memcpy(coll_buf(root, parity), data.data() + at, k);
-    meet("ShmComm::broadcast");
-    check_sizes(parity, b, "ShmComm::broadcast");
-    if (rank_ != root && k != 0) std::memcpy(data.data() + at, coll_buf(root, parity), k);
-    at += k;
-  } while (at < b);
 }
 
 }  // namespace ipckit

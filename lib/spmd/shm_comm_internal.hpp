@@ -4,19 +4,51 @@
 
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
+#include <functional>
+#include <memory>
+#include <span>
 
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
 
-// A posted ibarrier/iallreduce. The rank has arrived at the collective's barrier (and
-// written its values for the first round); the wait waits for the others, then combines.
-// Dropped unwaited, it is finished by its destructor: the ranks' collectives stay in step.
+// Why a rank's own arguments to a collective are malformed: published in its slot, so that
+// every rank throws Error(errc::invalid_argument) naming it.
+enum class ShmComm::Bad : std::uint32_t {
+  none,
+  root_buffer,  // the root's buffer is not size() blocks
+  buffer,       // a buffer is not size() blocks (allgather, alltoall)
+  counts,       // counts/displs: not one per rank, or a block outside the buffer
+  out_buffer,   // reduce_scatter: `out` is not counts[rank] elements
+  in_buffer,    // reduce_scatter: `in` is not sum(counts) elements
+  root,         // the root is outside [0, size())
+  reduction,    // the element count does not fit the reduction's element size
+  last = reduction
+};
+
+// What a rank passes to a collective, published in its slot and checked by every rank after
+// the first barrier, in an order all ranks share, against rank 0's: any rank's Bad (then
+// invalid_argument), the roots, the signatures (reduction, counts; invalid_argument), the
+// sizes (size_mismatch) unless they may vary.
+struct ShmComm::Agree {
+  std::uint64_t size = 0;
+  std::uint64_t sig = 0;
+  int root = kNoRoot;
+  Bad bad = Bad::none;
+  bool varying = false;
+};
+
+// A posted non-blocking collective. The rank has written its part and arrived at the
+// collective's barrier; the wait waits for the others, checks the agreement and runs
+// `finish` (it reads the others' buffers). Dropped unwaited, it is finished by its
+// destructor: the ranks' collectives stay in step.
 struct ShmComm::CollOp final : Request::State {
   ~CollOp() override {
     if (owner == nullptr || done) return;
@@ -30,16 +62,87 @@ struct ShmComm::CollOp final : Request::State {
   }
   ShmComm* owner = nullptr;
   const char* what = "";
-  std::byte* data = nullptr;  // iallreduce: the user's buffer (ibarrier: nullptr)
-  std::size_t count = 0;      // elements
-  DataType type = DataType::i32;
-  ReduceOp op = ReduceOp::sum;
-  std::size_t first = 0;  // elements in the round written at post
+  Agree agree;
+  std::function<void(unsigned parity)> finish;  // empty: ibarrier
   unsigned parity = 0;
   std::uint32_t gen = 0;  // the barrier's generation at this rank's arrival
   bool done = false;
   std::exception_ptr error;
 };
+
+namespace spmd::detail {
+
+// a + b, or the largest value when that overflows (offsets a peer published may be garbage).
+inline std::uint64_t add_sat(std::uint64_t a, std::uint64_t b) {
+  return a > ~std::uint64_t{0} - b ? ~std::uint64_t{0} : a + b;
+}
+
+// Copies a stream's bytes [at, at + k) that exist (the stream has stream.size()) into a
+// collective buffer.
+inline void put(std::span<const std::byte> stream, std::uint64_t at, std::size_t k,
+                std::byte* buf) {
+  if (at >= stream.size()) return;
+  std::memcpy(buf, stream.data() + at, std::min<std::uint64_t>(k, stream.size() - at));
+}
+
+// Takes from a rank's window (its stream's bytes [at, at + k), in its collective buffer) the
+// part of [want, want + len) it holds, into dst (which stands for the stream's byte `want`).
+inline void take(const std::byte* window, std::uint64_t at, std::size_t k, std::uint64_t want,
+                 std::uint64_t len, std::byte* dst) {
+  const std::uint64_t lo = std::max(at, want);
+  const std::uint64_t hi = std::min(at + k, add_sat(want, len));
+  if (lo < hi) std::memcpy(dst + (lo - want), window + (lo - at), hi - lo);
+}
+
+}  // namespace spmd::detail
+
+// One collective as rounds through the collective buffers: each round, every rank writes its
+// stream's next `unit` bytes (write(at, k, buf)), meets the others, and takes what it needs
+// of their windows (read(at, k, parity)), until the `longest` stream is through. The
+// agreement, then check(parity), are checked after the first meeting.
+template <class Write, class Check, class Read>
+void ShmComm::rounds(const char* what, const Agree& a, std::uint64_t longest, std::size_t unit,
+                     Write&& write, Check&& check, Read&& read) {
+  std::uint64_t at = 0;
+  do {
+    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(unit, longest - at));
+    const unsigned parity = begin_collective(a, what);
+    write(at, k, coll_buf(rank_, parity));
+    meet(what);
+    if (at == 0) {
+      check_agreement(parity, a, what);
+      check(parity);
+    }
+    read(at, k, parity);
+    at += k;
+  } while (at < longest);
+}
+
+// rounds() that returns at once when it fits one round: the rank writes and arrives, and the
+// request's wait does the rest. Longer ones are done before it returns (a later round waited
+// for in a wait could stall a peer's point-to-point exchange with this rank).
+template <class Write, class Check, class Read>
+Request ShmComm::post_rounds(const char* what, const Agree& a, std::uint64_t longest,
+                             std::size_t unit, Write&& write, Check&& check, Read&& read) {
+  auto c = std::make_unique<CollOp>();
+  c->owner = this;
+  if (longest > unit) {
+    rounds(what, a, longest, unit, write, check, read);
+    c->done = true;
+    return Request(std::move(c));
+  }
+  c->what = what;
+  c->agree = a;
+  c->parity = begin_collective(a, what);
+  write(0, static_cast<std::size_t>(longest), coll_buf(rank_, c->parity));
+  c->finish = [this, check, read, k = static_cast<std::size_t>(longest)](unsigned parity) mutable {
+    check(parity);
+    read(0, k, parity);
+  };
+  c->gen = arrive(what);
+  outstanding_ = c.get();
+  return Request(std::move(c));
+}
 
 // How a rank waits. With no more ranks than CPUs: spin briefly, then sleep on the futex.
 // With more (oversubscribed), spinning would hold the CPU the awaited rank needs: the rank

@@ -42,10 +42,13 @@ struct alignas(64) Slot {
   // Set while the rank waits in a collective with point-to-point operations queued: peers
   // that move its data wake the collective's sleepers too.
   std::atomic<std::uint32_t> coll_moving{0};
-  // The size each rank passes to the current collective (checked by every rank).
-  std::atomic<std::uint64_t> coll_size[2]{};
-  // gather: the size of the root's receive buffer (checked by every rank).
-  std::atomic<std::uint64_t> coll_aux[2]{};
+  // What the rank passes to the current collective, per buffer parity; every rank checks
+  // every rank's after the collective's barrier (ShmComm::Agree in shm_comm_internal.hpp).
+  std::atomic<std::uint64_t> coll_size[2]{};  // its contribution's bytes
+  std::atomic<std::uint64_t> coll_sig[2]{};   // its reduction, or a hash of its counts
+  std::atomic<std::int64_t> coll_root[2]{};
+  std::atomic<std::uint32_t>
+      coll_bad[2]{};  // why its own arguments are malformed (0: they are not)
 };
 
 struct alignas(64) Coll {

@@ -333,6 +333,7 @@ T reduce_expected(int p, std::size_t i, ReduceOp op) {
       case ReduceOp::sum: acc = static_cast<T>(acc + v); break;
       case ReduceOp::min: acc = std::min(acc, v); break;
       case ReduceOp::max: acc = std::max(acc, v); break;
+      default: break;  // the others have bodies of their own
     }
   }
   return acc;

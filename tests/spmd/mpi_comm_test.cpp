@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "../support/mpi_test_main.hpp"
+#include "collective_bodies.hpp"
 #include "comm_bodies.hpp"
 
 namespace {
@@ -77,6 +78,25 @@ TEST(MpiComm, RankBlockedInACollectiveMovesItsPostedReceives) {
 }
 TEST(MpiComm, DroppedReceiveIsCancelledAfterItsMessageArrived) {
   EXPECT_NO_THROW(bodies::dropped_irecv_after_arrival(world()));
+}
+TEST(MpiComm, EveryReduceOpOnEveryTypeItIsDefinedOn) {
+  EXPECT_NO_THROW(bodies::reduce_ops_every_type(world()));
+}
+TEST(MpiComm, UserReductionIsCombinedInRankOrder) {
+  EXPECT_NO_THROW(bodies::user_reduction_in_rank_order(world()));
+}
+TEST(MpiComm, ReduceScanExscanReduceScatter) {
+  EXPECT_NO_THROW(bodies::reduce_scan_builtin(world()));
+}
+TEST(MpiComm, ScatterAllgatherAlltoallEverySize) {
+  EXPECT_NO_THROW(bodies::scatter_allgather_alltoall(world()));
+}
+TEST(MpiComm, VFormsWithUnequalBlocksInAnyOrder) { EXPECT_NO_THROW(bodies::v_forms(world())); }
+TEST(MpiComm, CollectiveArgumentsThatDisagreeFailOnEveryRank) {
+  EXPECT_NO_THROW(bodies::collective_argument_errors(world()));
+}
+TEST(MpiComm, NonBlockingCollectivesMatchTheBlockingOnes) {
+  EXPECT_NO_THROW(bodies::nonblocking_collectives(world()));
 }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));

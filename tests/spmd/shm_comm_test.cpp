@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "channel_helpers.hpp"
+#include "collective_bodies.hpp"
 #include "comm_bodies.hpp"
 #include "ipckit/pool/exceptions.hpp"
 #include "ipckit/shm/shared_array.hpp"
@@ -238,6 +239,35 @@ TEST_F(ShmCommTest, DroppedReceiveIsCancelledAfterItsMessageArrived) {
   on_ranks(3, bodies::dropped_irecv_after_arrival);
 }
 
+TEST_F(ShmCommTest, EveryReduceOpOnEveryTypeItIsDefinedOn) {
+  on_ranks(4, bodies::reduce_ops_every_type);
+  on_ranks(3, bodies::reduce_ops_every_type);
+  on_ranks(1, bodies::reduce_ops_every_type);
+}
+TEST_F(ShmCommTest, UserReductionIsCombinedInRankOrder) {
+  on_ranks(4, bodies::user_reduction_in_rank_order);
+  on_ranks(1, bodies::user_reduction_in_rank_order);
+}
+TEST_F(ShmCommTest, ReduceScanExscanReduceScatter) {
+  on_ranks(4, bodies::reduce_scan_builtin);
+  on_ranks(3, bodies::reduce_scan_builtin);
+}
+TEST_F(ShmCommTest, ScatterAllgatherAlltoallEverySize) {
+  on_ranks(4, bodies::scatter_allgather_alltoall);
+  on_ranks(3, bodies::scatter_allgather_alltoall);
+  on_ranks(1, bodies::scatter_allgather_alltoall);
+}
+TEST_F(ShmCommTest, VFormsWithUnequalBlocksInAnyOrder) {
+  on_ranks(4, bodies::v_forms);
+  on_ranks(3, bodies::v_forms);
+}
+TEST_F(ShmCommTest, CollectiveArgumentsThatDisagreeFailOnEveryRank) {
+  on_ranks(4, bodies::collective_argument_errors);
+}
+TEST_F(ShmCommTest, NonBlockingCollectivesMatchTheBlockingOnes) {
+  on_ranks(4, bodies::nonblocking_collectives);
+  on_ranks(3, bodies::nonblocking_collectives);
+}
 TEST_F(ShmCommTest, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
   on_ranks(4, [](Comm& c) {
     std::int32_t mine = c.rank();

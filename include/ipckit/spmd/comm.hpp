@@ -34,51 +34,9 @@
 #include <vector>
 
 #include "ipckit/core/error.hpp"
+#include "ipckit/spmd/reduction.hpp"
 
 namespace ipckit {
-
-/// How allreduce combines the ranks' values.
-enum class ReduceOp {
-  sum,  ///< the sum (in rank order on ShmComm)
-  min,  ///< the smallest
-  max   ///< the largest
-};
-
-/// The element types allreduce works on.
-enum class DataType {
-  i32,  ///< std::int32_t
-  i64,  ///< std::int64_t (and long long)
-  u32,  ///< std::uint32_t
-  u64,  ///< std::uint64_t (and unsigned long long)
-  f32,  ///< float
-  f64   ///< double
-};
-
-/// The DataType of T; a compile-time error for any other type.
-template <class T>
-constexpr DataType data_type_of() {
-  // long long is a distinct type from int64_t (long) on LP64, with the same 8 bytes.
-  constexpr bool i64 =
-      std::is_same_v<T, std::int64_t> || (std::is_same_v<T, long long> && sizeof(long long) == 8);
-  constexpr bool u64 = std::is_same_v<T, std::uint64_t> ||
-                       (std::is_same_v<T, unsigned long long> && sizeof(long long) == 8);
-  if constexpr (std::is_same_v<T, std::int32_t>)
-    return DataType::i32;
-  else if constexpr (i64)
-    return DataType::i64;
-  else if constexpr (std::is_same_v<T, std::uint32_t>)
-    return DataType::u32;
-  else if constexpr (u64)
-    return DataType::u64;
-  else if constexpr (std::is_same_v<T, float>)
-    return DataType::f32;
-  else if constexpr (std::is_same_v<T, double>)
-    return DataType::f64;
-  else
-    static_assert(sizeof(T) == 0, "allreduce: int32/int64/uint32/uint64/float/double only");
-}
-/// Bytes of one element of type `t`.
-std::size_t size_of(DataType t) noexcept;
 
 /// A posted isend/irecv or non-blocking collective; complete after wait_all(). Move-only;
 /// owned by the caller.
@@ -152,30 +110,101 @@ class Comm {
   }
 
   // ---- collectives ------------------------------------------------------------------------
+  // Every rank calls them in the same order with agreeing arguments. Sizes are in bytes
+  // (elements in the typed forms and for reductions). A rank whose contribution has another
+  // size than the others' gets Error(errc::size_mismatch), a bad root or a buffer of the
+  // wrong size Error(errc::invalid_argument) - on every rank, so that all stay in step
+  // (MpiComm: see its class comment for what it checks). Input and output buffers must not
+  // overlap, except for the in-place reductions.
+
   /// Returns once every rank has entered the barrier.
   virtual void barrier() = 0;
-  /// Element-wise reduction over every rank, in place; every rank gets the same bytes (the
-  /// ranks' values are combined in rank order).
-  virtual void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) = 0;
-  /// Each rank contributes mine.size() bytes (the same on every rank, else
-  /// errc::size_mismatch); the root receives them in rank order into all (size() * that many
-  /// bytes, else errc::invalid_argument on every rank; ignored elsewhere).
+  /// Element-wise reduction over every rank, in place; every rank gets the same bytes.
+  virtual void allreduce(void* inout, std::size_t count, const Reduction& op) = 0;
+  /// allreduce() with a built-in operation.
+  void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+    allreduce(inout, count, Reduction(type, op));
+  }
+  /// The reduction over every rank, in place on the root; the other ranks' buffers are left
+  /// as they were.
+  virtual void reduce(void* inout, std::size_t count, const Reduction& op, int root) = 0;
+  /// Inclusive prefix reduction in place: rank r gets ranks 0 .. r combined.
+  virtual void scan(void* inout, std::size_t count, const Reduction& op) = 0;
+  /// Exclusive prefix reduction in place: rank r > 0 gets ranks 0 .. r-1 combined; rank 0's
+  /// buffer is left as it was.
+  virtual void exscan(void* inout, std::size_t count, const Reduction& op) = 0;
+  /// Every rank passes `in`, sum(counts) elements (`counts` in elements, one per rank, the
+  /// same on every rank); rank r gets in `out` (counts[r] elements) block r reduced over
+  /// every rank.
+  virtual void reduce_scatter(std::span<const std::byte> in, std::span<std::byte> out,
+                              std::span<const std::size_t> counts, const Reduction& op) = 0;
+  /// Each rank contributes mine.size() bytes (the same on every rank); the root receives them
+  /// in rank order into `all` (size() times that; ignored elsewhere).
   virtual void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) = 0;
+  /// gather() of contributions that differ in size: rank r's mine.size() must be counts[r],
+  /// and lands at all[displs[r]] on the root (counts and displs are read on the root only;
+  /// each block must lie inside `all`, and blocks must not overlap).
+  virtual void gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+                       std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+                       int root) = 0;
+  /// The root's `all` (size() times mine.size() bytes) in rank order: rank r gets block r.
+  virtual void scatter(std::span<const std::byte> all, std::span<std::byte> mine, int root) = 0;
+  /// scatter() of blocks that differ in size: rank r gets counts[r] bytes from
+  /// all[displs[r]] (counts and displs read on the root only; rank r's mine.size() must be
+  /// counts[r]).
+  virtual void scatterv(std::span<const std::byte> all, std::span<const std::size_t> counts,
+                        std::span<const std::size_t> displs, std::span<std::byte> mine,
+                        int root) = 0;
+  /// gather() to every rank.
+  virtual void allgather(std::span<const std::byte> mine, std::span<std::byte> all) = 0;
+  /// gatherv() to every rank (every rank passes the same counts; its own displs).
+  virtual void allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+                          std::span<const std::size_t> counts,
+                          std::span<const std::size_t> displs) = 0;
+  /// Block j of rank i's `out` becomes block i of rank j's `in`; `out` and `in` are size()
+  /// blocks of the same size on every rank.
+  virtual void alltoall(std::span<const std::byte> out, std::span<std::byte> in) = 0;
+  /// alltoall() of blocks that differ in size: rank i sends out_counts[j] bytes from
+  /// out[out_displs[j]] to rank j, which receives them into in[in_displs[i]] and must expect
+  /// in_counts[i] == that many.
+  virtual void alltoallv(std::span<const std::byte> out, std::span<const std::size_t> out_counts,
+                         std::span<const std::size_t> out_displs, std::span<std::byte> in,
+                         std::span<const std::size_t> in_counts,
+                         std::span<const std::size_t> in_displs) = 0;
   /// The root's bytes to every rank (every rank passes a buffer of the same size).
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
 
   // ---- non-blocking collectives -------------------------------------------------------------
+  // They return at once; the result is there when wait()/wait_all() returns, and the buffers
+  // must stay valid and untouched until then. A request dropped unwaited is completed by its
+  // destructor (so the collectives of every rank stay in step): the buffers must outlive the
+  // request. Size and argument errors are reported by the wait, on every rank. They match
+  // the blocking forms: ibarrier() on one rank meets barrier() on another.
+
   /// barrier() that returns at once; the request completes once every rank has entered it.
   [[nodiscard]] virtual Request ibarrier() = 0;
-  /// allreduce() that returns at once: `inout` holds the result (the same bytes as
-  /// allreduce() gives) when wait()/wait_all() returns, and must stay valid and untouched
-  /// until then. A request dropped unwaited is completed by its destructor (so the
-  /// collectives of every rank stay in step): the buffer must outlive the request.
-  /// Size mismatches are reported by the wait, on every rank.
-  [[nodiscard]] virtual Request iallreduce(void* inout, std::size_t count, DataType type,
-                                           ReduceOp op) = 0;
+  /// allreduce() that returns at once.
+  [[nodiscard]] virtual Request iallreduce(void* inout, std::size_t count, const Reduction& op) = 0;
+  /// iallreduce() with a built-in operation.
+  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type, ReduceOp op) {
+    return iallreduce(inout, count, Reduction(type, op));
+  }
+  /// broadcast() that returns at once.
+  [[nodiscard]] virtual Request ibroadcast(std::span<std::byte> data, int root) = 0;
+  /// gather() that returns at once.
+  [[nodiscard]] virtual Request igather(std::span<const std::byte> mine, std::span<std::byte> all,
+                                        int root) = 0;
+  /// scatter() that returns at once.
+  [[nodiscard]] virtual Request iscatter(std::span<const std::byte> all, std::span<std::byte> mine,
+                                         int root) = 0;
+  /// allgather() that returns at once.
+  [[nodiscard]] virtual Request iallgather(std::span<const std::byte> mine,
+                                           std::span<std::byte> all) = 0;
+  /// alltoall() that returns at once.
+  [[nodiscard]] virtual Request ialltoall(std::span<const std::byte> out,
+                                          std::span<std::byte> in) = 0;
 
-  // ---- typed conveniences -----------------------------------------------------------------
+  // ---- typed conveniences (spans of trivially copyable T; counts in elements) ---------------
   /// send() of a span of trivially copyable T.
   template <class T>
   void send(int dest, std::span<const T> data) {
@@ -194,6 +223,13 @@ class Comm {
     allreduce(&value, 1, data_type_of<T>(), op);
     return value;
   }
+  /// allreduce() of one value with a user Reduction (Reduction::of<T>).
+  template <class T>
+  T allreduce(T value, const Reduction& op) {
+    check_element<T>(op, "Comm::allreduce");
+    allreduce(&value, 1, op);
+    return value;
+  }
   /// allreduce() of a span, element-wise, in place.
   template <class T>
   void allreduce(std::span<T> inout, ReduceOp op) {
@@ -204,13 +240,36 @@ class Comm {
   [[nodiscard]] Request iallreduce(std::span<T> inout, ReduceOp op) {
     return iallreduce(inout.data(), inout.size(), data_type_of<T>(), op);
   }
+  /// reduce() of one value: the result on the root, `value` itself elsewhere.
+  template <class T>
+  T reduce(T value, ReduceOp op, int root) {
+    reduce(&value, 1, Reduction(data_type_of<T>(), op), root);
+    return value;
+  }
+  /// scan() of one value: ranks 0 .. rank() combined.
+  template <class T>
+  T scan(T value, ReduceOp op) {
+    scan(&value, 1, Reduction(data_type_of<T>(), op));
+    return value;
+  }
+  /// exscan() of one value: ranks 0 .. rank()-1 combined (rank 0: `value` itself).
+  template <class T>
+  T exscan(T value, ReduceOp op) {
+    exscan(&value, 1, Reduction(data_type_of<T>(), op));
+    return value;
+  }
+  /// reduce_scatter() of built-in T: block rank() of `in` reduced over every rank into `out`
+  /// (counts[rank()] elements).
+  template <class T>
+  void reduce_scatter(std::span<const T> in, std::span<T> out, std::span<const std::size_t> counts,
+                      ReduceOp op) {
+    reduce_scatter(std::as_bytes(in), std::as_writable_bytes(out), counts,
+                   Reduction(data_type_of<T>(), op));
+  }
   /// The root gets every rank's value in rank order; other ranks get an empty vector.
   template <class T>
   std::vector<T> gather(const T& value, int root) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    std::vector<T> all(rank() == root ? static_cast<std::size_t>(size()) : 0);
-    gather(std::as_bytes(std::span(&value, 1)), std::as_writable_bytes(std::span(all)), root);
-    return all;
+    return gather(std::span<const T>(&value, 1), root);
   }
   /// The root gets every rank's span, concatenated in rank order; other ranks get an empty
   /// vector.
@@ -220,6 +279,65 @@ class Comm {
     std::vector<T> all(rank() == root ? mine.size() * static_cast<std::size_t>(size()) : 0);
     gather(std::as_bytes(mine), std::as_writable_bytes(std::span(all)), root);
     return all;
+  }
+  /// The root gets every rank's span (of any length), concatenated in rank order (after one
+  /// gather of the lengths); other ranks get an empty vector.
+  template <class T>
+  std::vector<T> gatherv(std::span<const T> mine, int root) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const std::vector<std::size_t> counts = gather(mine.size_bytes(), root);
+    std::vector<std::size_t> displs(counts.size());
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      displs[r] = total;
+      total += counts[r];
+    }
+    std::vector<T> all(total / sizeof(T));
+    gatherv(std::as_bytes(mine), std::as_writable_bytes(std::span(all)), counts, displs, root);
+    return all;
+  }
+  /// Every rank's value in rank order, on every rank.
+  template <class T>
+  std::vector<T> allgather(const T& value) {
+    return allgather(std::span<const T>(&value, 1));
+  }
+  /// Every rank's span, concatenated in rank order, on every rank.
+  template <class T>
+  std::vector<T> allgather(std::span<const T> mine) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    std::vector<T> all(mine.size() * static_cast<std::size_t>(size()));
+    allgather(std::as_bytes(mine), std::as_writable_bytes(std::span(all)));
+    return all;
+  }
+  /// Every rank's span (of any length), concatenated in rank order, on every rank (after one
+  /// allgather of the lengths).
+  template <class T>
+  std::vector<T> allgatherv(std::span<const T> mine) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    const std::vector<std::size_t> counts = allgather(mine.size_bytes());
+    std::vector<std::size_t> displs(counts.size());
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      displs[r] = total;
+      total += counts[r];
+    }
+    std::vector<T> all(total / sizeof(T));
+    allgatherv(std::as_bytes(mine), std::as_writable_bytes(std::span(all)), counts, displs);
+    return all;
+  }
+  /// Rank r gets element r of the root's `all` (size() elements; ignored elsewhere).
+  template <class T>
+  T scatter(std::span<const T> all, int root) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    T mine{};
+    scatter(std::as_bytes(all), std::as_writable_bytes(std::span(&mine, 1)), root);
+    return mine;
+  }
+  /// alltoall() of spans of T: element block j of `out` goes to rank j.
+  template <class T>
+  void alltoall(std::span<const T> out, std::span<T> in) {
+    static_assert(std::is_trivially_copyable_v<T> && !std::is_const_v<T>);
+    alltoall(std::as_bytes(out), std::as_writable_bytes(in));
   }
   /// broadcast() of a span of trivially copyable T, in place.
   template <class T>
@@ -240,9 +358,15 @@ class Comm {
   /// The backend's wait_all, over requests with no groups among them (wait_all() has taken
   /// them apart); it resets every request, also when it throws.
   virtual void complete(std::span<Request> requests) = 0;
-};
 
-/// Combines `in` into `acc` element-wise (acc = op(acc, in)); used by backends.
-void reduce_into(void* acc, const void* in, std::size_t count, DataType type, ReduceOp op);
+ private:
+  template <class T>
+  static void check_element(const Reduction& op, const char* what) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    if (op.element_size() != sizeof(T)) bad_typed_arguments(what);
+  }
+  // Error(errc::invalid_argument): a typed form's spans or reduction do not fit.
+  [[noreturn]] static void bad_typed_arguments(const char* what);
+};
 
 }  // namespace ipckit

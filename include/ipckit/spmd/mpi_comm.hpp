@@ -31,6 +31,8 @@
 
 #include <mpi.h>
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -128,24 +130,62 @@ class MpiComm final : public Comm {
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
 
   void barrier() override;
-  void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
-  /// Agrees on the sizes first (one small allreduce): every rank throws
-  /// errc::size_mismatch when the contributions differ in size, and errc::invalid_argument
-  /// when the root's `all` is not size() times a contribution.
+  void allreduce(void* inout, std::size_t count, const Reduction& op) override;
+  void reduce(void* inout, std::size_t count, const Reduction& op, int root) override;
+  void scan(void* inout, std::size_t count, const Reduction& op) override;
+  void exscan(void* inout, std::size_t count, const Reduction& op) override;
+  void reduce_scatter(std::span<const std::byte> in, std::span<std::byte> out,
+                      std::span<const std::size_t> counts, const Reduction& op) override;
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
+  void gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+               std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+               int root) override;
+  void scatter(std::span<const std::byte> all, std::span<std::byte> mine, int root) override;
+  void scatterv(std::span<const std::byte> all, std::span<const std::size_t> counts,
+                std::span<const std::size_t> displs, std::span<std::byte> mine, int root) override;
+  void allgather(std::span<const std::byte> mine, std::span<std::byte> all) override;
+  void allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+                  std::span<const std::size_t> counts,
+                  std::span<const std::size_t> displs) override;
+  void alltoall(std::span<const std::byte> out, std::span<std::byte> in) override;
+  void alltoallv(std::span<const std::byte> out, std::span<const std::size_t> out_counts,
+                 std::span<const std::size_t> out_displs, std::span<std::byte> in,
+                 std::span<const std::size_t> in_counts,
+                 std::span<const std::size_t> in_displs) override;
   void broadcast(std::span<std::byte> data, int root) override;
-  /// MPI_Ibarrier.
+  /// The non-blocking collectives are MPI's (MPI_Ibarrier, MPI_Iallreduce, ...), matched by
+  /// the blocking forms. igather, iscatter, iallgather and ialltoall first agree on sizes
+  /// and roots, like their blocking forms, with a small allreduce before they return (so
+  /// that post returns once every rank has posted, and argument errors are thrown by the
+  /// post, on every rank); ibarrier, iallreduce and ibroadcast return at once, unchecked
+  /// (ranks that pass different sizes get what MPI gives: MPI_ERR_TRUNCATE, or a hang). An
+  /// iallreduce with a user function is done before it returns (MPI calls the function back
+  /// while the request progresses).
   [[nodiscard]] Request ibarrier() override;
-  /// MPI_Iallreduce in place. Under MPI the sizes are not checked: ranks that pass
-  /// different counts get what MPI gives (MPI_ERR_TRUNCATE, or a hang).
-  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type,
-                                   ReduceOp op) override;
+  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, const Reduction& op) override;
+  [[nodiscard]] Request ibroadcast(std::span<std::byte> data, int root) override;
+  [[nodiscard]] Request igather(std::span<const std::byte> mine, std::span<std::byte> all,
+                                int root) override;
+  [[nodiscard]] Request iscatter(std::span<const std::byte> all, std::span<std::byte> mine,
+                                 int root) override;
+  [[nodiscard]] Request iallgather(std::span<const std::byte> mine,
+                                   std::span<std::byte> all) override;
+  [[nodiscard]] Request ialltoall(std::span<const std::byte> out, std::span<std::byte> in) override;
 
+  using Comm::allgather;
+  using Comm::allgatherv;
   using Comm::allreduce;
+  using Comm::alltoall;
   using Comm::broadcast;
+  using Comm::exscan;
   using Comm::gather;
+  using Comm::gatherv;
   using Comm::iallreduce;
   using Comm::recv;
+  using Comm::reduce;
+  using Comm::reduce_scatter;
+  using Comm::scan;
+  using Comm::scatter;
   using Comm::send;
 
  protected:
@@ -157,6 +197,20 @@ class MpiComm final : public Comm {
 
  private:
   void progress_until(MPI_Request& request, const char* what);
+  // Starts a non-blocking MPI collective (start(&request) returns its MPI code) and waits
+  // for it, matching queued receives meanwhile; or returns it as a Request.
+  void run_collective(const char* what, const std::function<int(MPI_Request*)>& start);
+  Request post_collective(const char* what, const std::function<int(MPI_Request*)>& start);
+  // What every rank passed, agreed by one allreduce: the same error on every rank.
+  struct Agree {
+    std::int64_t size = 0;  // equal on every rank unless `varying`
+    std::uint64_t sig = 0;  // equal on every rank
+    int root = -1;          // -1: none
+    bool bad = false;       // invalid_argument: this rank's arguments are malformed
+    bool mismatch = false;  // size_mismatch: a count this rank checked disagrees
+    bool varying = false;
+  };
+  void agree(const Agree& a, const char* what);
 
   MPI_Comm comm_;
   int rank_ = 0;

@@ -51,25 +51,61 @@ class ShmComm final : public Comm {
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
 
   void barrier() override;
-  void allreduce(void* inout, std::size_t count, DataType type, ReduceOp op) override;
+  void allreduce(void* inout, std::size_t count, const Reduction& op) override;
+  void reduce(void* inout, std::size_t count, const Reduction& op, int root) override;
+  void scan(void* inout, std::size_t count, const Reduction& op) override;
+  void exscan(void* inout, std::size_t count, const Reduction& op) override;
+  void reduce_scatter(std::span<const std::byte> in, std::span<std::byte> out,
+                      std::span<const std::size_t> counts, const Reduction& op) override;
   void gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) override;
+  void gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+               std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+               int root) override;
+  void scatter(std::span<const std::byte> all, std::span<std::byte> mine, int root) override;
+  void scatterv(std::span<const std::byte> all, std::span<const std::size_t> counts,
+                std::span<const std::size_t> displs, std::span<std::byte> mine, int root) override;
+  void allgather(std::span<const std::byte> mine, std::span<std::byte> all) override;
+  void allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
+                  std::span<const std::size_t> counts,
+                  std::span<const std::size_t> displs) override;
+  void alltoall(std::span<const std::byte> out, std::span<std::byte> in) override;
+  void alltoallv(std::span<const std::byte> out, std::span<const std::size_t> out_counts,
+                 std::span<const std::size_t> out_displs, std::span<std::byte> in,
+                 std::span<const std::size_t> in_counts,
+                 std::span<const std::size_t> in_displs) override;
   void broadcast(std::span<std::byte> data, int root) override;
-  /// Arrives at the barrier now; the wait waits for the others.
+  // The non-blocking collectives write this rank's part and arrive now; the wait combines or
+  // copies. One larger than a 64 KiB collective buffer (for this rank's or the longest
+  // contribution) is done before it returns, as its blocking form. At most one
+  // non-blocking collective is in flight per rank: the next collective call completes the
+  // one before first (its result is in its buffers then; its wait only reports). One dropped
+  // while its rank unwinds an exception is not waited for, and that rank's later
+  // collectives throw errc::barrier_broken.
   [[nodiscard]] Request ibarrier() override;
-  /// Writes this rank's values and arrives now; the wait combines (in rank order, as
-  /// allreduce()). Beyond one 64 KiB collective buffer it is allreduce(), done before it
-  /// returns. At most one non-blocking collective is in flight per rank: the next collective
-  /// call completes the one before first (its result is in its buffer then; its wait only
-  /// reports). One dropped while its rank unwinds an exception is not waited for, and that
-  /// rank's later collectives throw errc::barrier_broken.
-  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, DataType type,
-                                   ReduceOp op) override;
+  [[nodiscard]] Request iallreduce(void* inout, std::size_t count, const Reduction& op) override;
+  [[nodiscard]] Request ibroadcast(std::span<std::byte> data, int root) override;
+  [[nodiscard]] Request igather(std::span<const std::byte> mine, std::span<std::byte> all,
+                                int root) override;
+  [[nodiscard]] Request iscatter(std::span<const std::byte> all, std::span<std::byte> mine,
+                                 int root) override;
+  [[nodiscard]] Request iallgather(std::span<const std::byte> mine,
+                                   std::span<std::byte> all) override;
+  [[nodiscard]] Request ialltoall(std::span<const std::byte> out, std::span<std::byte> in) override;
 
+  using Comm::allgather;
+  using Comm::allgatherv;
   using Comm::allreduce;
+  using Comm::alltoall;
   using Comm::broadcast;
+  using Comm::exscan;
   using Comm::gather;
+  using Comm::gatherv;
   using Comm::iallreduce;
   using Comm::recv;
+  using Comm::reduce;
+  using Comm::reduce_scatter;
+  using Comm::scan;
+  using Comm::scatter;
   using Comm::send;
 
  protected:
@@ -78,6 +114,9 @@ class ShmComm final : public Comm {
  private:
   struct Op;
   struct CollOp;
+  struct Agree;
+  struct Specs;
+  enum class Bad : std::uint32_t;
   static constexpr int kNoRoot = -0x7fffffff;
   spmd::detail::Slot& slot(int r) const noexcept;
   std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
@@ -107,8 +146,23 @@ class ShmComm final : public Comm {
   void wake_peer(int peer) noexcept;
   void orphan(Op& op) noexcept;
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
-  unsigned begin_collective(std::uint64_t bytes, const char* what, int root);
-  void check_sizes(unsigned parity, std::uint64_t expect, const char* what);
+  unsigned begin_collective(const Agree& a, const char* what);
+  void check_agreement(unsigned parity, const Agree& a, const char* what) const;
+  template <class Write, class Check, class Read>
+  void rounds(const char* what, const Agree& a, std::uint64_t longest, std::size_t unit,
+              Write&& write, Check&& check, Read&& read);
+  template <class Write, class Check, class Read>
+  Request post_rounds(const char* what, const Agree& a, std::uint64_t longest, std::size_t unit,
+                      Write&& write, Check&& check, Read&& read);
+  void reduce_window(std::byte* dst, std::uint64_t want, std::uint64_t len, std::uint64_t at,
+                     std::size_t k, unsigned parity, int first, int end, const Reduction& op) const;
+  void reducing(const char* what, std::span<const std::byte> in, std::byte* out, std::uint64_t want,
+                std::uint64_t len, int first, int end, const Reduction& op, const Agree& a);
+  void agree_counts(unsigned parity, std::span<const std::size_t> counts, const char* what,
+                    const char* whose) const;
+  std::vector<std::uint64_t> meta_round(const char* what, const Agree& a,
+                                        std::span<const std::uint64_t> table, int from,
+                                        std::size_t entries);
 
   std::byte* base_;
   spmd::detail::Header* h_;
