@@ -6,7 +6,9 @@
 //             1 MiB the bandwidth size / (rtt / 2));
 //   barrier   one barrier over all ranks;
 //   allreduce one double, sum, over all ranks;
-//   halo      a 2-D periodic CartComm halo exchange: 8 KiB faces, 8 B corners.
+//   halo      a 2-D periodic CartComm halo exchange: 8 KiB faces, 8 B corners;
+//   coll_*    every collective at 8 B, 1 KiB, 64 KiB, 1 MiB (spmd_osu.hpp), also through raw
+//             Open MPI calls: mpirun -np N spmd_bench --comm raw --out FILE.
 // Rank 0 appends one JSON object per figure, one per line, to FILE:
 //   {"comm":"shm","procs":2,"name":"pingpong","bytes":8,"median_ns":...,"gb_per_s":...}
 #include <algorithm>
@@ -20,6 +22,7 @@
 
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/run.hpp"
+#include "spmd_osu.hpp"
 #ifdef IPCKIT_SPMD_BENCH_MPI
 #include "ipckit/spmd/mpi_comm.hpp"
 #endif
@@ -103,6 +106,29 @@ void body(ipckit::Comm& c, const Out* out) {
   row("halo", 4 * 8192 + 4 * 8, time_ns(c, 2000, [&] { grid.halo_exchange(ss, rs); }));
 }
 
+// The OSU-style table: every collective, every size, through `c` or (raw) Open MPI itself.
+void collectives(ipckit::Comm& c, const Out* out, bool raw) {
+  (void)raw;
+  for (const std::string& kind : osu::kinds()) {
+    for (const std::size_t bytes : osu::sizes()) {
+      if (kind == "barrier" && bytes != 8) continue;
+      osu::Buffers b(c.size(), bytes);
+#ifdef IPCKIT_SPMD_BENCH_MPI
+      std::function<void()> op;
+      if (raw) {
+        op = osu::raw_op(static_cast<ipckit::MpiComm&>(c).native(), kind, b);
+      } else {
+        op = osu::comm_op(c, kind, b);
+      }
+#else
+      const std::function<void()> op = osu::comm_op(c, kind, b);
+#endif
+      const double ns = time_ns(c, osu::iterations(bytes, c.size()), op);
+      if (c.rank() == 0) out->row(("coll_" + kind).c_str(), kind == "barrier" ? 0 : bytes, ns);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,21 +156,25 @@ int main(int argc, char** argv) {
     std::FILE* f = std::fopen(path.c_str(), "a");
     if (f == nullptr) return 2;
     const Out out{comm, procs, f};
-    ipckit::spmd::run(procs, [&](ipckit::Comm& c) { body(c, &out); });
+    ipckit::spmd::run(procs, [&](ipckit::Comm& c) {
+      body(c, &out);
+      collectives(c, &out, false);
+    });
     std::fclose(f);
     return 0;
   }
 #ifdef IPCKIT_SPMD_BENCH_MPI
-  if (comm == "mpi") {
+  if (comm == "mpi" || comm == "raw") {
     ipckit::mpi::Environment env(argc, argv);
     ipckit::MpiComm c;
     std::FILE* f = c.rank() == 0 ? std::fopen(path.c_str(), "a") : nullptr;
     const Out out{comm, c.size(), f};
-    body(c, &out);
+    if (comm == "mpi") body(c, &out);
+    collectives(c, &out, comm == "raw");
     if (f != nullptr) std::fclose(f);
     return 0;
   }
 #endif
-  std::fprintf(stderr, "spmd_bench: --comm shm|mpi (mpi only when built with MPI)\n");
+  std::fprintf(stderr, "spmd_bench: --comm shm|mpi|raw (mpi and raw only when built with MPI)\n");
   return 2;
 }

@@ -86,8 +86,7 @@ void MpiComm::run_collective(const char* what, const std::function<int(MPI_Reque
   progress_until(r, what);
 }
 
-Request MpiComm::post_collective(const char* what,
-                                 const std::function<int(MPI_Request*)>& start) {
+Request MpiComm::post_collective(const char* what, const std::function<int(MPI_Request*)>& start) {
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
   state->collective = true;
@@ -99,8 +98,8 @@ void MpiComm::agree(const Agree& a, const char* what) {
   const auto hi = static_cast<std::int64_t>(a.sig >> 32);
   const auto lo = static_cast<std::int64_t>(a.sig & 0xffffffffU);
   // One MAX gives the largest and (negated) the smallest of each.
-  std::int64_t v[] = {a.bad ? 1 : 0, a.mismatch ? 1 : 0, a.root, -a.root, hi, -hi,
-                      lo,            -lo,                a.size, -a.size};
+  std::int64_t v[] = {a.bad ? 1 : 0, a.mismatch ? 1 : 0, a.root, -a.root, hi, -hi, lo, -lo, a.size,
+                      -a.size};
   allreduce(v, std::size(v), DataType::i64, ReduceOp::max);
   const std::string w(what);
   if (v[0] != 0) throw Error(errc::invalid_argument, w + ": a rank passed malformed arguments");
@@ -115,9 +114,9 @@ void MpiComm::agree(const Agree& a, const char* what) {
     throw Error(errc::size_mismatch, w + ": a rank's contribution is not what the counts say");
   }
   if (!a.varying && v[8] != -v[9]) {
-    throw Error(errc::size_mismatch, w + ": the ranks contribute between " +
-                                         std::to_string(-v[9]) + " and " + std::to_string(v[8]) +
-                                         " bytes (this rank " + std::to_string(a.size) + ")");
+    throw Error(errc::size_mismatch, w + ": the ranks contribute between " + std::to_string(-v[9]) +
+                                         " and " + std::to_string(v[8]) + " bytes (this rank " +
+                                         std::to_string(a.size) + ")");
   }
 }
 
@@ -149,8 +148,8 @@ Request MpiComm::iallreduce(void* inout, std::size_t count, const Reduction& op)
     return Request(std::move(state));
   }
   return post_collective("MPI_Iallreduce", [&](MPI_Request* r) {
-    return MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(op.type()),
-                          mpi::op_of(op.op()), comm_, r);
+    return MPI_Iallreduce(MPI_IN_PLACE, inout, n, mpi::datatype_of(op.type()), mpi::op_of(op.op()),
+                          comm_, r);
   });
 }
 
@@ -185,7 +184,8 @@ void MpiComm::exscan(void* inout, std::size_t count, const Reduction& op) {
   agree({static_cast<std::int64_t>(bytes), op.signature()}, "MpiComm::exscan");
   // MPI leaves rank 0's buffer undefined; ipckit leaves it as it was.
   std::vector<std::byte> keep;
-  if (rank_ == 0) keep.assign(static_cast<std::byte*>(inout), static_cast<std::byte*>(inout) + bytes);
+  if (rank_ == 0)
+    keep.assign(static_cast<std::byte*>(inout), static_cast<std::byte*>(inout) + bytes);
   const MpiReduction m(op);
   run_collective("MPI_Iexscan", [&](MPI_Request* r) {
     return MPI_Iexscan(MPI_IN_PLACE, inout, n, m.type(), m.op(), comm_, r);
@@ -323,8 +323,7 @@ Request MpiComm::iallgather(std::span<const std::byte> mine, std::span<std::byte
 }
 
 void MpiComm::allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
-                         std::span<const std::size_t> counts,
-                         std::span<const std::size_t> displs) {
+                         std::span<const std::size_t> counts, std::span<const std::size_t> displs) {
   const char* what = "MpiComm::allgatherv";
   const bool bad = !detail::blocks_fit(counts, displs, all.size(), size_);
   const bool mismatch = !bad && counts[static_cast<std::size_t>(rank_)] != mine.size();

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <string>
+#include <type_traits>
 
 #include "ipckit/core/error.hpp"
 
@@ -52,41 +53,10 @@ bool defined(DataType t, ReduceOp op) {
   return false;
 }
 
-// One element: x = x op y.
-template <class T>
-T apply(T x, T y, ReduceOp op) {
-  switch (op) {
-    case ReduceOp::sum: return static_cast<T>(x + y);
-    case ReduceOp::min: return std::min(x, y);
-    case ReduceOp::max: return std::max(x, y);
-    case ReduceOp::prod: return static_cast<T>(x * y);
-    default: break;
-  }
-  if constexpr (std::is_integral_v<T>) {
-    switch (op) {
-      case ReduceOp::land: return static_cast<T>(x != 0 && y != 0);
-      case ReduceOp::lor: return static_cast<T>(x != 0 || y != 0);
-      case ReduceOp::lxor: return static_cast<T>((x != 0) != (y != 0));
-      case ReduceOp::band: return static_cast<T>(x & y);
-      case ReduceOp::bor: return static_cast<T>(x | y);
-      case ReduceOp::bxor: return static_cast<T>(x ^ y);
-      default: break;
-    }
-  }
-  return x;  // not reached: Reduction's constructor refused the pair
-}
-
-template <class V>
-ValueIndex<V> apply(ValueIndex<V> x, ValueIndex<V> y, ReduceOp op) {
-  const bool y_better = op == ReduceOp::minloc ? y.value < x.value : y.value > x.value;
-  if (y_better) return y;
-  if (y.value == x.value) x.index = std::min(x.index, y.index);
-  return x;
-}
-
-template <class T>
-void combine_as(void* acc, const void* in, std::size_t count, ReduceOp op) {
-  // memcpy in and out: the buffers need not be aligned for T.
+// acc[i] = f(acc[i], in[i]); memcpy in and out: the buffers need not be aligned for T. One
+// loop per operation, so that the compiler can vectorise it.
+template <class T, class F>
+void each(void* acc, const void* in, std::size_t count, F f) {
   auto* a = static_cast<unsigned char*>(acc);
   const auto* b = static_cast<const unsigned char*>(in);
   for (std::size_t i = 0; i < count; ++i) {
@@ -94,9 +64,47 @@ void combine_as(void* acc, const void* in, std::size_t count, ReduceOp op) {
     T y;
     std::memcpy(&x, a + i * sizeof(T), sizeof(T));
     std::memcpy(&y, b + i * sizeof(T), sizeof(T));
-    x = apply(x, y, op);
+    x = f(x, y);
     std::memcpy(a + i * sizeof(T), &x, sizeof(T));
   }
+}
+
+template <class T>
+void combine_as(void* acc, const void* in, std::size_t count, ReduceOp op) {
+  switch (op) {
+    case ReduceOp::sum: return each<T>(acc, in, count, [](T x, T y) { return T(x + y); });
+    case ReduceOp::min: return each<T>(acc, in, count, [](T x, T y) { return std::min(x, y); });
+    case ReduceOp::max: return each<T>(acc, in, count, [](T x, T y) { return std::max(x, y); });
+    case ReduceOp::prod: return each<T>(acc, in, count, [](T x, T y) { return T(x * y); });
+    default: break;
+  }
+  if constexpr (std::is_integral_v<T>) {
+    switch (op) {
+      case ReduceOp::land:
+        return each<T>(acc, in, count, [](T x, T y) { return T(x != 0 && y != 0); });
+      case ReduceOp::lor:
+        return each<T>(acc, in, count, [](T x, T y) { return T(x != 0 || y != 0); });
+      case ReduceOp::lxor:
+        return each<T>(acc, in, count, [](T x, T y) { return T((x != 0) != (y != 0)); });
+      case ReduceOp::band: return each<T>(acc, in, count, [](T x, T y) { return T(x & y); });
+      case ReduceOp::bor: return each<T>(acc, in, count, [](T x, T y) { return T(x | y); });
+      case ReduceOp::bxor: return each<T>(acc, in, count, [](T x, T y) { return T(x ^ y); });
+      default: break;
+    }
+  }
+  // Not reached: Reduction's constructor refuses the other pairs.
+}
+
+// minloc / maxloc: the better value; among equal values, the lower index.
+template <class V>
+void combine_loc(void* acc, const void* in, std::size_t count, ReduceOp op) {
+  using P = ValueIndex<V>;
+  const bool min = op == ReduceOp::minloc;
+  each<P>(acc, in, count, [min](P x, P y) {
+    if (min ? y.value < x.value : y.value > x.value) return y;
+    if (y.value == x.value) x.index = std::min(x.index, y.index);
+    return x;
+  });
 }
 
 }  // namespace
@@ -143,10 +151,10 @@ void reduce_into(void* acc, const void* in, std::size_t count, DataType type, Re
     case DataType::u64: combine_as<std::uint64_t>(acc, in, count, op); break;
     case DataType::f32: combine_as<float>(acc, in, count, op); break;
     case DataType::f64: combine_as<double>(acc, in, count, op); break;
-    case DataType::f32_index: combine_as<ValueIndex<float>>(acc, in, count, op); break;
-    case DataType::f64_index: combine_as<ValueIndex<double>>(acc, in, count, op); break;
-    case DataType::i32_index: combine_as<ValueIndex<std::int32_t>>(acc, in, count, op); break;
-    case DataType::i64_index: combine_as<ValueIndex<std::int64_t>>(acc, in, count, op); break;
+    case DataType::f32_index: combine_loc<float>(acc, in, count, op); break;
+    case DataType::f64_index: combine_loc<double>(acc, in, count, op); break;
+    case DataType::i32_index: combine_loc<std::int32_t>(acc, in, count, op); break;
+    case DataType::i64_index: combine_loc<std::int64_t>(acc, in, count, op); break;
   }
 }
 

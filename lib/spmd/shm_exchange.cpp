@@ -9,8 +9,8 @@
 #include <string>
 #include <vector>
 
-#include "ipckit/spmd/shm_comm.hpp"
 #include "collective_checks.hpp"
+#include "ipckit/spmd/shm_comm.hpp"
 #include "shm_comm_internal.hpp"
 #include "shm_layout.hpp"
 
@@ -69,16 +69,16 @@ struct ShmComm::Specs {
 
   static auto broadcast(ShmComm& c, std::span<std::byte> data, int root) {
     const bool me = c.rank_ == root;
-    return std::pair(
-        Agree{data.size(), 0, root},
-        Spec{"ShmComm::broadcast", data.size(),
-             [data, me](std::uint64_t at, std::size_t k, std::byte* buf) {
-               if (me) put(data, at, k, buf);
-             },
-             [](unsigned) {},
-             [&c, data, me, root](std::uint64_t at, std::size_t k, unsigned parity) {
-               if (!me) take(c.coll_buf(root, parity), at, k, 0, data.size(), data.data());
-             }});
+    return std::pair(Agree{data.size(), 0, root},
+                     Spec{"ShmComm::broadcast", data.size(),
+                          [data, me](std::uint64_t at, std::size_t k, std::byte* buf) {
+                            if (me) put(data, at, k, buf);
+                          },
+                          [](unsigned) {},
+                          [&c, data, me, root](std::uint64_t at, std::size_t k, unsigned parity) {
+                            if (!me)
+                              take(c.coll_buf(root, parity), at, k, 0, data.size(), data.data());
+                          }});
   }
 
   static auto gather(ShmComm& c, std::span<const std::byte> mine, std::span<std::byte> all,
@@ -108,16 +108,15 @@ struct ShmComm::Specs {
     Agree a{b, 0, root};
     if (me && (all.size() % c.n_ != 0 || all.size() / c.n_ != b)) a.bad = Bad::root_buffer;
     const std::uint64_t whole = b * static_cast<std::uint64_t>(c.n_);
-    return std::pair(
-        a, Spec{"ShmComm::scatter", whole,
-                [all, me](std::uint64_t at, std::size_t k, std::byte* buf) {
-                  if (me) put(all, at, k, buf);
-                },
-                [](unsigned) {},
-                [&c, mine, b, root](std::uint64_t at, std::size_t k, unsigned parity) {
-                  take(c.coll_buf(root, parity), at, k, static_cast<std::uint64_t>(c.rank_) * b,
-                       b, mine.data());
-                }});
+    return std::pair(a, Spec{"ShmComm::scatter", whole,
+                             [all, me](std::uint64_t at, std::size_t k, std::byte* buf) {
+                               if (me) put(all, at, k, buf);
+                             },
+                             [](unsigned) {},
+                             [&c, mine, b, root](std::uint64_t at, std::size_t k, unsigned parity) {
+                               take(c.coll_buf(root, parity), at, k,
+                                    static_cast<std::uint64_t>(c.rank_) * b, b, mine.data());
+                             }});
   }
 
   static auto allgather(ShmComm& c, std::span<const std::byte> mine, std::span<std::byte> all) {
@@ -207,7 +206,9 @@ std::vector<std::size_t> ShmComm::meta_round(const char* what, const Agree& a,
                                              std::span<const std::size_t> table, int from,
                                              std::size_t entries) {
   const unsigned parity = begin_collective(a, what);
-  std::memcpy(coll_buf(rank_, parity), table.data(), std::min(table.size_bytes(), kCollBytes));
+  if (!table.empty()) {
+    std::memcpy(coll_buf(rank_, parity), table.data(), std::min(table.size_bytes(), kCollBytes));
+  }
   meet(what);
   check_agreement(parity, a, what);
   const std::size_t bytes = entries * sizeof(std::size_t);  // at most 16 KiB: n <= 1024
@@ -229,9 +230,8 @@ void ShmComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
   a.varying = true;
   if (me && !blocks_fit(counts, displs, all.size(), n_)) a.bad = Bad::counts;
   const auto n = static_cast<std::size_t>(n_);
-  const std::vector<std::size_t> table =
-      meta_round(what, a, me && a.bad == Bad::none ? counts : std::span<const std::size_t>(), root,
-                 n);
+  const std::vector<std::size_t> table = meta_round(
+      what, a, me && a.bad == Bad::none ? counts : std::span<const std::size_t>(), root, n);
   const std::uint64_t longest = *std::max_element(table.begin(), table.end());
   rounds(
       what, a, longest, kCollBytes,
@@ -274,8 +274,7 @@ void ShmComm::scatterv(std::span<const std::byte> all, std::span<const std::size
 }
 
 void ShmComm::allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
-                         std::span<const std::size_t> counts,
-                         std::span<const std::size_t> displs) {
+                         std::span<const std::size_t> counts, std::span<const std::size_t> displs) {
   const char* what = "ShmComm::allgatherv";
   // Every rank has the counts: their hash is checked, then each rank's size against them.
   Agree a{mine.size(), hash_of(counts)};

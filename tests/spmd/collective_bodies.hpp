@@ -54,16 +54,18 @@ inline void reduce_ops_every_type(Comm& c) {
   const int p = c.size();
   const int r = c.rank();
   // prod: small values, exact in every type.
-  SPMD_CHECK(c, c.allreduce(std::int64_t{r % 3 + 1}, ReduceOp::prod) == [&] {
-    std::int64_t x = 1;
-    for (int q = 0; q < p; ++q) x *= q % 3 + 1;
-    return x;
-  }());
-  SPMD_CHECK(c, c.allreduce(0.5 * (r + 1), ReduceOp::prod) == [&] {
-    double x = 1;
-    for (int q = 0; q < p; ++q) x *= 0.5 * (q + 1);
-    return x;
-  }());
+  SPMD_CHECK(
+      c, c.allreduce(std::int64_t{r % 3 + 1}, ReduceOp::prod) == [&] {
+        std::int64_t x = 1;
+        for (int q = 0; q < p; ++q) x *= q % 3 + 1;
+        return x;
+      }());
+  SPMD_CHECK(
+      c, c.allreduce(0.5 * (r + 1), ReduceOp::prod) == [&] {
+        double x = 1;
+        for (int q = 0; q < p; ++q) x *= 0.5 * (q + 1);
+        return x;
+      }());
   // Logical and bitwise, over u32 and i64 bit patterns.
   const auto bits = [](int q) { return std::uint32_t{0xf0f0u} ^ (std::uint32_t{1} << (q % 32)); };
   std::uint32_t band = 0xffffffffu;
@@ -105,8 +107,9 @@ inline void reduce_ops_every_type(Comm& c) {
                  ValueIndex<float>{static_cast<float>(1 - p), p - 1}));
   SPMD_CHECK(c, (c.allreduce(ValueIndex<std::int32_t>{r % 2, 10 + r}, ReduceOp::maxloc) ==
                  ValueIndex<std::int32_t>{p > 1 ? 1 : 0, p > 1 ? 11 : 10}));
-  SPMD_CHECK(c, (c.allreduce(ValueIndex<std::int64_t>{std::int64_t{1} << 40, r}, ReduceOp::minloc) ==
-                 ValueIndex<std::int64_t>{std::int64_t{1} << 40, 0}));
+  SPMD_CHECK(c,
+             (c.allreduce(ValueIndex<std::int64_t>{std::int64_t{1} << 40, r}, ReduceOp::minloc) ==
+              ValueIndex<std::int64_t>{std::int64_t{1} << 40, 0}));
   // Undefined pairs are refused before anything is sent.
   SPMD_CHECK_ERRC(c, Reduction(DataType::f64, ReduceOp::band), errc::invalid_argument);
   SPMD_CHECK_ERRC(c, Reduction(DataType::f32, ReduceOp::land), errc::invalid_argument);
@@ -181,8 +184,8 @@ inline void user_reduction_in_rank_order(Comm& c) {
   std::size_t first = 0;
   for (int q = 0; q < r; ++q) first += counts[static_cast<std::size_t>(q)];
   for (std::size_t i = 0; i < out.size(); ++i) {
-    SPMD_CHECK_AT(c, out[i] == mat_fold(0, p, first + i), "reduce_scatter element " +
-                                                              std::to_string(i));
+    SPMD_CHECK_AT(c, out[i] == mat_fold(0, p, first + i),
+                  "reduce_scatter element " + std::to_string(i));
   }
 }
 
@@ -190,7 +193,9 @@ inline void user_reduction_in_rank_order(Comm& c) {
 inline void reduce_scan_builtin(Comm& c) {
   const int p = c.size();
   const int r = c.rank();
-  const auto val = [](int q, std::size_t i) { return std::int64_t{q + 1} * 1000003 + static_cast<std::int64_t>(i); };
+  const auto val = [](int q, std::size_t i) {
+    return std::int64_t{q + 1} * 1000003 + static_cast<std::int64_t>(i);
+  };
   const auto sum = [&](int first, int end, std::size_t i) {
     std::int64_t s = 0;
     for (int q = first; q < end; ++q) s += val(q, i);
@@ -405,9 +410,9 @@ inline void collective_argument_errors(Comm& c) {
                     errc::invalid_argument);
     still_in_step();
     // Different operations.
-    SPMD_CHECK_ERRC(
-        c, c.scan(&v, 1, Reduction(DataType::i64, r == 0 ? ReduceOp::sum : ReduceOp::max)),
-        errc::invalid_argument);
+    SPMD_CHECK_ERRC(c,
+                    c.scan(&v, 1, Reduction(DataType::i64, r == 0 ? ReduceOp::sum : ReduceOp::max)),
+                    errc::invalid_argument);
     still_in_step();
   }
   // allgather: rank 1 contributes a byte more.
@@ -425,14 +430,16 @@ inline void collective_argument_errors(Comm& c) {
     for (std::size_t q = 0; q < up; ++q) displs[q] = 4 * q;
     std::vector<std::byte> mine(r == 1 ? 3 : 4);
     std::vector<std::byte> all(4 * up);
-    SPMD_CHECK_ERRC(c, c.gatherv(std::span<const std::byte>(mine), std::span(all), counts, displs, 0),
+    SPMD_CHECK_ERRC(c,
+                    c.gatherv(std::span<const std::byte>(mine), std::span(all), counts, displs, 0),
                     errc::size_mismatch);
     still_in_step();
     // A block outside the root's buffer.
     std::vector<std::byte> small(4 * up - 1);
     std::vector<std::byte> four(4);
-    SPMD_CHECK_ERRC(c, c.gatherv(std::span<const std::byte>(four), std::span(small), counts, displs, 0),
-                    errc::invalid_argument);
+    SPMD_CHECK_ERRC(
+        c, c.gatherv(std::span<const std::byte>(four), std::span(small), counts, displs, 0),
+        errc::invalid_argument);
     still_in_step();
   }
   // alltoallv: rank 0 sends rank 1 more than rank 1 expects.
@@ -464,7 +471,8 @@ inline void nonblocking_collectives(Comm& c) {
     ++t;
     const int root = static_cast<int>(t % up);
     // broadcast
-    std::vector<std::byte> data = r == root ? coll_block(root, -1, t, n) : std::vector<std::byte>(n);
+    std::vector<std::byte> data =
+        r == root ? coll_block(root, -1, t, n) : std::vector<std::byte>(n);
     // igather/iscatter buffers
     const auto mine = coll_block(r, -1, t, n);
     std::vector<std::byte> gathered(r == root ? n * up : 0);

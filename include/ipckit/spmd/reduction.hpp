@@ -4,9 +4,10 @@
 /// of any trivially copyable type.
 ///
 ///     c.allreduce(2.5, ipckit::ReduceOp::prod);
-///     auto best = c.allreduce(ipckit::ValueIndex<double>{err, c.rank()}, ipckit::ReduceOp::minloc);
-///     auto compose = [](const Affine& a, const Affine& b) { return b * a; };  // not commutative
-///     Affine all = c.allreduce(mine, ipckit::Reduction::of<Affine>(compose));
+///     auto best = c.allreduce(ipckit::ValueIndex<double>{err, c.rank()},
+///     ipckit::ReduceOp::minloc); auto compose = [](const Affine& a, const Affine& b) { return b *
+///     a; };  // not commutative Affine all = c.allreduce(mine,
+///     ipckit::Reduction::of<Affine>(compose));
 ///
 /// The ranks' values are combined in rank order: acc = op(acc, next), acc holding ranks
 /// 0 .. r-1 when rank r's value comes. ShmComm does exactly that, so every rank gets the same
@@ -117,8 +118,7 @@ class Reduction {
   /// A user function of T: `f(acc, next)` returns their combination (acc from lower ranks).
   /// `f` is held by reference.
   template <class T, class F>
-    requires(!std::is_function_v<F>)
-  static Reduction of(const F& f, bool commutative = false) {
+  requires(!std::is_function_v<F>) static Reduction of(const F& f, bool commutative = false) {
     static_assert(std::is_trivially_copyable_v<T>, "Reduction::of: T must be trivially copyable");
     static_assert(std::is_invocable_r_v<T, const F&, const T&, const T&>,
                   "Reduction::of<T>: f(const T& acc, const T& next) must return a T");
