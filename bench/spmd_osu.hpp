@@ -20,9 +20,9 @@ namespace osu {
 
 inline const std::vector<std::string>& kinds() {
   static const std::vector<std::string> k = {
-      "barrier", "broadcast", "reduce",    "allreduce",  "gather",    "gatherv",
-      "scatter", "scatterv",  "allgather", "allgatherv", "alltoall",  "alltoallv",
-      "reduce_scatter",       "scan",      "exscan"};
+      "barrier",  "broadcast", "reduce",         "allreduce", "gather",
+      "gatherv",  "scatter",   "scatterv",       "allgather", "allgatherv",
+      "alltoall", "alltoallv", "reduce_scatter", "scan",      "exscan"};
   return k;
 }
 
@@ -140,9 +140,8 @@ inline std::function<void()> raw_op(MPI_Comm w, const std::string& kind, Buffers
     };
   }
   if (kind == "reduce_scatter") {
-    return [w, in, out, &b] {
-      MPI_Reduce_scatter(out, in, b.ielems.data(), MPI_DOUBLE, MPI_SUM, w);
-    };
+    return
+        [w, in, out, &b] { MPI_Reduce_scatter(out, in, b.ielems.data(), MPI_DOUBLE, MPI_SUM, w); };
   }
   if (kind == "scan") {
     return [w, in, d] { MPI_Scan(MPI_IN_PLACE, in, d, MPI_DOUBLE, MPI_SUM, w); };

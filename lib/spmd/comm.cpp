@@ -1,10 +1,15 @@
 #include "ipckit/spmd/comm.hpp"
 
-#include "collective_checks.hpp"
+#include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
 #include <string>
+#include <vector>
+
+#include "collective_checks.hpp"
 
 namespace ipckit {
 
@@ -44,6 +49,97 @@ void Comm::wait_all(std::span<Request> requests) {
   std::vector<Request> flat;
   for (Request& r : requests) flatten(r, flat);
   complete(flat);
+}
+
+namespace {
+// The operations a request stands for (a group's parts, recursively), by pointer.
+void leaves(Request& r, std::vector<Request*>& out) {
+  if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
+    for (Request& part : g->parts) leaves(part, out);
+  } else if (r.valid()) {
+    out.push_back(&r);
+  }
+}
+}  // namespace
+
+// Which of the requests have completed (a group: all its parts), after one poll of all.
+std::vector<bool> Comm::ready(std::span<Request> requests) {
+  std::vector<Request*> flat;
+  std::vector<std::size_t> owner;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    leaves(requests[i], flat);
+    owner.resize(flat.size(), i);
+  }
+  std::vector<bool> done(flat.size());
+  if (!flat.empty()) poll(flat, done);
+  std::vector<bool> all(requests.size(), true);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (!requests[i].valid()) all[i] = false;
+  }
+  for (std::size_t j = 0; j < flat.size(); ++j) {
+    if (!done[j]) all[owner[j]] = false;
+  }
+  return all;
+}
+
+bool Comm::test(Request& request) {
+  if (!request.valid()) return true;
+  if (!ready(std::span(&request, 1))[0]) return false;
+  wait(request);  // complete: reports and resets at once
+  return true;
+}
+
+namespace {
+// The waits of wait_any/wait_some: spin, then yield, then sleep 50 us a pass.
+void back_off(unsigned pass) {
+  if (pass < 64) return;
+  if (pass < 1024) {
+    ::sched_yield();
+    return;
+  }
+  ::usleep(50);
+}
+}  // namespace
+
+std::size_t Comm::wait_any(std::span<Request> requests) {
+  if (std::none_of(requests.begin(), requests.end(), [](const Request& r) { return r.valid(); })) {
+    return requests.size();
+  }
+  for (unsigned pass = 0;; ++pass) {
+    const std::vector<bool> done = ready(requests);
+    const auto it = std::find(done.begin(), done.end(), true);
+    if (it != done.end()) {
+      const auto i = static_cast<std::size_t>(it - done.begin());
+      wait(requests[i]);
+      return i;
+    }
+    back_off(pass);
+  }
+}
+
+std::vector<std::size_t> Comm::wait_some(std::span<Request> requests) {
+  std::vector<std::size_t> which;
+  if (std::none_of(requests.begin(), requests.end(), [](const Request& r) { return r.valid(); })) {
+    return which;
+  }
+  for (unsigned pass = 0;; ++pass) {
+    const std::vector<bool> done = ready(requests);
+    for (std::size_t i = 0; i < done.size(); ++i) {
+      if (done[i]) which.push_back(i);
+    }
+    if (!which.empty()) break;
+    back_off(pass);
+  }
+  std::exception_ptr first;
+  for (const std::size_t i : which) {
+    try {
+      wait(requests[i]);
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
+  return which;
 }
 
 void Comm::bad_typed_arguments(const char* what) {

@@ -4,6 +4,7 @@
 // and the non-blocking collectives match each other, as on ShmComm. The collectives with
 // roots, counts or sizes that ranks could disagree on first agree on them with one small
 // allreduce (MpiComm::agree), so that every rank throws the same error.
+#include <climits>
 #include <cstring>
 #include <functional>
 #include <numeric>
@@ -71,10 +72,18 @@ class MpiReduction {
 };
 thread_local const Reduction* MpiReduction::current_ = nullptr;
 
-// MPI's int counts and displacements of byte counts.
-std::vector<int> ints_of(std::span<const std::size_t> v, const char* what) {
+// MPI's int of a count; sets `too_large` (agreed on by every rank) when it does not fit.
+int int_of(std::size_t v, bool& too_large) {
+  if (v > static_cast<std::size_t>(INT_MAX)) {
+    too_large = true;
+    return 0;
+  }
+  return static_cast<int>(v);
+}
+
+std::vector<int> ints_of(std::span<const std::size_t> v, bool& too_large) {
   std::vector<int> out(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) out[i] = count_of(v[i], what);
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = int_of(v[i], too_large);
   return out;
 }
 
@@ -158,10 +167,10 @@ bool outside(int r, int n) { return r < 0 || r >= n; }
 }  // namespace
 
 void MpiComm::reduce(void* inout, std::size_t count, const Reduction& op, int root) {
-  const int n = count_of(count, "MpiComm::reduce");
-  agree({static_cast<std::int64_t>(count * op.element_size()), op.signature(), root,
-         outside(root, size_)},
-        "MpiComm::reduce");
+  Agree a{static_cast<std::int64_t>(count * op.element_size()), op.signature(), root,
+          outside(root, size_)};
+  const int n = int_of(count, a.too_large);
+  agree(a, "MpiComm::reduce");
   const MpiReduction m(op);
   run_collective("MPI_Ireduce", [&](MPI_Request* r) {
     return rank_ == root ? MPI_Ireduce(MPI_IN_PLACE, inout, n, m.type(), m.op(), root, comm_, r)
@@ -170,8 +179,9 @@ void MpiComm::reduce(void* inout, std::size_t count, const Reduction& op, int ro
 }
 
 void MpiComm::scan(void* inout, std::size_t count, const Reduction& op) {
-  const int n = count_of(count, "MpiComm::scan");
-  agree({static_cast<std::int64_t>(count * op.element_size()), op.signature()}, "MpiComm::scan");
+  Agree a{static_cast<std::int64_t>(count * op.element_size()), op.signature()};
+  const int n = int_of(count, a.too_large);
+  agree(a, "MpiComm::scan");
   const MpiReduction m(op);
   run_collective("MPI_Iscan", [&](MPI_Request* r) {
     return MPI_Iscan(MPI_IN_PLACE, inout, n, m.type(), m.op(), comm_, r);
@@ -179,9 +189,10 @@ void MpiComm::scan(void* inout, std::size_t count, const Reduction& op) {
 }
 
 void MpiComm::exscan(void* inout, std::size_t count, const Reduction& op) {
-  const int n = count_of(count, "MpiComm::exscan");
   const std::size_t bytes = count * op.element_size();
-  agree({static_cast<std::int64_t>(bytes), op.signature()}, "MpiComm::exscan");
+  Agree a{static_cast<std::int64_t>(bytes), op.signature()};
+  const int n = int_of(count, a.too_large);
+  agree(a, "MpiComm::exscan");
   // MPI leaves rank 0's buffer undefined; ipckit leaves it as it was.
   std::vector<std::byte> keep;
   if (rank_ == 0)
@@ -199,58 +210,80 @@ void MpiComm::reduce_scatter(std::span<const std::byte> in, std::span<std::byte>
   const std::size_t total = std::accumulate(counts.begin(), counts.end(), std::size_t{0});
   const bool bad = counts.size() != static_cast<std::size_t>(size_) || in.size() != total * esz ||
                    out.size() != counts[static_cast<std::size_t>(rank_)] * esz;
-  agree({static_cast<std::int64_t>(in.size()), op.signature() ^ detail::hash_of(counts), -1, bad},
-        "MpiComm::reduce_scatter");
-  const std::vector<int> n = ints_of(counts, "MpiComm::reduce_scatter");
+  Agree a{static_cast<std::int64_t>(in.size()), op.signature() ^ detail::hash_of(counts), -1, bad};
+  const std::vector<int> n = ints_of(counts, a.too_large);
+  agree(a, "MpiComm::reduce_scatter");
   const MpiReduction m(op);
   run_collective("MPI_Ireduce_scatter", [&](MPI_Request* r) {
     return MPI_Ireduce_scatter(in.data(), out.data(), n.data(), m.type(), m.op(), comm_, r);
   });
 }
 
+// gather, scatter, allgather, alltoall and their i-forms: one contribution of `bytes` from
+// each rank (each block, for alltoall); `bad` when this rank's buffers do not fit.
+int MpiComm::agree_blocks(std::size_t bytes, bool rooted, int root, bool bad, const char* what) {
+  Agree a{static_cast<std::int64_t>(bytes), 0, rooted ? root : kNoRoot,
+          bad || (rooted && outside(root, size_))};
+  const int n = int_of(bytes, a.too_large);
+  agree(a, what);
+  return n;
+}
+
 void MpiComm::gather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
-  const int n = count_of(mine.size(), "MpiComm::gather");
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, root, outside(root, size_) || bad_all},
-        "MpiComm::gather");
+  const int n = agree_blocks(mine.size(), true, root, bad_all, "MpiComm::gather");
   run_collective("MPI_Igather", [&](MPI_Request* r) {
     return MPI_Igather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_, r);
   });
 }
 
 Request MpiComm::igather(std::span<const std::byte> mine, std::span<std::byte> all, int root) {
-  const int n = count_of(mine.size(), "MpiComm::igather");
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, root, outside(root, size_) || bad_all},
-        "MpiComm::igather");
+  const int n = agree_blocks(mine.size(), true, root, bad_all, "MpiComm::igather");
   return post_collective("MPI_Igather", [&](MPI_Request* r) {
     return MPI_Igather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, root, comm_, r);
   });
 }
 
+// gatherv/scatterv: the roots agree first (everything after depends on them); then the
+// root checks every rank's size against its counts, and the ranks agree on that.
+std::vector<std::int64_t> MpiComm::agree_rooted_counts(std::span<const std::size_t> counts,
+                                                       std::span<const std::size_t> displs,
+                                                       std::size_t buffer, std::size_t mine,
+                                                       int root, std::vector<int>& c,
+                                                       std::vector<int>& d, const char* what) {
+  const bool me = rank_ == root;
+  Agree a{0, 0, root, outside(root, size_)};
+  a.varying = true;
+  a.bad = a.bad || (me && !detail::blocks_fit(counts, displs, buffer, size_));
+  (void)int_of(mine, a.too_large);
+  if (me && !a.bad) {
+    c = ints_of(counts, a.too_large);
+    d = ints_of(displs, a.too_large);
+  }
+  agree(a, what);
+  std::vector<std::int64_t> sizes(me ? static_cast<std::size_t>(size_) : 0);
+  const auto mine_size = static_cast<std::int64_t>(mine);
+  run_collective("MPI_Igather", [&](MPI_Request* r) {
+    return MPI_Igather(&mine_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, comm_, r);
+  });
+  Agree sized{0, 0, root};
+  sized.varying = true;
+  for (std::size_t i = 0; i < sizes.size(); ++i) {
+    sized.mismatch = sized.mismatch || static_cast<std::size_t>(sizes[i]) != counts[i];
+  }
+  agree(sized, what);
+  return sizes;
+}
+
 void MpiComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
                       std::span<const std::size_t> counts, std::span<const std::size_t> displs,
                       int root) {
-  const char* what = "MpiComm::gatherv";
-  const bool bad_root = outside(root, size_);
-  const bool me = rank_ == root;
-  const bool bad = bad_root || (me && !detail::blocks_fit(counts, displs, all.size(), size_));
-  // The root checks every rank's size against its counts.
-  std::vector<std::int64_t> sizes(me ? static_cast<std::size_t>(size_) : 0);
-  bool mismatch = false;
-  if (!bad_root) {
-    const auto mine_size = static_cast<std::int64_t>(mine.size());
-    run_collective("MPI_Igather", [&](MPI_Request* r) {
-      return MPI_Igather(&mine_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, comm_, r);
-    });
-    for (std::size_t i = 0; i < sizes.size() && !bad; ++i) {
-      mismatch = mismatch || static_cast<std::size_t>(sizes[i]) != counts[i];
-    }
-  }
-  agree({0, 0, root, bad, mismatch, true}, what);
-  const int n = count_of(mine.size(), what);
-  const std::vector<int> c = ints_of(me ? counts : std::span<const std::size_t>(), what);
-  const std::vector<int> d = ints_of(me ? displs : std::span<const std::size_t>(), what);
+  std::vector<int> c;
+  std::vector<int> d;
+  (void)agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d,
+                            "MpiComm::gatherv");
+  const int n = static_cast<int>(mine.size());
   run_collective("MPI_Igatherv", [&](MPI_Request* r) {
     return MPI_Igatherv(mine.data(), n, MPI_BYTE, all.data(), c.data(), d.data(), MPI_BYTE, root,
                         comm_, r);
@@ -258,20 +291,16 @@ void MpiComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
 }
 
 void MpiComm::scatter(std::span<const std::byte> all, std::span<std::byte> mine, int root) {
-  const int n = count_of(mine.size(), "MpiComm::scatter");
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, root, outside(root, size_) || bad_all},
-        "MpiComm::scatter");
+  const int n = agree_blocks(mine.size(), true, root, bad_all, "MpiComm::scatter");
   run_collective("MPI_Iscatter", [&](MPI_Request* r) {
     return MPI_Iscatter(all.data(), n, MPI_BYTE, mine.data(), n, MPI_BYTE, root, comm_, r);
   });
 }
 
 Request MpiComm::iscatter(std::span<const std::byte> all, std::span<std::byte> mine, int root) {
-  const int n = count_of(mine.size(), "MpiComm::iscatter");
   const bool bad_all = rank_ == root && all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, root, outside(root, size_) || bad_all},
-        "MpiComm::iscatter");
+  const int n = agree_blocks(mine.size(), true, root, bad_all, "MpiComm::iscatter");
   return post_collective("MPI_Iscatter", [&](MPI_Request* r) {
     return MPI_Iscatter(all.data(), n, MPI_BYTE, mine.data(), n, MPI_BYTE, root, comm_, r);
   });
@@ -279,25 +308,11 @@ Request MpiComm::iscatter(std::span<const std::byte> all, std::span<std::byte> m
 
 void MpiComm::scatterv(std::span<const std::byte> all, std::span<const std::size_t> counts,
                        std::span<const std::size_t> displs, std::span<std::byte> mine, int root) {
-  const char* what = "MpiComm::scatterv";
-  const bool bad_root = outside(root, size_);
-  const bool me = rank_ == root;
-  const bool bad = bad_root || (me && !detail::blocks_fit(counts, displs, all.size(), size_));
-  std::vector<std::int64_t> sizes(me ? static_cast<std::size_t>(size_) : 0);
-  bool mismatch = false;
-  if (!bad_root) {
-    const auto mine_size = static_cast<std::int64_t>(mine.size());
-    run_collective("MPI_Igather", [&](MPI_Request* r) {
-      return MPI_Igather(&mine_size, 1, MPI_INT64_T, sizes.data(), 1, MPI_INT64_T, root, comm_, r);
-    });
-    for (std::size_t i = 0; i < sizes.size() && !bad; ++i) {
-      mismatch = mismatch || static_cast<std::size_t>(sizes[i]) != counts[i];
-    }
-  }
-  agree({0, 0, root, bad, mismatch, true}, what);
-  const int n = count_of(mine.size(), what);
-  const std::vector<int> c = ints_of(me ? counts : std::span<const std::size_t>(), what);
-  const std::vector<int> d = ints_of(me ? displs : std::span<const std::size_t>(), what);
+  std::vector<int> c;
+  std::vector<int> d;
+  (void)agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d,
+                            "MpiComm::scatterv");
+  const int n = static_cast<int>(mine.size());
   run_collective("MPI_Iscatterv", [&](MPI_Request* r) {
     return MPI_Iscatterv(all.data(), c.data(), d.data(), MPI_BYTE, mine.data(), n, MPI_BYTE, root,
                          comm_, r);
@@ -305,18 +320,16 @@ void MpiComm::scatterv(std::span<const std::byte> all, std::span<const std::size
 }
 
 void MpiComm::allgather(std::span<const std::byte> mine, std::span<std::byte> all) {
-  const int n = count_of(mine.size(), "MpiComm::allgather");
   const bool bad = all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, -1, bad}, "MpiComm::allgather");
+  const int n = agree_blocks(mine.size(), false, kNoRoot, bad, "MpiComm::allgather");
   run_collective("MPI_Iallgather", [&](MPI_Request* r) {
     return MPI_Iallgather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, comm_, r);
   });
 }
 
 Request MpiComm::iallgather(std::span<const std::byte> mine, std::span<std::byte> all) {
-  const int n = count_of(mine.size(), "MpiComm::iallgather");
   const bool bad = all.size() != mine.size() * static_cast<std::size_t>(size_);
-  agree({static_cast<std::int64_t>(mine.size()), 0, -1, bad}, "MpiComm::iallgather");
+  const int n = agree_blocks(mine.size(), false, kNoRoot, bad, "MpiComm::iallgather");
   return post_collective("MPI_Iallgather", [&](MPI_Request* r) {
     return MPI_Iallgather(mine.data(), n, MPI_BYTE, all.data(), n, MPI_BYTE, comm_, r);
   });
@@ -324,13 +337,13 @@ Request MpiComm::iallgather(std::span<const std::byte> mine, std::span<std::byte
 
 void MpiComm::allgatherv(std::span<const std::byte> mine, std::span<std::byte> all,
                          std::span<const std::size_t> counts, std::span<const std::size_t> displs) {
-  const char* what = "MpiComm::allgatherv";
-  const bool bad = !detail::blocks_fit(counts, displs, all.size(), size_);
-  const bool mismatch = !bad && counts[static_cast<std::size_t>(rank_)] != mine.size();
-  agree({0, detail::hash_of(counts), -1, bad, mismatch, true}, what);
-  const int n = count_of(mine.size(), what);
-  const std::vector<int> c = ints_of(counts, what);
-  const std::vector<int> d = ints_of(displs, what);
+  Agree a{0, detail::hash_of(counts), -1, !detail::blocks_fit(counts, displs, all.size(), size_)};
+  a.varying = true;
+  a.mismatch = !a.bad && counts[static_cast<std::size_t>(rank_)] != mine.size();
+  const int n = int_of(mine.size(), a.too_large);
+  const std::vector<int> c = ints_of(counts, a.too_large);
+  const std::vector<int> d = ints_of(displs, a.too_large);
+  agree(a, "MpiComm::allgatherv");
   run_collective("MPI_Iallgatherv", [&](MPI_Request* r) {
     return MPI_Iallgatherv(mine.data(), n, MPI_BYTE, all.data(), c.data(), d.data(), MPI_BYTE,
                            comm_, r);
@@ -340,8 +353,7 @@ void MpiComm::allgatherv(std::span<const std::byte> mine, std::span<std::byte> a
 void MpiComm::alltoall(std::span<const std::byte> out, std::span<std::byte> in) {
   const auto p = static_cast<std::size_t>(size_);
   const bool bad = out.size() % p != 0 || in.size() != out.size();
-  agree({static_cast<std::int64_t>(out.size()), 0, -1, bad}, "MpiComm::alltoall");
-  const int n = count_of(out.size() / p, "MpiComm::alltoall");
+  const int n = agree_blocks(out.size() / p, false, kNoRoot, bad, "MpiComm::alltoall");
   run_collective("MPI_Ialltoall", [&](MPI_Request* r) {
     return MPI_Ialltoall(out.data(), n, MPI_BYTE, in.data(), n, MPI_BYTE, comm_, r);
   });
@@ -350,8 +362,7 @@ void MpiComm::alltoall(std::span<const std::byte> out, std::span<std::byte> in) 
 Request MpiComm::ialltoall(std::span<const std::byte> out, std::span<std::byte> in) {
   const auto p = static_cast<std::size_t>(size_);
   const bool bad = out.size() % p != 0 || in.size() != out.size();
-  agree({static_cast<std::int64_t>(out.size()), 0, -1, bad}, "MpiComm::ialltoall");
-  const int n = count_of(out.size() / p, "MpiComm::ialltoall");
+  const int n = agree_blocks(out.size() / p, false, kNoRoot, bad, "MpiComm::ialltoall");
   return post_collective("MPI_Ialltoall", [&](MPI_Request* r) {
     return MPI_Ialltoall(out.data(), n, MPI_BYTE, in.data(), n, MPI_BYTE, comm_, r);
   });
@@ -361,28 +372,32 @@ void MpiComm::alltoallv(std::span<const std::byte> out, std::span<const std::siz
                         std::span<const std::size_t> out_displs, std::span<std::byte> in,
                         std::span<const std::size_t> in_counts,
                         std::span<const std::size_t> in_displs) {
-  const char* what = "MpiComm::alltoallv";
-  const bool bad = !detail::blocks_fit(out_counts, out_displs, out.size(), size_) ||
-                   !detail::blocks_fit(in_counts, in_displs, in.size(), size_);
+  Agree a{0, 0, -1,
+          !detail::blocks_fit(out_counts, out_displs, out.size(), size_) ||
+              !detail::blocks_fit(in_counts, in_displs, in.size(), size_)};
+  a.varying = true;
   // Each rank learns what the others send it and checks it against what it expects.
   const auto p = static_cast<std::size_t>(size_);
   std::vector<std::int64_t> sends(p, -1);
   std::vector<std::int64_t> coming(p, -1);
-  if (!bad) {
+  std::vector<int> oc;
+  std::vector<int> od;
+  std::vector<int> ic;
+  std::vector<int> id;
+  if (!a.bad) {
     for (std::size_t j = 0; j < p; ++j) sends[j] = static_cast<std::int64_t>(out_counts[j]);
+    oc = ints_of(out_counts, a.too_large);
+    od = ints_of(out_displs, a.too_large);
+    ic = ints_of(in_counts, a.too_large);
+    id = ints_of(in_displs, a.too_large);
   }
   run_collective("MPI_Ialltoall", [&](MPI_Request* r) {
     return MPI_Ialltoall(sends.data(), 1, MPI_INT64_T, coming.data(), 1, MPI_INT64_T, comm_, r);
   });
-  bool mismatch = false;
-  for (std::size_t j = 0; j < p && !bad; ++j) {
-    mismatch = mismatch || coming[j] != static_cast<std::int64_t>(in_counts[j]);
+  for (std::size_t j = 0; j < p && !a.bad; ++j) {
+    a.mismatch = a.mismatch || coming[j] != static_cast<std::int64_t>(in_counts[j]);
   }
-  agree({0, 0, -1, bad, mismatch, true}, what);
-  const std::vector<int> oc = ints_of(out_counts, what);
-  const std::vector<int> od = ints_of(out_displs, what);
-  const std::vector<int> ic = ints_of(in_counts, what);
-  const std::vector<int> id = ints_of(in_displs, what);
+  agree(a, "MpiComm::alltoallv");
   run_collective("MPI_Ialltoallv", [&](MPI_Request* r) {
     return MPI_Ialltoallv(out.data(), oc.data(), od.data(), MPI_BYTE, in.data(), ic.data(),
                           id.data(), MPI_BYTE, comm_, r);

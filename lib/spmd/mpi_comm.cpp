@@ -296,54 +296,73 @@ void MpiComm::complete(std::span<Request> requests) {
   // Spins like MPI_Waitall does: each pass matches the receives whose messages have come
   // (any of this comm's, not only these: a sender may be waiting for one of them) and
   // completes what it can.
-  std::vector<std::exception_ptr> errors(states.size());
-  std::vector<MPI_Request> handles;
-  std::vector<std::size_t> which;
-  std::vector<int> indices(states.size());
-  std::vector<MPI_Status> statuses(states.size());
   for (;;) {
     for (detail::MpiMatcher* m : matchers) m->match();
-    handles.clear();
-    which.clear();
-    bool waiting = false;
-    for (std::size_t i = 0; i < states.size(); ++i) {
-      if (states[i]->phase == MpiRequest::Phase::done) continue;
-      waiting = true;
-      if (states[i]->phase == MpiRequest::Phase::posted) {
-        handles.push_back(states[i]->request);
-        which.push_back(i);
-      }
-    }
-    if (!waiting) break;
-    if (handles.empty()) continue;
-    int completed = 0;
-    const int rc = MPI_Testsome(static_cast<int>(handles.size()), handles.data(), &completed,
-                                indices.data(), statuses.data());
-    if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) check(rc, "MPI_Testsome");
-    if (completed == MPI_UNDEFINED) continue;
-    for (int j = 0; j < completed; ++j) {
-      const auto h = static_cast<std::size_t>(indices[static_cast<std::size_t>(j)]);
-      const std::size_t i = which[h];
-      MpiRequest& s = *states[i];
-      s.request = handles[h];
-      s.phase = MpiRequest::Phase::done;
-      // The statuses' error fields are set only with MPI_ERR_IN_STATUS.
-      const int err =
-          rc == MPI_ERR_IN_STATUS ? statuses[static_cast<std::size_t>(j)].MPI_ERROR : MPI_SUCCESS;
-      try {
-        check(err, s.collective ? "a non-blocking collective"
-                   : s.is_recv  ? "MPI_Imrecv"
-                                : "MPI_Isend");
-        if (s.is_recv && s.got != s.bytes) {
-          throw size_mismatch_error(s.peer, s.bytes, s.got);
-        }
-      } catch (const Error&) {
-        errors[i] = std::current_exception();
-      }
+    if (!test_some(states)) break;
+  }
+  for (const MpiRequest* s : states) {
+    if (s->error) std::rethrow_exception(s->error);
+  }
+}
+
+// One MPI_Testsome over the posted ones among `states`; those it completes are marked done,
+// with their error. False when none is left unfinished.
+bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
+  std::vector<MPI_Request> handles;
+  std::vector<std::size_t> which;
+  bool waiting = false;
+  for (std::size_t i = 0; i < states.size(); ++i) {
+    if (states[i]->phase == MpiRequest::Phase::done) continue;
+    waiting = true;
+    if (states[i]->phase == MpiRequest::Phase::posted) {
+      handles.push_back(states[i]->request);
+      which.push_back(i);
     }
   }
-  for (const std::exception_ptr& e : errors) {
-    if (e) std::rethrow_exception(e);
+  if (handles.empty()) return waiting;
+  std::vector<int> indices(handles.size());
+  std::vector<MPI_Status> statuses(handles.size());
+  int completed = 0;
+  const int rc = MPI_Testsome(static_cast<int>(handles.size()), handles.data(), &completed,
+                              indices.data(), statuses.data());
+  if (rc != MPI_SUCCESS && rc != MPI_ERR_IN_STATUS) check(rc, "MPI_Testsome");
+  if (completed == MPI_UNDEFINED) return waiting;
+  for (int j = 0; j < completed; ++j) {
+    const auto h = static_cast<std::size_t>(indices[static_cast<std::size_t>(j)]);
+    MpiRequest& s = *states[which[h]];
+    s.request = handles[h];
+    s.phase = MpiRequest::Phase::done;
+    // The statuses' error fields are set only with MPI_ERR_IN_STATUS.
+    const int err =
+        rc == MPI_ERR_IN_STATUS ? statuses[static_cast<std::size_t>(j)].MPI_ERROR : MPI_SUCCESS;
+    try {
+      check(err, s.collective ? "a non-blocking collective"
+                 : s.is_recv  ? "MPI_Imrecv"
+                              : "MPI_Isend");
+      if (s.is_recv && s.got != s.bytes) throw size_mismatch_error(s.peer, s.bytes, s.got);
+    } catch (const Error&) {
+      s.error = std::current_exception();
+    }
+  }
+  return true;
+}
+
+void MpiComm::poll(std::span<Request* const> requests, std::vector<bool>& done) {
+  std::vector<MpiRequest*> states;
+  states.reserve(requests.size());
+  for (Request* r : requests) {
+    auto* s = dynamic_cast<MpiRequest*>(r->state());
+    if (s == nullptr)
+      throw Error(errc::invalid_argument, "MpiComm::test: a request of another backend");
+    states.push_back(s);
+  }
+  matcher_->match();
+  for (const MpiRequest* s : states) {
+    if (s->matcher != matcher_) s->matcher->match();
+  }
+  (void)test_some(states);
+  for (std::size_t i = 0; i < states.size(); ++i) {
+    done[i] = states[i]->phase == MpiRequest::Phase::done;
   }
 }
 

@@ -45,6 +45,7 @@ struct MpiRequest final : Request::State {
   int got = -1;  // the matched message's size
   std::vector<std::byte> scratch;
   MPI_Request request = MPI_REQUEST_NULL;
+  std::exception_ptr error;  // how it ended (set with Phase::done)
 
   MpiRequest() = default;
   MpiRequest(const MpiRequest&) = delete;

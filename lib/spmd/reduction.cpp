@@ -69,13 +69,34 @@ void each(void* acc, const void* in, std::size_t count, F f) {
   }
 }
 
+// Integers wrap around (as two's complement) instead of overflowing: values a peer wrote
+// may be anything.
+template <class T>
+T wrap_add(T x, T y) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(static_cast<U>(x) + static_cast<U>(y)));
+  } else {
+    return x + y;
+  }
+}
+template <class T>
+T wrap_mul(T x, T y) {
+  if constexpr (std::is_integral_v<T>) {
+    using U = std::make_unsigned_t<T>;
+    return static_cast<T>(static_cast<U>(static_cast<U>(x) * static_cast<U>(y)));
+  } else {
+    return x * y;
+  }
+}
+
 template <class T>
 void combine_as(void* acc, const void* in, std::size_t count, ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return each<T>(acc, in, count, [](T x, T y) { return T(x + y); });
+    case ReduceOp::sum: return each<T>(acc, in, count, [](T x, T y) { return wrap_add(x, y); });
     case ReduceOp::min: return each<T>(acc, in, count, [](T x, T y) { return std::min(x, y); });
     case ReduceOp::max: return each<T>(acc, in, count, [](T x, T y) { return std::max(x, y); });
-    case ReduceOp::prod: return each<T>(acc, in, count, [](T x, T y) { return T(x * y); });
+    case ReduceOp::prod: return each<T>(acc, in, count, [](T x, T y) { return wrap_mul(x, y); });
     default: break;
   }
   if constexpr (std::is_integral_v<T>) {

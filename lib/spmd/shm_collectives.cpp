@@ -114,7 +114,7 @@ unsigned ShmComm::begin_collective(const Agree& a, const char* what) {
   const unsigned parity = coll_phase_++ & 1U;
   spmd::detail::Slot& s = slot(rank_);
   Bad bad = a.bad;
-  if (a.root != kNoRoot && (a.root < 0 || a.root >= n_)) bad = Bad::root;
+  if (a.rooted && (a.root < 0 || a.root >= n_)) bad = Bad::root;
   s.coll_size[parity].store(a.size, std::memory_order_relaxed);
   s.coll_sig[parity].store(a.sig, std::memory_order_relaxed);
   s.coll_root[parity].store(a.root, std::memory_order_relaxed);
@@ -152,7 +152,7 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
     if (bad != 0) fail(errc::invalid_argument, r, bad_text(bad));
   }
   const spmd::detail::Slot& first = slot(0);
-  if (a.root != kNoRoot) {
+  if (a.rooted) {
     const std::int64_t root = first.coll_root[parity].load(std::memory_order_relaxed);
     for (int r = 1; r < n_; ++r) {
       const std::int64_t other = slot(r).coll_root[parity].load(std::memory_order_relaxed);
@@ -175,12 +175,12 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
     }
   }
   // What this rank itself passed, should a peer have scribbled on its slot.
-  const bool bad_root = a.root != kNoRoot && (a.root < 0 || a.root >= n_);
+  const bool bad_root = a.rooted && (a.root < 0 || a.root >= n_);
   if (a.bad != Bad::none || bad_root) {
     fail(errc::invalid_argument, rank_,
          bad_text(static_cast<std::uint32_t>(bad_root ? Bad::root : a.bad)));
   }
-  if ((a.root != kNoRoot && a.root != first.coll_root[parity].load(std::memory_order_relaxed)) ||
+  if ((a.rooted && a.root != first.coll_root[parity].load(std::memory_order_relaxed)) ||
       a.sig != sig || (!a.varying && a.size != size)) {
     fail(errc::invalid_argument, 0, "changed what it passed during the collective");
   }
@@ -188,8 +188,24 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
 
 namespace {
 // Bytes of a round of a reduction: whole elements (the same on every rank that agrees).
-std::size_t unit_of(const Reduction& op) { return kCollBytes - kCollBytes % op.element_size(); }
+// Elements larger than a buffer are refused by reduction_agree at the first meeting.
+std::size_t unit_of(const Reduction& op) {
+  const std::size_t e = op.element_size();
+  return e > kCollBytes ? kCollBytes : kCollBytes - kCollBytes % e;
+}
+
 }  // namespace
+
+// What a reduction of `count` elements agrees on: elements larger than a collective buffer,
+// or more bytes than a size_t holds, are this rank's malformed arguments.
+ShmComm::Agree ShmComm::reduction_agree(std::size_t count, const Reduction& op) {
+  Agree a{count * op.element_size(), op.signature()};
+  if (op.element_size() > kCollBytes || (count != 0 && a.size / count != op.element_size())) {
+    a.size = 0;
+    a.bad = Bad::reduction;
+  }
+  return a;
+}
 
 // Combines ranks [first, end)'s windows of the stream bytes [want, want + len) in rank order
 // into dst (which stands for byte `want`).
@@ -221,44 +237,46 @@ void ShmComm::reducing(const char* what, std::span<const std::byte> in, std::byt
 }
 
 void ShmComm::allreduce(void* inout, std::size_t count, const Reduction& op) {
-  const std::size_t bytes = count * op.element_size();
+  const Agree a = reduction_agree(count, op);
   auto* data = static_cast<std::byte*>(inout);
-  reducing("ShmComm::allreduce", {data, bytes}, data, 0, bytes, 0, n_, op,
-           Agree{bytes, op.signature()});
+  reducing("ShmComm::allreduce", {data, a.size}, data, 0, a.size, 0, n_, op, a);
 }
 
 void ShmComm::reduce(void* inout, std::size_t count, const Reduction& op, int root) {
-  const std::size_t bytes = count * op.element_size();
+  Agree a = reduction_agree(count, op);
+  a.root = root;
+  a.rooted = true;
   auto* data = static_cast<std::byte*>(inout);
-  reducing("ShmComm::reduce", {data, bytes}, data, 0, bytes, 0, rank_ == root ? n_ : 0, op,
-           Agree{bytes, op.signature(), root});
+  reducing("ShmComm::reduce", {data, a.size}, data, 0, a.size, 0, rank_ == root ? n_ : 0, op, a);
 }
 
 void ShmComm::scan(void* inout, std::size_t count, const Reduction& op) {
-  const std::size_t bytes = count * op.element_size();
+  const Agree a = reduction_agree(count, op);
   auto* data = static_cast<std::byte*>(inout);
-  reducing("ShmComm::scan", {data, bytes}, data, 0, bytes, 0, rank_ + 1, op,
-           Agree{bytes, op.signature()});
+  reducing("ShmComm::scan", {data, a.size}, data, 0, a.size, 0, rank_ + 1, op, a);
 }
 
 void ShmComm::exscan(void* inout, std::size_t count, const Reduction& op) {
-  const std::size_t bytes = count * op.element_size();
+  const Agree a = reduction_agree(count, op);
   auto* data = static_cast<std::byte*>(inout);
-  reducing("ShmComm::exscan", {data, bytes}, data, 0, bytes, 0, rank_, op,
-           Agree{bytes, op.signature()});
+  reducing("ShmComm::exscan", {data, a.size}, data, 0, a.size, 0, rank_, op, a);
 }
 
 void ShmComm::reduce_scatter(std::span<const std::byte> in, std::span<std::byte> out,
                              std::span<const std::size_t> counts, const Reduction& op) {
   const std::size_t esz = op.element_size();
-  Agree a{in.size(), op.signature() ^ detail::hash_of(counts)};
+  Agree a = reduction_agree(0, op);
+  a.size = in.size();
+  a.sig ^= detail::hash_of(counts);
   std::uint64_t total = 0;
   std::uint64_t want = 0;
   for (std::size_t r = 0; r < counts.size(); ++r) {
     if (r == static_cast<std::size_t>(rank_)) want = total;
     total = spmd::detail::add_sat(total, counts[r]);
   }
-  if (counts.size() != static_cast<std::size_t>(n_)) {
+  if (a.bad != Bad::none) {
+    a.size = 0;
+  } else if (counts.size() != static_cast<std::size_t>(n_)) {
     a.bad = Bad::counts;
   } else if (total > in.size() / esz || in.size() != total * esz) {
     a.bad = Bad::in_buffer;
@@ -280,11 +298,12 @@ Request ShmComm::ibarrier() {
 }
 
 Request ShmComm::iallreduce(void* inout, std::size_t count, const Reduction& op) {
-  const std::size_t bytes = count * op.element_size();
+  const Agree a = reduction_agree(count, op);
+  const std::size_t bytes = a.size;
   auto* data = static_cast<std::byte*>(inout);
   const std::span<const std::byte> in(data, bytes);
   return post_rounds(
-      "ShmComm::iallreduce", Agree{bytes, op.signature()}, bytes, unit_of(op),
+      "ShmComm::iallreduce", a, bytes, unit_of(op),
       [in](std::uint64_t at, std::size_t k, std::byte* buf) { spmd::detail::put(in, at, k, buf); },
       [](unsigned) {},
       [this, data, bytes, op](std::uint64_t at, std::size_t k, unsigned parity) {

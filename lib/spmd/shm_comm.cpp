@@ -502,4 +502,25 @@ void ShmComm::complete(std::span<Request> requests) {
   for (Request& r : requests) r.reset();
 }
 
+// One pass for test/wait_any/wait_some: moves the queued operations, fails those with a
+// dead peer, and says which requests are done. A collective is done once every rank has
+// arrived (its reading is left to complete()), or when a rank died (complete() reports it).
+void ShmComm::poll(std::span<Request* const> requests, std::vector<bool>& done) {
+  (void)progress();
+  fail_dead_peers();
+  const auto generation = h_->coll.generation.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    Request::State* s = requests[i]->state();
+    if (auto* op = dynamic_cast<Op*>(s); op != nullptr && op->owner == this) {
+      done[i] = op->complete;
+    } else if (auto* c = dynamic_cast<CollOp*>(s); c != nullptr && c->owner == this) {
+      bool dead = false;
+      for (int r = 0; r < n_ && !c->done; ++r) dead = dead || !alive(r);
+      done[i] = c->done || generation != c->gen || dead;
+    } else {
+      throw Error(errc::invalid_argument, "ShmComm::test: a request made by another communicator");
+    }
+  }
+}
+
 }  // namespace ipckit

@@ -40,7 +40,8 @@ enum class ShmComm::Bad : std::uint32_t {
 struct ShmComm::Agree {
   std::uint64_t size = 0;
   std::uint64_t sig = 0;
-  int root = kNoRoot;
+  int root = 0;
+  bool rooted = false;  // the collective has a root (`root`, checked against [0, size()))
   Bad bad = Bad::none;
   bool varying = false;
 };
@@ -125,12 +126,19 @@ template <class Write, class Check, class Read>
 Request ShmComm::post_rounds(const char* what, const Agree& a, std::uint64_t longest,
                              std::size_t unit, Write&& write, Check&& check, Read&& read) {
   auto c = std::make_unique<CollOp>();
-  c->owner = this;
   if (longest > unit) {
-    rounds(what, a, longest, unit, write, check, read);
+    // Its error is the wait's, as for the others (the collectives stay in step: every rank
+    // threw at the same meeting).
+    try {
+      rounds(what, a, longest, unit, write, check, read);
+    } catch (...) {
+      c->error = std::current_exception();
+    }
     c->done = true;
+    c->owner = this;
     return Request(std::move(c));
   }
+  c->owner = this;
   c->what = what;
   c->agree = a;
   c->parity = begin_collective(a, what);

@@ -69,7 +69,7 @@ struct ShmComm::Specs {
 
   static auto broadcast(ShmComm& c, std::span<std::byte> data, int root) {
     const bool me = c.rank_ == root;
-    return std::pair(Agree{data.size(), 0, root},
+    return std::pair(Agree{data.size(), 0, root, true},
                      Spec{"ShmComm::broadcast", data.size(),
                           [data, me](std::uint64_t at, std::size_t k, std::byte* buf) {
                             if (me) put(data, at, k, buf);
@@ -85,7 +85,7 @@ struct ShmComm::Specs {
                      int root) {
     const bool me = c.rank_ == root;
     const std::size_t b = mine.size();
-    Agree a{b, 0, root};
+    Agree a{b, 0, root, true};
     if (me && all.size() / c.n_ != b) a.bad = Bad::root_buffer;
     if (me && all.size() % c.n_ != 0) a.bad = Bad::root_buffer;
     return std::pair(
@@ -105,7 +105,7 @@ struct ShmComm::Specs {
                       int root) {
     const bool me = c.rank_ == root;
     const std::size_t b = mine.size();
-    Agree a{b, 0, root};
+    Agree a{b, 0, root, true};
     if (me && (all.size() % c.n_ != 0 || all.size() / c.n_ != b)) a.bad = Bad::root_buffer;
     const std::uint64_t whole = b * static_cast<std::uint64_t>(c.n_);
     return std::pair(a, Spec{"ShmComm::scatter", whole,
@@ -226,7 +226,7 @@ void ShmComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
                       int root) {
   const char* what = "ShmComm::gatherv";
   const bool me = rank_ == root;
-  Agree a{mine.size(), 0, root};
+  Agree a{mine.size(), 0, root, true};
   a.varying = true;
   if (me && !blocks_fit(counts, displs, all.size(), n_)) a.bad = Bad::counts;
   const auto n = static_cast<std::size_t>(n_);
@@ -239,8 +239,10 @@ void ShmComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
       [](unsigned) {},
       [&](std::uint64_t at, std::size_t k, unsigned parity) {
         if (!me) return;
+        // The root's own counts (checked against its buffer), not the table a peer could
+        // have written over since.
         for (std::size_t r = 0; r < n; ++r) {
-          take(coll_buf(static_cast<int>(r), parity), at, k, 0, table[r], all.data() + displs[r]);
+          take(coll_buf(static_cast<int>(r), parity), at, k, 0, counts[r], all.data() + displs[r]);
         }
       });
 }
@@ -249,7 +251,7 @@ void ShmComm::scatterv(std::span<const std::byte> all, std::span<const std::size
                        std::span<const std::size_t> displs, std::span<std::byte> mine, int root) {
   const char* what = "ShmComm::scatterv";
   const bool me = rank_ == root;
-  Agree a{mine.size(), 0, root};
+  Agree a{mine.size(), 0, root, true};
   a.varying = true;
   if (me && !blocks_fit(counts, displs, all.size(), n_)) a.bad = Bad::counts;
   const std::vector<std::size_t> table =

@@ -110,6 +110,65 @@ inline void reduce_ops_every_type(Comm& c) {
   SPMD_CHECK(c,
              (c.allreduce(ValueIndex<std::int64_t>{std::int64_t{1} << 40, r}, ReduceOp::minloc) ==
               ValueIndex<std::int64_t>{std::int64_t{1} << 40, 0}));
+  // prod, bitwise and logical ops on every integer type (and prod on floats), against a
+  // serial fold: a wrong MPI datatype or op mapping shows here.
+  const auto every_type = [&](auto zero) {
+    using T = decltype(zero);
+    const auto v = [](int q) { return static_cast<T>(q % 3 == 2 ? 0 : (q % 5) + 1); };
+    T prod = v(0);
+    for (int q = 1; q < p; ++q) prod = static_cast<T>(prod * v(q));
+    SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::prod) == prod);
+    if constexpr (std::is_integral_v<T>) {
+      T band = v(0);
+      T bor = v(0);
+      T bxor = v(0);
+      bool land = v(0) != 0;
+      bool lor = v(0) != 0;
+      bool lxor = v(0) != 0;
+      for (int q = 1; q < p; ++q) {
+        band = static_cast<T>(band & v(q));
+        bor = static_cast<T>(bor | v(q));
+        bxor = static_cast<T>(bxor ^ v(q));
+        land = land && v(q) != 0;
+        lor = lor || v(q) != 0;
+        lxor = lxor != (v(q) != 0);
+      }
+      SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::band) == band);
+      SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::bor) == bor);
+      SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::bxor) == bxor);
+      if (p > 1) {
+        SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::land) == static_cast<T>(land));
+        SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::lor) == static_cast<T>(lor));
+        SPMD_CHECK(c, c.allreduce(v(r), ReduceOp::lxor) == static_cast<T>(lxor));
+      }
+    }
+  };
+  every_type(std::int32_t{});
+  every_type(std::int64_t{});
+  every_type(std::uint32_t{});
+  every_type(std::uint64_t{});
+  every_type(float{});
+  every_type(double{});
+  // minloc over a span of pairs, several elements.
+  {
+    std::vector<ValueIndex<std::int64_t>> v(5);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      v[i] = {static_cast<std::int64_t>((static_cast<std::size_t>(r) + i) % 3), r};
+    }
+    c.allreduce(v.data(), v.size(), DataType::i64_index, ReduceOp::minloc);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      std::int64_t best = 3;
+      int at = 0;
+      for (int q = 0; q < p; ++q) {
+        const auto x = static_cast<std::int64_t>((static_cast<std::size_t>(q) + i) % 3);
+        if (x < best) {
+          best = x;
+          at = q;
+        }
+      }
+      SPMD_CHECK_AT(c, v[i].value == best && v[i].index == at, "element " + std::to_string(i));
+    }
+  }
   // Undefined pairs are refused before anything is sent.
   SPMD_CHECK_ERRC(c, Reduction(DataType::f64, ReduceOp::band), errc::invalid_argument);
   SPMD_CHECK_ERRC(c, Reduction(DataType::f32, ReduceOp::land), errc::invalid_argument);
@@ -186,6 +245,35 @@ inline void user_reduction_in_rank_order(Comm& c) {
   for (std::size_t i = 0; i < out.size(); ++i) {
     SPMD_CHECK_AT(c, out[i] == mat_fold(0, p, first + i),
                   "reduce_scatter element " + std::to_string(i));
+  }
+}
+
+// A user reduction of 24-byte elements (a round is not whole elements of 64 KiB) over
+// several rounds, and a captureless lambda given as a temporary.
+struct Triple {
+  std::int64_t x, y, z;
+  friend bool operator==(const Triple&, const Triple&) = default;
+};
+inline void user_reduction_odd_element(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  constexpr std::size_t n = 6000;  // 144 000 bytes: three rounds of 65 520
+  const auto val = [](int q, std::size_t i) {
+    return Triple{q + static_cast<std::int64_t>(i), q * 2 - static_cast<std::int64_t>(i),
+                  static_cast<std::int64_t>(i % 7) * q};
+  };
+  std::vector<Triple> v(n);
+  for (std::size_t i = 0; i < n; ++i) v[i] = val(r, i);
+  c.allreduce(v.data(), n, Reduction::of<Triple>([](const Triple& a, const Triple& b) {
+                return Triple{a.x + b.x, std::max(a.y, b.y), a.z};  // associative (as MPI requires)
+              }));
+  for (std::size_t i = 0; i < n; ++i) {
+    Triple want = val(0, i);
+    for (int q = 1; q < p; ++q) {
+      const Triple b = val(q, i);
+      want = {want.x + b.x, std::max(want.y, b.y), want.z};
+    }
+    SPMD_CHECK_AT(c, v[i] == want, "element " + std::to_string(i));
   }
 }
 
@@ -313,7 +401,11 @@ inline void v_forms(Comm& c) {
     // gatherv
     const auto mine = coll_block(r, root, t, counts[static_cast<std::size_t>(r)]);
     std::vector<std::byte> all(r == root ? total : 0);
-    c.gatherv(std::span<const std::byte>(mine), std::span(all), counts, displs, root);
+    // counts and displs are read on the root only: the others pass none.
+    const std::vector<std::size_t> none;
+    const bool me = r == root;
+    c.gatherv(std::span<const std::byte>(mine), std::span(all), me ? counts : none,
+              me ? displs : none, root);
     if (r == root) {
       for (int q = 0; q < p; ++q) {
         const auto i = static_cast<std::size_t>(q);
@@ -331,7 +423,8 @@ inline void v_forms(Comm& c) {
       }
     }
     std::vector<std::byte> got(counts[static_cast<std::size_t>(r)]);
-    c.scatterv(std::span<const std::byte>(source), counts, displs, std::span(got), root);
+    c.scatterv(std::span<const std::byte>(source), me ? counts : none, me ? displs : none,
+               std::span(got), root);
     SPMD_CHECK_AT(c, is_block(got, 0, root, r, t + 1, got.size()),
                   "scatterv from " + std::to_string(root));
   }
@@ -442,6 +535,44 @@ inline void collective_argument_errors(Comm& c) {
         errc::invalid_argument);
     still_in_step();
   }
+  // gatherv and scatterv with roots that disagree; broadcast and gather to a root outside
+  // the ranks.
+  {
+    const std::vector<std::size_t> counts(up, 4);
+    std::vector<std::size_t> displs(up);
+    for (std::size_t q = 0; q < up; ++q) displs[q] = 4 * q;
+    std::vector<std::byte> four(4);
+    std::vector<std::byte> all(4 * up);
+    SPMD_CHECK_ERRC(
+        c,
+        c.gatherv(std::span<const std::byte>(four), std::span(all), counts, displs, r == 0 ? 1 : 0),
+        errc::invalid_argument);
+    still_in_step();
+    SPMD_CHECK_ERRC(c,
+                    c.scatterv(std::span<const std::byte>(all), counts, displs, std::span(four),
+                               r == 1 ? 0 : 1),
+                    errc::invalid_argument);
+    still_in_step();
+    SPMD_CHECK_ERRC(c, c.broadcast(std::span(four), p), errc::invalid_argument);
+    still_in_step();
+    SPMD_CHECK_ERRC(c, c.gather(std::span<const std::byte>(four), std::span(all), -0x7fffffff),
+                    errc::invalid_argument);
+    still_in_step();
+  }
+  // Non-blocking forms whose sizes disagree, within one round and over one: the error comes
+  // from the post or the wait, on every rank, and the collectives stay in step.
+  for (const std::size_t n : {std::size_t{4}, std::size_t{70000}}) {
+    std::vector<std::byte> mine(r == 1 ? n + 1 : n);
+    std::vector<std::byte> all(mine.size() * up);
+    SPMD_CHECK_ERRC(
+        c,
+        {
+          Request q = c.iallgather(std::span<const std::byte>(mine), std::span(all));
+          c.wait(q);
+        },
+        errc::size_mismatch);
+    still_in_step();
+  }
   // alltoallv: rank 0 sends rank 1 more than rank 1 expects.
   {
     std::vector<std::size_t> out_counts(up, 2);
@@ -523,15 +654,114 @@ inline void nonblocking_collectives(Comm& c) {
       std::int64_t v = r == 0 ? 42 : 0;
       std::vector<std::byte> msg(64 * 1024);
       std::vector<std::byte> got(msg.size());
+      msg = coll_block(r, peer, 999, msg.size());
       Request reqs[3] = {c.ibroadcast(std::as_writable_bytes(std::span(&v, 1)), 0),
                          c.isend(peer, std::span<const std::byte>(msg)),
                          c.irecv(peer, std::span(got))};
       c.wait_all(reqs);
       SPMD_CHECK(c, v == 42);
+      SPMD_CHECK(c, is_block(got, 0, peer, r, 999, got.size()));
     } else {
       SPMD_CHECK(c, c.broadcast(std::int64_t{r == 0 ? 42 : 0}, 0) == 42);
     }
   }
+}
+
+}  // namespace ipckit::testing::bodies
+
+namespace ipckit::testing::bodies {
+
+// test(), wait_any() and wait_some(): a receive whose message cannot have been sent yet
+// tests false; wait_any returns the one that can complete, not the first posted; wait_some
+// completes every one that has; a collective request tests true once all ranks arrived;
+// an error comes out of test().
+inline void test_wait_any_wait_some(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  if (p < 2) return;
+  std::int64_t v = -1;
+  const auto bytes = [](std::int64_t& x) { return std::as_writable_bytes(std::span(&x, 1)); };
+  const auto send = [&](int to, std::int64_t x) { c.send(to, std::as_bytes(std::span(&x, 1))); };
+  // test: rank 1 sends only after the barrier.
+  if (r == 0) {
+    Request a = c.irecv(1, bytes(v));
+    SPMD_CHECK(c, !c.test(a));
+    SPMD_CHECK(c, a.valid());
+    c.barrier();
+    while (!c.test(a)) {
+    }
+    SPMD_CHECK(c, !a.valid() && v == 11);
+  } else {
+    c.barrier();
+    if (r == 1) send(0, 11);
+  }
+  // wait_any: rank 1's message waits for rank 0's go, the last rank's does not.
+  if (p >= 3) {
+    const int last = p - 1;
+    if (r == 0) {
+      std::int64_t from1 = 0;
+      std::int64_t from_last = 0;
+      Request reqs[2] = {c.irecv(1, bytes(from1)), c.irecv(last, bytes(from_last))};
+      SPMD_CHECK(c, c.wait_any(reqs) == 1);
+      SPMD_CHECK(c, from_last == 77 && reqs[0].valid() && !reqs[1].valid());
+      send(1, 1);  // go
+      SPMD_CHECK(c, c.wait_any(reqs) == 0);
+      SPMD_CHECK(c, from1 == 55);
+      SPMD_CHECK(c, c.wait_any(reqs) == 2);  // none left
+    } else if (r == 1) {
+      std::int64_t go = 0;
+      c.recv(0, bytes(go));
+      send(0, 55);
+    } else if (r == last) {
+      send(0, 77);
+    }
+  }
+  // wait_some: every other rank sends at once; rank 0 collects them all, each once.
+  if (r == 0) {
+    std::vector<std::int64_t> got(static_cast<std::size_t>(p), -1);
+    std::vector<Request> reqs;
+    for (int q = 1; q < p; ++q) reqs.push_back(c.irecv(q, bytes(got[static_cast<std::size_t>(q)])));
+    std::vector<int> seen(static_cast<std::size_t>(p), 0);
+    for (;;) {
+      const std::vector<std::size_t> done = c.wait_some(reqs);
+      if (done.empty()) break;
+      for (const std::size_t i : done) {
+        SPMD_CHECK(c, !reqs[i].valid());
+        ++seen[i + 1];
+      }
+    }
+    for (int q = 1; q < p; ++q) {
+      SPMD_CHECK(c, seen[static_cast<std::size_t>(q)] == 1);
+      SPMD_CHECK(c, got[static_cast<std::size_t>(q)] == 1000 + q);
+    }
+  } else {
+    send(0, 1000 + r);
+  }
+  // A collective request, tested until every rank has arrived.
+  Request b = c.ibarrier();
+  while (!c.test(b)) {
+  }
+  // An error comes out of test (the message is consumed; the next one arrives).
+  if (r == 0) {
+    std::int64_t two[2] = {0, 0};
+    Request a = c.irecv(1, std::as_writable_bytes(std::span(two)));
+    bool thrown = false;
+    try {
+      while (!c.test(a)) {
+      }
+    } catch (const Error& e) {
+      thrown = e.is(errc::size_mismatch);
+    }
+    SPMD_CHECK(c, thrown && !a.valid());
+    c.recv(1, bytes(v));
+    SPMD_CHECK(c, v == 13);
+  } else if (r == 1) {
+    send(0, 12);
+    send(0, 13);
+  }
+  Request none;
+  SPMD_CHECK(c, c.test(none));
+  c.barrier();
 }
 
 }  // namespace ipckit::testing::bodies

@@ -98,6 +98,10 @@ TEST(MpiComm, CollectiveArgumentsThatDisagreeFailOnEveryRank) {
 TEST(MpiComm, NonBlockingCollectivesMatchTheBlockingOnes) {
   EXPECT_NO_THROW(bodies::nonblocking_collectives(world()));
 }
+TEST(MpiComm, UserReductionOfOddSizedElementsOverRounds) {
+  EXPECT_NO_THROW(bodies::user_reduction_odd_element(world()));
+}
+TEST(MpiComm, TestWaitAnyWaitSome) { EXPECT_NO_THROW(bodies::test_wait_any_wait_some(world())); }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));
 }

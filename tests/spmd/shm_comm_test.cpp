@@ -268,6 +268,36 @@ TEST_F(ShmCommTest, NonBlockingCollectivesMatchTheBlockingOnes) {
   on_ranks(4, bodies::nonblocking_collectives);
   on_ranks(3, bodies::nonblocking_collectives);
 }
+TEST_F(ShmCommTest, UserReductionOfOddSizedElementsOverRounds) {
+  on_ranks(3, bodies::user_reduction_odd_element);
+}
+// ShmComm checks an iallreduce's sizes too (MpiComm leaves that to MPI), in one round and
+// over several.
+TEST_F(ShmCommTest, IallreduceOfDifferentSizesIsSizeMismatchAtTheWait) {
+  on_ranks(3, [](Comm& c) {
+    for (const std::size_t n : {std::size_t{4}, std::size_t{9000}}) {
+      std::vector<double> v(c.rank() == 1 ? n + 1 : n, 1.0);
+      Request q = c.iallreduce(std::span(v), ReduceOp::sum);
+      SPMD_CHECK_ERRC(c, c.wait(q), errc::size_mismatch);
+      SPMD_CHECK(c, c.allreduce(1, ReduceOp::sum) == 3);
+    }
+  });
+}
+// ShmComm's collective buffers hold 64 KiB: a larger element is refused on every rank.
+TEST_F(ShmCommTest, ReductionElementLargerThanABufferIsInvalidArgument) {
+  on_ranks(2, [](Comm& c) {
+    using Big = std::array<char, 70000>;
+    Big v{};
+    SPMD_CHECK_ERRC(c,
+                    c.allreduce(v, Reduction::of<Big>([](const Big& a, const Big&) { return a; })),
+                    errc::invalid_argument);
+    SPMD_CHECK(c, c.allreduce(1, ReduceOp::sum) == 2);
+  });
+}
+TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
+  on_ranks(4, bodies::test_wait_any_wait_some);
+  on_ranks(2, bodies::test_wait_any_wait_some);
+}
 TEST_F(ShmCommTest, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
   on_ranks(4, [](Comm& c) {
     std::int32_t mine = c.rank();

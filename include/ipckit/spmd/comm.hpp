@@ -16,9 +16,9 @@
 /// message has another size). send() may block until the receiver takes the message (large
 /// messages, a full channel): exchanges in both directions use sendrecv() or isend/irecv +
 /// wait_all, which make progress on every posted operation at once and never deadlock.
-/// Collectives (barrier, allreduce, gather, broadcast, and the non-blocking ibarrier and
-/// iallreduce) must be called by every rank in the same order. A non-blocking collective
-/// returns a Request at once; its result is there when wait()/wait_all() returns. Posted
+/// Collectives (barrier, broadcast, the reductions, the gathers, scatters and all-to-alls,
+/// and their non-blocking forms) must be called by every rank in the same order. A non-blocking
+/// collective returns a Request at once; its result is there when wait()/wait_all() returns. Posted
 /// isend/irecv move inside wait_all(), send(), recv() and every collective's wait (ShmComm
 /// also writes what fits at once when an isend is posted), so a rank blocked in a collective
 /// still lets a peer's exchange with it finish. Every blocking call ends with
@@ -101,6 +101,19 @@ class Comm {
   void wait_all(std::span<Request> requests);
   /// wait_all() of one request.
   void wait(Request& request) { wait_all(std::span(&request, 1)); }
+  /// Moves the request on without blocking: true when it has completed (it is reset, and
+  /// its error thrown), false while it is still in progress. True for an empty request.
+  bool test(Request& request);
+  /// Waits until one of the requests has completed, completes it (reset; its error thrown)
+  /// and returns its index; the others stay posted. requests.size() when none is valid.
+  /// A group counts as complete when all its parts are. It polls (spinning, then yielding,
+  /// then sleeping 50 us at a time): a posted operation that never completes (a peer that
+  /// never sends) keeps it waiting, whatever call_timeout says.
+  std::size_t wait_any(std::span<Request> requests);
+  /// Waits until at least one of the requests has completed, completes every one that has
+  /// (the first error is thrown after all of them are reset) and returns their indices in
+  /// order; empty when none is valid. Polls as wait_any() does.
+  std::vector<std::size_t> wait_some(std::span<Request> requests);
   /// Sends to `dest` and receives from `src` at the same time.
   void sendrecv(int dest, std::span<const std::byte> out, int src, std::span<std::byte> in) {
     check_rank(dest, "Comm::sendrecv");  // both before anything is posted
@@ -175,11 +188,14 @@ class Comm {
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
 
   // ---- non-blocking collectives -------------------------------------------------------------
-  // They return at once; the result is there when wait()/wait_all() returns, and the buffers
-  // must stay valid and untouched until then. A request dropped unwaited is completed by its
-  // destructor (so the collectives of every rank stay in step): the buffers must outlive the
-  // request. Size and argument errors are reported by the wait, on every rank. They match
-  // the blocking forms: ibarrier() on one rank meets barrier() on another.
+  // The result is there when wait()/wait_all()/test() says the request completed, and the
+  // buffers must stay valid and untouched until then. A request dropped unwaited is
+  // completed by its destructor (so the collectives of every rank stay in step): the buffers
+  // must outlive the request. Size and argument errors are reported on every rank, by the
+  // wait (ShmComm) or by the post (MpiComm's igather, iscatter, iallgather and ialltoall
+  // agree on their arguments with a small allreduce before they return, so their post
+  // returns once every rank has posted). They match the blocking forms: ibarrier() on one
+  // rank meets barrier() on another.
 
   /// barrier() that returns at once; the request completes once every rank has entered it.
   [[nodiscard]] virtual Request ibarrier() = 0;
@@ -358,8 +374,13 @@ class Comm {
   /// The backend's wait_all, over requests with no groups among them (wait_all() has taken
   /// them apart); it resets every request, also when it throws.
   virtual void complete(std::span<Request> requests) = 0;
+  /// Moves every request on without blocking and sets done[i] for each that has completed
+  /// (left for complete() to reset and report). No groups among them; throws
+  /// Error(errc::invalid_argument) for a request another backend made.
+  virtual void poll(std::span<Request* const> requests, std::vector<bool>& done) = 0;
 
  private:
+  std::vector<bool> ready(std::span<Request> requests);
   template <class T>
   static void check_element(const Reduction& op, const char* what) {
     static_assert(std::is_trivially_copyable_v<T>);

@@ -36,6 +36,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "ipckit/spmd/comm.hpp"
 
@@ -95,6 +96,7 @@ MPI_Op op_of(ReduceOp op) noexcept;
 namespace ipckit {
 namespace detail {
 struct MpiMatcher;
+struct MpiRequest;
 }  // namespace detail
 
 /// A Comm over an MPI communicator, which it uses but does not own (MPI_COMM_WORLD by
@@ -194,9 +196,11 @@ class MpiComm final : public Comm {
   /// is withdrawn, a matched one (and a collective) waited for; a send goes on (its buffer
   /// must stay valid).
   void complete(std::span<Request> requests) override;
+  void poll(std::span<Request* const> requests, std::vector<bool>& done) override;
 
  private:
   void progress_until(MPI_Request& request, const char* what);
+  bool test_some(std::span<detail::MpiRequest* const> states);
   // Starts a non-blocking MPI collective (start(&request) returns its MPI code) and waits
   // for it, matching queued receives meanwhile; or returns it as a Request.
   void run_collective(const char* what, const std::function<int(MPI_Request*)>& start);
@@ -209,8 +213,16 @@ class MpiComm final : public Comm {
     bool bad = false;       // invalid_argument: this rank's arguments are malformed
     bool mismatch = false;  // size_mismatch: a count this rank checked disagrees
     bool varying = false;
+    bool too_large = false;  // message_too_large: a count is over INT_MAX
   };
   void agree(const Agree& a, const char* what);
+  static constexpr int kNoRoot = -1;  // agree_blocks: no root (a root passed is range-checked)
+  int agree_blocks(std::size_t bytes, bool rooted, int root, bool bad, const char* what);
+  std::vector<std::int64_t> agree_rooted_counts(std::span<const std::size_t> counts,
+                                                std::span<const std::size_t> displs,
+                                                std::size_t buffer, std::size_t mine, int root,
+                                                std::vector<int>& c, std::vector<int>& d,
+                                                const char* what);
 
   MPI_Comm comm_;
   int rank_ = 0;

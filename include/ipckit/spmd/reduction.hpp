@@ -12,7 +12,8 @@
 /// The ranks' values are combined in rank order: acc = op(acc, next), acc holding ranks
 /// 0 .. r-1 when rank r's value comes. ShmComm does exactly that, so every rank gets the same
 /// bytes; MpiComm lets MPI choose the order for commutative operations (user functions that
-/// say they are not commutative are combined in rank order there too).
+/// say they are not commutative are combined in rank order there too). A user function must
+/// be associative: MPI groups the operands as it likes (a tree), ShmComm from the left.
 #pragma once
 
 #include <cstddef>
@@ -116,7 +117,8 @@ class Reduction {
   Reduction(std::size_t element_size, Fn fn, const void* context, bool commutative);
 
   /// A user function of T: `f(acc, next)` returns their combination (acc from lower ranks).
-  /// `f` is held by reference.
+  /// `f` is held by reference: it must outlive the collective (and a non-blocking one's
+  /// wait). A lambda without captures may be given as a temporary.
   template <class T, class F>
   requires(!std::is_function_v<F>) static Reduction of(const F& f, bool commutative = false) {
     static_assert(std::is_trivially_copyable_v<T>, "Reduction::of: T must be trivially copyable");
@@ -128,6 +130,26 @@ class Reduction {
     };
     return Reduction(sizeof(T), fn, &f, commutative);
   }
+
+  /// A user function of T given as a temporary function object without state (a lambda
+  /// without captures): made anew for each call.
+  template <class T, class F>
+  requires(!std::is_reference_v<F> && std::is_empty_v<F> &&
+           std::is_default_constructible_v<F>) static Reduction
+      of(F&& /*f*/, bool commutative = false) {
+    static_assert(std::is_trivially_copyable_v<T>, "Reduction::of: T must be trivially copyable");
+    static_assert(std::is_invocable_r_v<T, const F&, const T&, const T&>,
+                  "Reduction::of<T>: f(const T& acc, const T& next) must return a T");
+    const Fn fn = [](const void*, void* acc, const void* next, std::size_t count) {
+      each<T>(F{}, acc, next, count);
+    };
+    return Reduction(sizeof(T), fn, nullptr, commutative);
+  }
+  /// A temporary with state would be gone before the collective uses it: name it instead.
+  template <class T, class F>
+  requires(!std::is_reference_v<F> &&
+           !(std::is_empty_v<F> && std::is_default_constructible_v<F>)) static Reduction
+      of(F&& f, bool commutative = false) = delete;
 
   /// A user function of T given as a plain function.
   template <class T>

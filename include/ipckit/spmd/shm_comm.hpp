@@ -110,6 +110,7 @@ class ShmComm final : public Comm {
 
  protected:
   void complete(std::span<Request> requests) override;
+  void poll(std::span<Request* const> requests, std::vector<bool>& done) override;
 
  private:
   struct Op;
@@ -117,7 +118,6 @@ class ShmComm final : public Comm {
   struct Agree;
   struct Specs;
   enum class Bad : std::uint32_t;
-  static constexpr int kNoRoot = -0x7fffffff;
   spmd::detail::Slot& slot(int r) const noexcept;
   std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
   std::byte* coll_buf(int r, unsigned parity) const noexcept;
@@ -148,6 +148,7 @@ class ShmComm final : public Comm {
   Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
   unsigned begin_collective(const Agree& a, const char* what);
   void check_agreement(unsigned parity, const Agree& a, const char* what) const;
+  static Agree reduction_agree(std::size_t count, const Reduction& op);
   template <class Write, class Check, class Read>
   void rounds(const char* what, const Agree& a, std::uint64_t longest, std::size_t unit,
               Write&& write, Check&& check, Read&& read);
