@@ -123,9 +123,20 @@ void CartComm::halo_exchange(std::span<const std::span<const std::byte>> send,
 
 Request CartComm::ihalo_exchange(std::span<const std::span<const std::byte>> send,
                                  std::span<const std::span<std::byte>> recv) {
+  return halo_requests(send, recv, false, "CartComm::halo_exchange");
+}
+
+Request CartComm::halo_init(std::span<const std::span<const std::byte>> send,
+                            std::span<const std::span<std::byte>> recv) {
+  return halo_requests(send, recv, true, "CartComm::halo_init");
+}
+
+Request CartComm::halo_requests(std::span<const std::span<const std::byte>> send,
+                                std::span<const std::span<std::byte>> recv, bool persistent,
+                                const char* what) {
   const std::size_t k = dirs_.size();
   if (send.size() != k || recv.size() != k) {
-    throw Error(errc::invalid_argument, "CartComm::halo_exchange: " + std::to_string(send.size()) +
+    throw Error(errc::invalid_argument, std::string(what) + ": " + std::to_string(send.size()) +
                                             " send and " + std::to_string(recv.size()) +
                                             " receive buffers for " + std::to_string(k) +
                                             " directions");
@@ -138,15 +149,30 @@ Request CartComm::ihalo_exchange(std::span<const std::span<const std::byte>> sen
   for (std::size_t d = 0; d < k; ++d) {
     const Offset& o = dirs_[d];
     const int to = neighbor(o[0], o[1], o[2]);
-    if (to >= 0) reqs.push_back(comm_.isend(to, send[d]));
+    if (to >= 0) {
+      reqs.push_back(persistent ? comm_.send_init(to, send[d]) : comm_.isend(to, send[d]));
+    }
   }
   for (std::size_t d = 0; d < k; ++d) {
     const std::size_t from_dir = k - 1 - d;  // the neighbour's direction d points at us
     const Offset& o = dirs_[from_dir];
     const int from = neighbor(o[0], o[1], o[2]);
-    if (from >= 0) reqs.push_back(comm_.irecv(from, recv[from_dir]));
+    if (from >= 0) {
+      reqs.push_back(persistent ? comm_.recv_init(from, recv[from_dir])
+                                : comm_.irecv(from, recv[from_dir]));
+    }
   }
   return Request::group(std::move(reqs));
+}
+
+std::pair<int, int> CartComm::shift(int axis, int disp) const {
+  if (axis < 0 || axis >= ndims_) {
+    throw Error(errc::invalid_argument, "CartComm::shift: axis " + std::to_string(axis) +
+                                            " outside [0, " + std::to_string(ndims_) + ")");
+  }
+  Offset up{};
+  up[static_cast<std::size_t>(axis)] = disp;
+  return {neighbor(-up[0], -up[1], -up[2]), neighbor(up[0], up[1], up[2])};
 }
 
 }  // namespace ipckit

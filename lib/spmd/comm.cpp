@@ -27,11 +27,34 @@ Request Request::group(std::vector<Request> parts) {
 }
 
 namespace {
-// Moves the requests a group stands for (and theirs) into `out`.
+
+// True while a request has an operation in flight: a plain one while valid, a persistent one
+// while started, a group while any part is.
+bool live(const Request& r) {
+  if (const auto* p = dynamic_cast<const PersistentRequest*>(r.state())) return p->active.valid();
+  if (const auto* g = dynamic_cast<const RequestGroup*>(r.state())) {
+    return std::any_of(g->parts.begin(), g->parts.end(), live);
+  }
+  return r.valid();
+}
+
+bool composite(const Request& r) {
+  return dynamic_cast<const RequestGroup*>(r.state()) != nullptr ||
+         dynamic_cast<const PersistentRequest*>(r.state()) != nullptr;
+}
+
+// Moves the operations a request stands for into `out`: a group's parts (the group is reset
+// once none is left valid: a group of persistent requests stays), a persistent request's
+// operation in flight (the request stays, inactive).
 void flatten(Request& r, std::vector<Request>& out) {
   if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
     for (Request& part : g->parts) flatten(part, out);
-    r.reset();
+    if (std::none_of(g->parts.begin(), g->parts.end(),
+                     [](const Request& q) { return q.valid(); })) {
+      r.reset();
+    }
+  } else if (auto* p = dynamic_cast<PersistentRequest*>(r.state())) {
+    if (p->active.valid()) flatten(p->active, out);
   } else if (r.valid()) {
     out.push_back(std::move(r));
   }
@@ -39,10 +62,7 @@ void flatten(Request& r, std::vector<Request>& out) {
 }  // namespace
 
 void Comm::wait_all(std::span<Request> requests) {
-  const bool grouped = std::any_of(requests.begin(), requests.end(), [](const Request& r) {
-    return dynamic_cast<const RequestGroup*>(r.state()) != nullptr;
-  });
-  if (!grouped) {
+  if (std::none_of(requests.begin(), requests.end(), composite)) {
     complete(requests);
     return;
   }
@@ -51,11 +71,59 @@ void Comm::wait_all(std::span<Request> requests) {
   complete(flat);
 }
 
+Request Comm::send_init(int dest, std::span<const std::byte> data) {
+  check_rank(dest, "Comm::send_init");
+  auto p = std::make_unique<PersistentRequest>();
+  p->comm = this;
+  p->is_send = true;
+  p->peer = dest;
+  p->out = data;
+  return Request(std::move(p));
+}
+
+Request Comm::recv_init(int src, std::span<std::byte> data) {
+  check_rank(src, "Comm::recv_init");
+  auto p = std::make_unique<PersistentRequest>();
+  p->comm = this;
+  p->peer = src;
+  p->in = data;
+  return Request(std::move(p));
+}
+
+namespace {
+// The persistent requests `r` stands for; Error(errc::invalid_argument) for anything else.
+void persistent_parts(Request& r, const Comm* comm, std::vector<PersistentRequest*>& out) {
+  if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
+    for (Request& part : g->parts) persistent_parts(part, comm, out);
+    return;
+  }
+  auto* p = dynamic_cast<PersistentRequest*>(r.state());
+  if (p == nullptr || p->comm != comm) {
+    throw Error(errc::invalid_argument,
+                "Comm::start: not a persistent request of this communicator");
+  }
+  if (p->active.valid()) throw Error(errc::invalid_argument, "Comm::start: the request is active");
+  out.push_back(p);
+}
+}  // namespace
+
+void Comm::start_all(std::span<Request> requests) {
+  std::vector<PersistentRequest*> parts;
+  for (Request& r : requests) persistent_parts(r, this, parts);
+  for (PersistentRequest* p : parts) {
+    p->active = p->is_send ? isend(p->peer, p->out) : irecv(p->peer, p->in);
+  }
+}
+
+void Comm::start(Request& request) { start_all(std::span(&request, 1)); }
+
 namespace {
 // The operations a request stands for (a group's parts, recursively), by pointer.
 void leaves(Request& r, std::vector<Request*>& out) {
   if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
     for (Request& part : g->parts) leaves(part, out);
+  } else if (auto* p = dynamic_cast<PersistentRequest*>(r.state())) {
+    if (p->active.valid()) out.push_back(&p->active);
   } else if (r.valid()) {
     out.push_back(&r);
   }
@@ -74,7 +142,7 @@ std::vector<bool> Comm::ready(std::span<Request> requests) {
   if (!flat.empty()) poll(flat, done);
   std::vector<bool> all(requests.size(), true);
   for (std::size_t i = 0; i < requests.size(); ++i) {
-    if (!requests[i].valid()) all[i] = false;
+    if (!live(requests[i])) all[i] = false;
   }
   for (std::size_t j = 0; j < flat.size(); ++j) {
     if (!done[j]) all[owner[j]] = false;
@@ -83,7 +151,7 @@ std::vector<bool> Comm::ready(std::span<Request> requests) {
 }
 
 bool Comm::test(Request& request) {
-  if (!request.valid()) return true;
+  if (!live(request)) return true;
   if (!ready(std::span(&request, 1))[0]) return false;
   wait(request);  // complete: reports and resets at once
   return true;
@@ -102,9 +170,7 @@ void back_off(unsigned pass) {
 }  // namespace
 
 std::size_t Comm::wait_any(std::span<Request> requests) {
-  if (std::none_of(requests.begin(), requests.end(), [](const Request& r) { return r.valid(); })) {
-    return requests.size();
-  }
+  if (std::none_of(requests.begin(), requests.end(), live)) return requests.size();
   for (unsigned pass = 0;; ++pass) {
     const std::vector<bool> done = ready(requests);
     const auto it = std::find(done.begin(), done.end(), true);
@@ -119,9 +185,7 @@ std::size_t Comm::wait_any(std::span<Request> requests) {
 
 std::vector<std::size_t> Comm::wait_some(std::span<Request> requests) {
   std::vector<std::size_t> which;
-  if (std::none_of(requests.begin(), requests.end(), [](const Request& r) { return r.valid(); })) {
-    return which;
-  }
+  if (std::none_of(requests.begin(), requests.end(), live)) return which;
   for (unsigned pass = 0;; ++pass) {
     const std::vector<bool> done = ready(requests);
     for (std::size_t i = 0; i < done.size(); ++i) {

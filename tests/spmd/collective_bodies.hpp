@@ -765,3 +765,72 @@ inline void test_wait_any_wait_some(Comm& c) {
 }
 
 }  // namespace ipckit::testing::bodies
+
+namespace ipckit::testing::bodies {
+
+// Persistent requests: a ring exchange started many times from the same requests; an
+// inactive one tests true and is skipped by wait_any; starting an active one, or a request
+// that is not persistent, is invalid_argument.
+inline void persistent_requests(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  const int right = (r + 1) % p;
+  const int left = (r + p - 1) % p;
+  std::int64_t out = 0;
+  std::int64_t in = -1;
+  Request reqs[2] = {c.send_init(right, std::as_bytes(std::span(&out, 1))),
+                     c.recv_init(left, std::as_writable_bytes(std::span(&in, 1)))};
+  SPMD_CHECK(c, c.test(reqs[0]) && reqs[0].valid());  // inactive: nothing to wait for
+  SPMD_CHECK(c, c.wait_any(reqs) == 2);
+  for (int round = 0; round < 50; ++round) {
+    out = std::int64_t{r} * 1000 + round;
+    c.start_all(reqs);
+    SPMD_CHECK_ERRC(c, c.start(reqs[1]), errc::invalid_argument);  // still active
+    if (round % 2 == 0) {
+      c.wait_all(reqs);
+    } else {
+      while (!c.test(reqs[1])) {
+      }
+      c.wait(reqs[0]);
+    }
+    SPMD_CHECK_AT(c, in == std::int64_t{left} * 1000 + round, "round " + std::to_string(round));
+    SPMD_CHECK(c, reqs[0].valid() && reqs[1].valid());
+  }
+  Request plain = c.ibarrier();
+  SPMD_CHECK_ERRC(c, c.start(plain), errc::invalid_argument);
+  c.wait(plain);
+  SPMD_CHECK_ERRC(c, (void)c.send_init(p, {}), errc::invalid_argument);
+}
+
+// CartComm::shift against coordinates: dest is `disp` steps up the axis (wrapped on periodic
+// axes, -1 past an edge), source as many down.
+inline void cart_shift(Comm& c) {
+  for (const bool wrap : {false, true}) {
+    CartComm g(c, 2, {}, {wrap, !wrap});
+    const CartComm::Offset me = g.coords();
+    for (int axis = 0; axis < 2; ++axis) {
+      const int extent = g.dims()[static_cast<std::size_t>(axis)];
+      for (int disp = -3; disp <= 3; ++disp) {
+        const auto [source, dest] = g.shift(axis, disp);
+        for (const int sign : {-1, 1}) {
+          CartComm::Offset at = me;
+          int& v = at[static_cast<std::size_t>(axis)];
+          v += sign * disp;
+          int want = -1;
+          if (g.periodic(axis)) {
+            v = ((v % extent) + extent) % extent;
+            want = g.rank_at(at);
+          } else if (v >= 0 && v < extent) {
+            want = g.rank_at(at);
+          }
+          SPMD_CHECK_AT(c, (sign > 0 ? dest : source) == want,
+                        "axis " + std::to_string(axis) + " disp " + std::to_string(disp));
+        }
+      }
+    }
+    SPMD_CHECK_ERRC(c, (void)g.shift(2, 1), errc::invalid_argument);
+    SPMD_CHECK_ERRC(c, (void)g.shift(-1, 1), errc::invalid_argument);
+  }
+}
+
+}  // namespace ipckit::testing::bodies

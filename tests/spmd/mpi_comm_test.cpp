@@ -101,6 +101,10 @@ TEST(MpiComm, NonBlockingCollectivesMatchTheBlockingOnes) {
 TEST(MpiComm, UserReductionOfOddSizedElementsOverRounds) {
   EXPECT_NO_THROW(bodies::user_reduction_odd_element(world()));
 }
+TEST(MpiComm, PersistentRequestsStartedManyTimes) {
+  EXPECT_NO_THROW(bodies::persistent_requests(world()));
+}
+TEST(MpiCartComm, ShiftMatchesTheCoordinates) { EXPECT_NO_THROW(bodies::cart_shift(world())); }
 TEST(MpiComm, TestWaitAnyWaitSome) { EXPECT_NO_THROW(bodies::test_wait_any_wait_some(world())); }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));

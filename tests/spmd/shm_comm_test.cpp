@@ -294,6 +294,14 @@ TEST_F(ShmCommTest, ReductionElementLargerThanABufferIsInvalidArgument) {
     SPMD_CHECK(c, c.allreduce(1, ReduceOp::sum) == 2);
   });
 }
+TEST_F(ShmCommTest, PersistentRequestsStartedManyTimes) {
+  on_ranks(3, bodies::persistent_requests);
+  on_ranks(1, bodies::persistent_requests);
+}
+TEST_F(ShmCommTest, CartShiftMatchesTheCoordinates) {
+  on_ranks(4, bodies::cart_shift);
+  on_ranks(6, bodies::cart_shift);
+}
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);
   on_ranks(2, bodies::test_wait_any_wait_some);

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "ipckit/spmd/comm.hpp"
@@ -59,6 +60,11 @@ class CartComm {
   /// The rank at this rank's coordinates plus (dx, dy, dz); -1 past a non-periodic edge.
   [[nodiscard]] int neighbor(int dx, int dy, int dz = 0) const;
 
+  /// MPI_Cart_shift: the ranks `disp` steps down and up along `axis` from this rank,
+  /// {source, dest} (-1 past a non-periodic edge). Error(errc::invalid_argument) for an
+  /// axis outside [0, ndims()).
+  [[nodiscard]] std::pair<int, int> shift(int axis, int disp) const;
+
   /// For each k in directions(): sends send[k] to the neighbour at directions()[k] and
   /// receives recv[k] from it (what that neighbour sent in the opposite direction). Entries
   /// for directions with no neighbour are ignored (they may be empty). Both spans must have
@@ -77,7 +83,25 @@ class CartComm {
   [[nodiscard]] Request ihalo_exchange(std::span<const std::span<const std::byte>> send,
                                        std::span<const std::span<std::byte>> recv);
 
+  /// ihalo_exchange() as persistent requests (Comm::send_init/recv_init), made once: each
+  /// step starts them with comm().start(halo) and completes them with comm().wait(halo).
+  /// The buffers must stay valid while the request lives.
+  ///
+  ///     Request halo = grid.halo_init(send, recv);
+  ///     for (int step = 0; step < steps; ++step) {
+  ///       grid.comm().start(halo);
+  ///       update_interior();
+  ///       grid.comm().wait(halo);
+  ///       update_rim();
+  ///     }
+  [[nodiscard]] Request halo_init(std::span<const std::span<const std::byte>> send,
+                                  std::span<const std::span<std::byte>> recv);
+
  private:
+  Request halo_requests(std::span<const std::span<const std::byte>> send,
+                        std::span<const std::span<std::byte>> recv, bool persistent,
+                        const char* what);
+
   Comm& comm_;
   int ndims_;
   std::vector<int> dims_;

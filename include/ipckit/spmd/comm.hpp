@@ -70,6 +70,19 @@ struct RequestGroup final : Request::State {
   std::vector<Request> parts;  ///< completed together by Comm::wait_all
 };
 
+class Comm;
+
+/// The state of a persistent request (Comm::send_init, Comm::recv_init): the operation each
+/// Comm::start() posts, and the one in flight.
+struct PersistentRequest final : Request::State {
+  Comm* comm = nullptr;            ///< the comm that made it (and posts it)
+  bool is_send = false;            ///< isend, else irecv
+  int peer = 0;                    ///< destination or source
+  std::span<const std::byte> out;  ///< send: the bytes
+  std::span<std::byte> in;         ///< receive: the buffer
+  Request active;                  ///< this round's operation (invalid between rounds)
+};
+
 class Comm {
  public:
   virtual ~Comm() = default;  ///< backends derive from Comm
@@ -105,15 +118,31 @@ class Comm {
   /// its error thrown), false while it is still in progress. True for an empty request.
   bool test(Request& request);
   /// Waits until one of the requests has completed, completes it (reset; its error thrown)
-  /// and returns its index; the others stay posted. requests.size() when none is valid.
+  /// and returns its index; the others stay posted. requests.size() when none is active
+  /// (empty, completed, or persistent and not started).
   /// A group counts as complete when all its parts are. It polls (spinning, then yielding,
   /// then sleeping 50 us at a time): a posted operation that never completes (a peer that
   /// never sends) keeps it waiting, whatever call_timeout says.
   std::size_t wait_any(std::span<Request> requests);
   /// Waits until at least one of the requests has completed, completes every one that has
   /// (the first error is thrown after all of them are reset) and returns their indices in
-  /// order; empty when none is valid. Polls as wait_any() does.
+  /// order; empty when none is active. Polls as wait_any() does.
   std::vector<std::size_t> wait_some(std::span<Request> requests);
+  ///@{
+  /// A persistent send or receive (the halo pattern): made once, posted by each start() as
+  /// isend(dest, data) / irecv(src, data) into the same Request. wait()/wait_all()/test()
+  /// complete the round and leave the request valid but inactive, for the next start();
+  /// wait_any()/wait_some() skip inactive ones. The buffer must stay valid while the request
+  /// lives. Error(errc::invalid_argument) for a rank outside [0, size()).
+  [[nodiscard]] Request send_init(int dest, std::span<const std::byte> data);
+  [[nodiscard]] Request recv_init(int src, std::span<std::byte> data);
+  ///@}
+  /// Posts a persistent request's operation (every part of a group of them).
+  /// Error(errc::invalid_argument), before anything is posted, for a request that is not
+  /// persistent, was made by another Comm, or is still active.
+  void start(Request& request);
+  /// start() of each request.
+  void start_all(std::span<Request> requests);
   /// Sends to `dest` and receives from `src` at the same time.
   void sendrecv(int dest, std::span<const std::byte> out, int src, std::span<std::byte> in) {
     check_rank(dest, "Comm::sendrecv");  // both before anything is posted
