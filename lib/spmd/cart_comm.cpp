@@ -162,7 +162,7 @@ Request CartComm::halo_requests(std::span<const std::span<const std::byte>> send
                                 : comm_.irecv(from, recv[from_dir]));
     }
   }
-  return Request::group(std::move(reqs));
+  return persistent ? Request::persistent_group(std::move(reqs)) : Request::group(std::move(reqs));
 }
 
 std::pair<int, int> CartComm::shift(int axis, int disp) const {

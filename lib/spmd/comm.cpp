@@ -26,6 +26,13 @@ Request Request::group(std::vector<Request> parts) {
   return Request(std::move(g));
 }
 
+Request Request::persistent_group(std::vector<Request> parts) {
+  auto g = std::make_unique<RequestGroup>();
+  g->parts = std::move(parts);
+  g->persistent = true;
+  return Request(std::move(g));
+}
+
 namespace {
 
 // True while a request has an operation in flight: a plain one while valid, a persistent one
@@ -49,23 +56,37 @@ bool composite(const Request& r) {
 void flatten(Request& r, std::vector<Request>& out) {
   if (auto* g = dynamic_cast<RequestGroup*>(r.state())) {
     for (Request& part : g->parts) flatten(part, out);
-    if (std::none_of(g->parts.begin(), g->parts.end(),
-                     [](const Request& q) { return q.valid(); })) {
-      r.reset();
-    }
+    const bool left =
+        std::any_of(g->parts.begin(), g->parts.end(), [](const Request& q) { return q.valid(); });
+    if (!g->persistent && !left) r.reset();
   } else if (auto* p = dynamic_cast<PersistentRequest*>(r.state())) {
     if (p->active.valid()) flatten(p->active, out);
   } else if (r.valid()) {
     out.push_back(std::move(r));
   }
 }
+
+// Error(errc::invalid_argument) for a persistent request of another comm among `r`'s
+// (before anything is taken apart: a wait on the wrong comm must not cancel it).
+void check_owner(const Request& r, const Comm* comm) {
+  if (const auto* g = dynamic_cast<const RequestGroup*>(r.state())) {
+    for (const Request& part : g->parts) check_owner(part, comm);
+  } else if (const auto* p = dynamic_cast<const PersistentRequest*>(r.state())) {
+    if (p->comm != comm) {
+      throw Error(errc::invalid_argument, "Comm::wait_all: a persistent request of another comm");
+    }
+  }
+}
 }  // namespace
+
+bool Request::active() const { return live(*this); }
 
 void Comm::wait_all(std::span<Request> requests) {
   if (std::none_of(requests.begin(), requests.end(), composite)) {
     complete(requests);
     return;
   }
+  for (const Request& r : requests) check_owner(r, this);
   std::vector<Request> flat;
   for (Request& r : requests) flatten(r, flat);
   complete(flat);
@@ -110,8 +131,15 @@ void persistent_parts(Request& r, const Comm* comm, std::vector<PersistentReques
 void Comm::start_all(std::span<Request> requests) {
   std::vector<PersistentRequest*> parts;
   for (Request& r : requests) persistent_parts(r, this, parts);
-  for (PersistentRequest* p : parts) {
-    p->active = p->is_send ? isend(p->peer, p->out) : irecv(p->peer, p->in);
+  std::size_t posted = 0;
+  try {
+    for (; posted < parts.size(); ++posted) {
+      PersistentRequest* p = parts[posted];
+      p->active = p->is_send ? isend(p->peer, p->out) : irecv(p->peer, p->in);
+    }
+  } catch (...) {
+    for (std::size_t i = 0; i < posted; ++i) parts[i]->active.reset();
+    throw;
   }
 }
 

@@ -4,8 +4,10 @@
 // and the non-blocking collectives match each other, as on ShmComm. The collectives with
 // roots, counts or sizes that ranks could disagree on first agree on them with one small
 // allreduce (MpiComm::agree), so that every rank throws the same error.
+#include <algorithm>
 #include <climits>
 #include <cstring>
+#include <exception>
 #include <functional>
 #include <numeric>
 #include <string>
@@ -418,6 +420,76 @@ Request MpiComm::ibroadcast(std::span<std::byte> data, int root) {
   return post_collective("MPI_Ibcast", [&](MPI_Request* r) {
     return MPI_Ibcast(data.data(), n, MPI_BYTE, root, comm_, r);
   });
+}
+
+namespace {
+
+// An MPI shared-memory window: each rank's part, MPI_Win_fence as the fence.
+class MpiMemory final : public SharedMemory {
+ public:
+  // `sizes`: what each rank asked for (MPI's parts are rounded up).
+  MpiMemory(MPI_Win win, const std::vector<std::uint64_t>& sizes)
+      : win_(win), parts_(sizes.size()) {
+    for (int r = 0; r < static_cast<int>(sizes.size()); ++r) {
+      MPI_Aint bytes = 0;
+      int unit = 0;
+      void* base = nullptr;
+      check(MPI_Win_shared_query(win_, r, &bytes, &unit, &base), "MPI_Win_shared_query");
+      // Each part starts at the first cache line of MPI's (the mappings are page aligned
+      // in every process, so every rank finds the same line).
+      const auto i = static_cast<std::size_t>(r);
+      const auto at = reinterpret_cast<std::uintptr_t>(base);  // NOLINT: an address
+      const std::size_t skip = (64 - at % 64) % 64;
+      const auto got = static_cast<std::size_t>(bytes);
+      parts_[i] = {static_cast<std::byte*>(base) + std::min(skip, got),
+                   std::min(got - std::min(skip, got), static_cast<std::size_t>(sizes[i]))};
+    }
+  }
+  ~MpiMemory() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    // Collective: not while the rank unwinds (the Environment aborts the job then).
+    if (finalized == 0 && std::uncaught_exceptions() == 0) MPI_Win_free(&win_);
+  }
+  MpiMemory(const MpiMemory&) = delete;
+  MpiMemory& operator=(const MpiMemory&) = delete;
+  [[nodiscard]] std::span<std::byte> part(int r) const override {
+    return parts_[static_cast<std::size_t>(r)];
+  }
+  void fence() override { check(MPI_Win_fence(0, win_), "MPI_Win_fence"); }
+
+ private:
+  MPI_Win win_;
+  std::vector<std::span<std::byte>> parts_;
+};
+
+}  // namespace
+
+std::unique_ptr<SharedMemory> MpiComm::allocate_shared(std::size_t bytes) {
+  const char* what = "MpiComm::allocate_shared";
+  // Every rank must share this node's memory with all the others.
+  MPI_Comm node = MPI_COMM_NULL;
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+        "MPI_Comm_split_type");
+  int node_size = 0;
+  const int rc = MPI_Comm_size(node, &node_size);
+  MPI_Comm_free(&node);
+  check(rc, "MPI_Comm_size");
+  Agree a{0, 0, kNoRoot, node_size != size_};
+  a.varying = true;
+  a.too_large = bytes > static_cast<std::size_t>(INT64_MAX / 2);
+  agree(a, what);
+  const std::vector<std::uint64_t> sizes = allgather(static_cast<std::uint64_t>(bytes));
+  // A part rounded up to whole cache lines, and one more line to align its start.
+  const auto rounded = static_cast<MPI_Aint>((bytes + 63) / 64 * 64 + 64);
+  void* base = nullptr;
+  MPI_Win win = MPI_WIN_NULL;
+  check(MPI_Win_allocate_shared(rounded, 1, MPI_INFO_NULL, comm_, &base, &win),
+        "MPI_Win_allocate_shared");
+  std::memset(base, 0, static_cast<std::size_t>(rounded));
+  auto memory = std::make_unique<MpiMemory>(win, sizes);
+  memory->fence();  // the zeros, before anyone writes
+  return memory;
 }
 
 }  // namespace ipckit

@@ -308,8 +308,13 @@ void MpiComm::complete(std::span<Request> requests) {
 // One MPI_Testsome over the posted ones among `states`; those it completes are marked done,
 // with their error. False when none is left unfinished.
 bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
-  std::vector<MPI_Request> handles;
-  std::vector<std::size_t> which;
+  // Scratch kept between calls: complete() calls this in its busy loop.
+  thread_local std::vector<MPI_Request> handles;
+  thread_local std::vector<std::size_t> which;
+  thread_local std::vector<int> indices;
+  thread_local std::vector<MPI_Status> statuses;
+  handles.clear();
+  which.clear();
   bool waiting = false;
   for (std::size_t i = 0; i < states.size(); ++i) {
     if (states[i]->phase == MpiRequest::Phase::done) continue;
@@ -320,8 +325,8 @@ bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
     }
   }
   if (handles.empty()) return waiting;
-  std::vector<int> indices(handles.size());
-  std::vector<MPI_Status> statuses(handles.size());
+  indices.resize(handles.size());
+  statuses.resize(handles.size());
   int completed = 0;
   const int rc = MPI_Testsome(static_cast<int>(handles.size()), handles.data(), &completed,
                               indices.data(), statuses.data());

@@ -737,9 +737,22 @@ inline void test_wait_any_wait_some(Comm& c) {
   } else {
     send(0, 1000 + r);
   }
-  // A collective request, tested until every rank has arrived.
-  Request b = c.ibarrier();
-  while (!c.test(b)) {
+  // A collective request tests false while a rank has not arrived (rank 1 posts its
+  // ibarrier only after rank 0's test), then true.
+  if (r == 0) {
+    Request b = c.ibarrier();
+    SPMD_CHECK(c, !c.test(b));
+    send(1, 5);
+    while (!c.test(b)) {
+    }
+  } else {
+    if (r == 1) {
+      std::int64_t go = 0;
+      c.recv(0, bytes(go));
+    }
+    Request b = c.ibarrier();
+    while (!c.test(b)) {
+    }
   }
   // An error comes out of test (the message is consumed; the next one arrives).
   if (r == 0) {
@@ -796,6 +809,30 @@ inline void persistent_requests(Comm& c) {
     SPMD_CHECK_AT(c, in == std::int64_t{left} * 1000 + round, "round " + std::to_string(round));
     SPMD_CHECK(c, reqs[0].valid() && reqs[1].valid());
   }
+  // wait_any over started persistent requests: each once, then none active.
+  out = r;
+  c.start_all(reqs);
+  SPMD_CHECK(c, reqs[0].active() && reqs[1].active());
+  const std::size_t first = c.wait_any(reqs);
+  const std::size_t second = c.wait_any(reqs);
+  SPMD_CHECK(c, first + second == 1);
+  SPMD_CHECK(c, c.wait_any(reqs) == 2 && in == left);
+  // A group of persistent requests, started and waited as one, several times.
+  std::vector<Request> parts;
+  parts.push_back(c.send_init(right, std::as_bytes(std::span(&out, 1))));
+  parts.push_back(c.recv_init(left, std::as_writable_bytes(std::span(&in, 1))));
+  Request group = Request::persistent_group(std::move(parts));
+  for (int round = 0; round < 3; ++round) {
+    out = 7 * r + round;
+    c.start(group);
+    c.wait(group);
+    SPMD_CHECK(c, group.valid() && !group.active() && in == 7 * left + round);
+  }
+  Request empty = Request::persistent_group({});
+  c.start(empty);
+  c.wait(empty);
+  c.start(empty);  // still a persistent group
+  c.wait(empty);
   Request plain = c.ibarrier();
   SPMD_CHECK_ERRC(c, c.start(plain), errc::invalid_argument);
   c.wait(plain);
@@ -831,6 +868,53 @@ inline void cart_shift(Comm& c) {
     SPMD_CHECK_ERRC(c, (void)g.shift(2, 1), errc::invalid_argument);
     SPMD_CHECK_ERRC(c, (void)g.shift(-1, 1), errc::invalid_argument);
   }
+}
+
+}  // namespace ipckit::testing::bodies
+
+#include "ipckit/spmd/shared_window.hpp"
+
+namespace ipckit::testing::bodies {
+
+// SharedWindow: parts of different sizes (rank 0's empty), zero-filled and aligned; each
+// rank fills its own, and after a fence every rank reads every part in place; then each
+// rank writes into its right neighbour's part, and the neighbour sees it after the next
+// fence.
+inline void shared_window(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  const auto count = [](int q) { return static_cast<std::size_t>(q) * 1000; };
+  SharedWindow<std::int64_t> w(c, count(r));
+  SPMD_CHECK(c, w.local().size() == count(r));
+  for (int q = 0; q < p; ++q) {
+    const std::span<std::int64_t> part = w.of(q);
+    SPMD_CHECK(c, part.size() == count(q));
+    SPMD_CHECK(c, reinterpret_cast<std::uintptr_t>(part.data()) % 64 == 0 || part.empty());
+  }
+  for (const std::int64_t v : w.local()) SPMD_CHECK(c, v == 0);
+  w.fence();
+  for (std::size_t i = 0; i < w.local().size(); ++i) {
+    w.local()[i] = std::int64_t{r} * 1000000 + static_cast<std::int64_t>(i);
+  }
+  w.fence();
+  for (int q = 0; q < p; ++q) {
+    const std::span<std::int64_t> part = w.of(q);
+    for (std::size_t i = 0; i < part.size(); ++i) {
+      SPMD_CHECK_AT(c, part[i] == std::int64_t{q} * 1000000 + static_cast<std::int64_t>(i),
+                    "part " + std::to_string(q) + " element " + std::to_string(i));
+    }
+  }
+  w.fence();
+  const int right = (r + 1) % p;
+  if (!w.of(right).empty()) w.of(right)[0] = -r - 1;
+  w.fence();
+  if (!w.local().empty()) SPMD_CHECK(c, w.local()[0] == -((r + p - 1) % p) - 1);
+  SPMD_CHECK_ERRC(c, (void)w.of(p), errc::invalid_argument);
+  SPMD_CHECK_ERRC(c, (void)w.of(-1), errc::invalid_argument);
+  // A window of nothing at all.
+  SharedWindow<double> none(c, 0);
+  SPMD_CHECK(c, none.local().empty());
+  none.fence();
 }
 
 }  // namespace ipckit::testing::bodies

@@ -603,7 +603,7 @@ struct HaloCell {
 // directions()[k], n-1-k). Sizes differ per direction, so a message matched to the wrong
 // receive shows as a size mismatch or a wrong cell.
 inline void cart_halo(Comm& c, const std::vector<int>& dims, const std::vector<bool>& periodic,
-                      std::size_t base_cells, int rounds = 3) {
+                      std::size_t base_cells, int rounds = 6) {
   CartComm g(c, static_cast<int>(dims.size()), dims, periodic);
   const std::vector<CartComm::Offset> dirs = CartComm::directions(g.ndims());
   const std::size_t n = dirs.size();
@@ -628,8 +628,9 @@ inline void cart_halo(Comm& c, const std::vector<int>& dims, const std::vector<b
       g.halo_exchange(send, recv);
     } else if (round % 3 == 2) {
       c.start(persistent);
+      SPMD_CHECK(c, persistent.active() || dims == std::vector<int>(dims.size(), 1));
       c.wait(persistent);
-      SPMD_CHECK(c, persistent.valid());  // inactive, ready for the next start
+      SPMD_CHECK(c, persistent.valid() && !persistent.active());  // ready for the next start
     } else {
       // The overlapped form, with a non-blocking reduction and a blocking collective in
       // flight at the same time (messages larger than a ring cannot finish when posted:

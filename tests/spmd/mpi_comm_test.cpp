@@ -105,6 +105,9 @@ TEST(MpiComm, PersistentRequestsStartedManyTimes) {
   EXPECT_NO_THROW(bodies::persistent_requests(world()));
 }
 TEST(MpiCartComm, ShiftMatchesTheCoordinates) { EXPECT_NO_THROW(bodies::cart_shift(world())); }
+TEST(MpiComm, SharedWindowPartsAreReadAndWrittenInPlace) {
+  EXPECT_NO_THROW(bodies::shared_window(world()));
+}
 TEST(MpiComm, TestWaitAnyWaitSome) { EXPECT_NO_THROW(bodies::test_wait_any_wait_some(world())); }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));

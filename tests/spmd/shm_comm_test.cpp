@@ -302,6 +302,10 @@ TEST_F(ShmCommTest, CartShiftMatchesTheCoordinates) {
   on_ranks(4, bodies::cart_shift);
   on_ranks(6, bodies::cart_shift);
 }
+TEST_F(ShmCommTest, SharedWindowPartsAreReadAndWrittenInPlace) {
+  on_ranks(4, bodies::shared_window);
+  on_ranks(1, bodies::shared_window);
+}
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);
   on_ranks(2, bodies::test_wait_any_wait_some);
@@ -380,6 +384,10 @@ TEST_F(ShmCommTest, CartCommHaloExchangeDeliversEachNeighboursCells) {
   });
 }
 
+// A one-rank grid has no neighbours: every form of the halo is a no-op, restartable.
+TEST_F(ShmCommTest, CartHaloOnAOneRankGridWithoutNeighbours) {
+  on_ranks(1, [](Comm& c) { bodies::cart_halo(c, {1, 1}, {false, false}, 10); });
+}
 TEST_F(ShmCommTest, PeriodicGridExchangesFourMiBWithAllNeighboursAtOnce) {
   on_ranks(4, bodies::cart_halo_large);
 }

@@ -60,6 +60,13 @@ class Request {
   /// One request standing for several (CartComm::ihalo_exchange): wait_all() completes all
   /// of them; dropping it drops each.
   static Request group(std::vector<Request> parts);
+  /// A group of persistent requests (CartComm::halo_init): started by Comm::start() and
+  /// left valid by its waits, even with no parts.
+  static Request persistent_group(std::vector<Request> parts);
+  /// True while the request has an operation in flight: a plain one while valid(), a
+  /// persistent one between start() and the wait that completes it, a group while any part
+  /// is.
+  [[nodiscard]] bool active() const;
 
  private:
   std::unique_ptr<State> state_;
@@ -68,9 +75,21 @@ class Request {
 /// The state of Request::group(): the requests it stands for.
 struct RequestGroup final : Request::State {
   std::vector<Request> parts;  ///< completed together by Comm::wait_all
+  bool persistent = false;     ///< made by persistent_group(): never reset by a wait
 };
 
 class Comm;
+
+/// Memory every rank of a communicator maps (made by Comm::allocate_shared, for
+/// SharedWindow): each rank's part, and the fence that orders writes and reads across ranks.
+class SharedMemory {
+ public:
+  virtual ~SharedMemory() = default;  ///< unmaps (MpiComm: frees the window, collectively)
+  /// Rank r's part (0 <= r < size()).
+  [[nodiscard]] virtual std::span<std::byte> part(int r) const = 0;
+  /// Collective: writes before it on any rank are seen by reads after it on every rank.
+  virtual void fence() = 0;
+};
 
 /// The state of a persistent request (Comm::send_init, Comm::recv_init): the operation each
 /// Comm::start() posts, and the one in flight.
@@ -139,7 +158,8 @@ class Comm {
   ///@}
   /// Posts a persistent request's operation (every part of a group of them).
   /// Error(errc::invalid_argument), before anything is posted, for a request that is not
-  /// persistent, was made by another Comm, or is still active.
+  /// persistent, was made by another Comm, or is still active. When posting one fails, the
+  /// ones this call posted are dropped again (none of them is active after the throw).
   void start(Request& request);
   /// start() of each request.
   void start_all(std::span<Request> requests);
@@ -248,6 +268,11 @@ class Comm {
   /// alltoall() that returns at once.
   [[nodiscard]] virtual Request ialltoall(std::span<const std::byte> out,
                                           std::span<std::byte> in) = 0;
+
+  // ---- shared memory ------------------------------------------------------------------------
+  /// Collective: memory every rank maps, `bytes` of it this rank's part (zero-filled, 64-byte
+  /// aligned). SharedWindow<T> is the typed way to use it. Errors are thrown on every rank.
+  [[nodiscard]] virtual std::unique_ptr<SharedMemory> allocate_shared(std::size_t bytes) = 0;
 
   // ---- typed conveniences (spans of trivially copyable T; counts in elements) ---------------
   /// send() of a span of trivially copyable T.

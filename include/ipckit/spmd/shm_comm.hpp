@@ -92,6 +92,9 @@ class ShmComm final : public Comm {
                                    std::span<std::byte> all) override;
   [[nodiscard]] Request ialltoall(std::span<const std::byte> out, std::span<std::byte> in) override;
 
+  /// See SharedWindow (shared_window.hpp) for how each backend makes it.
+  [[nodiscard]] std::unique_ptr<SharedMemory> allocate_shared(std::size_t bytes) override;
+
   using Comm::allgather;
   using Comm::allgatherv;
   using Comm::allreduce;
