@@ -61,7 +61,9 @@ struct Made {
 };
 
 void keep_error(Made& m, const std::error_code& ec, const char* text) {
-  m.failed = ec.category() == ipckit_category() ? 1 : ec.category() == std::system_category() ? 2 : 3;
+  m.failed = ec.category() == ipckit_category()        ? 1
+             : ec.category() == std::system_category() ? 2
+                                                       : 3;
   m.code = ec.value();
   std::strncpy(m.message, text, sizeof(m.message) - 1);
 }
