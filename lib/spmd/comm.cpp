@@ -20,6 +20,18 @@ void Comm::check_rank(int r, const char* what) const {
   }
 }
 
+void Comm::check_source(int r, const char* what) const {
+  if (r != kAnySource) check_rank(r, what);
+}
+
+void Comm::check_tag(int tag, bool any, const char* what) {
+  if ((tag < 0 || tag > kMaxTag) && !(any && tag == kAnyTag)) {
+    throw Error(errc::invalid_argument, std::string(what) + ": tag " + std::to_string(tag) +
+                                            " is outside [0, " + std::to_string(kMaxTag) + "]" +
+                                            (any ? " (or kAnyTag)" : ""));
+  }
+}
+
 Request Request::group(std::vector<Request> parts) {
   auto g = std::make_unique<RequestGroup>();
   g->parts = std::move(parts);
@@ -92,21 +104,25 @@ void Comm::wait_all(std::span<Request> requests) {
   complete(flat);
 }
 
-Request Comm::send_init(int dest, std::span<const std::byte> data) {
+Request Comm::send_init(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "Comm::send_init");
+  check_tag(tag, false, "Comm::send_init");
   auto p = std::make_unique<PersistentRequest>();
   p->comm = this;
   p->is_send = true;
   p->peer = dest;
+  p->tag = tag;
   p->out = data;
   return Request(std::move(p));
 }
 
-Request Comm::recv_init(int src, std::span<std::byte> data) {
-  check_rank(src, "Comm::recv_init");
+Request Comm::recv_init(int src, std::span<std::byte> data, int tag) {
+  check_source(src, "Comm::recv_init");
+  check_tag(tag, true, "Comm::recv_init");
   auto p = std::make_unique<PersistentRequest>();
   p->comm = this;
   p->peer = src;
+  p->tag = tag;
   p->in = data;
   return Request(std::move(p));
 }
@@ -135,7 +151,8 @@ void Comm::start_all(std::span<Request> requests) {
   try {
     for (; posted < parts.size(); ++posted) {
       PersistentRequest* p = parts[posted];
-      p->active = p->is_send ? isend(p->peer, p->out) : irecv(p->peer, p->in);
+      p->active =
+          p->is_send ? isend(p->peer, p->out, p->tag) : irecv(p->peer, p->in, p->tag, nullptr);
     }
   } catch (...) {
     for (std::size_t i = 0; i < posted; ++i) parts[i]->active.reset();

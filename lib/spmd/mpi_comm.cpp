@@ -143,19 +143,30 @@ namespace detail {
 
 void MpiMatcher::match() {
   if (count == 0) return;
-  for (std::size_t src = 0; src < unmatched.size(); ++src) {
-    std::deque<MpiRequest*>& queue = unmatched[src];
-    while (!queue.empty()) {
+  // Each receive in posting order probes for its source and tag; a message found goes to
+  // the earliest receive it matches (an earlier, narrower one may want it), then the scan
+  // starts over.
+  for (bool again = true; again && count != 0;) {
+    again = false;
+    for (MpiRequest* want : unmatched) {
       int found = 0;
       MPI_Message message = MPI_MESSAGE_NULL;
       MPI_Status status;
-      mpi::check(MPI_Improbe(static_cast<int>(src), MpiComm::kTag, comm, &found, &message, &status),
+      mpi::check(MPI_Improbe(want->peer == kAnySource ? MPI_ANY_SOURCE : want->peer,
+                             want->tag == kAnyTag ? MPI_ANY_TAG : want->tag, comm, &found, &message,
+                             &status),
                  "MPI_Improbe");
-      if (found == 0) break;
-      MpiRequest& r = *queue.front();
-      queue.pop_front();
+      if (found == 0) continue;
+      const auto it = std::find_if(unmatched.begin(), unmatched.end(), [&](const MpiRequest* r) {
+        return (r->peer == kAnySource || r->peer == status.MPI_SOURCE) &&
+               (r->tag == kAnyTag || r->tag == status.MPI_TAG);
+      });
+      MpiRequest& r = **it;  // `want` itself matches: there is one
+      unmatched.erase(it);
       --count;
       r.phase = MpiRequest::Phase::posted;
+      r.peer = status.MPI_SOURCE;
+      r.tag = status.MPI_TAG;
       int got = 0;
       mpi::check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
       r.got = got;
@@ -165,15 +176,16 @@ void MpiMatcher::match() {
         into = r.scratch.data();
       }
       mpi::check(MPI_Imrecv(into, got, MPI_BYTE, &message, &r.request), "MPI_Imrecv");
+      again = true;
+      break;
     }
   }
 }
 
 void MpiMatcher::withdraw(MpiRequest* r) noexcept {
-  std::deque<MpiRequest*>& queue = unmatched[static_cast<std::size_t>(r->peer)];
-  const auto it = std::find(queue.begin(), queue.end(), r);
-  if (it == queue.end()) return;
-  queue.erase(it);
+  const auto it = std::find(unmatched.begin(), unmatched.end(), r);
+  if (it == unmatched.end()) return;
+  unmatched.erase(it);
   --count;
 }
 
@@ -198,71 +210,105 @@ MpiComm::MpiComm(MPI_Comm comm) : comm_(comm), matcher_(std::make_shared<detail:
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   matcher_->comm = comm_;
-  matcher_->unmatched.resize(static_cast<std::size_t>(size_));
 }
 
 MpiComm::~MpiComm() = default;
 
 // With no receive queued, nothing waits to be matched, and the blocking MPI calls can be
 // used directly (no allocation, MPI's own wait).
-void MpiComm::send(int dest, std::span<const std::byte> data) {
+void MpiComm::send(int dest, std::span<const std::byte> data, int tag) {
   if (matcher_->count == 0) {
     check_rank(dest, "MpiComm::send");
+    check_tag(tag, false, "MpiComm::send");
     const int n = count_of(data.size(), "MpiComm::send");
-    check(MPI_Send(data.data(), n, MPI_BYTE, dest, kTag, comm_), "MPI_Send");
+    check(MPI_Send(data.data(), n, MPI_BYTE, dest, tag, comm_), "MPI_Send");
     return;
   }
-  Request r[1] = {isend(dest, data)};
+  Request r[1] = {isend(dest, data, tag)};
   wait_all(r);
 }
 
-void MpiComm::recv(int src, std::span<std::byte> data) {
+Status MpiComm::recv(int src, std::span<std::byte> data, int tag) {
+  Status got;
   if (matcher_->count != 0) {
-    Request r[1] = {irecv(src, data)};
+    Request r[1] = {irecv(src, data, tag, &got)};
     wait_all(r);
-    return;
+    return got;
   }
-  check_rank(src, "MpiComm::recv");
+  check_source(src, "MpiComm::recv");
+  check_tag(tag, true, "MpiComm::recv");
   const int n = count_of(data.size(), "MpiComm::recv");
   // MpiComm never posts an MPI receive ahead, and only this thread calls MPI, so the
-  // receive after the probe takes the probed message (cheaper than MPI_Mprobe/MPI_Mrecv).
+  // receive of the probed source and tag takes the probed message.
   MPI_Status status;
-  check(MPI_Probe(src, kTag, comm_, &status), "MPI_Probe");
-  int got = 0;
-  check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
+  check(MPI_Probe(src == kAnySource ? MPI_ANY_SOURCE : src, tag == kAnyTag ? MPI_ANY_TAG : tag,
+                  comm_, &status),
+        "MPI_Probe");
+  int bytes = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &bytes), "MPI_Get_count");
   std::vector<std::byte> scratch;
   std::byte* into = data.data();
-  if (got > n) {
-    scratch.resize(static_cast<std::size_t>(got));
+  if (bytes > n) {
+    scratch.resize(static_cast<std::size_t>(bytes));
     into = scratch.data();
   }
-  check(MPI_Recv(into, got, MPI_BYTE, src, kTag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
-  if (got != n) throw size_mismatch_error(src, n, got);
+  check(
+      MPI_Recv(into, bytes, MPI_BYTE, status.MPI_SOURCE, status.MPI_TAG, comm_, MPI_STATUS_IGNORE),
+      "MPI_Recv");
+  got = Status{status.MPI_SOURCE, status.MPI_TAG, static_cast<std::size_t>(bytes)};
+  if (bytes != n) throw size_mismatch_error(status.MPI_SOURCE, n, bytes);
+  return got;
 }
 
-Request MpiComm::isend(int dest, std::span<const std::byte> data) {
+Request MpiComm::isend(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "MpiComm::isend");
+  check_tag(tag, false, "MpiComm::isend");
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
   state->peer = dest;
+  state->tag = tag;
   state->bytes = count_of(data.size(), "MpiComm::isend");
-  check(MPI_Isend(data.data(), state->bytes, MPI_BYTE, dest, kTag, comm_, &state->request),
+  check(MPI_Isend(data.data(), state->bytes, MPI_BYTE, dest, tag, comm_, &state->request),
         "MPI_Isend");
   return Request(std::move(state));
 }
 
-Request MpiComm::irecv(int src, std::span<std::byte> data) {
-  check_rank(src, "MpiComm::irecv");
+Request MpiComm::irecv(int src, std::span<std::byte> data, int tag, Status* status) {
+  check_source(src, "MpiComm::irecv");
+  check_tag(tag, true, "MpiComm::irecv");
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
   state->phase = MpiRequest::Phase::unmatched;
   state->is_recv = true;
   state->peer = src;
+  state->tag = tag;
+  state->status = status;
   state->data = data.data();
   state->bytes = count_of(data.size(), "MpiComm::irecv");
-  matcher_->unmatched[static_cast<std::size_t>(src)].push_back(state.get());
+  matcher_->unmatched.push_back(state.get());
   ++matcher_->count;
   return Request(std::move(state));
+}
+
+std::optional<Status> MpiComm::iprobe(int src, int tag) {
+  check_source(src, "MpiComm::iprobe");
+  check_tag(tag, true, "MpiComm::iprobe");
+  matcher_->match();  // messages the posted receives match are theirs, not the probe's
+  int found = 0;
+  MPI_Status status;
+  check(MPI_Iprobe(src == kAnySource ? MPI_ANY_SOURCE : src, tag == kAnyTag ? MPI_ANY_TAG : tag,
+                   comm_, &found, &status),
+        "MPI_Iprobe");
+  if (found == 0) return std::nullopt;
+  int bytes = 0;
+  check(MPI_Get_count(&status, MPI_BYTE, &bytes), "MPI_Get_count");
+  return Status{status.MPI_SOURCE, status.MPI_TAG, static_cast<std::size_t>(bytes)};
+}
+
+Status MpiComm::probe(int src, int tag) {
+  for (;;) {
+    if (auto found = iprobe(src, tag)) return *found;
+  }
 }
 
 void MpiComm::complete(std::span<Request> requests) {
@@ -344,6 +390,9 @@ bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
       check(err, s.collective ? "a non-blocking collective"
                  : s.is_recv  ? "MPI_Imrecv"
                               : "MPI_Isend");
+      if (s.is_recv && s.status != nullptr) {
+        *s.status = Status{s.peer, s.tag, static_cast<std::size_t>(s.got)};
+      }
       if (s.is_recv && s.got != s.bytes) throw size_mismatch_error(s.peer, s.bytes, s.got);
     } catch (const Error&) {
       s.error = std::current_exception();

@@ -19,15 +19,16 @@ namespace ipckit::detail {
 
 struct MpiRequest;
 
-// The receives of one MpiComm that are posted but not yet matched to a message, per source
-// rank in posting order (the order messages from that rank must fill them).
+// The receives of one MpiComm that are posted but not yet matched to a message, in posting
+// order (a message goes to the earliest one whose source and tag it matches).
 struct MpiMatcher {
   MPI_Comm comm = MPI_COMM_NULL;
-  std::vector<std::deque<MpiRequest*>> unmatched;
-  std::size_t count = 0;
+  std::deque<MpiRequest*> unmatched;
+  std::size_t count = 0;  // unmatched.size()
 
-  // Matches every receive whose message has arrived: MPI_Improbe says its size, MPI_Imrecv
-  // takes that very message (into a scratch buffer when it is larger than the receive's).
+  // Matches every receive whose message has arrived: MPI_Improbe says its source, tag and
+  // size, MPI_Imrecv takes that very message (into a scratch buffer when it is larger than
+  // the receive's) for the earliest receive it matches.
   void match();
   void withdraw(MpiRequest* r) noexcept;
 };
@@ -39,7 +40,9 @@ struct MpiRequest final : Request::State {
   Phase phase = Phase::posted;
   bool is_recv = false;
   bool collective = false;  // MPI_Ibarrier / MPI_Iallreduce
-  int peer = 0;
+  int peer = 0;             // send: the destination; receive: the source asked for, then the sender
+  int tag = 0;  // send: the tag; receive: the tag asked for (or kAnyTag), then the message's
+  Status* status = nullptr;  // receive: filled when it completes
   std::byte* data = nullptr;
   int bytes = 0;
   int got = -1;  // the matched message's size

@@ -63,7 +63,7 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
   if (passed()) return;
   const Deadline deadline = call_deadline();
   const auto ready = [&] {
-    if (queued_ != 0) (void)progress();
+    if (pending()) (void)progress();
     return passed();
   };
   // With operations queued, peers that move data to or from this rank wake the collective's
@@ -73,14 +73,14 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
     std::atomic<std::uint32_t>& flag;
     ~Moving() { flag.store(0, std::memory_order_relaxed); }
   } moving{slot(rank_).coll_moving};
-  if (queued_ != 0) moving.flag.store(1, std::memory_order_relaxed);
+  if (pending()) moving.flag.store(1, std::memory_order_relaxed);
   const bool met = await(c.ec, deadline, ready, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores
       // are visible once its death is, so an unchanged generation settles it.
       if (!alive(r) && !passed()) throw_peer_dead(r, what);
     }
-    if (queued_ != 0) fail_dead_peers();
+    if (pending()) fail_dead_peers();
   });
   if (met) return;
   // This rank's arrival stays counted: the barrier cannot be left cleanly, so this comm

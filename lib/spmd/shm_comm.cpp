@@ -114,36 +114,15 @@ using spmd::detail::Slot;
 using spmd::detail::process_stopped;
 using spmd::detail::rank_list;
 
-// One posted send or receive. A request dropped without wait_all() leaves the pair's stream
-// whole: not yet begun, it is taken out of the queue; begun, the comm finishes it by itself
-// (the rest of a receive is discarded, the rest of a send goes as zero bytes).
-struct ShmComm::Op final : Request::State {
-  ~Op() override {
-    if (owner != nullptr && !complete) owner->orphan(*this);
-  }
-  ShmComm* owner = nullptr;  // set for posted requests (not for blocking calls' own ops)
-  bool orphaned = false;     // owned by the comm: no user buffer behind it
-  bool is_send = false;
-  int peer = 0;
-  std::span<const std::byte> out;                     // send
-  std::span<std::byte> in;                            // receive
-  ipckit::detail::FragmentWriter writer;              // send: started on its first progress
-  ipckit::detail::FragmentCursor cursor{UINT64_MAX};  // receive: the fragments read so far
-  bool complete = false;
-  std::exception_ptr error;
-  // Whether part of the message has moved: the pair's stream now expects the rest.
-  [[nodiscard]] bool started() const noexcept {
-    return is_send ? writer.started() : cursor.started();
-  }
-};
-
 ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   h_ = reinterpret_cast<Header*>(base);
   n_ = h_->n;
   out_.resize(static_cast<std::size_t>(n_));
   in_.resize(static_cast<std::size_t>(n_));
   sendq_.resize(static_cast<std::size_t>(n_));
-  recvq_.resize(static_cast<std::size_t>(n_));
+  bound_.resize(static_cast<std::size_t>(n_));
+  drains_.resize(static_cast<std::size_t>(n_));
+  unexpected_.resize(static_cast<std::size_t>(n_));
   fragment_bytes_ =
       std::min<std::size_t>(ByteRing::max_message_for(h_->ring_bytes), std::size_t{1} << 18);
   policy_ = WaitPolicy::hybrid();
@@ -160,10 +139,12 @@ ShmComm::~ShmComm() {
     finish_collective(*c);
     c->owner = nullptr;
   }
-  for (auto* queues : {&sendq_, &recvq_}) {
-    for (auto& q : *queues) {
-      for (Op* op : q) op->owner = nullptr;
-    }
+  for (auto& q : sendq_) {
+    for (Op* op : q) op->owner = nullptr;
+  }
+  for (Op* op : posted_) op->owner = nullptr;
+  for (Op* op : bound_) {
+    if (op != nullptr) op->owner = nullptr;
   }
 }
 
@@ -224,36 +205,10 @@ void ShmComm::wake_peer(int peer) noexcept {
 // Moves as much of `op` as the ring allows now. True when anything moved.
 bool ShmComm::progress_send(Op& op) {
   ByteRing& ring = out_ring(op.peer);
-  if (!op.writer.active()) op.writer.start({op.out});
+  if (!op.writer.active()) op.writer.start({std::as_bytes(std::span(&op.tag_word, 1)), op.out});
   const bool moved =
       op.writer.write(ring, fragment_bytes_, ipckit::detail::FragmentWriter::Mode::commit);
   if (op.writer.done()) op.complete = true;
-  if (moved) wake_peer(op.peer);
-  return moved;
-}
-
-bool ShmComm::progress_recv(Op& op) {
-  ByteRing* ring = in_ring(op.peer);
-  if (ring == nullptr) return false;
-  bool moved = false;
-  while (!op.complete) {
-    auto rec = ring->try_peek();
-    if (!rec) break;
-    const bool first = !op.cursor.started();
-    const std::span<const std::byte> body = op.cursor.take(*rec, "ShmComm::recv");
-    if (first && op.cursor.total() != op.in.size() && !op.error) {
-      op.error = std::make_exception_ptr(Error(
-          errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(op.peer) +
-                                   ": the message has " + std::to_string(op.cursor.total()) +
-                                   " bytes, the receive expects " + std::to_string(op.in.size())));
-    }
-    if (!op.error && !op.orphaned && !body.empty()) {
-      std::memcpy(op.in.data() + (op.cursor.done() - body.size()), body.data(), body.size());
-    }
-    ring->release();
-    moved = true;
-    if (op.cursor.complete()) op.complete = true;  // a wrong-sized message is consumed whole
-  }
   if (moved) wake_peer(op.peer);
   return moved;
 }
@@ -263,7 +218,7 @@ bool ShmComm::progress_recv(Op& op) {
 // leaves its doorbell registration behind or another operation half-done.
 bool ShmComm::step(Op& op) noexcept {
   try {
-    return op.is_send ? progress_send(op) : progress_recv(op);
+    return progress_send(op);  // receives move through progress_source()
   } catch (...) {
     if (!op.error) op.error = std::current_exception();
     op.complete = true;
@@ -282,13 +237,9 @@ bool ShmComm::progress() noexcept {
       sq.pop_front();
       --queued_;
     }
-    auto& rq = recvq_[static_cast<std::size_t>(p)];
-    while (!rq.empty()) {
-      moved |= step(*rq.front());
-      if (!rq.front()->complete) break;
-      rq.pop_front();
-      --queued_;
-    }
+  }
+  if (!posted_.empty() || bound_count_ != 0 || probing_ != kNotProbing) {
+    for (int p = 0; p < n_; ++p) moved |= progress_source(p);
   }
   return moved;
 }
@@ -318,22 +269,31 @@ void ShmComm::throw_timeout(const char* what, const std::vector<int>& peers,
 // Fails the queued operations with peers that died (after one more pass: what they
 // published before dying still counts).
 void ShmComm::fail_dead_peers() {
+  bool others_alive = false;
+  for (int p = 0; p < n_; ++p) {
+    if (p != rank_ && alive(p)) others_alive = true;
+  }
   for (int p = 0; p < n_; ++p) {
     auto& sq = sendq_[static_cast<std::size_t>(p)];
-    auto& rq = recvq_[static_cast<std::size_t>(p)];
-    if ((sq.empty() && rq.empty()) || alive(p)) continue;
-    (void)progress();
-    for (auto* q : {&sq, &rq}) {
-      for (Op* op : *q) {
-        if (!op->complete) {
-          op->error = std::make_exception_ptr(
-              Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " has exited or died"));
-          op->complete = true;
-        }
+    const bool receiving = bound_[static_cast<std::size_t>(p)] != nullptr ||
+                           std::any_of(posted_.begin(), posted_.end(), [&](const Op* o) {
+                             return o->source == p || (o->source == kAnySource && !others_alive);
+                           });
+    if ((sq.empty() && !receiving) || alive(p)) continue;
+    (void)progress();  // what the dead rank sent before it died still arrives
+    const auto dead = [&] {
+      return std::make_exception_ptr(
+          Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " has exited or died"));
+    };
+    for (Op* op : sq) {
+      if (!op->complete) {
+        op->error = dead();
+        op->complete = true;
       }
-      queued_ -= q->size();
-      q->clear();
     }
+    queued_ -= sq.size();
+    sq.clear();
+    fail_receives(p, dead(), !others_alive);
   }
 }
 
@@ -368,7 +328,11 @@ void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
 }
 
 void ShmComm::orphan(Op& op) noexcept {
-  auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
+  if (!op.is_send) {
+    orphan_receive(op);
+    return;
+  }
+  auto& q = sendq_[static_cast<std::size_t>(op.peer)];
   const auto it = std::find(q.begin(), q.end(), &op);
   if (it == q.end()) return;
   if (!op.started()) {
@@ -379,11 +343,10 @@ void ShmComm::orphan(Op& op) noexcept {
   try {
     auto keep = std::make_unique<Op>();
     keep->orphaned = true;
-    keep->is_send = op.is_send;
+    keep->is_send = true;
     keep->peer = op.peer;
     keep->writer = op.writer;
     keep->writer.orphan();  // the rest goes as zero bytes: the user's buffer may be gone
-    keep->cursor = op.cursor;
     keep->error = op.error;
     *it = keep.get();
     orphans_.push_back(std::move(keep));
@@ -393,20 +356,28 @@ void ShmComm::orphan(Op& op) noexcept {
   }
 }
 
-Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
-                      std::span<std::byte> in) {
+Request ShmComm::post(bool is_send, int peer, int tag, std::span<const std::byte> out,
+                      std::span<std::byte> in, Status* status) {
   auto op = std::make_unique<Op>();
   op->owner = this;
   op->is_send = is_send;
   op->peer = peer;
+  op->source = peer;
+  op->tag = tag;
+  op->tag_word = static_cast<std::uint64_t>(tag);
+  op->status = status;
   op->out = out;
   op->in = in;
   Op* raw = op.get();
-  auto& q = (is_send ? sendq_ : recvq_)[static_cast<std::size_t>(peer)];
+  if (!is_send) {
+    post_receive(*raw);
+    return Request(std::move(op));
+  }
+  auto& q = sendq_[static_cast<std::size_t>(peer)];
   // A send first in its queue moves at once as far as the ring allows (a halo that fits is
   // on its way while the sender computes). Receives wait for a wait: one dropped before
   // it must still be cancellable.
-  if (is_send && q.empty()) (void)step(*raw);
+  if (q.empty()) (void)step(*raw);
   if (!raw->complete) {
     q.push_back(raw);
     ++queued_;
@@ -417,16 +388,24 @@ Request ShmComm::post(bool is_send, int peer, std::span<const std::byte> out,
 // Blocking calls keep their operation on the stack: when nothing is queued before it and
 // the ring has room (or the message is there), it completes without an allocation.
 void ShmComm::run_blocking(Op& op, const char* what) {
-  auto& q = (op.is_send ? sendq_ : recvq_)[static_cast<std::size_t>(op.peer)];
-  if (q.empty()) {
-    (void)step(op);
+  if (!op.is_send) {
+    post_receive(op);
     if (op.complete) {
       if (op.error) std::rethrow_exception(op.error);
       return;
     }
+  } else {
+    auto& q = sendq_[static_cast<std::size_t>(op.peer)];
+    if (q.empty()) {
+      (void)step(op);
+      if (op.complete) {
+        if (op.error) std::rethrow_exception(op.error);
+        return;
+      }
+    }
+    q.push_back(&op);
+    ++queued_;
   }
-  q.push_back(&op);
-  ++queued_;
   try {
     Op* one = &op;
     wait_ops(std::span(&one, 1), what);
@@ -434,36 +413,51 @@ void ShmComm::run_blocking(Op& op, const char* what) {
     // Never leave a pointer to this frame behind; a half-moved message is finished by the
     // comm (as for a dropped request), so that the pair's stream stays whole.
     if (!op.complete) orphan(op);
-    queued_ -= std::erase(q, &op);
+    if (op.is_send) {
+      queued_ -= std::erase(sendq_[static_cast<std::size_t>(op.peer)], &op);
+    } else {
+      std::erase(posted_, &op);
+    }
     throw;
   }
 }
 
-void ShmComm::send(int dest, std::span<const std::byte> data) {
+void ShmComm::send(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "ShmComm::send");
+  check_tag(tag, false, "ShmComm::send");
   Op op;
   op.is_send = true;
   op.peer = dest;
+  op.tag = tag;
+  op.tag_word = static_cast<std::uint64_t>(tag);
   op.out = data;
   run_blocking(op, "ShmComm::send");
 }
 
-void ShmComm::recv(int src, std::span<std::byte> data) {
-  check_rank(src, "ShmComm::recv");
+Status ShmComm::recv(int src, std::span<std::byte> data, int tag) {
+  check_source(src, "ShmComm::recv");
+  check_tag(tag, true, "ShmComm::recv");
+  Status got;
   Op op;
   op.peer = src;
+  op.source = src;
+  op.tag = tag;
   op.in = data;
+  op.status = &got;
   run_blocking(op, "ShmComm::recv");
+  return got;
 }
 
-Request ShmComm::isend(int dest, std::span<const std::byte> data) {
+Request ShmComm::isend(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "ShmComm::isend");
-  return post(true, dest, data, {});
+  check_tag(tag, false, "ShmComm::isend");
+  return post(true, dest, tag, data, {}, nullptr);
 }
 
-Request ShmComm::irecv(int src, std::span<std::byte> data) {
-  check_rank(src, "ShmComm::irecv");
-  return post(false, src, {}, data);
+Request ShmComm::irecv(int src, std::span<std::byte> data, int tag, Status* status) {
+  check_source(src, "ShmComm::irecv");
+  check_tag(tag, true, "ShmComm::irecv");
+  return post(false, src, tag, {}, data, status);
 }
 
 void ShmComm::complete(std::span<Request> requests) {

@@ -13,11 +13,53 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <vector>
 
+#include "../channel/fragment.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
+
+// One posted send or receive. A request dropped without a wait leaves the pair's stream
+// whole: not yet begun, it is taken out of its queue; begun, the comm finishes it by itself
+// (the rest of a receive is discarded, the rest of a send goes as zero bytes). Every message
+// starts with its tag (a u64 word), then the payload.
+struct ShmComm::Op final : Request::State {
+  ~Op() override {
+    if (owner != nullptr && !complete) owner->orphan(*this);
+  }
+  ShmComm* owner = nullptr;  // set for posted requests (not for blocking calls' own ops)
+  bool orphaned = false;     // owned by the comm: no user buffer behind it
+  bool drain = false;        // the comm's own receive of a message no receive wanted yet
+  bool is_send = false;
+  int peer = 0;                           // send: the destination; receive: the source once bound
+  int source = 0;                         // receive: the source asked for (or kAnySource)
+  int tag = 0;                            // send: the tag; receive: the tag asked for (or kAnyTag)
+  int got_tag = -1;                       // receive: the tag of the message it takes
+  std::uint64_t tag_word = 0;             // send: the tag as it goes on the wire
+  std::uint64_t arrival = 0;              // receive: when its message reached the head of its ring
+  std::uint64_t bytes = 0;                // receive: the payload's size, once known
+  Status* status = nullptr;               // receive: filled when it completes
+  std::span<const std::byte> out;         // send
+  std::span<std::byte> in;                // receive
+  std::vector<std::byte> kept;            // drain: the payload so far
+  ipckit::detail::FragmentWriter writer;  // send: started on its first progress
+  ipckit::detail::FragmentCursor cursor{UINT64_MAX};  // receive: the fragments read so far
+  bool complete = false;
+  std::exception_ptr error;
+  // Whether part of the message has moved: the pair's stream now expects the rest.
+  [[nodiscard]] bool started() const noexcept {
+    return is_send ? writer.started() : cursor.started();
+  }
+};
+
+// A message received before any receive or probe wanted it (kept aside, in arrival order).
+struct ShmComm::Unexpected {
+  int tag = 0;
+  std::uint64_t arrival = 0;
+  std::vector<std::byte> payload;
+};
 
 // Why a rank's own arguments to a collective are malformed: published in its slot, so that
 // every rank throws Error(errc::invalid_argument) naming it.

@@ -918,3 +918,106 @@ inline void shared_window(Comm& c) {
 }
 
 }  // namespace ipckit::testing::bodies
+
+namespace ipckit::testing::bodies {
+
+// Tags, kAnySource, kAnyTag, probe and iprobe: messages with other tags are taken out of
+// order (those with one tag stay in order), a probe sees past a message no receive wants
+// (one larger than a ring included), any-source receives say who sent, and a wrong size
+// is still consumed.
+inline void tags_any_source_probe(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  if (p < 2) return;
+  const auto msg = [](int from, int tag, std::size_t n) { return coll_block(from, tag, 777, n); };
+  const auto ok = [&](const std::vector<std::byte>& got, int from, int tag) {
+    return is_block(got, 0, from, tag, 777, got.size());
+  };
+  if (r == 0) {
+    // 1. Tags 5 then 7; three of tag 3 (kept in order); a big one of tag 1, a small of 2.
+    c.send(1, std::span<const std::byte>(msg(0, 5, 100)), 5);
+    c.send(1, std::span<const std::byte>(msg(0, 7, 200)), 7);
+    for (int i = 0; i < 3; ++i) c.send(1, std::span<const std::byte>(msg(0, 3, 10 + i)), 3);
+    c.barrier();  // rank 1's iprobe of tag 9 saw nothing before this
+    c.send(1, std::span<const std::byte>(msg(0, 9, 12345)), 9);
+    const std::vector<std::byte> large = msg(0, 1, 3 * kMiB);  // alive until the wait
+    Request big = c.isend(1, std::span<const std::byte>(large), 1);
+    c.send(1, std::span<const std::byte>(msg(0, 2, 64)), 2);
+    c.wait(big);
+    // 2. Posted receives by tag, sent in the other order.
+    c.send(1, std::span<const std::byte>(msg(0, 11, 8)), 11);
+    c.send(1, std::span<const std::byte>(msg(0, 12, 16)), 12);
+  } else if (r == 1) {
+    std::vector<std::byte> b(200);
+    Status st = c.recv(0, std::span(b), 7);
+    SPMD_CHECK(c, st.source == 0 && st.tag == 7 && st.bytes == 200 && ok(b, 0, 7));
+    b.resize(100);
+    st = c.recv(0, std::span(b), kAnyTag);
+    SPMD_CHECK(c, st.tag == 5 && ok(b, 0, 5));
+    for (int i = 0; i < 3; ++i) {
+      b.resize(10 + static_cast<std::size_t>(i));
+      st = c.recv(kAnySource, std::span(b), 3);
+      SPMD_CHECK_AT(c, st.source == 0 && ok(b, 0, 3), "tag 3 message " + std::to_string(i));
+    }
+    SPMD_CHECK(c, !c.iprobe(0, 9).has_value());
+    c.barrier();
+    // probe says the size; the receive then takes exactly that.
+    Status seen = c.probe(0, 9);
+    SPMD_CHECK(c, seen.source == 0 && seen.tag == 9 && seen.bytes == 12345);
+    b.resize(seen.bytes);
+    c.recv(0, std::span(b), 9);
+    SPMD_CHECK(c, ok(b, 0, 9));
+    // The probe of tag 2 looks past the 3 MiB message of tag 1 (kept aside meanwhile).
+    seen = c.probe(kAnySource, 2);
+    SPMD_CHECK(c, seen.source == 0 && seen.bytes == 64);
+    std::vector<std::byte> wrong(63);
+    SPMD_CHECK_ERRC(c, c.recv(0, std::span(wrong), 2), errc::size_mismatch);  // consumed
+    SPMD_CHECK(c, !c.iprobe(0, 2).has_value());
+    b.resize(3 * kMiB);
+    st = c.recv(0, std::span(b), 1);
+    SPMD_CHECK(c, st.bytes == 3 * kMiB && ok(b, 0, 1));
+    std::vector<std::byte> x(16);
+    std::vector<std::byte> y(8);
+    Status sx;
+    Status sy;
+    Request q[2] = {c.irecv(0, std::span(x), 12, &sx),
+                    c.irecv(kAnySource, std::span(y), kAnyTag, &sy)};
+    c.wait_all(q);
+    SPMD_CHECK(c, sx.tag == 12 && ok(x, 0, 12) && sy.tag == 11 && sy.source == 0 && ok(y, 0, 11));
+  } else {
+    c.barrier();  // the others meet ranks 0 and 1 at their barrier
+  }
+  // 3. Any source: rank 0 hears once from every other rank, in whatever order they come.
+  if (r == 0) {
+    std::vector<int> heard(static_cast<std::size_t>(p), 0);
+    for (int i = 1; i < p; ++i) {
+      std::vector<std::byte> b(40);
+      const Status st = c.recv(kAnySource, std::span(b), 21);
+      SPMD_CHECK(c, st.source >= 1 && st.source < p && ok(b, st.source, 21));
+      ++heard[static_cast<std::size_t>(st.source)];
+    }
+    for (int q = 1; q < p; ++q) SPMD_CHECK(c, heard[static_cast<std::size_t>(q)] == 1);
+  } else {
+    c.send(0, std::span<const std::byte>(msg(r, 21, 40)), 21);
+  }
+  // 4. A dropped receive of a tag is withdrawn; the message goes to the next receive.
+  if (r == 1) {
+    std::vector<std::byte> b(8);
+    { Request dropped = c.irecv(0, std::span(b), 30); }
+    c.barrier();
+    c.recv(0, std::span(b), 30);
+    SPMD_CHECK(c, ok(b, 0, 30));
+  } else {
+    c.barrier();
+    if (r == 0) c.send(1, std::span<const std::byte>(msg(0, 30, 8)), 30);
+  }
+  // Bad tags.
+  std::vector<std::byte> none;
+  SPMD_CHECK_ERRC(c, c.send(0, std::span<const std::byte>(none), kAnyTag), errc::invalid_argument);
+  SPMD_CHECK_ERRC(c, c.send(0, std::span<const std::byte>(none), kMaxTag + 1),
+                  errc::invalid_argument);
+  SPMD_CHECK_ERRC(c, (void)c.iprobe(0, -5), errc::invalid_argument);
+  c.barrier();
+}
+
+}  // namespace ipckit::testing::bodies

@@ -287,7 +287,10 @@ inline void size_mismatch(Comm& c) {
 // rank passes the same bad root, so nobody waits.
 inline void rank_out_of_range(Comm& c) {
   std::array<std::byte, 8> buf{};
-  for (const int bad : {-1, c.size(), c.size() + 100}) {
+  // kAnySource (-1) is a source for receives, never a destination.
+  SPMD_CHECK_ERRC(c, c.send(kAnySource, std::span<const std::byte>(buf)), errc::invalid_argument);
+  SPMD_CHECK_ERRC(c, (void)c.isend(kAnySource, buf), errc::invalid_argument);
+  for (const int bad : {-2, c.size(), c.size() + 100}) {
     SPMD_CHECK_ERRC(c, c.send(bad, std::span<const std::byte>(buf)), errc::invalid_argument);
     SPMD_CHECK_ERRC(c, c.recv(bad, std::span<std::byte>(buf)), errc::invalid_argument);
     SPMD_CHECK_ERRC(c, (void)c.isend(bad, buf), errc::invalid_argument);

@@ -108,6 +108,7 @@ TEST(MpiCartComm, ShiftMatchesTheCoordinates) { EXPECT_NO_THROW(bodies::cart_shi
 TEST(MpiComm, SharedWindowPartsAreReadAndWrittenInPlace) {
   EXPECT_NO_THROW(bodies::shared_window(world()));
 }
+TEST(MpiComm, TagsAnySourceAndProbe) { EXPECT_NO_THROW(bodies::tags_any_source_probe(world())); }
 TEST(MpiComm, TestWaitAnyWaitSome) { EXPECT_NO_THROW(bodies::test_wait_any_wait_some(world())); }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));

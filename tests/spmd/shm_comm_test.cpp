@@ -125,7 +125,8 @@ TEST_F(ShmCommTest, BadInputIsRejectedWithSpecificErrors) {
     };
     int v = 0;
     expect(errc::invalid_argument, [&] { c.send(2, std::span<const int>(&v, 1)); });
-    expect(errc::invalid_argument, [&] { c.recv(-1, std::span(&v, 1)); });
+    expect(errc::invalid_argument, [&] { c.recv(-2, std::span(&v, 1)); });
+    expect(errc::invalid_argument, [&] { c.recv(0, std::span(&v, 1), kMaxTag + 1); });
     expect(errc::invalid_argument, [&] { (void)c.broadcast(v, 5); });
     // A receive of the wrong size fails and consumes the message; the next one is fine.
     if (c.rank() == 0) {
@@ -305,6 +306,10 @@ TEST_F(ShmCommTest, CartShiftMatchesTheCoordinates) {
 TEST_F(ShmCommTest, SharedWindowPartsAreReadAndWrittenInPlace) {
   on_ranks(4, bodies::shared_window);
   on_ranks(1, bodies::shared_window);
+}
+TEST_F(ShmCommTest, TagsAnySourceAndProbe) {
+  on_ranks(4, bodies::tags_any_source_probe);
+  on_ranks(2, bodies::tags_any_source_probe);
 }
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);

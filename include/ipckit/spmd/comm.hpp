@@ -29,6 +29,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <type_traits>
 #include <vector>
@@ -96,10 +97,25 @@ class SharedMemory {
 struct PersistentRequest final : Request::State {
   Comm* comm = nullptr;            ///< the comm that made it (and posts it)
   bool is_send = false;            ///< isend, else irecv
-  int peer = 0;                    ///< destination or source
+  int peer = 0;                    ///< destination or source (or kAnySource)
+  int tag = 0;                     ///< the tag (a receive's may be kAnyTag)
   std::span<const std::byte> out;  ///< send: the bytes
   std::span<std::byte> in;         ///< receive: the buffer
   Request active;                  ///< this round's operation (invalid between rounds)
+};
+
+/// Receive from any rank (recv, irecv, probe).
+inline constexpr int kAnySource = -1;
+/// Receive a message of any tag.
+inline constexpr int kAnyTag = -1;
+/// The largest tag (what every MPI guarantees, MPI_TAG_UB >= 32767).
+inline constexpr int kMaxTag = 32767;
+
+/// What a receive got, or what a probe found.
+struct Status {
+  int source = -1;        ///< the sending rank
+  int tag = -1;           ///< the message's tag
+  std::size_t bytes = 0;  ///< the message's size
 };
 
 class Comm {
@@ -112,19 +128,50 @@ class Comm {
   [[nodiscard]] virtual int size() const noexcept = 0;
 
   // ---- point-to-point (bytes) --------------------------------------------------------------
-  /// Sends data.size() bytes to `dest`; may block until the receiver takes them.
-  /// Error(errc::invalid_argument) for a rank outside [0, size()).
-  virtual void send(int dest, std::span<const std::byte> data) = 0;
-  /// Receives exactly data.size() bytes; Error(errc::size_mismatch) (message consumed) when
-  /// the message has another size.
-  virtual void recv(int src, std::span<std::byte> data) = 0;
+  // Every message carries a tag, 0 .. kMaxTag (0 unless given). A receive takes the next
+  // message from `src` with its tag; kAnySource and kAnyTag widen that. Messages from one
+  // rank with one tag arrive in the order they were sent (those with other tags may be taken
+  // first: the receiver keeps them aside until a receive or probe wants them).
+
+  /// Sends data.size() bytes to `dest` with `tag`; may block until the receiver takes them.
+  /// Error(errc::invalid_argument) for a rank outside [0, size()) or a tag outside
+  /// [0, kMaxTag].
+  virtual void send(int dest, std::span<const std::byte> data, int tag) = 0;
+  /// Receives exactly data.size() bytes of the next message from `src` (or kAnySource) with
+  /// `tag` (or kAnyTag); returns where it came from. Error(errc::size_mismatch) (the message
+  /// is consumed) when it has another size: probe() first when the size is not known.
+  virtual Status recv(int src, std::span<std::byte> data, int tag) = 0;
   ///@{
-  /// Posts without waiting; the buffers must stay valid until wait_all() returns. A request
-  /// dropped without wait_all() is cancelled; where it has already begun to move (ShmComm),
-  /// the rest of the message is discarded or sent as zero bytes, so the pair's later
-  /// messages still arrive whole.
-  [[nodiscard]] virtual Request isend(int dest, std::span<const std::byte> data) = 0;
-  [[nodiscard]] virtual Request irecv(int src, std::span<std::byte> data) = 0;
+  /// Posts without waiting; the buffers (and `status`, filled when the receive completes)
+  /// must stay valid until the wait returns. A request dropped without a wait is cancelled;
+  /// where it has already begun to move (ShmComm), the rest of the message is discarded or
+  /// sent as zero bytes, so the pair's later messages still arrive whole.
+  [[nodiscard]] virtual Request isend(int dest, std::span<const std::byte> data, int tag) = 0;
+  [[nodiscard]] virtual Request irecv(int src, std::span<std::byte> data, int tag,
+                                      Status* status) = 0;
+  ///@}
+  /// Waits until a message from `src` (or kAnySource) with `tag` (or kAnyTag) can be
+  /// received, and says whose, which tag and how many bytes, without receiving it.
+  /// Error(errc::peer_dead) when `src` (kAnySource: every other rank) has gone with none.
+  virtual Status probe(int src, int tag) = 0;
+  /// probe() that does not wait: nothing when no such message has arrived.
+  virtual std::optional<Status> iprobe(int src, int tag) = 0;
+  /// send() with tag 0.
+  void send(int dest, std::span<const std::byte> data) { send(dest, data, 0); }
+  /// recv() of tag 0 from `src`.
+  Status recv(int src, std::span<std::byte> data) { return recv(src, data, 0); }
+  ///@{
+  /// isend()/irecv() with tag 0.
+  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) {
+    return isend(dest, data, 0);
+  }
+  [[nodiscard]] Request irecv(int src, std::span<std::byte> data) {
+    return irecv(src, data, 0, nullptr);
+  }
+  /// irecv() whose status is not wanted.
+  [[nodiscard]] Request irecv(int src, std::span<std::byte> data, int tag) {
+    return irecv(src, data, tag, nullptr);
+  }
   ///@}
   /// Completes every request (making progress on all of them together), then resets them.
   /// The first error (size_mismatch, peer_dead) is thrown after all others completed or
@@ -153,8 +200,8 @@ class Comm {
   /// complete the round and leave the request valid but inactive, for the next start();
   /// wait_any()/wait_some() skip inactive ones. The buffer must stay valid while the request
   /// lives. Error(errc::invalid_argument) for a rank outside [0, size()).
-  [[nodiscard]] Request send_init(int dest, std::span<const std::byte> data);
-  [[nodiscard]] Request recv_init(int src, std::span<std::byte> data);
+  [[nodiscard]] Request send_init(int dest, std::span<const std::byte> data, int tag = 0);
+  [[nodiscard]] Request recv_init(int src, std::span<std::byte> data, int tag = 0);
   ///@}
   /// Posts a persistent request's operation (every part of a group of them).
   /// Error(errc::invalid_argument), before anything is posted, for a request that is not
@@ -277,15 +324,15 @@ class Comm {
   // ---- typed conveniences (spans of trivially copyable T; counts in elements) ---------------
   /// send() of a span of trivially copyable T.
   template <class T>
-  void send(int dest, std::span<const T> data) {
+  void send(int dest, std::span<const T> data, int tag = 0) {
     static_assert(std::is_trivially_copyable_v<T>);
-    send(dest, std::as_bytes(data));
+    send(dest, std::as_bytes(data), tag);
   }
   /// recv() into a span of trivially copyable T.
   template <class T>
-  void recv(int src, std::span<T> data) {
+  Status recv(int src, std::span<T> data, int tag = 0) {
     static_assert(std::is_trivially_copyable_v<T> && !std::is_const_v<T>);
-    recv(src, std::as_writable_bytes(data));
+    return recv(src, std::as_writable_bytes(data), tag);
   }
   /// allreduce() of one value; returns the result.
   template <class T>
@@ -425,6 +472,11 @@ class Comm {
  protected:
   /// Throws Error(errc::invalid_argument) unless 0 <= r < size(); `what` names the call.
   void check_rank(int r, const char* what) const;
+  /// check_rank(), or kAnySource.
+  void check_source(int r, const char* what) const;
+  /// Throws Error(errc::invalid_argument) unless 0 <= tag <= kMaxTag (or kAnyTag, when
+  /// `any` is allowed).
+  static void check_tag(int tag, bool any, const char* what);
   /// The backend's wait_all, over requests with no groups among them (wait_all() has taken
   /// them apart); it resets every request, also when it throws.
   virtual void complete(std::span<Request> requests) = 0;

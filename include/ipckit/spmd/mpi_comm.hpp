@@ -34,6 +34,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -100,16 +101,13 @@ struct MpiRequest;
 }  // namespace detail
 
 /// A Comm over an MPI communicator, which it uses but does not own (MPI_COMM_WORLD by
-/// default). Point-to-point messages travel with one tag (kTag) on that communicator; a
-/// program that also calls MPI itself there should use other tags, or give MpiComm a
+/// default). Point-to-point messages travel with their Comm tag as the MPI tag on that
+/// communicator; a program that also calls MPI itself there should give MpiComm a
 /// communicator of its own (MPI_Comm_dup). The constructor sets MPI_ERRORS_RETURN on `comm`.
 /// Every call must be made from the thread that made the mpi::Environment. Requests may
 /// outlive the MpiComm that made them, not MPI_Finalize.
 class MpiComm final : public Comm {
  public:
-  /// The tag of every point-to-point message MpiComm sends.
-  static constexpr int kTag = 0x1bc;
-
   /// A Comm over `comm` (see the class comment); throws Error when an MPI call fails.
   explicit MpiComm(MPI_Comm comm = MPI_COMM_WORLD);
   ~MpiComm() override;
@@ -124,12 +122,16 @@ class MpiComm final : public Comm {
   ///@{
   /// While they wait, send() and recv() take messages for this rank's queued irecvs (they
   /// are isend/irecv + wait_all then; with none queued, MPI_Send and MPI_Probe + MPI_Recv).
-  void send(int dest, std::span<const std::byte> data) override;
-  void recv(int src, std::span<std::byte> data) override;
+  /// The tag is the MPI tag.
+  void send(int dest, std::span<const std::byte> data, int tag) override;
+  Status recv(int src, std::span<std::byte> data, int tag) override;
   ///@}
-  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
-  /// Queues the receive; wait_all() matches it to the next message from `src`.
-  [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
+  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data, int tag) override;
+  /// Queues the receive; a wait matches it to the next message from `src` with `tag`.
+  [[nodiscard]] Request irecv(int src, std::span<std::byte> data, int tag, Status* status) override;
+  /// MPI_Iprobe, after the queued receives took the messages they match; probe() spins on it.
+  Status probe(int src, int tag) override;
+  std::optional<Status> iprobe(int src, int tag) override;
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, const Reduction& op) override;
@@ -186,6 +188,8 @@ class MpiComm final : public Comm {
   using Comm::gather;
   using Comm::gatherv;
   using Comm::iallreduce;
+  using Comm::irecv;
+  using Comm::isend;
   using Comm::recv;
   using Comm::reduce;
   using Comm::reduce_scatter;

@@ -45,10 +45,14 @@ class ShmComm final : public Comm {
   [[nodiscard]] int rank() const noexcept override { return rank_; }
   [[nodiscard]] int size() const noexcept override { return n_; }
 
-  void send(int dest, std::span<const std::byte> data) override;
-  void recv(int src, std::span<std::byte> data) override;
-  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) override;
-  [[nodiscard]] Request irecv(int src, std::span<std::byte> data) override;
+  void send(int dest, std::span<const std::byte> data, int tag) override;
+  Status recv(int src, std::span<std::byte> data, int tag) override;
+  [[nodiscard]] Request isend(int dest, std::span<const std::byte> data, int tag) override;
+  [[nodiscard]] Request irecv(int src, std::span<std::byte> data, int tag, Status* status) override;
+  /// Messages that no receive wanted when the probe looked past them are kept aside (in
+  /// memory) for the receives to come.
+  Status probe(int src, int tag) override;
+  std::optional<Status> iprobe(int src, int tag) override;
 
   void barrier() override;
   void allreduce(void* inout, std::size_t count, const Reduction& op) override;
@@ -104,6 +108,8 @@ class ShmComm final : public Comm {
   using Comm::gather;
   using Comm::gatherv;
   using Comm::iallreduce;
+  using Comm::irecv;
+  using Comm::isend;
   using Comm::recv;
   using Comm::reduce;
   using Comm::reduce_scatter;
@@ -117,6 +123,7 @@ class ShmComm final : public Comm {
 
  private:
   struct Op;
+  struct Unexpected;
   struct CollOp;
   struct Agree;
   struct Specs;
@@ -129,7 +136,21 @@ class ShmComm final : public Comm {
   ByteRing& out_ring(int to);
   ByteRing* in_ring(int from);
   bool progress_send(Op& op);
-  bool progress_recv(Op& op);
+  // The receive side (shm_recv.cpp): messages matched to receives by source and tag.
+  void post_receive(Op& op);
+  bool progress_source(int s) noexcept;
+  bool stream(Op& op, ByteRing& ring);
+  Op* match_posted(int s, int tag) const noexcept;
+  bool take_unexpected(Op& op);
+  void deliver_unexpected() noexcept;
+  void finish_receive(Op& op) noexcept;
+  void fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept;
+  void orphan_receive(Op& op) noexcept;
+  [[nodiscard]] bool wanted(int s) const noexcept;
+  [[nodiscard]] bool pending() const noexcept {
+    return queued_ != 0 || !posted_.empty() || bound_count_ != 0;
+  }
+  std::optional<Status> look(int src, int tag) const;
   bool step(Op& op) noexcept;
   bool progress() noexcept;
   void fail_dead_peers();
@@ -148,7 +169,8 @@ class ShmComm final : public Comm {
   void finish_outstanding();
   void wake_peer(int peer) noexcept;
   void orphan(Op& op) noexcept;
-  Request post(bool is_send, int peer, std::span<const std::byte> out, std::span<std::byte> in);
+  Request post(bool is_send, int peer, int tag, std::span<const std::byte> out,
+               std::span<std::byte> in, Status* status);
   unsigned begin_collective(const Agree& a, const char* what);
   void check_agreement(unsigned parity, const Agree& a, const char* what) const;
   static Agree reduction_agree(std::size_t count, const Reduction& op);
@@ -182,9 +204,16 @@ class ShmComm final : public Comm {
   std::vector<std::optional<ByteRing>> out_;
   std::vector<std::optional<ByteRing>> in_;
   std::vector<std::deque<Op*>> sendq_;
-  std::vector<std::deque<Op*>> recvq_;
+  std::deque<Op*> posted_;                   // receives not bound to a message, posting order
+  std::vector<Op*> bound_;                   // per source: the receive taking its current message
+  std::vector<std::unique_ptr<Op>> drains_;  // per source: the comm's own receive into `kept`
+  std::vector<std::deque<Unexpected>> unexpected_;  // per source, in arrival order
+  std::size_t bound_count_ = 0;                     // non-null entries of bound_
+  std::uint64_t arrivals_ = 0;
+  static constexpr int kNotProbing = -2;
+  int probing_ = kNotProbing;                 // the source a probe looks at (kAnySource: all)
   std::vector<std::unique_ptr<Op>> orphans_;  // dropped requests the comm finishes
-  std::size_t queued_ = 0;                    // operations in sendq_ and recvq_
+  std::size_t queued_ = 0;                    // operations in sendq_
   CollOp* outstanding_ = nullptr;             // the non-blocking collective in flight
 };
 

@@ -1,0 +1,356 @@
+// ShmComm's receive side: messages matched to receives by source and tag. Each pair of
+// ranks has one ring, in the order the sender sent. The head message of a ring goes to the
+// earliest posted receive that matches its source and tag; when none does but a receive or
+// a probe wants something from that source, the head is received into memory ("kept aside",
+// per source in arrival order) so that what is behind it can be reached. A new receive
+// takes the earliest kept message it matches before anything else. A ring no receive and no
+// probe wants from is not touched: its sender is held back by the ring's room, as before.
+#include <algorithm>
+#include <cstring>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ipckit/spmd/shm_comm.hpp"
+#include "shm_comm_internal.hpp"
+#include "shm_layout.hpp"
+
+namespace ipckit {
+namespace {
+
+using ipckit::detail::kFragmentHeader;
+constexpr std::uint64_t kTagBytes = 8;
+
+struct Head {
+  std::uint64_t total = 0;  // the tag word and the payload
+  int tag = 0;
+};
+
+// The total and tag of the message whose first record is `rec`: words a peer wrote, checked.
+Head head_of(std::span<const std::byte> rec) {
+  if (rec.size() < kFragmentHeader + kTagBytes) {
+    throw Error(errc::bad_frame, "ShmComm: a message's first record has no room for its tag");
+  }
+  std::uint64_t total = 0;
+  std::uint64_t tag = 0;
+  std::memcpy(&total, rec.data(), sizeof total);
+  std::memcpy(&tag, rec.data() + kFragmentHeader, sizeof tag);
+  if (total < kTagBytes || tag > static_cast<std::uint64_t>(kMaxTag)) {
+    throw Error(errc::bad_frame, "ShmComm: a message of " + std::to_string(total) +
+                                     " bytes with tag " + std::to_string(tag));
+  }
+  return {total, static_cast<int>(tag)};
+}
+
+bool matches(int source, int tag, int s, int t) {
+  return (source == kAnySource || source == s) && (tag == kAnyTag || tag == t);
+}
+
+Error size_error(int from, std::uint64_t has, std::size_t expects) {
+  return Error(errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(from) +
+                                        ": the message has " + std::to_string(has) +
+                                        " bytes, the receive expects " + std::to_string(expects));
+}
+
+}  // namespace
+
+bool ShmComm::wanted(int s) const noexcept {
+  if (probing_ == kAnySource || probing_ == s) return true;
+  return std::any_of(posted_.begin(), posted_.end(),
+                     [s](const Op* o) { return o->source == s || o->source == kAnySource; });
+}
+
+ShmComm::Op* ShmComm::match_posted(int s, int tag) const noexcept {
+  for (Op* o : posted_) {
+    if (matches(o->source, o->tag, s, tag)) return o;
+  }
+  return nullptr;
+}
+
+// A new receive takes the earliest message kept aside that it matches; otherwise it waits
+// in posted_ (nothing moves before a wait: a receive dropped first is simply withdrawn).
+void ShmComm::post_receive(Op& op) {
+  if (take_unexpected(op)) return;
+  posted_.push_back(&op);
+}
+
+// Completes `op` with the earliest kept message it matches (the one from the source whose
+// message arrived first, for kAnySource). False when there is none.
+bool ShmComm::take_unexpected(Op& op) {
+  std::deque<Unexpected>* queue = nullptr;
+  std::deque<Unexpected>::iterator best;
+  int from = -1;
+  for (int s = 0; s < n_; ++s) {
+    if (op.source != kAnySource && op.source != s) continue;
+    auto& q = unexpected_[static_cast<std::size_t>(s)];
+    const auto it = std::find_if(q.begin(), q.end(), [&](const Unexpected& u) {
+      return op.tag == kAnyTag || op.tag == u.tag;
+    });
+    if (it != q.end() && (queue == nullptr || it->arrival < best->arrival)) {
+      queue = &q;
+      best = it;
+      from = s;
+    }
+  }
+  if (queue == nullptr) return false;
+  op.peer = from;
+  op.got_tag = best->tag;
+  op.bytes = best->payload.size();
+  if (best->payload.size() != op.in.size()) {
+    op.error = std::make_exception_ptr(size_error(from, best->payload.size(), op.in.size()));
+  } else if (!op.in.empty()) {
+    std::memcpy(op.in.data(), best->payload.data(), op.in.size());
+  }
+  queue->erase(best);
+  op.complete = true;
+  finish_receive(op);
+  return true;
+}
+
+// After a message was kept aside: the posted receives, in posting order, take what they
+// match.
+void ShmComm::deliver_unexpected() noexcept {
+  for (auto it = posted_.begin(); it != posted_.end();) {
+    Op* o = *it;
+    bool took = false;
+    try {
+      took = take_unexpected(*o);
+    } catch (...) {
+      o->error = std::current_exception();
+      o->complete = true;
+      took = true;
+    }
+    it = took ? posted_.erase(it) : it + 1;
+  }
+}
+
+void ShmComm::finish_receive(Op& op) noexcept {
+  if (op.status != nullptr) *op.status = Status{op.peer, op.got_tag, op.bytes};
+}
+
+// Moves the records of ring s's current message into `op` (a receive, or a drain).
+bool ShmComm::stream(Op& op, ByteRing& ring) {
+  bool moved = false;
+  while (!op.complete) {
+    auto rec = ring.try_peek();
+    if (!rec) break;
+    const bool first = !op.cursor.started();
+    const std::span<const std::byte> body = op.cursor.take(*rec, "ShmComm::recv");
+    const std::uint64_t end = op.cursor.done();
+    const std::uint64_t begin = end - body.size();
+    if (first) {
+      op.bytes = op.cursor.total() - kTagBytes;  // head_of checked total >= kTagBytes
+      if (!op.drain && op.bytes != op.in.size() && !op.error) {
+        op.error = std::make_exception_ptr(size_error(op.peer, op.bytes, op.in.size()));
+      }
+    }
+    // The payload's part of the message bytes [begin, end) (the tag word comes first).
+    const std::uint64_t from = std::max(begin, kTagBytes);
+    if (from < end) {
+      const std::byte* src = body.data() + (from - begin);
+      const auto k = static_cast<std::size_t>(end - from);
+      if (op.drain) {
+        op.kept.insert(op.kept.end(), src, src + k);
+      } else if (!op.error && !op.orphaned) {
+        std::memcpy(op.in.data() + (from - kTagBytes), src, k);
+      }
+    }
+    ring.release();
+    moved = true;
+    if (op.cursor.complete()) op.complete = true;  // a wrong-sized message is consumed whole
+  }
+  return moved;
+}
+
+bool ShmComm::progress_source(int s) noexcept {
+  const auto i = static_cast<std::size_t>(s);
+  if (bound_[i] == nullptr && !wanted(s)) return false;
+  ByteRing* ring = nullptr;
+  try {
+    ring = in_ring(s);
+  } catch (...) {
+    fail_receives(s, std::current_exception(), false);
+    return true;
+  }
+  if (ring == nullptr) return false;
+  bool moved = false;
+  for (;;) {
+    Op* op = bound_[i];
+    if (op == nullptr) {
+      if (!wanted(s)) break;
+      const auto rec = ring->try_peek();
+      if (!rec) break;
+      try {
+        const Head h = head_of(*rec);
+        op = match_posted(s, h.tag);
+        if (op != nullptr) {
+          posted_.erase(std::find(posted_.begin(), posted_.end(), op));
+        } else {  // nobody wants it yet: kept aside, so that what is behind it can be reached
+          drains_[i] = std::make_unique<Op>();
+          op = drains_[i].get();
+          op->drain = true;
+          op->source = s;
+        }
+        op->peer = s;
+        op->got_tag = h.tag;
+        op->arrival = ++arrivals_;
+      } catch (...) {
+        fail_receives(s, std::current_exception(), false);
+        return true;
+      }
+      bound_[i] = op;
+      ++bound_count_;
+    }
+    try {
+      moved |= stream(*op, *ring);
+    } catch (...) {  // a record that breaks the format: the message is lost
+      if (!op->error) op->error = std::current_exception();
+      op->complete = true;
+      moved = true;
+    }
+    if (!op->complete) break;
+    bound_[i] = nullptr;
+    --bound_count_;
+    if (op->drain) {
+      if (!op->error) {
+        try {
+          unexpected_[i].push_back(Unexpected{op->got_tag, op->arrival, std::move(op->kept)});
+        } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory, the message is lost
+        }
+      }
+      drains_[i].reset();
+      deliver_unexpected();
+    } else {
+      finish_receive(*op);
+    }
+  }
+  if (moved) wake_peer(s);
+  return moved;
+}
+
+// Ends the receives that wait on source s (and, with any_too, those from any source) with
+// `error`: s is dead, or its ring cannot be read.
+void ShmComm::fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept {
+  for (auto it = posted_.begin(); it != posted_.end();) {
+    Op* o = *it;
+    if (o->source == s || (any_too && o->source == kAnySource)) {
+      o->error = error;
+      o->complete = true;
+      it = posted_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  const auto i = static_cast<std::size_t>(s);
+  if (Op* o = bound_[i]; o != nullptr) {
+    o->error = error;
+    o->complete = true;
+    bound_[i] = nullptr;
+    --bound_count_;
+    if (o->drain) drains_[i].reset();
+  }
+}
+
+// A receive dropped before its wait: withdrawn when no message is bound to it; otherwise
+// the comm takes the rest of its message and discards it, so the pair's stream stays whole.
+void ShmComm::orphan_receive(Op& op) noexcept {
+  if (const auto it = std::find(posted_.begin(), posted_.end(), &op); it != posted_.end()) {
+    posted_.erase(it);
+    return;
+  }
+  for (std::size_t i = 0; i < bound_.size(); ++i) {
+    if (bound_[i] != &op) continue;
+    try {
+      auto keep = std::make_unique<Op>();
+      keep->orphaned = true;
+      keep->peer = op.peer;
+      keep->source = op.source;
+      keep->got_tag = op.got_tag;
+      keep->bytes = op.bytes;
+      keep->cursor = op.cursor;
+      keep->error = op.error;
+      bound_[i] = keep.get();
+      orphans_.push_back(std::move(keep));
+    } catch (...) {  // out of memory: the stream of this pair is lost either way
+      bound_[i] = nullptr;
+      --bound_count_;
+    }
+    return;
+  }
+}
+
+// The earliest message kept aside (or being kept) that matches, without taking it.
+std::optional<Status> ShmComm::look(int src, int tag) const {
+  std::optional<Status> found;
+  std::uint64_t first = ~std::uint64_t{0};
+  for (int s = 0; s < n_; ++s) {
+    if (src != kAnySource && src != s) continue;
+    const auto i = static_cast<std::size_t>(s);
+    for (const Unexpected& u : unexpected_[i]) {
+      if (tag != kAnyTag && tag != u.tag) continue;
+      if (u.arrival < first) {
+        first = u.arrival;
+        found = Status{s, u.tag, u.payload.size()};
+      }
+      break;
+    }
+    const Op* d = drains_[i].get();
+    if (d != nullptr && bound_[i] == d && (tag == kAnyTag || tag == d->got_tag) &&
+        d->arrival < first && d->cursor.started()) {
+      first = d->arrival;
+      found = Status{s, d->got_tag, d->bytes};
+    }
+  }
+  return found;
+}
+
+std::optional<Status> ShmComm::iprobe(int src, int tag) {
+  check_source(src, "ShmComm::iprobe");
+  check_tag(tag, true, "ShmComm::iprobe");
+  struct Probing {
+    int& probing;
+    int before;
+    ~Probing() { probing = before; }
+  } restore{probing_, probing_};
+  probing_ = src;
+  (void)progress();  // heads no receive wants are kept aside: the probe looks past them
+  return look(src, tag);
+}
+
+Status ShmComm::probe(int src, int tag) {
+  check_source(src, "ShmComm::probe");
+  check_tag(tag, true, "ShmComm::probe");
+  struct Probing {
+    int& probing;
+    int before;
+    ~Probing() { probing = before; }
+  } restore{probing_, probing_};
+  probing_ = src;
+  std::optional<Status> found;
+  const auto ready = [&] {
+    (void)progress();
+    found = look(src, tag);
+    return found.has_value();
+  };
+  if (ready()) return *found;
+  const Deadline deadline = call_deadline();
+  for (;;) {
+    const bool woke = await(slot(rank_).doorbell, deadline, ready, [&] {
+      bool gone = true;
+      for (int r = 0; r < n_; ++r) {
+        if ((src == kAnySource ? r != rank_ : r == src) && alive(r)) gone = false;
+      }
+      if (src == rank_) gone = false;
+      if (gone && !ready()) {
+        throw Error(errc::peer_dead,
+                    src == kAnySource
+                        ? std::string("ShmComm::probe: every other rank has gone")
+                        : "ShmComm::probe: rank " + std::to_string(src) + " has exited or died");
+      }
+    });
+    if (found) return *found;
+    if (!woke) throw_timeout("ShmComm::probe", {src == kAnySource ? 0 : src}, "");
+  }
+}
+
+}  // namespace ipckit
