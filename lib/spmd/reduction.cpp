@@ -60,8 +60,8 @@ void each(void* acc, const void* in, std::size_t count, F f) {
   auto* a = static_cast<unsigned char*>(acc);
   const auto* b = static_cast<const unsigned char*>(in);
   for (std::size_t i = 0; i < count; ++i) {
-    T x;
-    T y;
+    T x{};
+    T y{};
     std::memcpy(&x, a + i * sizeof(T), sizeof(T));
     std::memcpy(&y, b + i * sizeof(T), sizeof(T));
     x = f(x, y);

@@ -129,8 +129,7 @@ const char* bad_text(std::uint32_t code) {
       "passed malformed arguments",
       "is the root, and its buffer is not size() blocks of the contribution",
       "passed a buffer that is not size() blocks",
-      "passed counts or displacements that are not one per rank or put a block outside its "
-      "buffer",
+      "passed counts/displacements not one per rank, or a block outside its buffer",
       "passed an output that is not counts[rank] elements",
       "passed an input that is not sum(counts) elements",
       "passed a root outside [0, size())",

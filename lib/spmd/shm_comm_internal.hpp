@@ -185,7 +185,7 @@ Request ShmComm::post_rounds(const char* what, const Agree& a, std::uint64_t lon
   c->agree = a;
   c->parity = begin_collective(a, what);
   write(0, static_cast<std::size_t>(longest), coll_buf(rank_, c->parity));
-  c->finish = [this, check, read, k = static_cast<std::size_t>(longest)](unsigned parity) mutable {
+  c->finish = [check, read, k = static_cast<std::size_t>(longest)](unsigned parity) mutable {
     check(parity);
     read(0, k, parity);
   };

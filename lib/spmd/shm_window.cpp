@@ -99,7 +99,7 @@ std::unique_ptr<SharedMemory> ShmComm::allocate_shared(std::size_t bytes) {
   }
   const std::size_t used = std::max<std::size_t>(static_cast<std::size_t>(total), kAlign);
   // A page for the segment's header, pages for its heap's bookkeeping.
-  const std::size_t segment_bytes = (used + 4 * 4096 + 4095) / 4096 * 4096;
+  const std::size_t segment_bytes = (used + std::size_t{4} * 4096 + 4095) / 4096 * 4096;
 
   Made made;
   std::optional<Segment> segment;

@@ -190,8 +190,8 @@ class Reduction {
     auto* a = static_cast<unsigned char*>(acc);
     const auto* b = static_cast<const unsigned char*>(next);
     for (std::size_t i = 0; i < count; ++i) {
-      T x;
-      T y;
+      T x{};
+      T y{};
       std::memcpy(&x, a + i * sizeof(T), sizeof(T));
       std::memcpy(&y, b + i * sizeof(T), sizeof(T));
       const T z = op(x, y);
