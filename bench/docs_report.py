@@ -159,6 +159,7 @@ def benchmarks(results):
            "- [Queue beside Python's multiprocessing.Queue](#queue-beside-pythons-multiprocessingqueue)",
            "- [MPI pool beside mpi4py.futures](#mpi-pool-beside-mpi4pyfutures)",
            "- [SPMD: ShmComm beside MpiComm](#spmd-shmcomm-beside-mpicomm)",
+           "- [Collectives: ShmComm beside Open MPI](#collectives-shmcomm-beside-open-mpi)",
            "- [Fluid cells beside the memory-bandwidth roofline]"
            "(#fluid-cells-beside-the-memory-bandwidth-roofline)",
            "- [Lid-driven cavity at Re = 1000: validation and grid convergence]"
@@ -194,6 +195,11 @@ def benchmarks(results):
     md += ["## SPMD: ShmComm beside MpiComm", "",
            "`bench/spmd_bench` runs the same code on both backends (`bench/spmd_report.py`).", ""]
     md += embed(r("spmd.md"), 2, [("spmd.png", "spmd benchmarks")])
+    md += ["## Collectives: ShmComm beside Open MPI", "",
+           "`bench/spmd_bench` times every collective at 8 B, 1 KiB, 64 KiB and 1 MiB through "
+           "ShmComm, MpiComm and Open MPI's own calls (`--comm raw`), in the same run "
+           "(`bench/spmd_report.py`).", ""]
+    md += embed(r("collectives.md"), 2, [])
     md += ["## Fluid cells beside the memory-bandwidth roofline", "",
            "`fluid_bench` measures a STREAM-like triad in the same run; `fluid_cells --comm mpi` "
            "under mpirun gives the MpiComm figure (`bench/fluid_report.py`).", ""]

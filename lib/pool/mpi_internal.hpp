@@ -36,14 +36,12 @@
 
 namespace ipckit::detail {
 
-// The pool's tags lie above Comm's kMaxTag, so an MpiComm on MPI_COMM_WORLD (whose tags are
-// the user's, 0 .. kMaxTag) never takes a pool message (MPI_TAG_UB is far higher in Open MPI
-// and MPICH).
-inline constexpr int kTaskTag = 0x81c0;
-inline constexpr int kResultTag = 0x81c1;
-inline constexpr int kStopTag = 0x81c2;
-inline constexpr int kStoppedTag = 0x81c3;
-inline constexpr int kSkipTag = 0x81c4;
+// (An MpiComm works on a duplicate of its communicator: its tags never meet these.)
+inline constexpr int kTaskTag = 0x1c0;
+inline constexpr int kResultTag = 0x1c1;
+inline constexpr int kStopTag = 0x1c2;
+inline constexpr int kStoppedTag = 0x1c3;
+inline constexpr int kSkipTag = 0x1c4;
 
 // The most bytes one MPI message of ours carries (MPI counts are int).
 inline constexpr std::size_t kMaxMpiMessage = 0x7fffffff;

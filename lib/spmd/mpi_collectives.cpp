@@ -59,8 +59,8 @@ class MpiReduction {
   static void call(void* in, void* inout, int* len, MPI_Datatype* /*type*/) {
     const Reduction& r = *current_;
     const std::size_t bytes = static_cast<std::size_t>(*len) * r.element_size();
-    thread_local std::vector<std::byte> acc;
-    acc.assign(static_cast<const std::byte*>(in), static_cast<const std::byte*>(in) + bytes);
+    std::vector<std::byte> acc(static_cast<const std::byte*>(in),
+                               static_cast<const std::byte*>(in) + bytes);
     r.combine(acc.data(), inout, static_cast<std::size_t>(*len));
     std::memcpy(inout, acc.data(), bytes);
   }

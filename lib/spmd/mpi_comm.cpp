@@ -141,41 +141,60 @@ Environment::~Environment() {
 namespace ipckit {
 namespace detail {
 
+// (Used by MpiComm::iprobe too.)
+inline bool wants(const MpiRequest& r, int source, int tag) {
+  return (r.peer == kAnySource || r.peer == source) && (r.tag == kAnyTag || r.tag == tag);
+}
+inline int mpi_source(int s) { return s == kAnySource ? MPI_ANY_SOURCE : s; }
+inline int mpi_tag(int t) { return t == kAnyTag ? MPI_ANY_TAG : t; }
+
 void MpiMatcher::match() {
-  if (count == 0) return;
-  // Each receive in posting order probes for its source and tag; a message found goes to
-  // the earliest receive it matches (an earlier, narrower one may want it), then the scan
-  // starts over.
+  // Each receive in posting order looks (MPI_Iprobe) for its source and tag. A message
+  // seen goes to the earliest receive it matches; that receive's own earliest message may
+  // be an earlier one, so it looks again, until the pair settles; then MPI_Improbe with the
+  // message's exact source and tag takes that very message (the earliest with them), and
+  // the scan starts over.
   for (bool again = true; again && count != 0;) {
     again = false;
     for (MpiRequest* want : unmatched) {
       int found = 0;
-      MPI_Message message = MPI_MESSAGE_NULL;
       MPI_Status status;
-      mpi::check(MPI_Improbe(want->peer == kAnySource ? MPI_ANY_SOURCE : want->peer,
-                             want->tag == kAnyTag ? MPI_ANY_TAG : want->tag, comm, &found, &message,
-                             &status),
-                 "MPI_Improbe");
+      mpi::check(MPI_Iprobe(mpi_source(want->peer), mpi_tag(want->tag), comm, &found, &status),
+                 "MPI_Iprobe");
       if (found == 0) continue;
-      const auto it = std::find_if(unmatched.begin(), unmatched.end(), [&](const MpiRequest* r) {
-        return (r->peer == kAnySource || r->peer == status.MPI_SOURCE) &&
-               (r->tag == kAnyTag || r->tag == status.MPI_TAG);
-      });
-      MpiRequest& r = **it;  // `want` itself matches: there is one
+      auto it = unmatched.end();
+      for (;;) {
+        const auto first = std::find_if(
+            unmatched.begin(), unmatched.end(),
+            [&](const MpiRequest* r) { return wants(*r, status.MPI_SOURCE, status.MPI_TAG); });
+        if (first == it) break;
+        it = first;
+        mpi::check(MPI_Iprobe(mpi_source((*it)->peer), mpi_tag((*it)->tag), comm, &found, &status),
+                   "MPI_Iprobe");
+      }
+      MpiRequest& r = **it;
       unmatched.erase(it);
       --count;
       r.phase = MpiRequest::Phase::posted;
-      r.peer = status.MPI_SOURCE;
-      r.tag = status.MPI_TAG;
-      int got = 0;
-      mpi::check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
-      r.got = got;
-      std::byte* into = r.data;
-      if (got > r.bytes) {
-        r.scratch.resize(static_cast<std::size_t>(got));
-        into = r.scratch.data();
+      try {
+        MPI_Message message = MPI_MESSAGE_NULL;
+        mpi::check(MPI_Improbe(status.MPI_SOURCE, status.MPI_TAG, comm, &found, &message, &status),
+                   "MPI_Improbe");
+        r.peer = status.MPI_SOURCE;
+        r.tag = status.MPI_TAG;
+        int got = 0;
+        mpi::check(MPI_Get_count(&status, MPI_BYTE, &got), "MPI_Get_count");
+        r.got = got;
+        std::byte* into = r.data;
+        if (got > r.bytes) {
+          r.scratch.resize(static_cast<std::size_t>(got));
+          into = r.scratch.data();
+        }
+        mpi::check(MPI_Imrecv(into, got, MPI_BYTE, &message, &r.request), "MPI_Imrecv");
+      } catch (...) {  // the receive ends with the error (never left posted without a request)
+        r.phase = MpiRequest::Phase::done;
+        r.error = std::current_exception();
       }
-      mpi::check(MPI_Imrecv(into, got, MPI_BYTE, &message, &r.request), "MPI_Imrecv");
       again = true;
       break;
     }
@@ -205,14 +224,22 @@ Error size_mismatch_error(int src, int expected, int got) {
 
 }  // namespace
 
-MpiComm::MpiComm(MPI_Comm comm) : comm_(comm), matcher_(std::make_shared<detail::MpiMatcher>()) {
+MpiComm::MpiComm(MPI_Comm comm) : matcher_(std::make_shared<detail::MpiMatcher>()) {
+  check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
+  // A communicator of its own: the program's other MPI traffic on `comm` (mpi::Pool's, its
+  // own) never meets this comm's tags, any-tag receives or collectives.
+  check(MPI_Comm_dup(comm, &comm_), "MPI_Comm_dup");
   check(MPI_Comm_set_errhandler(comm_, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   matcher_->comm = comm_;
 }
 
-MpiComm::~MpiComm() = default;
+MpiComm::~MpiComm() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (finalized == 0) MPI_Comm_free(&comm_);
+}
 
 // With no receive queued, nothing waits to be matched, and the blocking MPI calls can be
 // used directly (no allocation, MPI's own wait).
@@ -291,15 +318,22 @@ Request MpiComm::irecv(int src, std::span<std::byte> data, int tag, Status* stat
 }
 
 std::optional<Status> MpiComm::iprobe(int src, int tag) {
+  using detail::mpi_source;
+  using detail::mpi_tag;
+  using detail::wants;
   check_source(src, "MpiComm::iprobe");
   check_tag(tag, true, "MpiComm::iprobe");
   matcher_->match();  // messages the posted receives match are theirs, not the probe's
   int found = 0;
   MPI_Status status;
-  check(MPI_Iprobe(src == kAnySource ? MPI_ANY_SOURCE : src, tag == kAnyTag ? MPI_ANY_TAG : tag,
-                   comm_, &found, &status),
-        "MPI_Iprobe");
+  check(MPI_Iprobe(mpi_source(src), mpi_tag(tag), comm_, &found, &status), "MPI_Iprobe");
   if (found == 0) return std::nullopt;
+  // A message that came after match() looked, for a posted receive, is that receive's.
+  if (std::any_of(matcher_->unmatched.begin(), matcher_->unmatched.end(), [&](const MpiRequest* r) {
+        return wants(*r, status.MPI_SOURCE, status.MPI_TAG);
+      })) {
+    return iprobe(src, tag);
+  }
   int bytes = 0;
   check(MPI_Get_count(&status, MPI_BYTE, &bytes), "MPI_Get_count");
   return Status{status.MPI_SOURCE, status.MPI_TAG, static_cast<std::size_t>(bytes)};
@@ -354,13 +388,8 @@ void MpiComm::complete(std::span<Request> requests) {
 // One MPI_Testsome over the posted ones among `states`; those it completes are marked done,
 // with their error. False when none is left unfinished.
 bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
-  // Scratch kept between calls: complete() calls this in its busy loop.
-  thread_local std::vector<MPI_Request> handles;
-  thread_local std::vector<std::size_t> which;
-  thread_local std::vector<int> indices;
-  thread_local std::vector<MPI_Status> statuses;
-  handles.clear();
-  which.clear();
+  std::vector<MPI_Request> handles;
+  std::vector<std::size_t> which;
   bool waiting = false;
   for (std::size_t i = 0; i < states.size(); ++i) {
     if (states[i]->phase == MpiRequest::Phase::done) continue;
@@ -371,8 +400,8 @@ bool MpiComm::test_some(std::span<detail::MpiRequest* const> states) {
     }
   }
   if (handles.empty()) return waiting;
-  indices.resize(handles.size());
-  statuses.resize(handles.size());
+  std::vector<int> indices(handles.size());
+  std::vector<MPI_Status> statuses(handles.size());
   int completed = 0;
   const int rc = MPI_Testsome(static_cast<int>(handles.size()), handles.data(), &completed,
                               indices.data(), statuses.data());

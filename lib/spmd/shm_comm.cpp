@@ -312,7 +312,14 @@ void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
     if (!woke) {
       std::vector<int> peers;
       for (const Op* o : ops) {
-        if (!o->complete) peers.push_back(o->peer);
+        if (o->complete) continue;
+        if (o->peer >= 0) {
+          peers.push_back(o->peer);
+        } else {  // an any-source receive not bound yet: it waits on every other rank
+          for (int r = 0; r < n_; ++r) {
+            if (r != rank_) peers.push_back(r);
+          }
+        }
       }
       std::sort(peers.begin(), peers.end());
       peers.erase(std::unique(peers.begin(), peers.end()), peers.end());

@@ -74,23 +74,44 @@ void ShmComm::post_receive(Op& op) {
   posted_.push_back(&op);
 }
 
-// Completes `op` with the earliest kept message it matches (the one from the source whose
-// message arrived first, for kAnySource). False when there is none.
+// Gives `op` the earliest message it matches among those kept aside and those being kept
+// right now (a drain in flight is later than every kept message of its source): a kept one
+// completes it; a drain in flight is adopted (its bytes so far copied, the rest streamed
+// into the receive). False when there is none.
 bool ShmComm::take_unexpected(Op& op) {
   std::deque<Unexpected>* queue = nullptr;
   std::deque<Unexpected>::iterator best;
   int from = -1;
+  int drain_from = -1;
+  std::uint64_t first = ~std::uint64_t{0};
   for (int s = 0; s < n_; ++s) {
     if (op.source != kAnySource && op.source != s) continue;
-    auto& q = unexpected_[static_cast<std::size_t>(s)];
+    const auto i = static_cast<std::size_t>(s);
+    auto& q = unexpected_[i];
     const auto it = std::find_if(q.begin(), q.end(), [&](const Unexpected& u) {
       return op.tag == kAnyTag || op.tag == u.tag;
     });
-    if (it != q.end() && (queue == nullptr || it->arrival < best->arrival)) {
-      queue = &q;
-      best = it;
-      from = s;
+    if (it != q.end()) {
+      if (it->arrival < first) {
+        first = it->arrival;
+        queue = &q;
+        best = it;
+        from = s;
+        drain_from = -1;
+      }
+      continue;
     }
+    const Op* d = drains_[i].get();
+    if (d != nullptr && bound_[i] == d && (op.tag == kAnyTag || op.tag == d->got_tag) &&
+        d->arrival < first) {
+      first = d->arrival;
+      queue = nullptr;
+      drain_from = s;
+    }
+  }
+  if (drain_from >= 0) {
+    adopt_drain(op, drain_from);
+    return true;
   }
   if (queue == nullptr) return false;
   op.peer = from;
@@ -105,6 +126,25 @@ bool ShmComm::take_unexpected(Op& op) {
   op.complete = true;
   finish_receive(op);
   return true;
+}
+
+// `op` takes over source s's drain in flight: what came so far is copied, the rest of the
+// message streams into it.
+void ShmComm::adopt_drain(Op& op, int s) {
+  const auto i = static_cast<std::size_t>(s);
+  Op& d = *drains_[i];
+  op.peer = s;
+  op.got_tag = d.got_tag;
+  op.arrival = d.arrival;
+  op.bytes = d.bytes;
+  op.cursor = d.cursor;
+  if (d.bytes != op.in.size()) {
+    op.error = std::make_exception_ptr(size_error(s, d.bytes, op.in.size()));
+  } else if (!d.kept.empty()) {
+    std::memcpy(op.in.data(), d.kept.data(), d.kept.size());
+  }
+  bound_[i] = &op;
+  drains_[i].reset();
 }
 
 // After a message was kept aside: the posted receives, in posting order, take what they
@@ -215,14 +255,19 @@ bool ShmComm::progress_source(int s) noexcept {
       if (!op->error) {
         try {
           unexpected_[i].push_back(Unexpected{op->got_tag, op->arrival, std::move(op->kept)});
-        } catch (...) {  // NOLINT(bugprone-empty-catch): out of memory, the message is lost
+        } catch (...) {  // out of memory: the message is lost, and so is the pair's order
+          drains_[i].reset();
+          fail_receives(s, std::current_exception(), false);
+          break;
         }
       }
       drains_[i].reset();
       deliver_unexpected();
-    } else {
-      finish_receive(*op);
+      // At most one message kept aside per source and pass: a sender that never stops cannot
+      // hold this rank here (its own sends, other sources, a probe's look wait for it).
+      break;
     }
+    finish_receive(*op);
   }
   if (moved) wake_peer(s);
   return moved;
@@ -340,7 +385,10 @@ Status ShmComm::probe(int src, int tag) {
       for (int r = 0; r < n_; ++r) {
         if ((src == kAnySource ? r != rank_ : r == src) && alive(r)) gone = false;
       }
-      if (src == rank_) gone = false;
+      // This rank's own messages to itself still count.
+      if (src == rank_ || (src == kAnySource && !sendq_[static_cast<std::size_t>(rank_)].empty())) {
+        gone = false;
+      }
       if (gone && !ready()) {
         throw Error(errc::peer_dead,
                     src == kAnySource
@@ -349,7 +397,13 @@ Status ShmComm::probe(int src, int tag) {
       }
     });
     if (found) return *found;
-    if (!woke) throw_timeout("ShmComm::probe", {src == kAnySource ? 0 : src}, "");
+    if (!woke) {
+      std::vector<int> peers;
+      for (int r = 0; r < n_; ++r) {
+        if (src == r || (src == kAnySource && r != rank_)) peers.push_back(r);
+      }
+      throw_timeout("ShmComm::probe", peers, "");
+    }
   }
 }
 

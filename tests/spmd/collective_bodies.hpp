@@ -947,6 +947,19 @@ inline void tags_any_source_probe(Comm& c) {
     // 2. Posted receives by tag, sent in the other order.
     c.send(1, std::span<const std::byte>(msg(0, 11, 8)), 11);
     c.send(1, std::span<const std::byte>(msg(0, 12, 16)), 12);
+    // 3. Both arrived before the receives are posted: an any-tag receive posted first gets
+    //    the earlier one.
+    c.send(1, std::span<const std::byte>(msg(0, 13, 8)), 13);
+    c.send(1, std::span<const std::byte>(msg(0, 14, 16)), 14);
+    c.barrier();
+    // 4. Three of tag 3 kept aside while rank 1 waits for tag 8 behind them.
+    for (int i = 0; i < 3; ++i) c.send(1, std::span<const std::byte>(msg(0, 3, 20 + i)), 3);
+    c.send(1, std::span<const std::byte>(msg(0, 8, 8)), 8);
+    // 5. A large message whose receive was dropped unmoved, passed by a later tag.
+    const std::vector<std::byte> dropped = msg(0, 40, 3 * kMiB);
+    Request d = c.isend(1, std::span<const std::byte>(dropped), 40);
+    c.send(1, std::span<const std::byte>(msg(0, 41, 32)), 41);
+    c.wait(d);
   } else if (r == 1) {
     std::vector<std::byte> b(200);
     Status st = c.recv(0, std::span(b), 7);
@@ -967,7 +980,10 @@ inline void tags_any_source_probe(Comm& c) {
     b.resize(seen.bytes);
     c.recv(0, std::span(b), 9);
     SPMD_CHECK(c, ok(b, 0, 9));
-    // The probe of tag 2 looks past the 3 MiB message of tag 1 (kept aside meanwhile).
+    // The 3 MiB message of tag 1 is seen while it is being kept aside; its receive takes it
+    // over. The probe of tag 2 looks past it.
+    seen = c.probe(0, 1);
+    SPMD_CHECK(c, seen.tag == 1 && seen.bytes == 3 * kMiB);
     seen = c.probe(kAnySource, 2);
     SPMD_CHECK(c, seen.source == 0 && seen.bytes == 64);
     std::vector<std::byte> wrong(63);
@@ -984,7 +1000,34 @@ inline void tags_any_source_probe(Comm& c) {
                     c.irecv(kAnySource, std::span(y), kAnyTag, &sy)};
     c.wait_all(q);
     SPMD_CHECK(c, sx.tag == 12 && ok(x, 0, 12) && sy.tag == 11 && sy.source == 0 && ok(y, 0, 11));
+    c.barrier();
+    std::vector<std::byte> u(8);
+    std::vector<std::byte> v(16);
+    Status su;
+    Status sv;
+    Request q2[2] = {c.irecv(0, std::span(u), kAnyTag, &su), c.irecv(0, std::span(v), 14, &sv)};
+    c.wait_all(q2);
+    SPMD_CHECK(c, su.tag == 13 && ok(u, 0, 13) && sv.tag == 14 && ok(v, 0, 14));
+    std::vector<std::byte> eight(8);
+    c.recv(0, std::span(eight), 8);
+    SPMD_CHECK(c, ok(eight, 0, 8));
+    for (int i = 0; i < 3; ++i) {
+      b.resize(20 + static_cast<std::size_t>(i));
+      st = c.recv(0, std::span(b), 3);
+      SPMD_CHECK_AT(c, st.bytes == b.size() && ok(b, 0, 3),
+                    "kept tag 3 message " + std::to_string(i));
+    }
+    std::vector<std::byte> big(3 * kMiB);
+    {
+      Request gone = c.irecv(0, std::span(big), 40);  // dropped before it moved: withdrawn
+    }
+    std::vector<std::byte> after(32);
+    c.recv(0, std::span(after), 41);  // past the large one (ShmComm keeps it aside)
+    SPMD_CHECK(c, ok(after, 0, 41));
+    c.recv(0, std::span(big), 40);
+    SPMD_CHECK(c, ok(big, 0, 40));
   } else {
+    c.barrier();
     c.barrier();  // the others meet ranks 0 and 1 at their barrier
   }
   // 3. Any source: rank 0 hears once from every other rank, in whatever order they come.

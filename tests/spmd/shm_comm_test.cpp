@@ -311,6 +311,21 @@ TEST_F(ShmCommTest, TagsAnySourceAndProbe) {
   on_ranks(4, bodies::tags_any_source_probe);
   on_ranks(2, bodies::tags_any_source_probe);
 }
+// An any-source receive nobody answers ends at call_timeout naming the other ranks.
+TEST_F(ShmCommTest, AnySourceReceivePastCallTimeoutThrowsTimeout) {
+  spmd::run(3,
+            [](Comm& c) {
+              if (c.rank() == 0) {
+                std::int64_t v = 0;
+                SPMD_CHECK_ERRC(c, c.recv(kAnySource, std::as_writable_bytes(std::span(&v, 1)), 5),
+                                errc::timeout);
+                SPMD_CHECK_ERRC(c, (void)c.probe(kAnySource, 6), errc::timeout);
+              } else {
+                std::this_thread::sleep_for(std::chrono::seconds(1));  // alive, silent
+              }
+            },
+            {.call_timeout = std::chrono::milliseconds(200)});
+}
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);
   on_ranks(2, bodies::test_wait_any_wait_some);

@@ -11,7 +11,8 @@
 ///                  left, std::as_writable_bytes(std::span(halo)));
 ///     });
 ///
-/// Point-to-point: messages from one rank to another arrive in the order they were sent; a
+/// Point-to-point: messages from one rank to another with one tag arrive in the order they
+/// were sent (a receive may name kAnySource and kAnyTag; probe() tells a message's size); a
 /// receive names the exact number of bytes it expects (Error(errc::size_mismatch) when the
 /// message has another size). send() may block until the receiver takes the message (large
 /// messages, a full channel): exchanges in both directions use sendrecv() or isend/irecv +

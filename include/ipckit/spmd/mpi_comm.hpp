@@ -100,10 +100,10 @@ struct MpiMatcher;
 struct MpiRequest;
 }  // namespace detail
 
-/// A Comm over an MPI communicator, which it uses but does not own (MPI_COMM_WORLD by
-/// default). Point-to-point messages travel with their Comm tag as the MPI tag on that
-/// communicator; a program that also calls MPI itself there should give MpiComm a
-/// communicator of its own (MPI_Comm_dup). The constructor sets MPI_ERRORS_RETURN on `comm`.
+/// A Comm over an MPI communicator (MPI_COMM_WORLD by default): the constructor, called by
+/// every rank of it, duplicates it (MPI_Comm_dup; freed by the destructor), so the
+/// program's own MPI traffic on `comm` never meets this Comm's messages, whose MPI tag is
+/// the Comm tag. The constructor sets MPI_ERRORS_RETURN on `comm` and on the duplicate.
 /// Every call must be made from the thread that made the mpi::Environment. Requests may
 /// outlive the MpiComm that made them, not MPI_Finalize.
 class MpiComm final : public Comm {
@@ -116,7 +116,7 @@ class MpiComm final : public Comm {
 
   [[nodiscard]] int rank() const noexcept override { return rank_; }
   [[nodiscard]] int size() const noexcept override { return size_; }
-  /// The MPI communicator, for calling MPI directly.
+  /// The MPI communicator this Comm works on (its own duplicate of the one it was given).
   [[nodiscard]] MPI_Comm native() const noexcept { return comm_; }
 
   ///@{

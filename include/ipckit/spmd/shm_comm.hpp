@@ -142,6 +142,7 @@ class ShmComm final : public Comm {
   bool stream(Op& op, ByteRing& ring);
   Op* match_posted(int s, int tag) const noexcept;
   bool take_unexpected(Op& op);
+  void adopt_drain(Op& op, int s);
   void deliver_unexpected() noexcept;
   void finish_receive(Op& op) noexcept;
   void fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept;
