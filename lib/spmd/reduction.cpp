@@ -53,20 +53,10 @@ bool defined(DataType t, ReduceOp op) {
   return false;
 }
 
-// acc[i] = f(acc[i], in[i]); memcpy in and out: the buffers need not be aligned for T. One
-// loop per operation, so that the compiler can vectorise it.
+// One loop per operation (Reduction::each), so that the compiler can vectorise it.
 template <class T, class F>
 void each(void* acc, const void* in, std::size_t count, F f) {
-  auto* a = static_cast<unsigned char*>(acc);
-  const auto* b = static_cast<const unsigned char*>(in);
-  for (std::size_t i = 0; i < count; ++i) {
-    T x{};
-    T y{};
-    std::memcpy(&x, a + i * sizeof(T), sizeof(T));
-    std::memcpy(&y, b + i * sizeof(T), sizeof(T));
-    x = f(x, y);
-    std::memcpy(a + i * sizeof(T), &x, sizeof(T));
-  }
+  Reduction::each<T>(f, acc, in, count);
 }
 
 // Integers wrap around (as two's complement) instead of overflowing: values a peer wrote

@@ -42,6 +42,20 @@ Head head_of(std::span<const std::byte> rec) {
   return {total, static_cast<int>(tag)};
 }
 
+// Marks the source a probe looks at (so that progress keeps aside what no receive wants
+// from it), for the probe's length; nested probes restore the outer one's.
+class Probing {
+ public:
+  Probing(int& probing, int src) : probing_(probing), before_(probing) { probing = src; }
+  ~Probing() { probing_ = before_; }
+  Probing(const Probing&) = delete;
+  Probing& operator=(const Probing&) = delete;
+
+ private:
+  int& probing_;
+  int before_;
+};
+
 bool matches(int source, int tag, int s, int t) {
   return (source == kAnySource || source == s) && (tag == kAnyTag || tag == t);
 }
@@ -352,12 +366,7 @@ std::optional<Status> ShmComm::look(int src, int tag) const {
 std::optional<Status> ShmComm::iprobe(int src, int tag) {
   check_source(src, "ShmComm::iprobe");
   check_tag(tag, true, "ShmComm::iprobe");
-  struct Probing {
-    int& probing;
-    int before;
-    ~Probing() { probing = before; }
-  } restore{probing_, probing_};
-  probing_ = src;
+  const Probing restore(probing_, src);
   (void)progress();  // heads no receive wants are kept aside: the probe looks past them
   return look(src, tag);
 }
@@ -365,12 +374,7 @@ std::optional<Status> ShmComm::iprobe(int src, int tag) {
 Status ShmComm::probe(int src, int tag) {
   check_source(src, "ShmComm::probe");
   check_tag(tag, true, "ShmComm::probe");
-  struct Probing {
-    int& probing;
-    int before;
-    ~Probing() { probing = before; }
-  } restore{probing_, probing_};
-  probing_ = src;
+  const Probing restore(probing_, src);
   std::optional<Status> found;
   const auto ready = [&] {
     (void)progress();

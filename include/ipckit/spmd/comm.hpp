@@ -404,13 +404,8 @@ class Comm {
   std::vector<T> gatherv(std::span<const T> mine, int root) {
     static_assert(std::is_trivially_copyable_v<T>);
     const std::vector<std::size_t> counts = gather(mine.size_bytes(), root);
-    std::vector<std::size_t> displs(counts.size());
-    std::size_t total = 0;
-    for (std::size_t r = 0; r < counts.size(); ++r) {
-      displs[r] = total;
-      total += counts[r];
-    }
-    std::vector<T> all(total / sizeof(T));
+    const std::vector<std::size_t> displs = packed(counts);
+    std::vector<T> all((counts.empty() ? 0 : displs.back() + counts.back()) / sizeof(T));
     gatherv(std::as_bytes(mine), std::as_writable_bytes(std::span(all)), counts, displs, root);
     return all;
   }
@@ -433,13 +428,8 @@ class Comm {
   std::vector<T> allgatherv(std::span<const T> mine) {
     static_assert(std::is_trivially_copyable_v<T>);
     const std::vector<std::size_t> counts = allgather(mine.size_bytes());
-    std::vector<std::size_t> displs(counts.size());
-    std::size_t total = 0;
-    for (std::size_t r = 0; r < counts.size(); ++r) {
-      displs[r] = total;
-      total += counts[r];
-    }
-    std::vector<T> all(total / sizeof(T));
+    const std::vector<std::size_t> displs = packed(counts);
+    std::vector<T> all((counts.empty() ? 0 : displs.back() + counts.back()) / sizeof(T));
     allgatherv(std::as_bytes(mine), std::as_writable_bytes(std::span(all)), counts, displs);
     return all;
   }
@@ -488,6 +478,16 @@ class Comm {
 
  private:
   std::vector<bool> ready(std::span<Request> requests);
+  // The displacements of blocks of `counts` laid end to end.
+  static std::vector<std::size_t> packed(const std::vector<std::size_t>& counts) {
+    std::vector<std::size_t> displs(counts.size());
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      displs[r] = total;
+      total += counts[r];
+    }
+    return displs;
+  }
   template <class T>
   static void check_element(const Reduction& op, const char* what) {
     static_assert(std::is_trivially_copyable_v<T>);

@@ -183,8 +183,9 @@ class Reduction {
   /// size): the backends compare it to find ranks that disagree.
   [[nodiscard]] std::uint64_t signature() const noexcept;
 
- private:
-  // acc[i] = op(acc[i], next[i]); memcpy in and out: the buffers need not be aligned for T.
+ public:
+  /// acc[i] = op(acc[i], next[i]) for `count` elements of T; memcpy in and out, so the
+  /// buffers need not be aligned for T (the loop the built-ins and Reduction::of share).
   template <class T, class Op>
   static void each(const Op& op, void* acc, const void* next, std::size_t count) {
     auto* a = static_cast<unsigned char*>(acc);
@@ -199,6 +200,7 @@ class Reduction {
     }
   }
 
+ private:
   DataType type_ = DataType::i32;
   ReduceOp op_ = ReduceOp::sum;
   std::size_t size_ = 0;
