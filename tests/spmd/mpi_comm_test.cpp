@@ -132,7 +132,10 @@ TEST(MpiComm, BlockingSendsBothWaysWithQueuedIrecvsDoNotDeadlock) {
 // The root's buffer must hold size() contributions: every rank learns it, nobody hangs.
 TEST(MpiComm, GatherIntoAWrongSizedRootBufferIsInvalidArgumentOnEveryRank) {
   std::int32_t mine = world().rank();
-  std::vector<std::int32_t> all(world().rank() == 0 ? 1 : 0);
+  // One element too many on the root, whatever the rank count (with one rank, one element
+  // would be right).
+  std::vector<std::int32_t> all(world().rank() == 0 ? static_cast<std::size_t>(world().size()) + 1
+                                                    : 0);
   try {
     world().gather(std::as_bytes(std::span(&mine, 1)), std::as_writable_bytes(std::span(all)), 0);
     ADD_FAILURE() << "gather did not throw";
