@@ -16,6 +16,7 @@
 #include "../support/mpi_test_main.hpp"
 #include "collective_bodies.hpp"
 #include "comm_bodies.hpp"
+#include "request_bodies.hpp"
 
 namespace {
 

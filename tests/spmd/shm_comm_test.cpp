@@ -28,6 +28,7 @@
 #include "ipckit/spmd/run.hpp"
 #include "leak_check.hpp"
 #include "nproc_limit.hpp"
+#include "request_bodies.hpp"
 
 namespace ipckit {
 namespace {
