@@ -110,9 +110,12 @@ void MpiComm::agree(const Agree& a, const char* what) {
   const auto lo = static_cast<std::int64_t>(a.sig & 0xffffffffU);
   // One MAX gives the largest and (negated) the smallest of each.
   std::int64_t v[] = {a.bad ? 1 : 0, a.mismatch ? 1 : 0, a.root, -a.root, hi, -hi, lo, -lo, a.size,
-                      -a.size};
+                      -a.size,       a.too_large ? 1 : 0};
   allreduce(v, std::size(v), DataType::i64, ReduceOp::max);
   const std::string w(what);
+  if (v[10] != 0) {
+    throw Error(errc::message_too_large, w + ": a rank's count is over INT_MAX, MPI's limit");
+  }
   if (v[0] != 0) throw Error(errc::invalid_argument, w + ": a rank passed malformed arguments");
   if (v[2] != -v[3]) {
     throw Error(errc::invalid_argument, w + ": the ranks pass roots between " +

@@ -39,7 +39,7 @@ struct MpiRequest final : Request::State {
   std::shared_ptr<MpiMatcher> matcher;
   Phase phase = Phase::posted;
   bool is_recv = false;
-  bool collective = false;  // MPI_Ibarrier / MPI_Iallreduce
+  bool collective = false;  // a non-blocking collective (MPI_Ibarrier, MPI_Ibcast, ...)
   int peer = 0;             // send: the destination; receive: the source asked for, then the sender
   int tag = 0;  // send: the tag; receive: the tag asked for (or kAnyTag), then the message's
   Status* status = nullptr;  // receive: filled when it completes

@@ -1,18 +1,17 @@
-// ShmComm (spmd::run is in run.cpp). Everything the ranks share lives in one anonymous mapping made
-// before the fork (nothing in /dev/shm):
-//   Header   n, sizes, each rank's identity, and the directory of point-to-point rings
-//            (offset of the ring from rank i to rank j, 0 until i first sends to j);
-//   Slot     per rank: a doorbell (EventCount) it sleeps on, its error text, and two
-//            collective buffers (used alternately by successive collectives);
-//   Coll     the collective barrier (arrival count and generation);
-//   Arena    where rings are made on first use: only pairs that talk get one.
+// ShmComm (spmd::run is in run.cpp): construction, the send side and the requests. Everything
+// the ranks share lives in one anonymous mapping made before the fork (nothing in /dev/shm;
+// lib/spmd/shm_layout.hpp): the header with the collective barrier (arrival count and
+// generation), one Slot per rank (its identity, the doorbell it sleeps on, its error text,
+// what it passes to the current collective), the directory of point-to-point rings (offset
+// of the ring from rank i to rank j, 0 until i first sends to j), two 64 KiB collective
+// buffers per rank, and the arena where rings are made on first use.
 // Point-to-point messages travel over ByteRings in fragments of at most 256 KiB (the fragment
-// layer, lib/channel/fragment.hpp: the first record leads with the message's size). Isend/irecv
-// queue per peer and progress together in wait_all(); a rank that finds nothing to do sleeps on its
-// doorbell, which a peer rings after publishing to it or freeing room in its ring. Collectives
-// write into the rank's own collective buffer, meet at the barrier and read the others' buffers
-// directly.
-// The collectives are in shm_collectives.cpp.
+// layer, lib/channel/fragment.hpp), each led by its tag word. Sends queue per peer; receives
+// are matched by source and tag in shm_recv.cpp. Everything posted moves in every wait (and
+// in every collective's wait); a rank with nothing to do sleeps on its doorbell, which a peer
+// rings after publishing to it or freeing room in its ring. The collectives are in
+// shm_collectives.cpp (barrier, reductions) and shm_exchange.cpp; SharedWindow's memory in
+// shm_window.cpp.
 #include "ipckit/spmd/run.hpp"
 
 #include <fcntl.h>

@@ -1,5 +1,6 @@
-// What shm_comm.cpp (point-to-point, requests) and shm_collectives.cpp share: the state of a
-// non-blocking collective request and the way a rank waits.
+// What ShmComm's files (shm_comm.cpp, shm_recv.cpp, shm_collectives.cpp, shm_exchange.cpp)
+// share: a point-to-point operation, a kept-aside message, a collective's agreement and
+// request, the round engine of the collectives, and the way a rank waits.
 #pragma once
 
 #include <sched.h>

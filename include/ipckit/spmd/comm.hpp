@@ -54,7 +54,8 @@ class Request {
   explicit Request(std::unique_ptr<State> s) noexcept : state_(std::move(s)) {}
   /// The backend's state, nullptr when there is none.
   [[nodiscard]] State* state() const noexcept { return state_.get(); }
-  /// True while the request holds an operation (until wait_all() or reset()).
+  /// True while the request holds an operation (until wait_all() or reset(); a persistent
+  /// request until it is destroyed).
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
   /// Drops the operation: cancelled, or finished by the backend (see Comm::isend and
   /// Comm::iallreduce).
@@ -146,7 +147,8 @@ class Comm {
   /// Posts without waiting; the buffers (and `status`, filled when the receive completes)
   /// must stay valid until the wait returns. A request dropped without a wait is cancelled;
   /// where it has already begun to move (ShmComm), the rest of the message is discarded or
-  /// sent as zero bytes, so the pair's later messages still arrive whole.
+  /// sent as zero bytes, so the pair's later messages still arrive whole. (MpiComm: a dropped
+  /// isend still completes, so its buffer must stay valid.)
   [[nodiscard]] virtual Request isend(int dest, std::span<const std::byte> data, int tag) = 0;
   [[nodiscard]] virtual Request irecv(int src, std::span<std::byte> data, int tag,
                                       Status* status) = 0;
@@ -155,7 +157,9 @@ class Comm {
   /// received, and says whose, which tag and how many bytes, without receiving it.
   /// Error(errc::peer_dead) when `src` (kAnySource: every other rank) has gone with none.
   virtual Status probe(int src, int tag) = 0;
-  /// probe() that does not wait: nothing when no such message has arrived.
+  /// probe() that does not wait: nothing when no such message has arrived. Behind messages
+  /// no receive wants, one call may not see it yet (ShmComm keeps one of those aside per
+  /// sender and call): call it again.
   virtual std::optional<Status> iprobe(int src, int tag) = 0;
   /// send() with tag 0.
   void send(int dest, std::span<const std::byte> data) { send(dest, data, 0); }
@@ -197,10 +201,11 @@ class Comm {
   std::vector<std::size_t> wait_some(std::span<Request> requests);
   ///@{
   /// A persistent send or receive (the halo pattern): made once, posted by each start() as
-  /// isend(dest, data) / irecv(src, data) into the same Request. wait()/wait_all()/test()
+  /// isend(dest, data, tag) / irecv(src, data, tag) into the same Request (a persistent
+  /// receive fills no Status). wait()/wait_all()/test()
   /// complete the round and leave the request valid but inactive, for the next start();
   /// wait_any()/wait_some() skip inactive ones. The buffer must stay valid while the request
-  /// lives. Error(errc::invalid_argument) for a rank outside [0, size()).
+  /// lives. Error(errc::invalid_argument) for a rank outside [0, size()) or a bad tag.
   [[nodiscard]] Request send_init(int dest, std::span<const std::byte> data, int tag = 0);
   [[nodiscard]] Request recv_init(int src, std::span<std::byte> data, int tag = 0);
   ///@}

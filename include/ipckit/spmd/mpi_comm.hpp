@@ -13,8 +13,10 @@
 /// message, so a message of the wrong size, larger or smaller, is consumed and reported as
 /// errc::size_mismatch with both sizes. (An MPI_Irecv posted ahead cannot do that safely:
 /// Open MPI 4.1's shared-memory single-copy path writes a truncated large message past the
-/// receive buffer.) Like ShmComm, a rank therefore takes messages for its posted irecvs only
-/// while it is in wait_all(), recv() or send(), not while it computes or sits in a collective.
+/// receive buffer.) A blocking recv() with no receive queued uses MPI_Probe + MPI_Recv of the
+/// probed source and tag. Like ShmComm, a rank takes messages for its posted irecvs only
+/// inside this Comm's calls (waits, tests, send, recv, probes and every collective's wait),
+/// not while it computes. A dropped isend still completes: its buffer must stay valid.
 ///
 /// Differences from ShmComm that a program may notice:
 ///  - a rank that dies ends the whole job (mpirun's rule); there is no errc::peer_dead;
@@ -23,8 +25,10 @@
 ///    rank still gets the same bytes with Open MPI);
 ///  - a message, a gather contribution, a broadcast or an allreduce is at most INT_MAX bytes
 ///    (elements for allreduce): errc::message_too_large above that;
-///  - broadcast() does not check that every rank passed the same size (a mismatch is MPI's
-///    undefined behaviour: an MPI error on some ranks, a hang on others).
+///  - broadcast(), allreduce() and the non-blocking ibarrier/iallreduce/ibroadcast do not
+///    check that every rank passed the same size or reduction (a mismatch is MPI's undefined
+///    behaviour: an MPI error on some ranks, a hang on others); the other collectives agree
+///    on their arguments with one small allreduce first.
 ///
 /// This is the only ipckit header that includes `<mpi.h>`.
 #pragma once

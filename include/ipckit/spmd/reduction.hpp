@@ -3,11 +3,11 @@
 /// combine with: a built-in operation on one of the DataTypes, or a user function on elements
 /// of any trivially copyable type.
 ///
-///     c.allreduce(2.5, ipckit::ReduceOp::prod);
-///     auto best = c.allreduce(ipckit::ValueIndex<double>{err, c.rank()},
-///     ipckit::ReduceOp::minloc); auto compose = [](const Affine& a, const Affine& b) { return b *
-///     a; };  // not commutative Affine all = c.allreduce(mine,
-///     ipckit::Reduction::of<Affine>(compose));
+///     using ipckit::ReduceOp;
+///     double p = c.allreduce(2.5, ReduceOp::prod);
+///     auto best = c.allreduce(ipckit::ValueIndex<double>{err, c.rank()}, ReduceOp::minloc);
+///     auto compose = [](const Affine& a, const Affine& b) { return b * a; };  // in order
+///     Affine all = c.allreduce(mine, ipckit::Reduction::of<Affine>(compose));
 ///
 /// The ranks' values are combined in rank order: acc = op(acc, next), acc holding ranks
 /// 0 .. r-1 when rank r's value comes. ShmComm does exactly that, so every rank gets the same

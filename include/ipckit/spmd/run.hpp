@@ -49,8 +49,9 @@ struct RunOptions {
   /// were stopped ("spmd::run: deadline of 2000 ms passed; ranks 1 (stopped), 3 still
   /// running").
   std::chrono::milliseconds timeout{0};
-  /// The longest a single blocking call of the ShmComm (send, recv, wait_all and sendrecv,
-  /// barrier, allreduce, gather, broadcast) may take, from its start to its end; 0: no
+  /// The longest a single blocking call of the ShmComm (send, recv, probe, wait/wait_all,
+  /// sendrecv, every collective; not wait_any/wait_some, which poll) may take, from its
+  /// start to its end; 0: no
   /// limit. Past it the call throws Error(errc::timeout) naming the call and the rank(s) it
   /// was waiting for. Set it well above the longest a call may legitimately wait: the
   /// slowest rank's work between two calls plus the transfer. After a timed-out call the

@@ -7,7 +7,7 @@
 ///     ipckit::SharedWindow<double> w(comm, n);          // n doubles of this rank's
 ///     fill(w.local());
 ///     w.fence();
-///     use(w.of(comm.rank() + 1));                        // the right neighbour's, in place
+///     use(w.of((comm.rank() + 1) % comm.size()));        // the right neighbour's, in place
 ///     w.fence();                                         // before anyone writes again
 ///
 /// ShmComm: one memfd segment (its pages reserved, so a full /dev/shm is errc::out_of_memory
@@ -36,7 +36,8 @@ class SharedWindow {
  public:
   /// Collective: this rank's part holds `count` elements (the ranks' counts may differ),
   /// zero-filled. Throws Error on every rank when the memory cannot be made (errc::out_of_memory,
-  /// the OS error) or, under MPI, when the ranks are not on one node.
+  /// the OS error), when the parts add up to more than a segment holds (ShmComm;
+  /// errc::invalid_argument) or, under MPI, when the ranks are not on one node.
   SharedWindow(Comm& comm, std::size_t count)
       : comm_(&comm), memory_(comm.allocate_shared(count * sizeof(T))) {}
 
