@@ -235,7 +235,7 @@ class MpiComm final : public Comm {
                                                 std::vector<int>& c, std::vector<int>& d,
                                                 const char* what);
 
-  MPI_Comm comm_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;
   int size_ = 0;
   std::shared_ptr<detail::MpiMatcher> matcher_;
