@@ -252,11 +252,10 @@ Request MpiComm::igather(std::span<const std::byte> mine, std::span<std::byte> a
 
 // gatherv/scatterv: the roots agree first (everything after depends on them); then the
 // root checks every rank's size against its counts, and the ranks agree on that.
-std::vector<std::int64_t> MpiComm::agree_rooted_counts(std::span<const std::size_t> counts,
-                                                       std::span<const std::size_t> displs,
-                                                       std::size_t buffer, std::size_t mine,
-                                                       int root, std::vector<int>& c,
-                                                       std::vector<int>& d, const char* what) {
+void MpiComm::agree_rooted_counts(std::span<const std::size_t> counts,
+                                  std::span<const std::size_t> displs, std::size_t buffer,
+                                  std::size_t mine, int root, std::vector<int>& c,
+                                  std::vector<int>& d, const char* what) {
   const bool me = rank_ == root;
   Agree a{0, 0, root, outside(root, size_)};
   a.varying = true;
@@ -278,7 +277,6 @@ std::vector<std::int64_t> MpiComm::agree_rooted_counts(std::span<const std::size
     sized.mismatch = sized.mismatch || static_cast<std::size_t>(sizes[i]) != counts[i];
   }
   agree(sized, what);
-  return sizes;
 }
 
 void MpiComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
@@ -286,8 +284,7 @@ void MpiComm::gatherv(std::span<const std::byte> mine, std::span<std::byte> all,
                       int root) {
   std::vector<int> c;
   std::vector<int> d;
-  (void)agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d,
-                            "MpiComm::gatherv");
+  agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d, "MpiComm::gatherv");
   const int n = static_cast<int>(mine.size());
   run_collective("MPI_Igatherv", [&](MPI_Request* r) {
     return MPI_Igatherv(mine.data(), n, MPI_BYTE, all.data(), c.data(), d.data(), MPI_BYTE, root,
@@ -315,8 +312,7 @@ void MpiComm::scatterv(std::span<const std::byte> all, std::span<const std::size
                        std::span<const std::size_t> displs, std::span<std::byte> mine, int root) {
   std::vector<int> c;
   std::vector<int> d;
-  (void)agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d,
-                            "MpiComm::scatterv");
+  agree_rooted_counts(counts, displs, all.size(), mine.size(), root, c, d, "MpiComm::scatterv");
   const int n = static_cast<int>(mine.size());
   run_collective("MPI_Iscatterv", [&](MPI_Request* r) {
     return MPI_Iscatterv(all.data(), c.data(), d.data(), MPI_BYTE, mine.data(), n, MPI_BYTE, root,

@@ -93,41 +93,15 @@ void ShmComm::post_receive(Op& op) {
 // completes it; a drain in flight is adopted (its bytes so far copied, the rest streamed
 // into the receive). False when there is none.
 bool ShmComm::take_unexpected(Op& op) {
-  std::deque<Unexpected>* queue = nullptr;
-  std::deque<Unexpected>::iterator best;
-  int from = -1;
-  int drain_from = -1;
-  std::uint64_t first = ~std::uint64_t{0};
-  for (int s = 0; s < n_; ++s) {
-    if (op.source != kAnySource && op.source != s) continue;
-    const auto i = static_cast<std::size_t>(s);
-    auto& q = unexpected_[i];
-    const auto it = std::find_if(q.begin(), q.end(), [&](const Unexpected& u) {
-      return op.tag == kAnyTag || op.tag == u.tag;
-    });
-    if (it != q.end()) {
-      if (it->arrival < first) {
-        first = it->arrival;
-        queue = &q;
-        best = it;
-        from = s;
-        drain_from = -1;
-      }
-      continue;
-    }
-    const Op* d = drains_[i].get();
-    if (d != nullptr && bound_[i] == d && (op.tag == kAnyTag || op.tag == d->got_tag) &&
-        d->arrival < first) {
-      first = d->arrival;
-      queue = nullptr;
-      drain_from = s;
-    }
-  }
-  if (drain_from >= 0) {
-    adopt_drain(op, drain_from);
+  const Kept k = find_kept(op.source, op.tag);
+  if (k.source < 0) return false;
+  if (k.draining) {
+    adopt_drain(op, k.source);
     return true;
   }
-  if (queue == nullptr) return false;
+  const int from = k.source;
+  auto& queue = unexpected_[static_cast<std::size_t>(from)];
+  const auto best = queue.begin() + static_cast<std::ptrdiff_t>(k.index);
   op.peer = from;
   op.got_tag = best->tag;
   op.bytes = best->payload.size();
@@ -136,7 +110,7 @@ bool ShmComm::take_unexpected(Op& op) {
   } else if (!op.in.empty()) {
     std::memcpy(op.in.data(), best->payload.data(), op.in.size());
   }
-  queue->erase(best);
+  queue.erase(best);
   op.complete = true;
   finish_receive(op);
   return true;
@@ -338,29 +312,42 @@ void ShmComm::orphan_receive(Op& op) noexcept {
   }
 }
 
-// The earliest message kept aside (or being kept) that matches, without taking it.
-std::optional<Status> ShmComm::look(int src, int tag) const {
-  std::optional<Status> found;
+// The earliest message that (src, tag) matches among those kept aside and those being kept
+// right now (a drain in flight is later than every kept message of its source).
+ShmComm::Kept ShmComm::find_kept(int src, int tag) const {
+  Kept k;
   std::uint64_t first = ~std::uint64_t{0};
   for (int s = 0; s < n_; ++s) {
     if (src != kAnySource && src != s) continue;
     const auto i = static_cast<std::size_t>(s);
-    for (const Unexpected& u : unexpected_[i]) {
-      if (tag != kAnyTag && tag != u.tag) continue;
-      if (u.arrival < first) {
-        first = u.arrival;
-        found = Status{s, u.tag, u.payload.size()};
+    const auto& q = unexpected_[i];
+    const auto it = std::find_if(
+        q.begin(), q.end(), [&](const Unexpected& u) { return tag == kAnyTag || tag == u.tag; });
+    if (it != q.end()) {
+      if (it->arrival < first) {
+        first = it->arrival;
+        k = Kept{s, false, static_cast<std::size_t>(it - q.begin())};
       }
-      break;
+      continue;
     }
     const Op* d = drains_[i].get();
     if (d != nullptr && bound_[i] == d && (tag == kAnyTag || tag == d->got_tag) &&
-        d->arrival < first && d->cursor.started()) {
+        d->arrival < first) {
       first = d->arrival;
-      found = Status{s, d->got_tag, d->bytes};
+      k = Kept{s, true, 0};
     }
   }
-  return found;
+  return k;
+}
+
+// The earliest message kept aside (or being kept) that matches, without taking it.
+std::optional<Status> ShmComm::look(int src, int tag) const {
+  const Kept k = find_kept(src, tag);
+  if (k.source < 0) return std::nullopt;
+  const auto i = static_cast<std::size_t>(k.source);
+  if (k.draining) return Status{k.source, drains_[i]->got_tag, drains_[i]->bytes};
+  const Unexpected& u = unexpected_[i][k.index];
+  return Status{k.source, u.tag, u.payload.size()};
 }
 
 std::optional<Status> ShmComm::iprobe(int src, int tag) {

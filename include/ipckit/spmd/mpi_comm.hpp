@@ -229,11 +229,9 @@ class MpiComm final : public Comm {
   void agree(const Agree& a, const char* what);
   static constexpr int kNoRoot = -1;  // agree_blocks: no root (a root passed is range-checked)
   int agree_blocks(std::size_t bytes, bool rooted, int root, bool bad, const char* what);
-  std::vector<std::int64_t> agree_rooted_counts(std::span<const std::size_t> counts,
-                                                std::span<const std::size_t> displs,
-                                                std::size_t buffer, std::size_t mine, int root,
-                                                std::vector<int>& c, std::vector<int>& d,
-                                                const char* what);
+  void agree_rooted_counts(std::span<const std::size_t> counts, std::span<const std::size_t> displs,
+                           std::size_t buffer, std::size_t mine, int root, std::vector<int>& c,
+                           std::vector<int>& d, const char* what);
 
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0;

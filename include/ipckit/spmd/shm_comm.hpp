@@ -151,6 +151,13 @@ class ShmComm final : public Comm {
   [[nodiscard]] bool pending() const noexcept {
     return queued_ != 0 || !posted_.empty() || bound_count_ != 0;
   }
+  // Where the earliest kept (or being kept) message a receive or probe matches is.
+  struct Kept {
+    int source = -1;        // -1: none
+    bool draining = false;  // still being kept (drains_[source])
+    std::size_t index = 0;  // in unexpected_[source]
+  };
+  [[nodiscard]] Kept find_kept(int src, int tag) const;
   std::optional<Status> look(int src, int tag) const;
   bool step(Op& op) noexcept;
   bool progress() noexcept;
