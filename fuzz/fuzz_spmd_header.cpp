@@ -112,11 +112,11 @@ void point_to_point(std::byte* base, sd::Header& h, Input& in) {
 void collective(std::byte* base, sd::Header& h, Input& in) {
   sd::Slot& peer = slot(base, h, 0);
   for (unsigned p = 0; p < 2; ++p) {
-    peer.coll_size[p].store(in.take<std::uint64_t>() % 4096 *
+    peer.coll.size[p].store(in.take<std::uint64_t>() % 4096 *
                             (in.take<std::uint8_t>() & 1 ? 1 : 8));
-    peer.coll_sig[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint64_t>() : 0);
-    peer.coll_root[p].store(in.take<std::int8_t>());
-    peer.coll_bad[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint32_t>() : 0);
+    peer.coll.sig[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint64_t>() : 0);
+    peer.coll.root[p].store(in.take<std::int8_t>());
+    peer.coll.bad[p].store(in.take<std::uint8_t>() & 1 ? in.take<std::uint32_t>() : 0);
   }
   const auto buf = in.bytes(in.take<std::uint16_t>());
   std::memcpy(base + h.coll_buf_at, buf.data(), std::min(buf.size(), sd::kCollBytes));

@@ -31,9 +31,10 @@ std::vector<int> CartComm::dims_for(int nprocs, int ndims) {
 
 std::vector<CartComm::Offset> CartComm::directions(int ndims) {
   std::vector<Offset> out;
+  const int ymax = ndims >= 2 ? 1 : 0;
   const int zmax = ndims >= 3 ? 1 : 0;
   for (int dz = -zmax; dz <= zmax; ++dz) {
-    for (int dy = -1; dy <= 1; ++dy) {
+    for (int dy = -ymax; dy <= ymax; ++dy) {
       for (int dx = -1; dx <= 1; ++dx) {
         if (dx == 0 && dy == 0 && dz == 0) continue;
         out.push_back({dx, dy, dz});
@@ -44,10 +45,14 @@ std::vector<CartComm::Offset> CartComm::directions(int ndims) {
 }
 
 CartComm::CartComm(Comm& comm, int ndims, std::vector<int> dims, std::vector<bool> periodic)
-    : comm_(comm), ndims_(ndims) {
-  if (ndims != 2 && ndims != 3) {
+    : CartComm(comm, nullptr, ndims, std::move(dims), std::move(periodic)) {}
+
+CartComm::CartComm(Comm& comm, std::shared_ptr<Comm> owned, int ndims, std::vector<int> dims,
+                   std::vector<bool> periodic)
+    : owned_(std::move(owned)), comm_(comm), ndims_(ndims) {
+  if (ndims < 1 || ndims > 3) {
     throw Error(errc::invalid_argument,
-                "CartComm: ndims must be 2 or 3, not " + std::to_string(ndims));
+                "CartComm: ndims must be 1, 2 or 3, not " + std::to_string(ndims));
   }
   const bool choose =
       dims.empty() || std::all_of(dims.begin(), dims.end(), [](int d) { return d == 0; });
@@ -173,6 +178,35 @@ std::pair<int, int> CartComm::shift(int axis, int disp) const {
   Offset up{};
   up[static_cast<std::size_t>(axis)] = disp;
   return {neighbor(-up[0], -up[1], -up[2]), neighbor(up[0], up[1], up[2])};
+}
+
+CartComm CartComm::sub(const std::vector<bool>& remain) const {
+  if (static_cast<int>(remain.size()) != ndims_ ||
+      std::none_of(remain.begin(), remain.end(), [](bool b) { return b; })) {
+    throw Error(errc::invalid_argument, "CartComm::sub: " + std::to_string(remain.size()) +
+                                            " flags for " + std::to_string(ndims_) +
+                                            " axes, or none kept");
+  }
+  // The color numbers the position on the dropped axes; within a color, ranks keep this
+  // grid's row-major order, which is the kept axes' row-major order.
+  const Offset me = coords();
+  int color = 0;
+  int stride = 1;
+  std::vector<int> dims;
+  std::vector<bool> periodic;
+  for (std::size_t a = 0; a < remain.size(); ++a) {
+    if (remain[a]) {
+      dims.push_back(dims_[a]);
+      periodic.push_back(periodic_[a]);
+    } else {
+      color += me[a] * stride;
+      stride *= dims_[a];
+    }
+  }
+  std::shared_ptr<Comm> part = comm_.split(color, rank());
+  Comm& c = *part;
+  const auto nd = static_cast<int>(dims.size());  // before the moves below
+  return CartComm(c, std::move(part), nd, std::move(dims), std::move(periodic));
 }
 
 }  // namespace ipckit

@@ -491,4 +491,23 @@ std::unique_ptr<SharedMemory> MpiComm::allocate_shared(std::size_t bytes) {
   return memory;
 }
 
+std::unique_ptr<Comm> MpiComm::split(int color, int key) {
+  const char* what = "MpiComm::split";
+  Agree a{0, 0, kNoRoot, color < 0 && color != kUndefinedColor};
+  a.varying = true;
+  agree(a, what);
+  MPI_Comm part = MPI_COMM_NULL;
+  check(MPI_Comm_split(comm_, color == kUndefinedColor ? MPI_UNDEFINED : color, key, &part),
+        "MPI_Comm_split");
+  if (part == MPI_COMM_NULL) return nullptr;
+  // MpiComm works on a duplicate of its own: `part` is freed either way.
+  struct Free {
+    MPI_Comm& c;
+    ~Free() { MPI_Comm_free(&c); }
+  } free_part{part};
+  return std::make_unique<MpiComm>(part);
+}
+
+std::unique_ptr<Comm> MpiComm::dup() { return std::make_unique<MpiComm>(comm_); }
+
 }  // namespace ipckit

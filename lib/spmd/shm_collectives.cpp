@@ -43,13 +43,16 @@ std::uint32_t ShmComm::arrive(const char* what) {
     throw Error(errc::barrier_broken,
                 std::string(what) + ": an earlier collective of this rank timed out");
   }
-  Coll& c = h_->coll;
-  slot(rank_).barriers.store(++barriers_, std::memory_order_relaxed);  // for messages only
+  Coll& c = *coll_;
+  cslot(rank_).barriers.store(++barriers_, std::memory_order_relaxed);  // for messages only
   const std::uint32_t gen = c.generation.load(std::memory_order_acquire);
   if (c.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<std::uint32_t>(n_)) {
     c.arrived.store(0, std::memory_order_relaxed);
     c.generation.store(gen + 1, std::memory_order_release);
-    c.ec.notify_all();
+    c.ec.notify_all();  // a full fence first: pairs with depart()'s `moving` flag
+    for (int r = 0; r < n_; ++r) {
+      if (cslot(r).moving.load(std::memory_order_relaxed) != 0) slot(world(r)).doorbell.notify_all();
+    }
   }
   return gen;
 }
@@ -58,29 +61,32 @@ std::uint32_t ShmComm::arrive(const char* what) {
 // `gen`, moving this rank's queued point-to-point operations meanwhile (a peer may need
 // them to reach the barrier).
 void ShmComm::depart(std::uint32_t gen, const char* what) {
-  Coll& c = h_->coll;
+  Coll& c = *coll_;
+  ShmComm& e = *engine_;  // the point-to-point operations of every communicator
   const auto passed = [&] { return c.generation.load(std::memory_order_acquire) != gen; };
   if (passed()) return;
   const Deadline deadline = call_deadline();
   const auto ready = [&] {
-    if (pending()) (void)progress();
+    if (e.pending()) (void)e.progress();
     return passed();
   };
-  // With operations queued, peers that move data to or from this rank wake the collective's
-  // sleepers too (wake_peer). Set before the wait's fence, so a move either sees the flag or
-  // is seen by the wait's next look.
+  // With operations queued, the rank sleeps on its doorbell, which peers that move its data
+  // ring (wake_peer), and so does the barrier's last arrival when it sees `moving` set. Set
+  // before the wait's fence, so the last arrival either sees the flag or is seen by the
+  // wait's next look.
   struct Moving {
     std::atomic<std::uint32_t>& flag;
     ~Moving() { flag.store(0, std::memory_order_relaxed); }
-  } moving{slot(rank_).coll_moving};
-  if (pending()) moving.flag.store(1, std::memory_order_relaxed);
-  const bool met = await(c.ec, deadline, ready, [&] {
+  } moving{cslot(rank_).moving};
+  const bool p2p = e.pending();
+  if (p2p) moving.flag.store(1, std::memory_order_relaxed);
+  const bool met = await(p2p ? slot(me()).doorbell : c.ec, deadline, ready, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores
       // are visible once its death is, so an unchanged generation settles it.
-      if (!alive(r) && !passed()) throw_peer_dead(r, what);
+      if (!alive(world(r)) && !passed()) throw_peer_dead(r, what);
     }
-    if (pending()) fail_dead_peers();
+    if (e.pending()) e.fail_dead_peers();
   });
   if (met) return;
   // This rank's arrival stays counted: the barrier cannot be left cleanly, so this comm
@@ -88,9 +94,9 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
   coll_broken_ = true;
   std::vector<int> missing;
   for (int r = 0; r < n_; ++r) {
-    if (slot(r).barriers.load(std::memory_order_relaxed) < barriers_) missing.push_back(r);
+    if (cslot(r).barriers.load(std::memory_order_relaxed) < barriers_) missing.push_back(world(r));
   }
-  throw_timeout(what, missing, "(not there yet)");
+  throw_timeout(what, missing, *group_, "(not there yet)");
 }
 
 // A collective request dropped while its rank unwinds: not waited for; this rank refuses
@@ -112,13 +118,13 @@ unsigned ShmComm::begin_collective(const Agree& a, const char* what) {
   (void)what;
   finish_outstanding();
   const unsigned parity = coll_phase_++ & 1U;
-  spmd::detail::Slot& s = slot(rank_);
+  spmd::detail::CollSlot& s = cslot(rank_);
   Bad bad = a.bad;
   if (a.rooted && (a.root < 0 || a.root >= n_)) bad = Bad::root;
-  s.coll_size[parity].store(a.size, std::memory_order_relaxed);
-  s.coll_sig[parity].store(a.sig, std::memory_order_relaxed);
-  s.coll_root[parity].store(a.root, std::memory_order_relaxed);
-  s.coll_bad[parity].store(static_cast<std::uint32_t>(bad), std::memory_order_relaxed);
+  s.size[parity].store(a.size, std::memory_order_relaxed);
+  s.sig[parity].store(a.sig, std::memory_order_relaxed);
+  s.root[parity].store(a.root, std::memory_order_relaxed);
+  s.bad[parity].store(static_cast<std::uint32_t>(bad), std::memory_order_relaxed);
   return parity;
 }
 
@@ -147,27 +153,27 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
     throw Error(code, std::string(what) + ": rank " + std::to_string(r) + " " + why);
   };
   for (int r = 0; r < n_; ++r) {
-    const std::uint32_t bad = slot(r).coll_bad[parity].load(std::memory_order_relaxed);
+    const std::uint32_t bad = cslot(r).bad[parity].load(std::memory_order_relaxed);
     if (bad != 0) fail(errc::invalid_argument, r, bad_text(bad));
   }
-  const spmd::detail::Slot& first = slot(0);
+  const spmd::detail::CollSlot& first = cslot(0);
   if (a.rooted) {
-    const std::int64_t root = first.coll_root[parity].load(std::memory_order_relaxed);
+    const std::int64_t root = first.root[parity].load(std::memory_order_relaxed);
     for (int r = 1; r < n_; ++r) {
-      const std::int64_t other = slot(r).coll_root[parity].load(std::memory_order_relaxed);
+      const std::int64_t other = cslot(r).root[parity].load(std::memory_order_relaxed);
       if (other != root) {
         fail(errc::invalid_argument, r,
              "passed root " + std::to_string(other) + ", rank 0 root " + std::to_string(root));
       }
     }
   }
-  const std::uint64_t sig = first.coll_sig[parity].load(std::memory_order_relaxed);
-  const std::uint64_t size = first.coll_size[parity].load(std::memory_order_relaxed);
+  const std::uint64_t sig = first.sig[parity].load(std::memory_order_relaxed);
+  const std::uint64_t size = first.size[parity].load(std::memory_order_relaxed);
   for (int r = 1; r < n_; ++r) {
-    if (slot(r).coll_sig[parity].load(std::memory_order_relaxed) != sig) {
+    if (cslot(r).sig[parity].load(std::memory_order_relaxed) != sig) {
       fail(errc::invalid_argument, r, "passed another reduction or other counts than rank 0");
     }
-    const std::uint64_t other = slot(r).coll_size[parity].load(std::memory_order_relaxed);
+    const std::uint64_t other = cslot(r).size[parity].load(std::memory_order_relaxed);
     if (!a.varying && other != size) {
       fail(errc::size_mismatch, r,
            "passed " + std::to_string(other) + " bytes, rank 0 " + std::to_string(size));
@@ -179,7 +185,7 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
     fail(errc::invalid_argument, rank_,
          bad_text(static_cast<std::uint32_t>(bad_root ? Bad::root : a.bad)));
   }
-  if ((a.rooted && a.root != first.coll_root[parity].load(std::memory_order_relaxed)) ||
+  if ((a.rooted && a.root != first.root[parity].load(std::memory_order_relaxed)) ||
       a.sig != sig || (!a.varying && a.size != size)) {
     fail(errc::invalid_argument, 0, "changed what it passed during the collective");
   }

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -106,6 +107,7 @@ std::string rank_list(const std::vector<int>& ranks, const std::vector<bool>& st
 }  // namespace spmd::detail
 
 using spmd::detail::Coll;
+using spmd::detail::CollSlot;
 using spmd::detail::Header;
 using spmd::detail::kCollBytes;
 using spmd::detail::Slot;
@@ -129,6 +131,35 @@ ShmComm::ShmComm(std::byte* base, int rank) : base_(base), rank_(rank) {
   yield_ = h_->oversubscribed != 0;
   call_timeout_ = std::chrono::nanoseconds(
       static_cast<std::int64_t>(std::min<std::uint64_t>(h_->call_timeout_ns, INT64_MAX)));
+  auto g = std::make_shared<Group>();
+  g->ranks.resize(static_cast<std::size_t>(n_));
+  for (int r = 0; r < n_; ++r) g->ranks[static_cast<std::size_t>(r)] = r;
+  g->local = g->ranks;
+  group_ = std::move(g);
+  coll_ = &h_->coll;
+  cslots_ = base_ + h_->slots_at + offsetof(Slot, coll);
+  cslot_stride_ = sizeof(Slot);
+  bufs_ = base_ + h_->coll_buf_at;
+}
+
+ShmComm::ShmComm(ShmComm& parent, std::shared_ptr<const Group> group, int rank,
+                 std::unique_ptr<Segment> segment, std::byte* at)
+    : base_(parent.base_),
+      h_(parent.h_),
+      rank_(rank),
+      n_(static_cast<int>(group->ranks.size())),
+      engine_(parent.engine_),
+      group_(std::move(group)),
+      segment_(std::move(segment)),
+      fragment_bytes_(parent.fragment_bytes_),
+      policy_(parent.policy_),
+      yield_(parent.yield_),
+      call_timeout_(parent.call_timeout_) {
+  const auto l = spmd::detail::SubLayout::of(n_);
+  coll_ = reinterpret_cast<Coll*>(at);
+  cslots_ = at + l.slots_at;
+  cslot_stride_ = sizeof(CollSlot);
+  bufs_ = at + l.bufs_at;
 }
 
 ShmComm::~ShmComm() {
@@ -147,16 +178,21 @@ ShmComm::~ShmComm() {
   }
 }
 
-Slot& ShmComm::slot(int r) const noexcept {
-  return reinterpret_cast<Slot*>(base_ + h_->slots_at)[r];
+Slot& ShmComm::slot(int world_rank) const noexcept {
+  return reinterpret_cast<Slot*>(base_ + h_->slots_at)[world_rank];
 }
+CollSlot& ShmComm::cslot(int r) const noexcept {
+  return *reinterpret_cast<CollSlot*>(cslots_ + static_cast<std::size_t>(r) * cslot_stride_);
+}
+int ShmComm::world(int r) const noexcept { return group_->ranks[static_cast<std::size_t>(r)]; }
+int ShmComm::me() const noexcept { return engine_->rank_; }
 std::atomic<std::uint64_t>& ShmComm::dir(int from, int to) const noexcept {
   auto* d = reinterpret_cast<std::atomic<std::uint64_t>*>(base_ + h_->dir_at);
   return d[static_cast<std::size_t>(from) * static_cast<std::size_t>(n_) +
            static_cast<std::size_t>(to)];
 }
 std::byte* ShmComm::coll_buf(int r, unsigned parity) const noexcept {
-  return base_ + h_->coll_buf_at + (static_cast<std::size_t>(r) * 2 + parity) * kCollBytes;
+  return bufs_ + (static_cast<std::size_t>(r) * 2 + parity) * kCollBytes;
 }
 Arena& ShmComm::arena() const noexcept { return *reinterpret_cast<Arena*>(base_ + h_->arena_at); }
 
@@ -194,12 +230,9 @@ ByteRing* ShmComm::in_ring(int from) {
   return &*r;
 }
 
-// After moving data to or from `peer`: wakes it whether it sleeps in a point-to-point wait
-// (its doorbell) or in a collective (which makes point-to-point progress too).
-void ShmComm::wake_peer(int peer) noexcept {
-  slot(peer).doorbell.notify_all();  // a full fence first: pairs with depart()'s flag
-  if (slot(peer).coll_moving.load(std::memory_order_relaxed) != 0) h_->coll.ec.notify_all();
-}
+// After moving data to or from `peer`: wakes it, in a point-to-point wait or in a collective
+// with operations queued (both sleep on its doorbell).
+void ShmComm::wake_peer(int peer) noexcept { slot(peer).doorbell.notify_all(); }
 
 // Moves as much of `op` as the ring allows now. True when anything moved.
 bool ShmComm::progress_send(Op& op) {
@@ -250,33 +283,39 @@ Deadline ShmComm::call_deadline() const noexcept {
 
 // Error(errc::timeout): "<what>: call_timeout of 500 ms passed waiting for rank 1 (stopped)
 // <state>".
-void ShmComm::throw_timeout(const char* what, const std::vector<int>& peers,
+void ShmComm::throw_timeout(const char* what, const std::vector<int>& peers, const Group& g,
                             const char* state) const {
   std::vector<bool> stopped;
+  std::vector<int> named;
   stopped.reserve(peers.size());
   for (int p : peers) {
     stopped.push_back(process_stopped(identity_pid(slot(p).id.load(std::memory_order_acquire))));
+    named.push_back(g.local_of(p));
   }
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(call_timeout_).count();
   std::string msg =
       std::string(what) + ": call_timeout of " + std::to_string(ms) + " ms passed waiting for ";
-  msg += peers.empty() ? std::string("the other ranks") : rank_list(peers, stopped);
+  msg += peers.empty() ? std::string("the other ranks") : rank_list(named, stopped);
   if (*state != '\0') msg += std::string(" ") + state;
   throw Error(errc::timeout, msg);
+}
+
+// True when a rank of `g` other than this one is alive.
+bool ShmComm::others_alive(const Group& g) const noexcept {
+  return std::any_of(g.ranks.begin(), g.ranks.end(),
+                     [&](int r) { return r != rank_ && alive(r); });
 }
 
 // Fails the queued operations with peers that died (after one more pass: what they
 // published before dying still counts).
 void ShmComm::fail_dead_peers() {
-  bool others_alive = false;
-  for (int p = 0; p < n_; ++p) {
-    if (p != rank_ && alive(p)) others_alive = true;
-  }
   for (int p = 0; p < n_; ++p) {
     auto& sq = sendq_[static_cast<std::size_t>(p)];
     const bool receiving = bound_[static_cast<std::size_t>(p)] != nullptr ||
                            std::any_of(posted_.begin(), posted_.end(), [&](const Op* o) {
-                             return o->source == p || (o->source == kAnySource && !others_alive);
+                             return o->source == p ||
+                                    (o->source == kAnySource && o->group->has(p) &&
+                                     !others_alive(*o->group));
                            });
     if ((sq.empty() && !receiving) || alive(p)) continue;
     (void)progress();  // what the dead rank sent before it died still arrives
@@ -292,7 +331,7 @@ void ShmComm::fail_dead_peers() {
     }
     queued_ -= sq.size();
     sq.clear();
-    fail_receives(p, dead(), !others_alive);
+    fail_receives(p, dead(), true);
   }
 }
 
@@ -310,19 +349,21 @@ void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
     if (done()) break;
     if (!woke) {
       std::vector<int> peers;
+      const Group* g = group_.get();
       for (const Op* o : ops) {
         if (o->complete) continue;
+        if (o->group != nullptr) g = o->group;  // one communicator's requests (its wait_all)
         if (o->peer >= 0) {
           peers.push_back(o->peer);
-        } else {  // an any-source receive not bound yet: it waits on every other rank
-          for (int r = 0; r < n_; ++r) {
+        } else {  // an any-source receive not bound yet: it waits on every other member
+          for (int r : o->group->ranks) {
             if (r != rank_) peers.push_back(r);
           }
         }
       }
       std::sort(peers.begin(), peers.end());
       peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
-      throw_timeout(what, peers, "");
+      throw_timeout(what, peers, *g, "");
     }
   }
   std::erase_if(orphans_, [](const std::unique_ptr<Op>& o) { return o->complete; });
@@ -362,15 +403,21 @@ void ShmComm::orphan(Op& op) noexcept {
   }
 }
 
-Request ShmComm::post(bool is_send, int peer, int tag, std::span<const std::byte> out,
-                      std::span<std::byte> in, Status* status) {
+// On the engine: posts an operation of the communicator `group` (peer and tag_word on the
+// wire: world rank, context and tag).
+Request ShmComm::post(bool is_send, int peer, int tag, std::uint64_t tag_word,
+                      std::span<const std::byte> out, std::span<std::byte> in, Status* status,
+                      const std::shared_ptr<const Group>& group) {
   auto op = std::make_unique<Op>();
   op->owner = this;
   op->is_send = is_send;
   op->peer = peer;
   op->source = peer;
   op->tag = tag;
-  op->tag_word = static_cast<std::uint64_t>(tag);
+  op->tag_word = tag_word;
+  op->context = group->context;
+  op->group = group.get();
+  if (!is_send) op->keep = group;
   op->status = status;
   op->out = out;
   op->in = in;
@@ -428,16 +475,25 @@ void ShmComm::run_blocking(Op& op, const char* what) {
   }
 }
 
+// The tag word of this communicator's message with `tag`.
+std::uint64_t ShmComm::wire(int tag) const noexcept {
+  return std::uint64_t{group_->context} << 32 | static_cast<std::uint32_t>(tag);
+}
+
+// A source as the engine knows it: the world rank, or kAnySource.
+int ShmComm::world_source(int src) const noexcept { return src == kAnySource ? src : world(src); }
+
 void ShmComm::send(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "ShmComm::send");
   check_tag(tag, false, "ShmComm::send");
   Op op;
   op.is_send = true;
-  op.peer = dest;
+  op.peer = world(dest);
   op.tag = tag;
-  op.tag_word = static_cast<std::uint64_t>(tag);
+  op.tag_word = wire(tag);
+  op.group = group_.get();
   op.out = data;
-  run_blocking(op, "ShmComm::send");
+  engine_->run_blocking(op, "ShmComm::send");
 }
 
 Status ShmComm::recv(int src, std::span<std::byte> data, int tag) {
@@ -445,25 +501,33 @@ Status ShmComm::recv(int src, std::span<std::byte> data, int tag) {
   check_tag(tag, true, "ShmComm::recv");
   Status got;
   Op op;
-  op.peer = src;
-  op.source = src;
+  op.peer = world_source(src);
+  op.source = op.peer;
   op.tag = tag;
+  op.context = group_->context;
+  op.group = group_.get();
   op.in = data;
   op.status = &got;
-  run_blocking(op, "ShmComm::recv");
+  engine_->run_blocking(op, "ShmComm::recv");
   return got;
 }
 
 Request ShmComm::isend(int dest, std::span<const std::byte> data, int tag) {
   check_rank(dest, "ShmComm::isend");
   check_tag(tag, false, "ShmComm::isend");
-  return post(true, dest, tag, data, {}, nullptr);
+  return engine_->post(true, world(dest), tag, wire(tag), data, {}, nullptr, group_);
 }
 
 Request ShmComm::irecv(int src, std::span<std::byte> data, int tag, Status* status) {
   check_source(src, "ShmComm::irecv");
   check_tag(tag, true, "ShmComm::irecv");
-  return post(false, src, tag, {}, data, status);
+  return engine_->post(false, world_source(src), tag, 0, {}, data, status, group_);
+}
+
+// Requests this communicator may complete: any of its family's (they share the engine).
+bool ShmComm::owns(const Op& op) const noexcept { return op.owner == engine_; }
+bool ShmComm::owns(const CollOp& op) const noexcept {
+  return op.owner != nullptr && op.owner->engine_ == engine_;
 }
 
 void ShmComm::complete(std::span<Request> requests) {
@@ -473,9 +537,9 @@ void ShmComm::complete(std::span<Request> requests) {
   try {
     for (Request& r : requests) {
       if (!r.valid()) continue;
-      if (auto* op = dynamic_cast<Op*>(r.state()); op != nullptr && op->owner == this) {
+      if (auto* op = dynamic_cast<Op*>(r.state()); op != nullptr && owns(*op)) {
         ops.push_back(op);
-      } else if (auto* c = dynamic_cast<CollOp*>(r.state()); c != nullptr && c->owner == this) {
+      } else if (auto* c = dynamic_cast<CollOp*>(r.state()); c != nullptr && owns(*c)) {
         colls.push_back(c);
       } else {
         throw Error(errc::invalid_argument,
@@ -486,12 +550,12 @@ void ShmComm::complete(std::span<Request> requests) {
     // rank's collective waits on this rank's point-to-point progress.
     std::exception_ptr first;
     try {
-      wait_ops(ops, "ShmComm::wait_all");
+      engine_->wait_ops(ops, "ShmComm::wait_all");
     } catch (...) {
       first = std::current_exception();
     }
     for (CollOp* c : colls) {
-      if (!c->done) finish_collective(*c);
+      if (!c->done) c->owner->finish_collective(*c);
       if (c->error && !first) first = c->error;
     }
     if (first) std::rethrow_exception(first);
@@ -506,17 +570,17 @@ void ShmComm::complete(std::span<Request> requests) {
 // dead peer, and says which requests are done. A collective is done once every rank has
 // arrived (its reading is left to complete()), or when a rank died (complete() reports it).
 void ShmComm::poll(std::span<Request* const> requests, std::vector<bool>& done) {
-  (void)progress();
-  fail_dead_peers();
-  const auto generation = h_->coll.generation.load(std::memory_order_acquire);
+  (void)engine_->progress();
+  engine_->fail_dead_peers();
   for (std::size_t i = 0; i < requests.size(); ++i) {
     Request::State* s = requests[i]->state();
-    if (auto* op = dynamic_cast<Op*>(s); op != nullptr && op->owner == this) {
+    if (auto* op = dynamic_cast<Op*>(s); op != nullptr && owns(*op)) {
       done[i] = op->complete;
-    } else if (auto* c = dynamic_cast<CollOp*>(s); c != nullptr && c->owner == this) {
+    } else if (auto* c = dynamic_cast<CollOp*>(s); c != nullptr && owns(*c)) {
+      const ShmComm& o = *c->owner;
       bool dead = false;
-      for (int r = 0; r < n_ && !c->done; ++r) dead = dead || !alive(r);
-      done[i] = c->done || generation != c->gen || dead;
+      for (int r = 0; r < o.n_ && !c->done; ++r) dead = dead || !alive(o.world(r));
+      done[i] = c->done || o.coll_->generation.load(std::memory_order_acquire) != c->gen || dead;
     } else {
       throw Error(errc::invalid_argument, "ShmComm::test: a request made by another communicator");
     }

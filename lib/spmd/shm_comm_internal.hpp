@@ -17,10 +17,33 @@
 #include <vector>
 
 #include "../channel/fragment.hpp"
+#include "ipckit/shm/segment.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
 #include "ipckit/sync/event_count.hpp"
 
 namespace ipckit {
+
+// A communicator's ranks, in the world's numbers, and its context (the upper half of every
+// message's tag word; 0 for the world).
+struct ShmComm::Group {
+  std::uint32_t context = 0;
+  std::vector<int> ranks;  // this communicator's rank r is world rank ranks[r]
+  std::vector<int> local;  // world rank -> this communicator's rank, -1 when not a member
+  [[nodiscard]] bool has(int world_rank) const noexcept {
+    return world_rank >= 0 && static_cast<std::size_t>(world_rank) < local.size() &&
+           local[static_cast<std::size_t>(world_rank)] >= 0;
+  }
+  [[nodiscard]] int local_of(int world_rank) const noexcept {
+    return has(world_rank) ? local[static_cast<std::size_t>(world_rank)] : world_rank;
+  }
+};
+
+// A segment every rank of a communicator maps (share_segment): SharedWindow's memory, a
+// sub-communicator's collective state.
+struct ShmComm::Shared {
+  std::unique_ptr<Segment> segment;  // null on a rank that opened none
+  std::byte* base = nullptr;
+};
 
 // One posted send or receive. A request dropped without a wait leaves the pair's stream
 // whole: not yet begun, it is taken out of its queue; begun, the comm finishes it by itself
@@ -34,11 +57,16 @@ struct ShmComm::Op final : Request::State {
   bool orphaned = false;     // owned by the comm: no user buffer behind it
   bool drain = false;        // the comm's own receive of a message no receive wanted yet
   bool is_send = false;
+  // Ranks are the world's (the engine's); `group` tells the communicator's.
   int peer = 0;                           // send: the destination; receive: the source once bound
   int source = 0;                         // receive: the source asked for (or kAnySource)
+  std::uint32_t context = 0;              // receive: the communicator's context
+  const Group* group = nullptr;           // receive: its communicator (any-source: its members)
+  std::shared_ptr<const Group> keep;      // a posted receive: keeps `group` alive
   int tag = 0;                            // send: the tag; receive: the tag asked for (or kAnyTag)
   int got_tag = -1;                       // receive: the tag of the message it takes
-  std::uint64_t tag_word = 0;             // send: the tag as it goes on the wire
+  std::uint64_t tag_word = 0;             // send: context << 32 | tag, as it goes on the wire
+  std::uint32_t got_context = 0;          // a drain: the context of the message it keeps
   std::uint64_t arrival = 0;              // receive: when its message reached the head of its ring
   std::uint64_t bytes = 0;                // receive: the payload's size, once known
   Status* status = nullptr;               // receive: filled when it completes
@@ -49,6 +77,15 @@ struct ShmComm::Op final : Request::State {
   ipckit::detail::FragmentCursor cursor{UINT64_MAX};  // receive: the fragments read so far
   bool complete = false;
   std::exception_ptr error;
+  // A receive: whether it takes a message from world rank s with (context, tag t).
+  [[nodiscard]] bool takes(int s, std::uint32_t ctx, int t) const noexcept {
+    return ctx == context && (source == s || (source == kAnySource && group->has(s))) &&
+           (tag == kAnyTag || tag == t);
+  }
+  // The communicator's number of a world rank (in a receive's errors and status).
+  [[nodiscard]] int local(int world_rank) const noexcept {
+    return group != nullptr ? group->local_of(world_rank) : world_rank;
+  }
   // Whether part of the message has moved: the pair's stream now expects the rest.
   [[nodiscard]] bool started() const noexcept {
     return is_send ? writer.started() : cursor.started();
@@ -57,6 +94,7 @@ struct ShmComm::Op final : Request::State {
 
 // A message received before any receive or probe wanted it (kept aside, in arrival order).
 struct ShmComm::Unexpected {
+  std::uint32_t context = 0;
   int tag = 0;
   std::uint64_t arrival = 0;
   std::vector<std::byte> payload;

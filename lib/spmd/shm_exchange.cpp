@@ -189,7 +189,7 @@ Request ShmComm::ialltoall(std::span<const std::byte> out, std::span<std::byte> 
 void ShmComm::agree_counts(unsigned parity, std::span<const std::size_t> counts, const char* what,
                            const char* whose) const {
   for (int r = 0; r < n_; ++r) {
-    const std::uint64_t got = slot(r).coll_size[parity].load(std::memory_order_relaxed);
+    const std::uint64_t got = cslot(r).size[parity].load(std::memory_order_relaxed);
     const std::size_t want = counts[static_cast<std::size_t>(r)];
     if (got != want) {
       throw Error(errc::size_mismatch, std::string(what) + ": rank " + std::to_string(r) +

@@ -28,6 +28,22 @@ constexpr std::size_t kErrorBytes = 512;
 // name, its encoding (a longer one crosses as text only).
 constexpr std::size_t kExceptionBytes = 4096;
 
+// What a rank publishes for the collectives of one communicator: the world's is in its Slot,
+// a sub-communicator's (Comm::split) in that communicator's own segment (SubLayout).
+struct alignas(64) CollSlot {
+  // How many barriers the rank has entered: who has not arrived, when a barrier times out.
+  std::atomic<std::uint64_t> barriers{0};
+  // Set while the rank waits in a collective with point-to-point operations queued: it
+  // sleeps on its doorbell then, and the barrier's last arrival rings it.
+  std::atomic<std::uint32_t> moving{0};
+  // What the rank passes to the current collective, per buffer parity; every rank checks
+  // every rank's after the collective's barrier (ShmComm::Agree in shm_comm_internal.hpp).
+  std::atomic<std::uint64_t> size[2]{};  // its contribution's bytes
+  std::atomic<std::uint64_t> sig[2]{};   // its reduction, or a hash of its counts
+  std::atomic<std::int64_t> root[2]{};
+  std::atomic<std::uint32_t> bad[2]{};  // why its own arguments are malformed (0: they are not)
+};
+
 struct alignas(64) Slot {
   EventCount doorbell;
   std::atomic<ProcessIdentity> id{0};  // pid and start time (core/process.hpp)
@@ -37,18 +53,7 @@ struct alignas(64) Slot {
   std::atomic<std::uint32_t> peer_dead{0};
   std::atomic<std::uint32_t> timed_out{0};  // its error was errc::timeout (a call_timeout)
   std::atomic<std::uint32_t> finished{0};   // returned from fn: gone, whatever its pid says
-  // How many barriers the rank has entered: who has not arrived, when a barrier times out.
-  std::atomic<std::uint64_t> barriers{0};
-  // Set while the rank waits in a collective with point-to-point operations queued: peers
-  // that move its data wake the collective's sleepers too.
-  std::atomic<std::uint32_t> coll_moving{0};
-  // What the rank passes to the current collective, per buffer parity; every rank checks
-  // every rank's after the collective's barrier (ShmComm::Agree in shm_comm_internal.hpp).
-  std::atomic<std::uint64_t> coll_size[2]{};  // its contribution's bytes
-  std::atomic<std::uint64_t> coll_sig[2]{};   // its reduction, or a hash of its counts
-  std::atomic<std::int64_t> coll_root[2]{};
-  std::atomic<std::uint32_t>
-      coll_bad[2]{};  // why its own arguments are malformed (0: they are not)
+  CollSlot coll;                            // for the world communicator's collectives
 };
 
 struct alignas(64) Coll {
@@ -69,11 +74,29 @@ struct alignas(64) Header {
   std::uint64_t coll_buf_at = 0;
   std::uint64_t arena_at = 0;
   std::uint64_t arena_bytes = 0;
+  // The next communicator context (Comm::split): the upper half of a message's tag word,
+  // 0 for the world. Only rank 0 of a splitting communicator takes from it.
+  std::atomic<std::uint32_t> next_context{1};
   Coll coll;
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);  // ProcessIdentity too
 static_assert(std::is_standard_layout_v<Slot> && std::is_standard_layout_v<Coll> &&
-              std::is_standard_layout_v<Header>);
+              std::is_standard_layout_v<Header> && std::is_standard_layout_v<CollSlot>);
+
+// A sub-communicator's collective state, in a segment its rank 0 makes (lib/spmd/shm_split.cpp):
+// the barrier, one CollSlot per rank, two collective buffers per rank. Offsets from the
+// start, computed from the size alone (nothing read from shared memory).
+struct SubLayout {
+  std::size_t slots_at, bufs_at, total;
+  static SubLayout of(int n) {
+    const auto un = static_cast<std::size_t>(n);
+    SubLayout l{};
+    l.slots_at = (sizeof(Coll) + 63) & ~std::size_t{63};
+    l.bufs_at = (l.slots_at + un * sizeof(CollSlot) + 4095) & ~std::size_t{4095};
+    l.total = l.bufs_at + un * 2 * kCollBytes;
+    return l;
+  }
+};
 
 struct Layout {
   std::size_t slots_at, dir_at, coll_buf_at, arena_at, total;

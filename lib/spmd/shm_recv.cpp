@@ -23,6 +23,7 @@ constexpr std::uint64_t kTagBytes = 8;
 
 struct Head {
   std::uint64_t total = 0;  // the tag word and the payload
+  std::uint32_t context = 0;
   int tag = 0;
 };
 
@@ -35,11 +36,15 @@ Head head_of(std::span<const std::byte> rec) {
   std::uint64_t tag = 0;
   std::memcpy(&total, rec.data(), sizeof total);
   std::memcpy(&tag, rec.data() + kFragmentHeader, sizeof tag);
+  // The context (any: a message for a communicator this rank never made is kept aside, like
+  // one with a tag nobody asks for), then the tag.
+  const auto context = static_cast<std::uint32_t>(tag >> 32);
+  tag &= 0xffffffffU;
   if (total < kTagBytes || tag > static_cast<std::uint64_t>(kMaxTag)) {
     throw Error(errc::bad_frame, "ShmComm: a message of " + std::to_string(total) +
                                      " bytes with tag " + std::to_string(tag));
   }
-  return {total, static_cast<int>(tag)};
+  return {total, context, static_cast<int>(tag)};
 }
 
 // Marks the source a probe looks at (so that progress keeps aside what no receive wants
@@ -56,10 +61,6 @@ class Probing {
   int before_;
 };
 
-bool matches(int source, int tag, int s, int t) {
-  return (source == kAnySource || source == s) && (tag == kAnyTag || tag == t);
-}
-
 Error size_error(int from, std::uint64_t has, std::size_t expects) {
   return Error(errc::size_mismatch, "ShmComm::recv from rank " + std::to_string(from) +
                                         ": the message has " + std::to_string(has) +
@@ -70,13 +71,14 @@ Error size_error(int from, std::uint64_t has, std::size_t expects) {
 
 bool ShmComm::wanted(int s) const noexcept {
   if (probing_ == kAnySource || probing_ == s) return true;
-  return std::any_of(posted_.begin(), posted_.end(),
-                     [s](const Op* o) { return o->source == s || o->source == kAnySource; });
+  return std::any_of(posted_.begin(), posted_.end(), [s](const Op* o) {
+    return o->source == s || (o->source == kAnySource && o->group->has(s));
+  });
 }
 
-ShmComm::Op* ShmComm::match_posted(int s, int tag) const noexcept {
+ShmComm::Op* ShmComm::match_posted(int s, std::uint32_t context, int tag) const noexcept {
   for (Op* o : posted_) {
-    if (matches(o->source, o->tag, s, tag)) return o;
+    if (o->takes(s, context, tag)) return o;
   }
   return nullptr;
 }
@@ -93,7 +95,7 @@ void ShmComm::post_receive(Op& op) {
 // completes it; a drain in flight is adopted (its bytes so far copied, the rest streamed
 // into the receive). False when there is none.
 bool ShmComm::take_unexpected(Op& op) {
-  const Kept k = find_kept(op.source, op.tag);
+  const Kept k = find_kept(op.source, op.tag, op.context, *op.group);
   if (k.source < 0) return false;
   if (k.draining) {
     adopt_drain(op, k.source);
@@ -106,7 +108,8 @@ bool ShmComm::take_unexpected(Op& op) {
   op.got_tag = best->tag;
   op.bytes = best->payload.size();
   if (best->payload.size() != op.in.size()) {
-    op.error = std::make_exception_ptr(size_error(from, best->payload.size(), op.in.size()));
+    op.error = std::make_exception_ptr(
+        size_error(op.local(from), best->payload.size(), op.in.size()));
   } else if (!op.in.empty()) {
     std::memcpy(op.in.data(), best->payload.data(), op.in.size());
   }
@@ -127,7 +130,7 @@ void ShmComm::adopt_drain(Op& op, int s) {
   op.bytes = d.bytes;
   op.cursor = d.cursor;
   if (d.bytes != op.in.size()) {
-    op.error = std::make_exception_ptr(size_error(s, d.bytes, op.in.size()));
+    op.error = std::make_exception_ptr(size_error(op.local(s), d.bytes, op.in.size()));
   } else if (!d.kept.empty()) {
     std::memcpy(op.in.data(), d.kept.data(), d.kept.size());
   }
@@ -153,7 +156,7 @@ void ShmComm::deliver_unexpected() noexcept {
 }
 
 void ShmComm::finish_receive(Op& op) noexcept {
-  if (op.status != nullptr) *op.status = Status{op.peer, op.got_tag, op.bytes};
+  if (op.status != nullptr) *op.status = Status{op.local(op.peer), op.got_tag, op.bytes};
 }
 
 // Moves the records of ring s's current message into `op` (a receive, or a drain).
@@ -169,7 +172,8 @@ bool ShmComm::stream(Op& op, ByteRing& ring) {
     if (first) {
       op.bytes = op.cursor.total() - kTagBytes;  // head_of checked total >= kTagBytes
       if (!op.drain && op.bytes != op.in.size() && !op.error) {
-        op.error = std::make_exception_ptr(size_error(op.peer, op.bytes, op.in.size()));
+        op.error =
+            std::make_exception_ptr(size_error(op.local(op.peer), op.bytes, op.in.size()));
       }
     }
     // The payload's part of the message bytes [begin, end) (the tag word comes first).
@@ -210,7 +214,7 @@ bool ShmComm::progress_source(int s) noexcept {
       if (!rec) break;
       try {
         const Head h = head_of(*rec);
-        op = match_posted(s, h.tag);
+        op = match_posted(s, h.context, h.tag);
         if (op != nullptr) {
           posted_.erase(std::find(posted_.begin(), posted_.end(), op));
         } else {  // nobody wants it yet: kept aside, so that what is behind it can be reached
@@ -218,6 +222,7 @@ bool ShmComm::progress_source(int s) noexcept {
           op = drains_[i].get();
           op->drain = true;
           op->source = s;
+          op->got_context = h.context;
         }
         op->peer = s;
         op->got_tag = h.tag;
@@ -242,7 +247,8 @@ bool ShmComm::progress_source(int s) noexcept {
     if (op->drain) {
       if (!op->error) {
         try {
-          unexpected_[i].push_back(Unexpected{op->got_tag, op->arrival, std::move(op->kept)});
+          unexpected_[i].push_back(
+              Unexpected{op->got_context, op->got_tag, op->arrival, std::move(op->kept)});
         } catch (...) {  // out of memory: the message is lost, and so is the pair's order
           drains_[i].reset();
           fail_receives(s, std::current_exception(), false);
@@ -266,7 +272,9 @@ bool ShmComm::progress_source(int s) noexcept {
 void ShmComm::fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept {
   for (auto it = posted_.begin(); it != posted_.end();) {
     Op* o = *it;
-    if (o->source == s || (any_too && o->source == kAnySource)) {
+    // An any-source receive fails once no other member of its communicator is left.
+    if (o->source == s || (any_too && o->source == kAnySource && o->group->has(s) &&
+                           !others_alive(*o->group))) {
       o->error = error;
       o->complete = true;
       it = posted_.erase(it);
@@ -314,15 +322,16 @@ void ShmComm::orphan_receive(Op& op) noexcept {
 
 // The earliest message that (src, tag) matches among those kept aside and those being kept
 // right now (a drain in flight is later than every kept message of its source).
-ShmComm::Kept ShmComm::find_kept(int src, int tag) const {
+ShmComm::Kept ShmComm::find_kept(int src, int tag, std::uint32_t context, const Group& g) const {
   Kept k;
   std::uint64_t first = ~std::uint64_t{0};
   for (int s = 0; s < n_; ++s) {
-    if (src != kAnySource && src != s) continue;
+    if (src == kAnySource ? !g.has(s) : src != s) continue;
     const auto i = static_cast<std::size_t>(s);
     const auto& q = unexpected_[i];
-    const auto it = std::find_if(
-        q.begin(), q.end(), [&](const Unexpected& u) { return tag == kAnyTag || tag == u.tag; });
+    const auto it = std::find_if(q.begin(), q.end(), [&](const Unexpected& u) {
+      return u.context == context && (tag == kAnyTag || tag == u.tag);
+    });
     if (it != q.end()) {
       if (it->arrival < first) {
         first = it->arrival;
@@ -331,8 +340,8 @@ ShmComm::Kept ShmComm::find_kept(int src, int tag) const {
       continue;
     }
     const Op* d = drains_[i].get();
-    if (d != nullptr && bound_[i] == d && (tag == kAnyTag || tag == d->got_tag) &&
-        d->arrival < first) {
+    if (d != nullptr && bound_[i] == d && d->got_context == context &&
+        (tag == kAnyTag || tag == d->got_tag) && d->arrival < first) {
       first = d->arrival;
       k = Kept{s, true, 0};
     }
@@ -340,9 +349,11 @@ ShmComm::Kept ShmComm::find_kept(int src, int tag) const {
   return k;
 }
 
-// The earliest message kept aside (or being kept) that matches, without taking it.
-std::optional<Status> ShmComm::look(int src, int tag) const {
-  const Kept k = find_kept(src, tag);
+// The earliest message kept aside (or being kept) that matches, without taking it; the
+// source in world ranks.
+std::optional<Status> ShmComm::look(int src, int tag, std::uint32_t context,
+                                    const Group& g) const {
+  const Kept k = find_kept(src, tag, context, g);
   if (k.source < 0) return std::nullopt;
   const auto i = static_cast<std::size_t>(k.source);
   if (k.draining) return Status{k.source, drains_[i]->got_tag, drains_[i]->bytes};
@@ -353,47 +364,57 @@ std::optional<Status> ShmComm::look(int src, int tag) const {
 std::optional<Status> ShmComm::iprobe(int src, int tag) {
   check_source(src, "ShmComm::iprobe");
   check_tag(tag, true, "ShmComm::iprobe");
-  const Probing restore(probing_, src);
-  (void)progress();  // heads no receive wants are kept aside: the probe looks past them
-  return look(src, tag);
+  ShmComm& e = *engine_;
+  const int from = world_source(src);
+  const Probing restore(e.probing_, from);
+  (void)e.progress();  // heads no receive wants are kept aside: the probe looks past them
+  std::optional<Status> found = e.look(from, tag, group_->context, *group_);
+  if (found) found->source = group_->local_of(found->source);
+  return found;
 }
 
 Status ShmComm::probe(int src, int tag) {
   check_source(src, "ShmComm::probe");
   check_tag(tag, true, "ShmComm::probe");
-  const Probing restore(probing_, src);
+  ShmComm& e = *engine_;
+  const Group& g = *group_;
+  const int from = world_source(src);
+  const Probing restore(e.probing_, from);
   std::optional<Status> found;
   const auto ready = [&] {
-    (void)progress();
-    found = look(src, tag);
+    (void)e.progress();
+    found = e.look(from, tag, g.context, g);
     return found.has_value();
   };
-  if (ready()) return *found;
+  const auto result = [&] { return Status{g.local_of(found->source), found->tag, found->bytes}; };
+  if (ready()) return result();
   const Deadline deadline = call_deadline();
+  const int self = e.rank_;
   for (;;) {
-    const bool woke = await(slot(rank_).doorbell, deadline, ready, [&] {
+    const bool woke = await(e.slot(self).doorbell, deadline, ready, [&] {
       bool gone = true;
-      for (int r = 0; r < n_; ++r) {
-        if ((src == kAnySource ? r != rank_ : r == src) && alive(r)) gone = false;
+      for (int r : g.ranks) {
+        if ((from == kAnySource ? r != self : r == from) && e.alive(r)) gone = false;
       }
       // This rank's own messages to itself still count.
-      if (src == rank_ || (src == kAnySource && !sendq_[static_cast<std::size_t>(rank_)].empty())) {
+      if (from == self ||
+          (from == kAnySource && !e.sendq_[static_cast<std::size_t>(self)].empty())) {
         gone = false;
       }
       if (gone && !ready()) {
         throw Error(errc::peer_dead,
-                    src == kAnySource
+                    from == kAnySource
                         ? std::string("ShmComm::probe: every other rank has gone")
                         : "ShmComm::probe: rank " + std::to_string(src) + " has exited or died");
       }
     });
-    if (found) return *found;
+    if (found) return result();
     if (!woke) {
       std::vector<int> peers;
-      for (int r = 0; r < n_; ++r) {
-        if (src == r || (src == kAnySource && r != rank_)) peers.push_back(r);
+      for (int r : g.ranks) {
+        if (from == r || (from == kAnySource && r != self)) peers.push_back(r);
       }
-      throw_timeout("ShmComm::probe", peers, "");
+      e.throw_timeout("ShmComm::probe", peers, g, "");
     }
   }
 }

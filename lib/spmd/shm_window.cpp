@@ -1,8 +1,8 @@
-// ShmComm::allocate_shared (SharedWindow's memory): one memfd segment rank 0 makes and the
-// other ranks open through /proc/<rank 0>/fd/<fd> (a sibling of the same user may: nothing is
-// named, so nothing can leak when a rank is killed). Every rank learns every rank's size by
-// an allgather; each step that can fail ends with an agreement, so all ranks throw the same
-// error or none does.
+// ShmComm's shared segments: SharedWindow's memory (allocate_shared) and a sub-communicator's
+// collective state (split, dup). A memfd segment one rank makes and others open through
+// /proc/<maker>/fd/<fd> (a sibling of the same user may: nothing is named, so nothing can
+// leak when a rank is killed). Each step that can fail ends with an agreement over the whole
+// communicator, so all ranks throw the same error or none does.
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -18,6 +19,8 @@
 #include "ipckit/core/unique_fd.hpp"
 #include "ipckit/shm/segment.hpp"
 #include "ipckit/spmd/shm_comm.hpp"
+#include "shm_comm_internal.hpp"
+#include "shm_layout.hpp"
 
 namespace ipckit {
 namespace {
@@ -49,7 +52,7 @@ class ShmMemory final : public SharedMemory {
   std::vector<std::size_t> bytes_;
 };
 
-// Rank 0's answer: where the memory is, or why there is none.
+// A maker's answer: where the memory is, or why there is none.
 struct Made {
   std::int64_t pid = 0;
   std::int32_t fd = -1;
@@ -79,6 +82,69 @@ void keep_error(Made& m, const std::error_code& ec, const char* text) {
 
 }  // namespace
 
+// Collective: the ranks with `make` each make a segment with `bytes` zeroed at a 64-byte
+// aligned `base`, and lay it out with init(base) before anyone can see it; every rank with `from` >= 0 maps the one rank `from` made (its own when it
+// is the maker). Every rank learns of any rank's failure, the first in rank order, by the
+// same two collectives (an allgather of what was made, a min-allreduce of who failed to open
+// it), and throws it.
+ShmComm::Shared ShmComm::share_segment(std::size_t bytes, bool make, int from, const char* what,
+                                       const std::function<void(std::byte*)>& init) {
+  const std::size_t used = std::max<std::size_t>(bytes, kAlign);
+  // A page for the segment's header, pages for its heap's bookkeeping.
+  const std::size_t segment_bytes = (used + std::size_t{4} * 4096 + 4095) / 4096 * 4096;
+  Made made;
+  Shared shared;
+  if (make) {
+    try {
+      shared.segment = std::make_unique<Segment>(Segment::memfd(segment_bytes));
+      shared.base = static_cast<std::byte*>(shared.segment->allocate(used, kAlign));
+      std::memset(shared.base, 0, used);
+      if (init) init(shared.base);
+      made.pid = ::getpid();
+      made.fd = shared.segment->fd();
+      made.offset = shared.segment->offset_of(shared.base);
+      made.segment_bytes = shared.segment->size();
+    } catch (const Error& e) {
+      keep_error(made, e.code(), e.what());
+      shared = {};
+    } catch (const std::bad_alloc&) {
+      keep_error(made, make_error_code(errc::out_of_memory), "out of memory");
+      shared = {};
+    }
+  }
+  const std::vector<Made> all = allgather(made);
+  for (const Made& m : all) {
+    if (m.failed != 0) throw_made(m, what);
+  }
+
+  // The others open their maker's descriptor; all agree on the outcome before anyone goes on
+  // (the maker keeps it open until then).
+  Made mine;
+  if (from >= 0 && from != rank_) {
+    const Made& m = all[static_cast<std::size_t>(from)];
+    try {
+      const std::string path = "/proc/" + std::to_string(m.pid) + "/fd/" + std::to_string(m.fd);
+      UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+      if (!fd) throw_errno(("open " + path).c_str());
+      shared.segment = std::make_unique<Segment>(Segment::adopt(std::move(fd), m.segment_bytes));
+      if (m.offset > shared.segment->size() || used > shared.segment->size() - m.offset) {
+        throw Error(errc::bad_layout, "the memory lies outside rank " + std::to_string(from) +
+                                          "'s segment");
+      }
+      shared.base = static_cast<std::byte*>(shared.segment->at(static_cast<std::size_t>(m.offset)));
+    } catch (const Error& e) {
+      keep_error(mine, e.code(), e.what());
+      shared = {};
+    } catch (const std::bad_alloc&) {
+      keep_error(mine, make_error_code(errc::out_of_memory), "out of memory");
+      shared = {};
+    }
+  }
+  const int first_failed = allreduce(mine.failed != 0 ? rank_ : n_, ReduceOp::min);
+  if (first_failed != n_) throw_made(broadcast(mine, first_failed), what);
+  return shared;
+}
+
 std::unique_ptr<SharedMemory> ShmComm::allocate_shared(std::size_t bytes) {
   const char* what = "ShmComm::allocate_shared";
   const std::vector<std::uint64_t> sizes = allgather(static_cast<std::uint64_t>(bytes));
@@ -97,55 +163,9 @@ std::unique_ptr<SharedMemory> ShmComm::allocate_shared(std::size_t bytes) {
     throw Error(errc::invalid_argument,
                 std::string(what) + ": the parts add up to more than a segment holds");
   }
-  const std::size_t used = std::max<std::size_t>(static_cast<std::size_t>(total), kAlign);
-  // A page for the segment's header, pages for its heap's bookkeeping.
-  const std::size_t segment_bytes = (used + std::size_t{4} * 4096 + 4095) / 4096 * 4096;
-
-  Made made;
-  std::optional<Segment> segment;
-  std::byte* base = nullptr;
-  if (rank_ == 0) {
-    try {
-      segment.emplace(Segment::memfd(segment_bytes));
-      base = static_cast<std::byte*>(segment->allocate(used, kAlign));
-      std::memset(base, 0, used);
-      made.pid = ::getpid();
-      made.fd = segment->fd();
-      made.offset = segment->offset_of(base);
-      made.segment_bytes = segment->size();
-    } catch (const Error& e) {
-      keep_error(made, e.code(), e.what());
-      segment.reset();
-    } catch (const std::bad_alloc&) {
-      keep_error(made, make_error_code(errc::out_of_memory), "out of memory");
-      segment.reset();
-    }
-  }
-  made = broadcast(made, 0);
-  if (made.failed != 0) throw_made(made, what);
-
-  // The others open rank 0's descriptor; all agree on the outcome before anyone goes on.
-  Made mine;
-  if (rank_ != 0) {
-    try {
-      const std::string path =
-          "/proc/" + std::to_string(made.pid) + "/fd/" + std::to_string(made.fd);
-      UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-      if (!fd) throw_errno(("open " + path).c_str());
-      segment.emplace(Segment::adopt(std::move(fd), made.segment_bytes));
-      base = static_cast<std::byte*>(segment->at(static_cast<std::size_t>(made.offset)));
-      if (made.offset + used > segment->size()) {
-        throw Error(errc::bad_layout, "the window lies outside rank 0's segment");
-      }
-    } catch (const Error& e) {
-      keep_error(mine, e.code(), e.what());
-      segment.reset();
-    }
-  }
-  const int first_failed = allreduce(mine.failed != 0 ? rank_ : n_, ReduceOp::min);
-  if (first_failed != n_) throw_made(broadcast(mine, first_failed), what);
-  return std::make_unique<ShmMemory>(*this, std::move(*segment), base, std::move(at),
-                                     std::move(part));
+  Shared shared = share_segment(static_cast<std::size_t>(total), rank_ == 0, 0, what, {});
+  return std::make_unique<ShmMemory>(*this, std::move(*shared.segment), shared.base,
+                                     std::move(at), std::move(part));
 }
 
 }  // namespace ipckit

@@ -17,6 +17,7 @@
 #include "collective_bodies.hpp"
 #include "comm_bodies.hpp"
 #include "request_bodies.hpp"
+#include "split_bodies.hpp"
 
 namespace {
 
@@ -112,6 +113,16 @@ TEST(MpiComm, SharedWindowPartsAreReadAndWrittenInPlace) {
   EXPECT_NO_THROW(bodies::shared_window(world()));
 }
 TEST(MpiComm, TagsAnySourceAndProbe) { EXPECT_NO_THROW(bodies::tags_any_source_probe(world())); }
+TEST(MpiComm, SplitByParityKeepsCollectivesAndMessagesApart) {
+  EXPECT_NO_THROW(bodies::split_by_parity(world()));
+}
+TEST(MpiComm, DupStreamsNeverMeetTheParents) { EXPECT_NO_THROW(bodies::dup_isolates(world())); }
+TEST(MpiComm, SplitUndefinedColorBadColorAndNestedSplits) {
+  EXPECT_NO_THROW(bodies::split_undefined_and_nested(world()));
+}
+TEST(MpiCartComm, SubRowsAndColumnsAndGridsOverASplit) {
+  EXPECT_NO_THROW(bodies::cart_sub(world()));
+}
 TEST(MpiComm, TestWaitAnyWaitSome) { EXPECT_NO_THROW(bodies::test_wait_any_wait_some(world())); }
 TEST(MpiComm, BarrierManyTimesAndWaitsForTheLastRank) {
   EXPECT_NO_THROW(bodies::barrier_many(world()));

@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -29,6 +31,7 @@
 #include "leak_check.hpp"
 #include "nproc_limit.hpp"
 #include "request_bodies.hpp"
+#include "split_bodies.hpp"
 
 namespace ipckit {
 namespace {
@@ -323,6 +326,101 @@ TEST_F(ShmCommTest, AnySourceReceivePastCallTimeoutThrowsTimeout) {
                 SPMD_CHECK_ERRC(c, (void)c.probe(kAnySource, 6), errc::timeout);
               } else {
                 std::this_thread::sleep_for(std::chrono::seconds(1));  // alive, silent
+              }
+            },
+            {.call_timeout = std::chrono::milliseconds(200)});
+}
+TEST_F(ShmCommTest, SplitByParityKeepsCollectivesAndMessagesApart) {
+  on_ranks(5, bodies::split_by_parity);
+  on_ranks(4, bodies::split_by_parity);
+  on_ranks(1, bodies::split_by_parity);
+}
+TEST_F(ShmCommTest, DupStreamsNeverMeetTheParents) {
+  on_ranks(3, bodies::dup_isolates);
+  on_ranks(2, bodies::dup_isolates);
+}
+TEST_F(ShmCommTest, SplitUndefinedColorBadColorAndNestedSplits) {
+  on_ranks(5, bodies::split_undefined_and_nested);
+  on_ranks(2, bodies::split_undefined_and_nested);
+}
+TEST_F(ShmCommTest, CartSubRowsAndColumnsAndGridsOverASplit) {
+  on_ranks(6, bodies::cart_sub);
+  on_ranks(4, bodies::cart_sub);
+}
+// Requests of a communicator and of its dup complete in one wait_all of either.
+TEST_F(ShmCommTest, RequestsOfADupCompleteInTheParentsWaitAll) {
+  on_ranks(2, [](Comm& c) {
+    std::unique_ptr<Comm> d = c.dup();
+    const std::int64_t out = 40 + c.rank();
+    std::int64_t a = 0;
+    std::int64_t b = 0;
+    const int other = 1 - c.rank();
+    Request reqs[4] = {d->isend(other, bodies::bytes_of(out)), c.isend(other, bodies::bytes_of(out)),
+                       d->irecv(other, bodies::bytes_of(a)), c.irecv(other, bodies::bytes_of(b))};
+    c.wait_all(reqs);
+    SPMD_CHECK(c, a == 40 + other && b == 40 + other);
+  });
+}
+// Making and dropping a communicator leaves no descriptor or mapping behind in the rank.
+TEST_F(ShmCommTest, SplitAndDupManyTimesLeakNothing) {
+  const auto count = [] {
+    std::size_t fds = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++fds;
+    std::ifstream maps("/proc/self/maps");
+    std::string line;
+    std::size_t lines = 0;
+    while (std::getline(maps, line)) ++lines;
+    return std::pair(fds, lines);
+  };
+  on_ranks(3, [&](Comm& c) {
+    { std::unique_ptr<Comm> warm = c.dup(); }  // what the first one allocates for good
+    const auto before = count();
+    for (int i = 0; i < 150; ++i) {
+      std::unique_ptr<Comm> d = i % 2 == 0 ? c.dup() : c.split(c.rank() % 2, 0);
+      SPMD_CHECK(c, d->allreduce(std::int64_t{1}, ReduceOp::sum) == d->size());
+    }
+    c.barrier();
+    const auto after = count();
+    SPMD_CHECK_AT(c, after == before,
+                  std::to_string(before.first) + " fds, " + std::to_string(before.second) +
+                      " maps before; " + std::to_string(after.first) + ", " +
+                      std::to_string(after.second) + " after");
+  });
+}
+// A rank of a sub-communicator killed: the other member's collective ends with peer_dead;
+// the other communicator's ranks go on.
+TEST_F(ShmCommTest, MemberOfASplitKilledEndsItsPeersCollectiveWithPeerDead) {
+  const auto err = run_error_of(4, [](Comm& c) {
+    std::unique_ptr<Comm> s = c.split(c.rank() / 2, 0);
+    if (c.rank() == 1) ::raise(SIGKILL);
+    s->barrier();
+    SPMD_CHECK(c, s->allreduce(std::int64_t{1}, ReduceOp::sum) == 2);
+  });
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->failed_rank(), 1) << err->what();
+  EXPECT_TRUE(err->ranks()[0].peer_dead) << err->ranks()[0].error;
+  EXPECT_EQ(err->ranks()[2].error, "");
+  EXPECT_EQ(err->ranks()[3].error, "");
+}
+// A sub-communicator's collective past call_timeout names the missing rank in its own
+// numbering.
+TEST_F(ShmCommTest, SplitCollectivePastCallTimeoutNamesItsOwnRank) {
+  spmd::run(4,
+            [](Comm& c) {
+              std::unique_ptr<Comm> odd = c.split(c.rank() % 2, 0);
+              if (c.rank() == 3) {
+                std::this_thread::sleep_for(std::chrono::seconds(1));  // alive, silent
+                return;
+              }
+              if (c.rank() != 1) return;
+              try {
+                odd->barrier();
+                SPMD_CHECK(c, false);
+              } catch (const Error& e) {
+                const std::string what = e.what();
+                SPMD_CHECK_AT(c, e.is(errc::timeout), what);
+                SPMD_CHECK_AT(c, what.find("rank 1") != std::string::npos, what);
+                SPMD_CHECK_AT(c, what.find("rank 3") == std::string::npos, what);
               }
             },
             {.call_timeout = std::chrono::milliseconds(200)});

@@ -1,5 +1,5 @@
 /// @class ipckit::CartComm
-/// CartComm: a 2-D or 3-D grid of processes over any Comm, like MPI_Cart_create. Ranks are
+/// CartComm: a 1-D, 2-D or 3-D grid of processes over any Comm, like MPI_Cart_create. Ranks are
 /// laid out row-major (x fastest); each axis is periodic or not. neighbor() names the rank
 /// at an offset (diagonals too), or -1 past a non-periodic edge; halo_exchange() sends one
 /// buffer to each neighbour and receives one from each, all at once.
@@ -7,9 +7,12 @@
 ///     ipckit::CartComm grid(comm, 2, {}, {true, false});   // dims chosen from comm.size()
 ///     auto [x, y, z] = grid.coords();
 ///     int east = grid.neighbor(1, 0);
+///     CartComm row = grid.sub({true, false});               // this rank's row, 1-D
+///     double row_sum = row.comm().allreduce(x, ReduceOp::sum);
 #pragma once
 
 #include <array>
+#include <memory>
 #include <span>
 #include <utility>
 #include <vector>
@@ -23,16 +26,23 @@ class CartComm {
   /// Coordinates or an offset on the grid: x, y, z (z is 0 on a 2-D grid).
   using Offset = std::array<int, 3>;
 
-  /// A grid of `ndims` (2 or 3) axes over `comm`. `dims` empty (or zeros) → chosen from
+  /// A grid of `ndims` (1, 2 or 3) axes over `comm` (which must outlive it). `dims` empty (or zeros) → chosen from
   /// comm.size() as evenly as possible, larger extents first (MPI_Dims_create); otherwise
   /// their product must be comm.size(). `periodic` empty → no axis periodic. Throws
   /// Error(errc::invalid_argument) for a bad ndims, dims or periodic list.
   CartComm(Comm& comm, int ndims, std::vector<int> dims = {}, std::vector<bool> periodic = {});
 
+  /// Collective: the grids of the axes where `remain` is true (MPI_Cart_sub), one for each
+  /// position on the others; this rank's, over a new communicator (Comm::split) that the
+  /// result owns. Its ranks keep this grid's order; extents and periodicity are those of the
+  /// kept axes. Error(errc::invalid_argument) unless `remain` has ndims() entries and one is
+  /// true (every rank must pass the same).
+  [[nodiscard]] CartComm sub(const std::vector<bool>& remain) const;
+
   /// Balanced factorisation of nprocs into ndims extents (non-increasing).
   static std::vector<int> dims_for(int nprocs, int ndims);
   /// The 3^ndims - 1 neighbour offsets in halo_exchange()'s order (x fastest, each of -1, 0,
-  /// +1; the zero offset left out). directions()[k] and directions()[n-1-k] are opposite.
+  /// +1 on the grid's axes; the zero offset left out). directions()[k] and directions()[n-1-k] are opposite.
   static std::vector<Offset> directions(int ndims);
 
   /// The communicator the grid is over.
@@ -98,10 +108,13 @@ class CartComm {
                                   std::span<const std::span<std::byte>> recv);
 
  private:
+  CartComm(Comm& comm, std::shared_ptr<Comm> owned, int ndims, std::vector<int> dims,
+           std::vector<bool> periodic);
   Request halo_requests(std::span<const std::span<const std::byte>> send,
                         std::span<const std::span<std::byte>> recv, bool persistent,
                         const char* what);
 
+  std::shared_ptr<Comm> owned_;  // the communicator of a sub() grid
   Comm& comm_;
   int ndims_;
   std::vector<int> dims_;

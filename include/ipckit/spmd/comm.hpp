@@ -112,6 +112,8 @@ inline constexpr int kAnySource = -1;
 inline constexpr int kAnyTag = -1;
 /// The largest tag (what every MPI guarantees, MPI_TAG_UB >= 32767).
 inline constexpr int kMaxTag = 32767;
+/// Comm::split's color for a rank that joins no new communicator (MPI_UNDEFINED).
+inline constexpr int kUndefinedColor = -1;
 
 /// What a receive got, or what a probe found.
 struct Status {
@@ -326,6 +328,19 @@ class Comm {
   /// Collective: memory every rank maps, `bytes` of it this rank's part (zero-filled, 64-byte
   /// aligned). SharedWindow<T> is the typed way to use it. Errors are thrown on every rank.
   [[nodiscard]] virtual std::unique_ptr<SharedMemory> allocate_shared(std::size_t bytes) = 0;
+
+  // ---- communicators ----------------------------------------------------------------------
+  /// Collective: one new communicator per color (MPI_Comm_split). The ranks that pass the
+  /// same color form it, ranked by `key` (ties by their rank here); each gets its own, and a
+  /// rank passing kUndefinedColor gets nullptr. Its messages and collectives never meet this
+  /// communicator's (or any other's), and it has everything a Comm has (CartComm over it,
+  /// split again). Error(errc::invalid_argument) on every rank when a rank passes a color
+  /// below 0 other than kUndefinedColor. ShmComm: it must be destroyed before the Comm
+  /// spmd::run gave.
+  [[nodiscard]] virtual std::unique_ptr<Comm> split(int color, int key) = 0;
+  /// Collective: a communicator of the same ranks in the same order whose messages and
+  /// collectives never meet this one's (MPI_Comm_dup): a library's own traffic.
+  [[nodiscard]] virtual std::unique_ptr<Comm> dup() = 0;
 
   // ---- typed conveniences (spans of trivially copyable T; counts in elements) ---------------
   /// send() of a span of trivially copyable T.

@@ -183,6 +183,11 @@ class MpiComm final : public Comm {
   /// See SharedWindow (shared_window.hpp) for how each backend makes it.
   [[nodiscard]] std::unique_ptr<SharedMemory> allocate_shared(std::size_t bytes) override;
 
+  /// MPI_Comm_split (after an agreement on the colors, so that a bad one is an error on
+  /// every rank) and MPI_Comm_dup; the result is an MpiComm over its own duplicate.
+  [[nodiscard]] std::unique_ptr<Comm> split(int color, int key) override;
+  [[nodiscard]] std::unique_ptr<Comm> dup() override;
+
   using Comm::allgather;
   using Comm::allgatherv;
   using Comm::allreduce;

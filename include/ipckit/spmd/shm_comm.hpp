@@ -10,6 +10,11 @@
 /// that timed out leaves the pair's stream whole (as a dropped request does), so it may be
 /// tried again; a collective that timed out breaks the collectives (later ones throw
 /// errc::barrier_broken).
+///
+/// split() and dup() make sub-communicators that share the ranks' rings: their messages carry
+/// the communicator's context (the upper half of the tag word), and their collectives use a
+/// barrier and buffers of their own, in a segment the new rank 0 makes. A sub-communicator
+/// must be destroyed before the communicator spmd::run gave (which drives its messages).
 #pragma once
 
 #include <atomic>
@@ -17,6 +22,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -29,9 +35,12 @@
 
 namespace ipckit {
 class Arena;
+class Segment;
 namespace spmd::detail {
 struct Header;
 struct Slot;
+struct Coll;
+struct CollSlot;
 }  // namespace spmd::detail
 
 class ShmComm final : public Comm {
@@ -99,6 +108,9 @@ class ShmComm final : public Comm {
   /// See SharedWindow (shared_window.hpp) for how each backend makes it.
   [[nodiscard]] std::unique_ptr<SharedMemory> allocate_shared(std::size_t bytes) override;
 
+  [[nodiscard]] std::unique_ptr<Comm> split(int color, int key) override;
+  [[nodiscard]] std::unique_ptr<Comm> dup() override;
+
   using Comm::allgather;
   using Comm::allgatherv;
   using Comm::allreduce;
@@ -127,8 +139,20 @@ class ShmComm final : public Comm {
   struct CollOp;
   struct Agree;
   struct Specs;
+  struct Group;
+  struct Shared;
   enum class Bad : std::uint32_t;
-  spmd::detail::Slot& slot(int r) const noexcept;
+  // A sub-communicator of `parent` (split): `group` names its ranks in the world's numbers,
+  // `at` is its collective state (SubLayout) in `segment`.
+  ShmComm(ShmComm& parent, std::shared_ptr<const Group> group, int rank,
+          std::unique_ptr<Segment> segment, std::byte* at);
+  Shared share_segment(std::size_t bytes, bool make, int from, const char* what,
+                       const std::function<void(std::byte*)>& init);
+  // World slots are indexed by world rank; collective slots and buffers by this comm's.
+  spmd::detail::Slot& slot(int world_rank) const noexcept;
+  spmd::detail::CollSlot& cslot(int r) const noexcept;
+  [[nodiscard]] int world(int r) const noexcept;
+  [[nodiscard]] int me() const noexcept;
   std::atomic<std::uint64_t>& dir(int from, int to) const noexcept;
   std::byte* coll_buf(int r, unsigned parity) const noexcept;
   Arena& arena() const noexcept;
@@ -140,7 +164,7 @@ class ShmComm final : public Comm {
   void post_receive(Op& op);
   bool progress_source(int s) noexcept;
   bool stream(Op& op, ByteRing& ring);
-  Op* match_posted(int s, int tag) const noexcept;
+  Op* match_posted(int s, std::uint32_t context, int tag) const noexcept;
   bool take_unexpected(Op& op);
   void adopt_drain(Op& op, int s);
   void deliver_unexpected() noexcept;
@@ -157,8 +181,8 @@ class ShmComm final : public Comm {
     bool draining = false;  // still being kept (drains_[source])
     std::size_t index = 0;  // in unexpected_[source]
   };
-  [[nodiscard]] Kept find_kept(int src, int tag) const;
-  std::optional<Status> look(int src, int tag) const;
+  [[nodiscard]] Kept find_kept(int src, int tag, std::uint32_t context, const Group& g) const;
+  std::optional<Status> look(int src, int tag, std::uint32_t context, const Group& g) const;
   bool step(Op& op) noexcept;
   bool progress() noexcept;
   void fail_dead_peers();
@@ -167,7 +191,8 @@ class ShmComm final : public Comm {
   [[nodiscard]] Deadline call_deadline() const noexcept;
   template <class Ready, class Check>
   [[nodiscard]] bool await(EventCount& ec, const Deadline& deadline, Ready&& ready, Check&& check);
-  [[noreturn]] void throw_timeout(const char* what, const std::vector<int>& peers,
+  // `peers` in world ranks; the message names them in `g`'s.
+  [[noreturn]] void throw_timeout(const char* what, const std::vector<int>& peers, const Group& g,
                                   const char* state) const;
   void meet(const char* what);
   [[nodiscard]] std::uint32_t arrive(const char* what);
@@ -177,8 +202,14 @@ class ShmComm final : public Comm {
   void finish_outstanding();
   void wake_peer(int peer) noexcept;
   void orphan(Op& op) noexcept;
-  Request post(bool is_send, int peer, int tag, std::span<const std::byte> out,
-               std::span<std::byte> in, Status* status);
+  Request post(bool is_send, int peer, int tag, std::uint64_t tag_word,
+               std::span<const std::byte> out, std::span<std::byte> in, Status* status,
+               const std::shared_ptr<const Group>& group);
+  [[nodiscard]] std::uint64_t wire(int tag) const noexcept;
+  [[nodiscard]] int world_source(int src) const noexcept;
+  [[nodiscard]] bool others_alive(const Group& g) const noexcept;
+  [[nodiscard]] bool owns(const Op& op) const noexcept;
+  [[nodiscard]] bool owns(const CollOp& op) const noexcept;
   unsigned begin_collective(const Agree& a, const char* what);
   void check_agreement(unsigned parity, const Agree& a, const char* what) const;
   static Agree reduction_agree(std::size_t count, const Reduction& op);
@@ -202,6 +233,15 @@ class ShmComm final : public Comm {
   spmd::detail::Header* h_;
   int rank_;
   int n_ = 0;
+  // The communicator whose rings and queues carry this one's messages: the world's (for
+  // the world, itself). Every point-to-point member below is used on the engine only.
+  ShmComm* engine_ = this;
+  std::shared_ptr<const Group> group_;  // its ranks and context
+  spmd::detail::Coll* coll_ = nullptr;  // its barrier
+  std::byte* cslots_ = nullptr;         // its collective slots, cslot_stride_ apart
+  std::size_t cslot_stride_ = 0;
+  std::byte* bufs_ = nullptr;             // its collective buffers
+  std::unique_ptr<Segment> segment_;      // a sub-communicator's collective state
   std::size_t fragment_bytes_ = 0;
   WaitPolicy policy_;
   bool yield_ = false;                        // more ranks than CPUs: yield instead of spinning
