@@ -49,9 +49,13 @@ std::uint32_t ShmComm::arrive(const char* what) {
   if (c.arrived.fetch_add(1, std::memory_order_acq_rel) + 1 == static_cast<std::uint32_t>(n_)) {
     c.arrived.store(0, std::memory_order_relaxed);
     c.generation.store(gen + 1, std::memory_order_release);
-    c.ec.notify_all();  // a full fence first: pairs with depart()'s `moving` flag
-    for (int r = 0; r < n_; ++r) {
-      if (cslot(r).moving.load(std::memory_order_relaxed) != 0) slot(world(r)).doorbell.notify_all();
+    c.ec.notify_all();  // a full fence first: pairs with depart()'s `moving` count
+    if (c.moving.load(std::memory_order_acquire) != 0) {
+      for (int r = 0; r < n_; ++r) {
+        if (cslot(r).moving.load(std::memory_order_relaxed) != 0) {
+          slot(world(r)).doorbell.notify_all();
+        }
+      }
     }
   }
   return gen;
@@ -72,14 +76,24 @@ void ShmComm::depart(std::uint32_t gen, const char* what) {
   };
   // With operations queued, the rank sleeps on its doorbell, which peers that move its data
   // ring (wake_peer), and so does the barrier's last arrival when it sees `moving` set. Set
-  // before the wait's fence, so the last arrival either sees the flag or is seen by the
-  // wait's next look.
+  // (flag, then count) before the wait's fence, so the last arrival either sees them or is
+  // seen by the wait's next look.
   struct Moving {
     std::atomic<std::uint32_t>& flag;
-    ~Moving() { flag.store(0, std::memory_order_relaxed); }
-  } moving{cslot(rank_).moving};
+    std::atomic<std::uint32_t>& count;
+    bool set = false;
+    ~Moving() {
+      if (!set) return;
+      flag.store(0, std::memory_order_relaxed);
+      count.fetch_sub(1, std::memory_order_relaxed);
+    }
+  } moving{cslot(rank_).moving, c.moving};
   const bool p2p = e.pending();
-  if (p2p) moving.flag.store(1, std::memory_order_relaxed);
+  if (p2p) {
+    moving.flag.store(1, std::memory_order_relaxed);
+    moving.count.fetch_add(1, std::memory_order_seq_cst);
+    moving.set = true;
+  }
   const bool met = await(p2p ? slot(me()).doorbell : c.ec, deadline, ready, [&] {
     for (int r = 0; r < n_; ++r) {
       // A rank seen gone may have been the last to arrive before it finished: its stores

@@ -59,6 +59,9 @@ struct alignas(64) Slot {
 struct alignas(64) Coll {
   alignas(64) std::atomic<std::uint32_t> arrived{0};
   alignas(64) std::atomic<std::uint32_t> generation{0};
+  // How many ranks wait with `moving` set in their CollSlot: the last arrival looks at their
+  // flags only when this is not 0 (one word on the line it just wrote).
+  std::atomic<std::uint32_t> moving{0};
   EventCount ec;
 };
 
