@@ -505,9 +505,14 @@ std::unique_ptr<Comm> MpiComm::split(int color, int key) {
     MPI_Comm& c;
     ~Free() { MPI_Comm_free(&c); }
   } free_part{part};
-  return std::make_unique<MpiComm>(part);
+  return std::unique_ptr<Comm>(new MpiComm(part, family_));
 }
 
-std::unique_ptr<Comm> MpiComm::dup() { return std::make_unique<MpiComm>(comm_); }
+std::unique_ptr<Comm> MpiComm::dup() {
+  // MPI_Comm_dup blocks without matching queued receives: a barrier first (which does) lets
+  // every peer's send to one of them through.
+  barrier();
+  return std::unique_ptr<Comm>(new MpiComm(comm_, family_));
+}
 
 }  // namespace ipckit

@@ -224,7 +224,10 @@ Error size_mismatch_error(int src, int expected, int got) {
 
 }  // namespace
 
-MpiComm::MpiComm(MPI_Comm comm) : matcher_(std::make_shared<detail::MpiMatcher>()) {
+MpiComm::MpiComm(MPI_Comm comm) : MpiComm(comm, std::make_shared<detail::MpiFamily>()) {}
+
+MpiComm::MpiComm(MPI_Comm comm, std::shared_ptr<detail::MpiFamily> family)
+    : matcher_(std::make_shared<detail::MpiMatcher>()), family_(std::move(family)) {
   check(MPI_Comm_set_errhandler(comm, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
   // A communicator of its own: the program's other MPI traffic on `comm` (mpi::Pool's, its
   // own) never meets this comm's tags, any-tag receives or collectives.
@@ -233,18 +236,20 @@ MpiComm::MpiComm(MPI_Comm comm) : matcher_(std::make_shared<detail::MpiMatcher>(
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   matcher_->comm = comm_;
+  family_->matchers.push_back(matcher_.get());
 }
 
 MpiComm::~MpiComm() {
   int finalized = 0;
   MPI_Finalized(&finalized);
   if (finalized == 0) MPI_Comm_free(&comm_);
+  std::erase(family_->matchers, matcher_.get());
 }
 
 // With no receive queued, nothing waits to be matched, and the blocking MPI calls can be
 // used directly (no allocation, MPI's own wait).
 void MpiComm::send(int dest, std::span<const std::byte> data, int tag) {
-  if (matcher_->count == 0) {
+  if (family_->unmatched() == 0) {
     check_rank(dest, "MpiComm::send");
     check_tag(tag, false, "MpiComm::send");
     const int n = count_of(data.size(), "MpiComm::send");
@@ -257,7 +262,7 @@ void MpiComm::send(int dest, std::span<const std::byte> data, int tag) {
 
 Status MpiComm::recv(int src, std::span<std::byte> data, int tag) {
   Status got;
-  if (matcher_->count != 0) {
+  if (family_->unmatched() != 0) {
     Request r[1] = {irecv(src, data, tag, &got)};
     wait_all(r);
     return got;
@@ -323,7 +328,7 @@ std::optional<Status> MpiComm::iprobe(int src, int tag) {
   using detail::wants;
   check_source(src, "MpiComm::iprobe");
   check_tag(tag, true, "MpiComm::iprobe");
-  matcher_->match();  // messages the posted receives match are theirs, not the probe's
+  family_->match_all();  // messages the posted receives match are theirs, not the probe's
   int found = 0;
   MPI_Status status;
   check(MPI_Iprobe(mpi_source(src), mpi_tag(tag), comm_, &found, &status), "MPI_Iprobe");
@@ -358,7 +363,7 @@ void MpiComm::complete(std::span<Request> requests) {
     states.push_back(s);
   }
   // The requests may come from other MpiComms too: each one's receives are matched.
-  std::vector<detail::MpiMatcher*> matchers{matcher_.get()};
+  std::vector<detail::MpiMatcher*> matchers = family_->matchers;
   for (const MpiRequest* s : states) {
     if (std::find(matchers.begin(), matchers.end(), s->matcher.get()) == matchers.end()) {
       matchers.push_back(s->matcher.get());
@@ -439,9 +444,12 @@ void MpiComm::poll(std::span<Request* const> requests, std::vector<bool>& done) 
       throw Error(errc::invalid_argument, "MpiComm::test: a request of another backend");
     states.push_back(s);
   }
-  matcher_->match();
+  family_->match_all();
   for (const MpiRequest* s : states) {
-    if (s->matcher != matcher_) s->matcher->match();
+    if (std::find(family_->matchers.begin(), family_->matchers.end(), s->matcher.get()) ==
+        family_->matchers.end()) {
+      s->matcher->match();
+    }
   }
   (void)test_some(states);
   for (std::size_t i = 0; i < states.size(); ++i) {
@@ -453,7 +461,7 @@ void MpiComm::poll(std::span<Request* const> requests, std::vector<bool>& done) 
 // may be blocked sending one of them before it can reach the collective.
 void MpiComm::progress_until(MPI_Request& request, const char* what) {
   for (;;) {
-    matcher_->match();
+    family_->match_all();
     int flag = 0;
     check(MPI_Test(&request, &flag, MPI_STATUS_IGNORE), what);
     if (flag != 0) return;

@@ -33,6 +33,19 @@ struct MpiMatcher {
   void withdraw(MpiRequest* r) noexcept;
 };
 
+// The matchers of MpiComms made from one another (split, dup).
+struct MpiFamily {
+  std::vector<MpiMatcher*> matchers;
+  [[nodiscard]] std::size_t unmatched() const noexcept {
+    std::size_t n = 0;
+    for (const MpiMatcher* m : matchers) n += m->count;
+    return n;
+  }
+  void match_all() {
+    for (MpiMatcher* m : matchers) m->match();
+  }
+};
+
 struct MpiRequest final : Request::State {
   enum class Phase { unmatched, posted, done };
 

@@ -199,8 +199,8 @@ void ShmComm::check_agreement(unsigned parity, const Agree& a, const char* what)
     fail(errc::invalid_argument, rank_,
          bad_text(static_cast<std::uint32_t>(bad_root ? Bad::root : a.bad)));
   }
-  if ((a.rooted && a.root != first.root[parity].load(std::memory_order_relaxed)) ||
-      a.sig != sig || (!a.varying && a.size != size)) {
+  if ((a.rooted && a.root != first.root[parity].load(std::memory_order_relaxed)) || a.sig != sig ||
+      (!a.varying && a.size != size)) {
     fail(errc::invalid_argument, 0, "changed what it passed during the collective");
   }
 }
@@ -312,6 +312,7 @@ Request ShmComm::ibarrier() {
   c->what = "ShmComm::ibarrier";
   c->gen = arrive(c->what);
   c->owner = this;
+  c->engine = engine_;
   outstanding_ = c.get();
   return Request(std::move(c));
 }

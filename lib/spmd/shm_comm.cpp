@@ -26,8 +26,8 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <cstdio>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -163,10 +163,16 @@ ShmComm::ShmComm(ShmComm& parent, std::shared_ptr<const Group> group, int rank,
 }
 
 ShmComm::~ShmComm() {
-  // Requests may outlive the comm: they must not call back into it.
+  // Requests may outlive the comm: they must not call back into it (a request done before
+  // keeps its pointer, but nothing reads it once done). While the rank unwinds an exception
+  // the collective in flight is not waited for (as ~CollOp does).
   if (outstanding_ != nullptr) {
     CollOp* c = outstanding_;
-    finish_collective(*c);
+    if (std::uncaught_exceptions() > 0) {
+      abandon_collective(*c);
+    } else {
+      finish_collective(*c);
+    }
     c->owner = nullptr;
   }
   for (auto& q : sendq_) {
@@ -300,10 +306,19 @@ void ShmComm::throw_timeout(const char* what, const std::vector<int>& peers, con
   throw Error(errc::timeout, msg);
 }
 
+// Error(errc::peer_dead) for `op`, naming world rank p in its communicator's numbers.
+std::exception_ptr ShmComm::dead_error(const Op& op, int p) noexcept {
+  try {
+    return std::make_exception_ptr(Error(
+        errc::peer_dead, "ShmComm: rank " + std::to_string(op.local(p)) + " has exited or died"));
+  } catch (...) {  // out of memory for the text
+    return std::current_exception();
+  }
+}
+
 // True when a rank of `g` other than this one is alive.
 bool ShmComm::others_alive(const Group& g) const noexcept {
-  return std::any_of(g.ranks.begin(), g.ranks.end(),
-                     [&](int r) { return r != rank_ && alive(r); });
+  return std::any_of(g.ranks.begin(), g.ranks.end(), [&](int r) { return r != rank_ && alive(r); });
 }
 
 // Fails the queued operations with peers that died (after one more pass: what they
@@ -311,31 +326,31 @@ bool ShmComm::others_alive(const Group& g) const noexcept {
 void ShmComm::fail_dead_peers() {
   for (int p = 0; p < n_; ++p) {
     auto& sq = sendq_[static_cast<std::size_t>(p)];
-    const bool receiving = bound_[static_cast<std::size_t>(p)] != nullptr ||
-                           std::any_of(posted_.begin(), posted_.end(), [&](const Op* o) {
-                             return o->source == p ||
-                                    (o->source == kAnySource && o->group->has(p) &&
-                                     !others_alive(*o->group));
-                           });
+    const bool receiving =
+        bound_[static_cast<std::size_t>(p)] != nullptr ||
+        std::any_of(posted_.begin(), posted_.end(), [&](const Op* o) {
+          return o->source == p ||
+                 (o->source == kAnySource && o->group->has(p) && !others_alive(*o->group));
+        });
     if ((sq.empty() && !receiving) || alive(p)) continue;
-    (void)progress();  // what the dead rank sent before it died still arrives
-    const auto dead = [&] {
-      return std::make_exception_ptr(
-          Error(errc::peer_dead, "ShmComm: rank " + std::to_string(p) + " has exited or died"));
-    };
+    // What the dead rank sent before it died still arrives: its ring is read to the end
+    // (each pass keeps aside at most one message no receive wants yet).
+    (void)progress();
+    while (progress_source(p)) {
+    }
     for (Op* op : sq) {
       if (!op->complete) {
-        op->error = dead();
+        op->error = dead_error(*op, p);
         op->complete = true;
       }
     }
     queued_ -= sq.size();
     sq.clear();
-    fail_receives(p, dead(), true);
+    fail_receives(p, nullptr, true);
   }
 }
 
-void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
+void ShmComm::wait_ops(std::span<Op* const> ops, const char* what, const Group* naming) {
   const auto done = [&] {
     return std::all_of(ops.begin(), ops.end(), [](const Op* o) { return o->complete; });
   };
@@ -349,10 +364,10 @@ void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
     if (done()) break;
     if (!woke) {
       std::vector<int> peers;
-      const Group* g = group_.get();
+      const Group* g = naming;  // the waiting communicator's numbers (else the first op's)
       for (const Op* o : ops) {
         if (o->complete) continue;
-        if (o->group != nullptr) g = o->group;  // one communicator's requests (its wait_all)
+        if (g == nullptr) g = o->group;
         if (o->peer >= 0) {
           peers.push_back(o->peer);
         } else {  // an any-source receive not bound yet: it waits on every other member
@@ -363,7 +378,7 @@ void ShmComm::wait_ops(std::span<Op* const> ops, const char* what) {
       }
       std::sort(peers.begin(), peers.end());
       peers.erase(std::unique(peers.begin(), peers.end()), peers.end());
-      throw_timeout(what, peers, *g, "");
+      throw_timeout(what, peers, g != nullptr ? *g : *group_, "");
     }
   }
   std::erase_if(orphans_, [](const std::unique_ptr<Op>& o) { return o->complete; });
@@ -417,7 +432,7 @@ Request ShmComm::post(bool is_send, int peer, int tag, std::uint64_t tag_word,
   op->tag_word = tag_word;
   op->context = group->context;
   op->group = group.get();
-  if (!is_send) op->keep = group;
+  op->keep = group;
   op->status = status;
   op->out = out;
   op->in = in;
@@ -461,7 +476,7 @@ void ShmComm::run_blocking(Op& op, const char* what) {
   }
   try {
     Op* one = &op;
-    wait_ops(std::span(&one, 1), what);
+    wait_ops(std::span(&one, 1), what, op.group);
   } catch (...) {
     // Never leave a pointer to this frame behind; a half-moved message is finished by the
     // comm (as for a dropped request), so that the pair's stream stays whole.
@@ -526,9 +541,7 @@ Request ShmComm::irecv(int src, std::span<std::byte> data, int tag, Status* stat
 
 // Requests this communicator may complete: any of its family's (they share the engine).
 bool ShmComm::owns(const Op& op) const noexcept { return op.owner == engine_; }
-bool ShmComm::owns(const CollOp& op) const noexcept {
-  return op.owner != nullptr && op.owner->engine_ == engine_;
-}
+bool ShmComm::owns(const CollOp& op) const noexcept { return op.engine == engine_; }
 
 void ShmComm::complete(std::span<Request> requests) {
   std::vector<Op*> ops;
@@ -550,7 +563,7 @@ void ShmComm::complete(std::span<Request> requests) {
     // rank's collective waits on this rank's point-to-point progress.
     std::exception_ptr first;
     try {
-      engine_->wait_ops(ops, "ShmComm::wait_all");
+      engine_->wait_ops(ops, "ShmComm::wait_all", group_.get());
     } catch (...) {
       first = std::current_exception();
     }
@@ -577,10 +590,14 @@ void ShmComm::poll(std::span<Request* const> requests, std::vector<bool>& done) 
     if (auto* op = dynamic_cast<Op*>(s); op != nullptr && owns(*op)) {
       done[i] = op->complete;
     } else if (auto* c = dynamic_cast<CollOp*>(s); c != nullptr && owns(*c)) {
-      const ShmComm& o = *c->owner;
+      if (c->done) {  // its owner may be gone
+        done[i] = true;
+        continue;
+      }
+      const ShmComm& o = *c->owner;  // not done: in flight, so its comm lives
       bool dead = false;
-      for (int r = 0; r < o.n_ && !c->done; ++r) dead = dead || !alive(o.world(r));
-      done[i] = c->done || o.coll_->generation.load(std::memory_order_acquire) != c->gen || dead;
+      for (int r = 0; r < o.n_; ++r) dead = dead || !alive(o.world(r));
+      done[i] = o.coll_->generation.load(std::memory_order_acquire) != c->gen || dead;
     } else {
       throw Error(errc::invalid_argument, "ShmComm::test: a request made by another communicator");
     }

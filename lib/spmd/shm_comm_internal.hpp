@@ -62,7 +62,7 @@ struct ShmComm::Op final : Request::State {
   int source = 0;                         // receive: the source asked for (or kAnySource)
   std::uint32_t context = 0;              // receive: the communicator's context
   const Group* group = nullptr;           // receive: its communicator (any-source: its members)
-  std::shared_ptr<const Group> keep;      // a posted receive: keeps `group` alive
+  std::shared_ptr<const Group> keep;      // a posted operation: keeps `group` alive
   int tag = 0;                            // send: the tag; receive: the tag asked for (or kAnyTag)
   int got_tag = -1;                       // receive: the tag of the message it takes
   std::uint64_t tag_word = 0;             // send: context << 32 | tag, as it goes on the wire
@@ -142,7 +142,8 @@ struct ShmComm::CollOp final : Request::State {
     }
     owner->finish_collective(*this);  // its error is dropped
   }
-  ShmComm* owner = nullptr;
+  ShmComm* owner = nullptr;   // null once the comm is gone (and the request done)
+  ShmComm* engine = nullptr;  // the owner's engine: which communicators may wait on it
   const char* what = "";
   Agree agree;
   std::function<void(unsigned parity)> finish;  // empty: ibarrier
@@ -217,9 +218,11 @@ Request ShmComm::post_rounds(const char* what, const Agree& a, std::uint64_t lon
     }
     c->done = true;
     c->owner = this;
+    c->engine = engine_;
     return Request(std::move(c));
   }
   c->owner = this;
+  c->engine = engine_;
   c->what = what;
   c->agree = a;
   c->parity = begin_collective(a, what);

@@ -108,8 +108,8 @@ bool ShmComm::take_unexpected(Op& op) {
   op.got_tag = best->tag;
   op.bytes = best->payload.size();
   if (best->payload.size() != op.in.size()) {
-    op.error = std::make_exception_ptr(
-        size_error(op.local(from), best->payload.size(), op.in.size()));
+    op.error =
+        std::make_exception_ptr(size_error(op.local(from), best->payload.size(), op.in.size()));
   } else if (!op.in.empty()) {
     std::memcpy(op.in.data(), best->payload.data(), op.in.size());
   }
@@ -172,8 +172,7 @@ bool ShmComm::stream(Op& op, ByteRing& ring) {
     if (first) {
       op.bytes = op.cursor.total() - kTagBytes;  // head_of checked total >= kTagBytes
       if (!op.drain && op.bytes != op.in.size() && !op.error) {
-        op.error =
-            std::make_exception_ptr(size_error(op.local(op.peer), op.bytes, op.in.size()));
+        op.error = std::make_exception_ptr(size_error(op.local(op.peer), op.bytes, op.in.size()));
       }
     }
     // The payload's part of the message bytes [begin, end) (the tag word comes first).
@@ -267,15 +266,16 @@ bool ShmComm::progress_source(int s) noexcept {
   return moved;
 }
 
-// Ends the receives that wait on source s (and, with any_too, those from any source) with
-// `error`: s is dead, or its ring cannot be read.
-void ShmComm::fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept {
+// Ends the receives that wait on source s (and, when s is dead, the any-source ones with no
+// other member left) with `error` (dead: peer_dead): s is dead, or its ring cannot be read.
+void ShmComm::fail_receives(int s, const std::exception_ptr& error, bool dead) noexcept {
+  const auto error_of = [&](const Op& o) { return dead ? dead_error(o, s) : error; };
   for (auto it = posted_.begin(); it != posted_.end();) {
     Op* o = *it;
     // An any-source receive fails once no other member of its communicator is left.
-    if (o->source == s || (any_too && o->source == kAnySource && o->group->has(s) &&
-                           !others_alive(*o->group))) {
-      o->error = error;
+    if (o->source == s ||
+        (dead && o->source == kAnySource && o->group->has(s) && !others_alive(*o->group))) {
+      o->error = error_of(*o);
       o->complete = true;
       it = posted_.erase(it);
     } else {
@@ -284,7 +284,7 @@ void ShmComm::fail_receives(int s, const std::exception_ptr& error, bool any_too
   }
   const auto i = static_cast<std::size_t>(s);
   if (Op* o = bound_[i]; o != nullptr) {
-    o->error = error;
+    o->error = error_of(*o);
     o->complete = true;
     bound_[i] = nullptr;
     --bound_count_;
@@ -351,8 +351,7 @@ ShmComm::Kept ShmComm::find_kept(int src, int tag, std::uint32_t context, const 
 
 // The earliest message kept aside (or being kept) that matches, without taking it; the
 // source in world ranks.
-std::optional<Status> ShmComm::look(int src, int tag, std::uint32_t context,
-                                    const Group& g) const {
+std::optional<Status> ShmComm::look(int src, int tag, std::uint32_t context, const Group& g) const {
   const Kept k = find_kept(src, tag, context, g);
   if (k.source < 0) return std::nullopt;
   const auto i = static_cast<std::size_t>(k.source);

@@ -35,7 +35,11 @@ std::unique_ptr<Comm> ShmComm::split(int color, int key) {
     // One context per communicator this split can make (at most one per rank); never 0,
     // the world's, and never wrapping around to contexts in use.
     const auto n = static_cast<std::uint32_t>(n_);
-    const std::uint32_t first = h_->next_context.fetch_add(n, std::memory_order_relaxed);
+    std::uint32_t first = h_->next_context.load(std::memory_order_relaxed);
+    // Never past the end: once contexts run out, every later split fails alike.
+    while (first != 0 && first <= UINT32_MAX - n &&
+           !h_->next_context.compare_exchange_weak(first, first + n, std::memory_order_relaxed)) {
+    }
     mine.context = first == 0 || first > UINT32_MAX - n ? 0 : first;
   }
   const std::vector<SplitEntry> all = allgather(mine);

@@ -83,10 +83,10 @@ void keep_error(Made& m, const std::error_code& ec, const char* text) {
 }  // namespace
 
 // Collective: the ranks with `make` each make a segment with `bytes` zeroed at a 64-byte
-// aligned `base`, and lay it out with init(base) before anyone can see it; every rank with `from` >= 0 maps the one rank `from` made (its own when it
-// is the maker). Every rank learns of any rank's failure, the first in rank order, by the
-// same two collectives (an allgather of what was made, a min-allreduce of who failed to open
-// it), and throws it.
+// aligned `base`, and lay it out with init(base) before anyone can see it; every rank with `from`
+// >= 0 maps the one rank `from` made (its own when it is the maker). Every rank learns of any
+// rank's failure, the first in rank order, by the same two collectives (an allgather of what was
+// made, a min-allreduce of who failed to open it), and throws it.
 ShmComm::Shared ShmComm::share_segment(std::size_t bytes, bool make, int from, const char* what,
                                        const std::function<void(std::byte*)>& init) {
   const std::size_t used = std::max<std::size_t>(bytes, kAlign);
@@ -128,8 +128,8 @@ ShmComm::Shared ShmComm::share_segment(std::size_t bytes, bool make, int from, c
       if (!fd) throw_errno(("open " + path).c_str());
       shared.segment = std::make_unique<Segment>(Segment::adopt(std::move(fd), m.segment_bytes));
       if (m.offset > shared.segment->size() || used > shared.segment->size() - m.offset) {
-        throw Error(errc::bad_layout, "the memory lies outside rank " + std::to_string(from) +
-                                          "'s segment");
+        throw Error(errc::bad_layout,
+                    "the memory lies outside rank " + std::to_string(from) + "'s segment");
       }
       shared.base = static_cast<std::byte*>(shared.segment->at(static_cast<std::size_t>(m.offset)));
     } catch (const Error& e) {
@@ -164,8 +164,8 @@ std::unique_ptr<SharedMemory> ShmComm::allocate_shared(std::size_t bytes) {
                 std::string(what) + ": the parts add up to more than a segment holds");
   }
   Shared shared = share_segment(static_cast<std::size_t>(total), rank_ == 0, 0, what, {});
-  return std::make_unique<ShmMemory>(*this, std::move(*shared.segment), shared.base,
-                                     std::move(at), std::move(part));
+  return std::make_unique<ShmMemory>(*this, std::move(*shared.segment), shared.base, std::move(at),
+                                     std::move(part));
 }
 
 }  // namespace ipckit

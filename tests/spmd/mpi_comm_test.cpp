@@ -120,6 +120,9 @@ TEST(MpiComm, DupStreamsNeverMeetTheParents) { EXPECT_NO_THROW(bodies::dup_isola
 TEST(MpiComm, SplitUndefinedColorBadColorAndNestedSplits) {
   EXPECT_NO_THROW(bodies::split_undefined_and_nested(world()));
 }
+TEST(MpiComm, ReceivePendingAcrossAnotherCommunicatorsCollective) {
+  EXPECT_NO_THROW(bodies::pending_across_communicators(world()));
+}
 TEST(MpiCartComm, SubRowsAndColumnsAndGridsOverASplit) {
   EXPECT_NO_THROW(bodies::cart_sub(world()));
 }

@@ -343,6 +343,10 @@ TEST_F(ShmCommTest, SplitUndefinedColorBadColorAndNestedSplits) {
   on_ranks(5, bodies::split_undefined_and_nested);
   on_ranks(2, bodies::split_undefined_and_nested);
 }
+TEST_F(ShmCommTest, ReceivePendingAcrossAnotherCommunicatorsCollective) {
+  on_ranks(3, bodies::pending_across_communicators);
+  on_ranks(2, bodies::pending_across_communicators);
+}
 TEST_F(ShmCommTest, CartSubRowsAndColumnsAndGridsOverASplit) {
   on_ranks(6, bodies::cart_sub);
   on_ranks(4, bodies::cart_sub);
@@ -351,21 +355,24 @@ TEST_F(ShmCommTest, CartSubRowsAndColumnsAndGridsOverASplit) {
 TEST_F(ShmCommTest, RequestsOfADupCompleteInTheParentsWaitAll) {
   on_ranks(2, [](Comm& c) {
     std::unique_ptr<Comm> d = c.dup();
-    const std::int64_t out = 40 + c.rank();
+    const std::int64_t on_dup = 40 + c.rank();
+    const std::int64_t on_parent = 80 + c.rank();
     std::int64_t a = 0;
     std::int64_t b = 0;
     const int other = 1 - c.rank();
-    Request reqs[4] = {d->isend(other, bodies::bytes_of(out)), c.isend(other, bodies::bytes_of(out)),
+    Request reqs[4] = {d->isend(other, bodies::bytes_of(on_dup)),
+                       c.isend(other, bodies::bytes_of(on_parent)),
                        d->irecv(other, bodies::bytes_of(a)), c.irecv(other, bodies::bytes_of(b))};
     c.wait_all(reqs);
-    SPMD_CHECK(c, a == 40 + other && b == 40 + other);
+    SPMD_CHECK(c, a == 40 + other && b == 80 + other);
   });
 }
 // Making and dropping a communicator leaves no descriptor or mapping behind in the rank.
 TEST_F(ShmCommTest, SplitAndDupManyTimesLeakNothing) {
   const auto count = [] {
     std::size_t fds = 0;
-    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++fds;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd"))
+      ++fds;
     std::ifstream maps("/proc/self/maps");
     std::string line;
     std::size_t lines = 0;
@@ -408,9 +415,16 @@ TEST_F(ShmCommTest, SplitCollectivePastCallTimeoutNamesItsOwnRank) {
   spmd::run(4,
             [](Comm& c) {
               std::unique_ptr<Comm> odd = c.split(c.rank() % 2, 0);
-              if (c.rank() == 3) {
-                std::this_thread::sleep_for(std::chrono::seconds(1));  // alive, silent
-                return;
+              std::int64_t done = 0;
+              if (c.rank() == 3) {  // alive and silent on `odd` until rank 1 has checked
+                for (;;) {
+                  try {
+                    c.recv(1, bodies::bytes_of(done));
+                    return;
+                  } catch (const Error& e) {
+                    if (!e.is(errc::timeout)) throw;
+                  }
+                }
               }
               if (c.rank() != 1) return;
               try {
@@ -422,6 +436,7 @@ TEST_F(ShmCommTest, SplitCollectivePastCallTimeoutNamesItsOwnRank) {
                 SPMD_CHECK_AT(c, what.find("rank 1") != std::string::npos, what);
                 SPMD_CHECK_AT(c, what.find("rank 3") == std::string::npos, what);
               }
+              c.send(3, bodies::bytes_of(done));
             },
             {.call_timeout = std::chrono::milliseconds(200)});
 }

@@ -88,6 +88,7 @@ inline void split_by_parity(Comm& c) {
       const std::int64_t v = -1;
       c.send(even0, bytes_of(v), 4);
     }
+    c.barrier();  // rank 1's message is there before any member's
     if (r % 2 == 0 && me == 0) {
       std::vector<bool> seen(static_cast<std::size_t>(n), false);
       for (int k = 1; k < n; ++k) {
@@ -242,6 +243,40 @@ inline void cart_sub(Comm& c) {
   const auto [down, up] = ring.shift(0, 1);
   SPMD_CHECK(c, down == (ring.rank() + ring.size() - 1) % ring.size() &&
                     up == (ring.rank() + 1) % ring.size());
+  c.barrier();
+}
+
+// A receive posted on one communicator while its rank waits in another's collective: the
+// sender's blocking send, larger than any ring or eager limit, still gets through (every
+// wait moves every communicator's operations), in both directions and on a split.
+inline void pending_across_communicators(Comm& c) {
+  const int p = c.size();
+  const int r = c.rank();
+  if (p < 2) return;
+  const std::size_t n = 4 * kMiB;
+  std::unique_ptr<Comm> d = c.dup();
+  std::unique_ptr<Comm> pair = c.split(r < 2 ? 0 : 1, r);
+  const auto check = [&](const std::vector<std::byte>& in, const char* where) {
+    SPMD_CHECK_AT(c, first_wrong(in, 1, 0) == n, std::string(where));
+  };
+  for (int round = 0; round < 3; ++round) {
+    Comm& on = round == 1 ? *d : c;                         // where the message travels
+    Comm& meet = round == 0 ? *d : round == 1 ? c : *pair;  // whose collective waits
+    if (r == 0) {
+      std::vector<std::byte> in(n);
+      Request req = on.irecv(1, in);
+      meet.barrier();
+      on.wait(req);
+      check(in, round == 0   ? "parent's message, dup's barrier"
+                : round == 1 ? "dup's message, parent's barrier"
+                             : "parent's message, split's barrier");
+    } else if (r == 1) {
+      on.send(0, std::span<const std::byte>(make_message(1, 0, n)));
+      meet.barrier();
+    } else {
+      meet.barrier();
+    }
+  }
   c.barrier();
 }
 

@@ -26,10 +26,10 @@ class CartComm {
   /// Coordinates or an offset on the grid: x, y, z (z is 0 on a 2-D grid).
   using Offset = std::array<int, 3>;
 
-  /// A grid of `ndims` (1, 2 or 3) axes over `comm` (which must outlive it). `dims` empty (or zeros) → chosen from
-  /// comm.size() as evenly as possible, larger extents first (MPI_Dims_create); otherwise
-  /// their product must be comm.size(). `periodic` empty → no axis periodic. Throws
-  /// Error(errc::invalid_argument) for a bad ndims, dims or periodic list.
+  /// A grid of `ndims` (1, 2 or 3) axes over `comm` (which must outlive it). `dims` empty (or
+  /// zeros) → chosen from comm.size() as evenly as possible, larger extents first
+  /// (MPI_Dims_create); otherwise their product must be comm.size(). `periodic` empty → no axis
+  /// periodic. Throws Error(errc::invalid_argument) for a bad ndims, dims or periodic list.
   CartComm(Comm& comm, int ndims, std::vector<int> dims = {}, std::vector<bool> periodic = {});
 
   /// Collective: the grids of the axes where `remain` is true (MPI_Cart_sub), one for each
@@ -42,7 +42,8 @@ class CartComm {
   /// Balanced factorisation of nprocs into ndims extents (non-increasing).
   static std::vector<int> dims_for(int nprocs, int ndims);
   /// The 3^ndims - 1 neighbour offsets in halo_exchange()'s order (x fastest, each of -1, 0,
-  /// +1 on the grid's axes; the zero offset left out). directions()[k] and directions()[n-1-k] are opposite.
+  /// +1 on the grid's axes; the zero offset left out). directions()[k] and directions()[n-1-k] are
+  /// opposite.
   static std::vector<Offset> directions(int ndims);
 
   /// The communicator the grid is over.
@@ -51,7 +52,7 @@ class CartComm {
   [[nodiscard]] int rank() const noexcept { return comm_.rank(); }
   /// comm().size().
   [[nodiscard]] int size() const noexcept { return comm_.size(); }
-  /// The number of axes (2 or 3).
+  /// The number of axes (1, 2 or 3).
   [[nodiscard]] int ndims() const noexcept { return ndims_; }
   /// The extent of each axis.
   [[nodiscard]] const std::vector<int>& dims() const noexcept { return dims_; }

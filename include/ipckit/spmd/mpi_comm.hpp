@@ -101,6 +101,7 @@ MPI_Op op_of(ReduceOp op) noexcept;
 namespace ipckit {
 namespace detail {
 struct MpiMatcher;
+struct MpiFamily;
 struct MpiRequest;
 }  // namespace detail
 
@@ -215,6 +216,8 @@ class MpiComm final : public Comm {
   void poll(std::span<Request* const> requests, std::vector<bool>& done) override;
 
  private:
+  // A communicator of `family` (split, dup): over its own duplicate of `comm`.
+  MpiComm(MPI_Comm comm, std::shared_ptr<detail::MpiFamily> family);
   void progress_until(MPI_Request& request, const char* what);
   bool test_some(std::span<detail::MpiRequest* const> states);
   // Starts a non-blocking MPI collective (start(&request) returns its MPI code) and waits
@@ -242,6 +245,9 @@ class MpiComm final : public Comm {
   int rank_ = 0;
   int size_ = 0;
   std::shared_ptr<detail::MpiMatcher> matcher_;
+  // The matchers of every MpiComm made from this one or it from (split, dup): each wait
+  // matches all of their queued receives, as a peer may be blocked sending one of them.
+  std::shared_ptr<detail::MpiFamily> family_;
 };
 
 }  // namespace ipckit

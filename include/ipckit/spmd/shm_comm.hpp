@@ -169,7 +169,11 @@ class ShmComm final : public Comm {
   void adopt_drain(Op& op, int s);
   void deliver_unexpected() noexcept;
   void finish_receive(Op& op) noexcept;
-  void fail_receives(int s, const std::exception_ptr& error, bool any_too) noexcept;
+  // Ends the receives waiting on source s with `error`; with `dead`, s died: each gets
+  // peer_dead (in its communicator's numbers), any-source ones too once no other member of
+  // their communicator is left.
+  void fail_receives(int s, const std::exception_ptr& error, bool dead) noexcept;
+  static std::exception_ptr dead_error(const Op& op, int p) noexcept;
   void orphan_receive(Op& op) noexcept;
   [[nodiscard]] bool wanted(int s) const noexcept;
   [[nodiscard]] bool pending() const noexcept {
@@ -186,7 +190,8 @@ class ShmComm final : public Comm {
   bool step(Op& op) noexcept;
   bool progress() noexcept;
   void fail_dead_peers();
-  void wait_ops(std::span<Op* const> ops, const char* what);
+  // `naming`: the communicator whose numbers a timeout uses (null: the first op's).
+  void wait_ops(std::span<Op* const> ops, const char* what, const Group* naming);
   void run_blocking(Op& op, const char* what);
   [[nodiscard]] Deadline call_deadline() const noexcept;
   template <class Ready, class Check>
@@ -240,8 +245,8 @@ class ShmComm final : public Comm {
   spmd::detail::Coll* coll_ = nullptr;  // its barrier
   std::byte* cslots_ = nullptr;         // its collective slots, cslot_stride_ apart
   std::size_t cslot_stride_ = 0;
-  std::byte* bufs_ = nullptr;             // its collective buffers
-  std::unique_ptr<Segment> segment_;      // a sub-communicator's collective state
+  std::byte* bufs_ = nullptr;         // its collective buffers
+  std::unique_ptr<Segment> segment_;  // a sub-communicator's collective state
   std::size_t fragment_bytes_ = 0;
   WaitPolicy policy_;
   bool yield_ = false;                        // more ranks than CPUs: yield instead of spinning
