@@ -248,6 +248,21 @@ inline void shared_window(Comm& c) {
   if (!w.local().empty()) SPMD_CHECK(c, w.local()[0] == -((r + p - 1) % p) - 1);
   SPMD_CHECK_ERRC(c, (void)w.of(p), errc::invalid_argument);
   SPMD_CHECK_ERRC(c, (void)w.of(-1), errc::invalid_argument);
+  // sync() and a message instead of fence(): each rank writes into its right neighbour's
+  // part, syncs, tells it; the neighbour, told, syncs and reads.
+  if (p >= 2) {
+    SharedWindow<std::int64_t> cell(c, 1);
+    const int left = (r + p - 1) % p;
+    cell.of(right)[0] = 7000 + r;
+    cell.sync();
+    std::int64_t told = r;
+    std::int64_t heard = -1;
+    c.sendrecv(right, std::as_bytes(std::span(&told, 1)), left,
+               std::as_writable_bytes(std::span(&heard, 1)));
+    cell.sync();
+    SPMD_CHECK(c, heard == left && cell.local()[0] == 7000 + left);
+    cell.fence();  // before the window goes
+  }
   // A window of nothing at all.
   SharedWindow<double> none(c, 0);
   SPMD_CHECK(c, none.local().empty());

@@ -14,6 +14,7 @@
 #include "comm_bodies.hpp"
 #include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/comm.hpp"
+#include "ipckit/spmd/shared_window.hpp"
 
 namespace ipckit::testing::bodies {
 
@@ -200,6 +201,14 @@ inline void split_undefined_and_nested(Comm& c) {
     if (i % 2 == half->rank() % 2) want.push_back(lo + i);
   }
   SPMD_CHECK(c, members == want);
+  // A window over a split communicator: its members' parts only, in its order.
+  SharedWindow<std::int64_t> w(*quarter, 1);
+  w.local()[0] = r;
+  w.fence();
+  for (int i = 0; i < quarter->size(); ++i) {
+    SPMD_CHECK(c, w.of(i)[0] == members[static_cast<std::size_t>(i)]);
+  }
+  w.fence();
   SPMD_CHECK(c, half->allreduce(std::int64_t{1}, ReduceOp::sum) == hn);
   quarter->barrier();
   half->barrier();

@@ -18,6 +18,7 @@
 /// Parts are 64-byte aligned; T must be trivially copyable.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <memory>
 #include <span>
@@ -55,6 +56,10 @@ class SharedWindow {
   }
   /// Collective: every rank's writes before it are seen by every rank's reads after it.
   void fence() { memory_->fence(); }
+  /// Not collective: a full memory fence on this rank (MPI_Win_sync in MPI's unified model),
+  /// for ranks that order their accesses by other means: a rank writes, sync()s, then tells
+  /// a peer (a message); the peer, told, sync()s and reads.
+  void sync() const noexcept { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
  private:
   Comm* comm_;
