@@ -100,6 +100,7 @@ void MpiComm::run_collective(const char* what, const std::function<int(MPI_Reque
 Request MpiComm::post_collective(const char* what, const std::function<int(MPI_Request*)>& start) {
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
+  state->family = family_;
   state->collective = true;
   check(start(&state->request), what);
   return Request(std::move(state));
@@ -157,6 +158,7 @@ Request MpiComm::iallreduce(void* inout, std::size_t count, const Reduction& op)
     allreduce(inout, count, op);
     auto state = std::make_unique<MpiRequest>();
     state->matcher = matcher_;
+    state->family = family_;
     state->collective = true;
     state->phase = MpiRequest::Phase::done;
     return Request(std::move(state));
@@ -466,6 +468,9 @@ class MpiMemory final : public SharedMemory {
 
 std::unique_ptr<SharedMemory> MpiComm::allocate_shared(std::size_t bytes) {
   const char* what = "MpiComm::allocate_shared";
+  // MPI_Comm_split_type blocks without matching queued receives: a barrier first (which
+  // does) lets every peer's send to one of them through.
+  barrier();
   // Every rank must share this node's memory with all the others.
   MPI_Comm node = MPI_COMM_NULL;
   check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),

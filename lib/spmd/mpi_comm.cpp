@@ -149,6 +149,7 @@ inline int mpi_source(int s) { return s == kAnySource ? MPI_ANY_SOURCE : s; }
 inline int mpi_tag(int t) { return t == kAnyTag ? MPI_ANY_TAG : t; }
 
 void MpiMatcher::match() {
+  if (comm == MPI_COMM_NULL) return;  // its MpiComm is gone (its receives were ended)
   // Each receive in posting order looks (MPI_Iprobe) for its source and tag. A message
   // seen goes to the earliest receive it matches; that receive's own earliest message may
   // be an earlier one, so it looks again, until the pair settles; then MPI_Improbe with the
@@ -244,6 +245,16 @@ MpiComm::~MpiComm() {
   MPI_Finalized(&finalized);
   if (finalized == 0) MPI_Comm_free(&comm_);
   std::erase(family_->matchers, matcher_.get());
+  // Requests may outlive the comm: its queued receives end with an error, and nothing
+  // probes the freed communicator again.
+  matcher_->comm = MPI_COMM_NULL;
+  for (MpiRequest* r : matcher_->unmatched) {
+    r->phase = MpiRequest::Phase::done;
+    r->error = std::make_exception_ptr(
+        Error(errc::invalid_argument, "MpiComm: a receive whose MpiComm was destroyed"));
+  }
+  matcher_->unmatched.clear();
+  matcher_->count = 0;
 }
 
 // With no receive queued, nothing waits to be matched, and the blocking MPI calls can be
@@ -297,6 +308,7 @@ Request MpiComm::isend(int dest, std::span<const std::byte> data, int tag) {
   check_tag(tag, false, "MpiComm::isend");
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
+  state->family = family_;
   state->peer = dest;
   state->tag = tag;
   state->bytes = count_of(data.size(), "MpiComm::isend");
@@ -310,6 +322,7 @@ Request MpiComm::irecv(int src, std::span<std::byte> data, int tag, Status* stat
   check_tag(tag, true, "MpiComm::irecv");
   auto state = std::make_unique<MpiRequest>();
   state->matcher = matcher_;
+  state->family = family_;
   state->phase = MpiRequest::Phase::unmatched;
   state->is_recv = true;
   state->peer = src;

@@ -50,6 +50,7 @@ struct MpiRequest final : Request::State {
   enum class Phase { unmatched, posted, done };
 
   std::shared_ptr<MpiMatcher> matcher;
+  std::shared_ptr<MpiFamily> family;  // whose queued receives its waits match
   Phase phase = Phase::posted;
   bool is_recv = false;
   bool collective = false;  // a non-blocking collective (MPI_Ibarrier, MPI_Ibcast, ...)
@@ -87,7 +88,11 @@ struct MpiRequest final : Request::State {
       if (std::uncaught_exceptions() > 0) return;
       for (int flag = 0; flag == 0;) {
         try {
-          matcher->match();
+          if (family) {
+            family->match_all();
+          } else {
+            matcher->match();
+          }
         } catch (...) {  // NOLINT(bugprone-empty-catch): MPI_Test below reports the state
         }
         if (MPI_Test(&request, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) return;

@@ -193,6 +193,9 @@ bool ShmComm::stream(Op& op, ByteRing& ring) {
   return moved;
 }
 
+// Moves source s's ring on; true when a record was taken. A record that breaks the format
+// fails the receives it reaches but is not taken (it cannot be): false then, so that a loop
+// over passes ends, and a wait on a receive it did not fail still reaches its deadline.
 bool ShmComm::progress_source(int s) noexcept {
   const auto i = static_cast<std::size_t>(s);
   if (bound_[i] == nullptr && !wanted(s)) return false;
@@ -201,7 +204,7 @@ bool ShmComm::progress_source(int s) noexcept {
     ring = in_ring(s);
   } catch (...) {
     fail_receives(s, std::current_exception(), false);
-    return true;
+    return false;
   }
   if (ring == nullptr) return false;
   bool moved = false;
@@ -228,7 +231,7 @@ bool ShmComm::progress_source(int s) noexcept {
         op->arrival = ++arrivals_;
       } catch (...) {
         fail_receives(s, std::current_exception(), false);
-        return true;
+        break;
       }
       bound_[i] = op;
       ++bound_count_;
@@ -238,7 +241,6 @@ bool ShmComm::progress_source(int s) noexcept {
     } catch (...) {  // a record that breaks the format: the message is lost
       if (!op->error) op->error = std::current_exception();
       op->complete = true;
-      moved = true;
     }
     if (!op->complete) break;
     bound_[i] = nullptr;

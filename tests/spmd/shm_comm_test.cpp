@@ -443,7 +443,7 @@ TEST_F(ShmCommTest, SplitCollectivePastCallTimeoutNamesItsOwnRank) {
               }
               c.send(3, bodies::bytes_of(done));
             },
-            {.call_timeout = std::chrono::milliseconds(200)});
+            {.call_timeout = std::chrono::milliseconds(600)});
 }
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);

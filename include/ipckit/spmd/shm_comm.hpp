@@ -90,10 +90,10 @@ class ShmComm final : public Comm {
   // The non-blocking collectives write this rank's part and arrive now; the wait combines or
   // copies. One larger than a 64 KiB collective buffer (for this rank's or the longest
   // contribution) is done before it returns, as its blocking form. At most one
-  // non-blocking collective is in flight per rank: the next collective call completes the
-  // one before first (its result is in its buffers then; its wait only reports). One dropped
-  // while its rank unwinds an exception is not waited for, and that rank's later
-  // collectives throw errc::barrier_broken.
+  // non-blocking collective is in flight per rank and communicator: the next collective call
+  // on that communicator completes the one before first (its result is in its buffers then; its
+  // wait only reports). One dropped while its rank unwinds an exception is not waited for, and that
+  // rank's later collectives throw errc::barrier_broken.
   [[nodiscard]] Request ibarrier() override;
   [[nodiscard]] Request iallreduce(void* inout, std::size_t count, const Reduction& op) override;
   [[nodiscard]] Request ibroadcast(std::span<std::byte> data, int root) override;
