@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -203,20 +204,39 @@ bool Comm::test(Request& request) {
 }
 
 namespace {
-// The waits of wait_any/wait_some: spin, then yield, then sleep 50 us a pass.
-void back_off(unsigned pass) {
-  if (pass < 64) return;
-  if (pass < 1024) {
-    ::sched_yield();
-    return;
+// The waits of wait_any/wait_some: spin, then yield, then sleep 50 us a pass; past the
+// backend's call timeout (when it has one), Error(errc::timeout).
+class BackOff {
+ public:
+  BackOff(std::chrono::nanoseconds limit, const char* what)
+      : limit_(limit), end_(std::chrono::steady_clock::now() + limit), what_(what) {}
+  void pass() {
+    ++pass_;
+    if (pass_ < 64) return;
+    if (limit_.count() > 0 && std::chrono::steady_clock::now() >= end_) {
+      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(limit_).count();
+      throw Error(errc::timeout, std::string(what_) + ": call_timeout of " + std::to_string(ms) +
+                                     " ms passed with none of the requests complete");
+    }
+    if (pass_ < 1024) {
+      ::sched_yield();
+      return;
+    }
+    ::usleep(50);
   }
-  ::usleep(50);
-}
+
+ private:
+  std::chrono::nanoseconds limit_;
+  std::chrono::steady_clock::time_point end_;
+  const char* what_;
+  unsigned pass_ = 0;
+};
 }  // namespace
 
 std::size_t Comm::wait_any(std::span<Request> requests) {
   if (std::none_of(requests.begin(), requests.end(), live)) return requests.size();
-  for (unsigned pass = 0;; ++pass) {
+  BackOff back_off(call_timeout(), "Comm::wait_any");
+  for (;;) {
     const std::vector<bool> done = ready(requests);
     const auto it = std::find(done.begin(), done.end(), true);
     if (it != done.end()) {
@@ -224,20 +244,21 @@ std::size_t Comm::wait_any(std::span<Request> requests) {
       wait(requests[i]);
       return i;
     }
-    back_off(pass);
+    back_off.pass();
   }
 }
 
 std::vector<std::size_t> Comm::wait_some(std::span<Request> requests) {
   std::vector<std::size_t> which;
   if (std::none_of(requests.begin(), requests.end(), live)) return which;
-  for (unsigned pass = 0;; ++pass) {
+  BackOff back_off(call_timeout(), "Comm::wait_some");
+  for (;;) {
     const std::vector<bool> done = ready(requests);
     for (std::size_t i = 0; i < done.size(); ++i) {
       if (done[i]) which.push_back(i);
     }
     if (!which.empty()) break;
-    back_off(pass);
+    back_off.pass();
   }
   std::exception_ptr first;
   for (const std::size_t i : which) {

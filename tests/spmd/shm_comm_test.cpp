@@ -445,6 +445,36 @@ TEST_F(ShmCommTest, SplitCollectivePastCallTimeoutNamesItsOwnRank) {
             },
             {.call_timeout = std::chrono::milliseconds(600)});
 }
+// wait_any/wait_some on a receive nobody answers end at call_timeout; the request stays
+// posted and completes once the message comes.
+TEST_F(ShmCommTest, WaitAnyAndWaitSomePastCallTimeoutThrowTimeout) {
+  spmd::run(2,
+            [](Comm& c) {
+              std::int64_t v = 0;
+              std::int64_t go = 1;
+              if (c.rank() == 0) {
+                Request rq[1] = {c.irecv(1, bodies::bytes_of(v))};
+                SPMD_CHECK_ERRC(c, (void)c.wait_any(rq), errc::timeout);
+                SPMD_CHECK(c, rq[0].valid());
+                SPMD_CHECK_ERRC(c, (void)c.wait_some(rq), errc::timeout);
+                SPMD_CHECK(c, rq[0].valid());
+                c.send(1, bodies::bytes_of(go));
+                SPMD_CHECK(c, c.wait_any(rq) == 0 && v == 5 && !rq[0].valid());
+              } else {
+                for (;;) {  // alive and silent until rank 0 has checked
+                  try {
+                    c.recv(0, bodies::bytes_of(go));
+                    break;
+                  } catch (const Error& e) {
+                    if (!e.is(errc::timeout)) throw;
+                  }
+                }
+                v = 5;
+                c.send(0, bodies::bytes_of(v));
+              }
+            },
+            {.call_timeout = std::chrono::milliseconds(200)});
+}
 TEST_F(ShmCommTest, TestWaitAnyWaitSome) {
   on_ranks(4, bodies::test_wait_any_wait_some);
   on_ranks(2, bodies::test_wait_any_wait_some);

@@ -27,6 +27,7 @@
 /// the whole job, as mpirun does).
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -194,12 +195,13 @@ class Comm {
   /// and returns its index; the others stay posted. requests.size() when none is active
   /// (empty, completed, or persistent and not started).
   /// A group counts as complete when all its parts are. It polls (spinning, then yielding,
-  /// then sleeping 50 us at a time): a posted operation that never completes (a peer that
-  /// never sends) keeps it waiting, whatever call_timeout says.
+  /// then sleeping 50 us at a time). Error(errc::timeout) when the backend's call timeout
+  /// (ShmComm: spmd::RunOptions::call_timeout) passes with none complete; the requests stay
+  /// posted. Without one, a posted operation that never completes keeps it waiting.
   std::size_t wait_any(std::span<Request> requests);
   /// Waits until at least one of the requests has completed, completes every one that has
   /// (the first error is thrown after all of them are reset) and returns their indices in
-  /// order; empty when none is active. Polls as wait_any() does.
+  /// order; empty when none is active. Polls, and times out, as wait_any() does.
   std::vector<std::size_t> wait_some(std::span<Request> requests);
   ///@{
   /// A persistent send or receive (the halo pattern): made once, posted by each start() as
@@ -491,6 +493,8 @@ class Comm {
   /// The backend's wait_all, over requests with no groups among them (wait_all() has taken
   /// them apart); it resets every request, also when it throws.
   virtual void complete(std::span<Request> requests) = 0;
+  /// How long a blocking call may wait (0: forever); wait_any()/wait_some() honour it.
+  [[nodiscard]] virtual std::chrono::nanoseconds call_timeout() const noexcept { return {}; }
   /// Moves every request on without blocking and sets done[i] for each that has completed
   /// (left for complete() to reset and report). No groups among them; throws
   /// Error(errc::invalid_argument) for a request another backend made.

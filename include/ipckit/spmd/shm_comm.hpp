@@ -132,6 +132,9 @@ class ShmComm final : public Comm {
  protected:
   void complete(std::span<Request> requests) override;
   void poll(std::span<Request* const> requests, std::vector<bool>& done) override;
+  [[nodiscard]] std::chrono::nanoseconds call_timeout() const noexcept override {
+    return call_timeout_;
+  }
 
  private:
   struct Op;
