@@ -178,7 +178,9 @@ TEST_F(SegmentLifecycleTest, StoppedLockHolderMakesOpenFindAndConstructTimeOutNo
   std::uniform_int_distribution<int> delay_us(0, 500);
   const char* const calls[] = {"Segment::open", "find_bytes", "construct_bytes"};
   std::array<int, 3> timeouts{};
-  for (int round = 0; round < 60; ++round) {
+  // Enough rounds for a loaded machine, where a stop lands less often inside the lock; the
+  // loop ends as soon as every call has met the held lock once.
+  for (int round = 0; round < 300; ++round) {
     int call = 0;  // the first call that has not timed out yet
     while (call < 3 && timeouts[call] > 0) ++call;
     if (call == 3) break;
