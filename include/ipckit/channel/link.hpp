@@ -43,9 +43,9 @@ namespace ipckit {
 
 /// A peer's identity as the kernel recorded it when the connection was made.
 struct PeerCredentials {
-  pid_t pid = 0;
-  uid_t uid = 0;
-  gid_t gid = 0;
+  pid_t pid = 0;  ///< its process
+  uid_t uid = 0;  ///< its user
+  gid_t gid = 0;  ///< its group
 };
 
 /// One end of a connection made by Listener::accept() or Client: a SOCK_SEQPACKET Unix socket
@@ -79,6 +79,7 @@ class Link {
   std::optional<Segment> recv_segment_for(std::chrono::duration<Rep, Period> timeout) {
     return recv_segment_until(Deadline::after(timeout));
   }
+  /// As recv_segment_for(), until `deadline`.
   std::optional<Segment> recv_segment_until(const Deadline& deadline);
 
   /// Sends one value (anything the codec encodes). errc::message_too_large above kMaxMessage
@@ -107,7 +108,9 @@ class Link {
     if (!bytes) return std::nullopt;
     return codec::decode<T>(*bytes);
   }
+  /// Sends one message of raw bytes; false when `deadline` passed first.
   bool send_bytes_until(std::span<const std::byte> bytes, const Deadline& deadline);
+  /// Receives one message as raw bytes; nullopt when `deadline` passed first.
   std::optional<std::vector<std::byte>> recv_bytes_until(const Deadline& deadline);
 
   /// Hangs up: the peer's receives then throw errc::peer_dead.
@@ -154,8 +157,11 @@ class Listener {
   /// Binds and listens. Throws Error(errc::invalid_argument) for an empty address or one over
   /// 107 bytes, errc::already_exists when a listener is already there, or the OS error.
   explicit Listener(std::string_view address, ListenerOptions options = {});
+  ///@{
+  /// Moves the listening socket (the moved-from listener holds none).
   Listener(Listener&&) noexcept = default;
   Listener& operator=(Listener&&) noexcept;
+  ///@}
   ~Listener();
 
   /// Waits for the next connection and checks who made it: a peer whose uid is not allowed
@@ -168,6 +174,7 @@ class Listener {
   std::optional<Link> accept_for(std::chrono::duration<Rep, Period> timeout) {
     return accept_until(Deadline::after(timeout));
   }
+  /// As accept(); nullopt when nobody connected before `deadline`.
   std::optional<Link> accept_until(const Deadline& deadline);
 
   /// For a WaitSet: ready when a connection is waiting to be accepted.

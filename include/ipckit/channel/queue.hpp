@@ -212,9 +212,9 @@ class Queue {
   explicit Queue(detail::QueueCore core) : core_(core) {}
   /// @endcond
 
-  detail::Mapping mem_;  // the anonymous queue's memory (empty for one in a Segment)
-  detail::QueueCore core_;
-  std::vector<std::byte> buf_;  // this handle's encoding buffer
+  detail::Mapping mem_;         ///< the anonymous queue's memory (empty for one in a Segment)
+  detail::QueueCore core_;      ///< the queue's shared state
+  std::vector<std::byte> buf_;  ///< this handle's encoding buffer
 };
 
 /// JoinableQueue<T>: a Queue<T> that counts tasks, after Python's

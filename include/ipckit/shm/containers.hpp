@@ -64,6 +64,8 @@ void segment_heap_deallocate(void* base, void* p) noexcept;
 template <class T>
 class ShmAllocator {
  public:
+  ///@{
+  /// The allocator's types (std::allocator_traits): pointers are offset pointers.
   using value_type = T;
   using pointer = boost::interprocess::offset_ptr<T>;
   using const_pointer = boost::interprocess::offset_ptr<const T>;
@@ -71,16 +73,21 @@ class ShmAllocator {
   using const_void_pointer = boost::interprocess::offset_ptr<const void>;
   using size_type = std::size_t;
   using difference_type = std::ptrdiff_t;
+  ///@}
+  /// The same allocator for elements of U.
   template <class U>
   struct rebind {
-    using other = ShmAllocator<U>;
+    using other = ShmAllocator<U>;  ///< the allocator for elements of U
   };
 
   /// Allocates from `seg`'s heap.
   explicit ShmAllocator(const Segment& seg) noexcept : base_(seg.base()) {}
+  /// The same segment's allocator for another element type.
   template <class U>
   ShmAllocator(const ShmAllocator<U>& o) noexcept : base_(o.segment_base()) {}  // NOLINT
 
+  /// Room for n elements from the segment's heap; Error(errc::out_of_memory) when there is
+  /// none.
   pointer allocate(size_type n) {
     if (n > std::numeric_limits<size_type>::max() / sizeof(T)) {
       throw Error(errc::out_of_memory, "ShmAllocator: " + std::to_string(n) + " elements");
@@ -88,12 +95,14 @@ class ShmAllocator {
     return pointer(
         static_cast<T*>(detail::segment_heap_allocate(segment_base(), n * sizeof(T), alignof(T))));
   }
+  /// Gives p's room back to the heap.
   void deallocate(pointer p, size_type) noexcept {
     detail::segment_heap_deallocate(segment_base(), p.get());
   }
   /// The first byte of the segment, in this process.
   [[nodiscard]] void* segment_base() const noexcept { return base_.get(); }
 
+  /// Allocators of one segment are interchangeable.
   template <class U>
   bool operator==(const ShmAllocator<U>& o) const noexcept {
     return segment_base() == o.segment_base();
@@ -126,12 +135,13 @@ class Shared {
   };
 
  public:
-  using container_type = C;
+  using container_type = C;  ///< the container it guards
 
   /// The locked container: holds the lock until destroyed.
   template <class View>
   class Guard {
    public:
+    /// Takes over o's lock (o no longer holds it).
     Guard(Guard&& o) noexcept : s_(std::exchange(o.s_, nullptr)), w_(o.w_) {}
     Guard& operator=(Guard&&) = delete;
     ~Guard() {
@@ -142,8 +152,11 @@ class Shared {
       }
       s_->mutex.unlock();
     }
+    ///@{
+    /// The container, while the lock is held.
     View& operator*() const noexcept { return s_->value; }
     View* operator->() const noexcept { return &s_->value; }
+    ///@}
     /// True when a process died holding lock() (changing the container) and nobody has
     /// reset() it since: the container may be half-changed. Every guard says so, readers'
     /// too, until a lock() guard repairs it with reset().

@@ -31,6 +31,7 @@ namespace ipckit {
 template <class T>
 class Guard {
  public:
+  /// Takes over o's lock (o no longer holds it).
   Guard(Guard&& o) noexcept
       : m_(std::exchange(o.m_, nullptr)), data_(o.data_), n_(o.n_), ec_(o.ec_) {}
   Guard& operator=(Guard&&) = delete;

@@ -168,11 +168,11 @@ class Comm {
   void send(int dest, std::span<const std::byte> data) { send(dest, data, 0); }
   /// recv() of tag 0 from `src`.
   Status recv(int src, std::span<std::byte> data) { return recv(src, data, 0); }
-  ///@{
-  /// isend()/irecv() with tag 0.
+  /// isend() with tag 0.
   [[nodiscard]] Request isend(int dest, std::span<const std::byte> data) {
     return isend(dest, data, 0);
   }
+  /// irecv() of tag 0, whose status is not wanted.
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data) {
     return irecv(src, data, 0, nullptr);
   }
@@ -180,7 +180,6 @@ class Comm {
   [[nodiscard]] Request irecv(int src, std::span<std::byte> data, int tag) {
     return irecv(src, data, tag, nullptr);
   }
-  ///@}
   /// Completes every request (making progress on all of them together), then resets them.
   /// The first error (size_mismatch, peer_dead) is thrown after all others completed or
   /// failed. Requests of groups are completed like the others; Error(errc::invalid_argument),

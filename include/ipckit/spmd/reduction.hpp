@@ -174,8 +174,9 @@ class Reduction {
   [[nodiscard]] std::size_t element_size() const noexcept { return size_; }
   /// True for the built-ins and for user functions said to be commutative.
   [[nodiscard]] bool commutative() const noexcept { return commutative_; }
-  /// The user function and its context (nullptr for a built-in).
+  /// The user function (nullptr for a built-in).
   [[nodiscard]] Fn fn() const noexcept { return fn_; }
+  /// The user function's context (nullptr for a built-in).
   [[nodiscard]] const void* context() const noexcept { return context_; }
   /// acc[i] = acc[i] op next[i] for `count` elements (unaligned buffers are fine).
   void combine(void* acc, const void* next, std::size_t count) const;

@@ -12,7 +12,7 @@
 ///
 /// ShmComm: one memfd segment (its pages reserved, so a full /dev/shm is errc::out_of_memory
 /// on every rank, never a SIGBUS later) that rank 0 makes and the others open through
-/// /proc/<pid>/fd; nothing is named, nothing can leak. MpiComm: MPI_Win_allocate_shared,
+/// /proc/PID/fd; nothing is named, nothing can leak. MpiComm: MPI_Win_allocate_shared,
 /// when every rank of the communicator is on one node (else errc::invalid_argument on every
 /// rank); it is freed collectively, so every rank must destroy its window (MPI's rule).
 /// Parts are 64-byte aligned; T must be trivially copyable.

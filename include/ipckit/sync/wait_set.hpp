@@ -45,6 +45,7 @@
 
 namespace ipckit {
 
+/// Waits for the first of several sources to be ready (see the file comment). Move-only.
 class WaitSet {
  public:
   /// Identifies an added source in what wait() returns.
@@ -54,9 +55,13 @@ class WaitSet {
   /// Most shared-memory sources in one set (futex_waitv takes 128 words, two are the set's).
   static constexpr std::size_t kMaxShared = 126;
 
+  /// An empty set.
   WaitSet();
+  ///@{
+  /// Moves the sources (the moved-from set is empty).
   WaitSet(WaitSet&&) noexcept;
   WaitSet& operator=(WaitSet&&) noexcept;
+  ///@}
   ~WaitSet();
 
   /// Adds anything with a wait_source() (Queue, JoinableQueue, Channel, Connection, Event,
@@ -73,6 +78,7 @@ class WaitSet {
   Key add_fd(int fd, short events = POLLIN);
   /// Adds a timer, ready from `at` on (and until removed).
   Key add_timer(const Deadline& at);
+  /// Adds a timer, ready `after` from now on.
   template <class Rep, class Period>
   Key add_timer(std::chrono::duration<Rep, Period> after) {
     return add_timer(Deadline::after(after));
@@ -87,6 +93,7 @@ class WaitSet {
   std::vector<Key> wait() { return wait_until(Deadline::never()); }
   /// Like wait(); empty when none was ready by the deadline (wait_for(0s): a poll).
   std::vector<Key> wait_until(const Deadline& deadline);
+  /// wait_until(Deadline::after(timeout)).
   template <class Rep, class Period>
   std::vector<Key> wait_for(std::chrono::duration<Rep, Period> timeout) {
     return wait_until(Deadline::after(timeout));

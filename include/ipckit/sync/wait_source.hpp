@@ -46,7 +46,7 @@ struct WaitSource {
   EventCount* event = nullptr;
   /// A descriptor to poll, and the events that make the source ready.
   int fd = -1;
-  short events = 0;
+  short events = 0;  ///< poll(2) events (POLLIN, POLLOUT ...) of `fd`
   /// A time at which the source becomes ready (a timer).
   Deadline at = Deadline::never();
   /// Arranges for `waker` to be woken when the source becomes ready; returns what must be
