@@ -7,6 +7,8 @@
 //   barrier   one barrier over all ranks;
 //   allreduce one double, sum, over all ranks;
 //   halo      a 2-D periodic CartComm halo exchange: 8 KiB faces, 8 B corners;
+//   split     Comm::split into two halves and dropping them (make and free);
+//   dup_allreduce  allreduce of one double on a dup of the communicator;
 //   coll_*    every collective at 8 B, 1 KiB, 64 KiB, 1 MiB (spmd_osu.hpp), also through raw
 //             Open MPI calls: mpirun -np N spmd_bench --comm raw --out FILE.
 // Rank 0 appends one JSON object per figure, one per line, to FILE:
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -104,6 +107,11 @@ void body(ipckit::Comm& c, const Out* out) {
     rs.push_back(std::as_writable_bytes(std::span(rb[d])));
   }
   row("halo", 4 * 8192 + 4 * 8, time_ns(c, 2000, [&] { grid.halo_exchange(ss, rs); }));
+  // Communicators: making and freeing a split, and a collective on a dup.
+  row("split", 0, time_ns(c, 200, [&] { (void)c.split(r % 2, r); }));
+  const std::unique_ptr<ipckit::Comm> dup = c.dup();
+  row("dup_allreduce", 8,
+      time_ns(c, 20000, [&] { v = dup->allreduce(v, ipckit::ReduceOp::sum) * 0.5; }));
 }
 
 // The OSU-style table: every collective, every size, through `c` or (raw) Open MPI itself.

@@ -54,16 +54,18 @@ def collectives_table(rows):
 
 def table(rows):
     out = []
+    order = ["pingpong", "barrier", "allreduce", "dup_allreduce", "halo", "split"]
     keys = sorted({(p, n, b) for (c, p, n, b) in rows if not n.startswith("coll_")},
-                  key=lambda k: (k[0], ["pingpong", "barrier", "allreduce", "halo"].index(k[1])
-                                 if k[1] in ["pingpong", "barrier", "allreduce", "halo"] else 9, k[2]))
+                  key=lambda k: (k[0], order.index(k[1]) if k[1] in order else 9, k[2]))
     for procs, name, b in keys:
         s = rows.get(("shm", procs, name, b))
         m = rows.get(("mpi", procs, name, b))
         label = {"pingpong": f"ping-pong round trip, {human_bytes(b)}",
                  "barrier": "barrier",
                  "allreduce": "allreduce, one double (sum)",
-                 "halo": "halo exchange, 2-D periodic, 8 KiB faces"}[name]
+                 "dup_allreduce": "allreduce, one double, on a dup()",
+                 "halo": "halo exchange, 2-D periodic, 8 KiB faces",
+                 "split": "split() into two halves, made and freed"}[name]
         sv = s["median_ns"] if s else None
         mv = m["median_ns"] if m else None
         ratio = f"{mv / sv:.2f}×" if sv and mv else "n/a"
