@@ -166,13 +166,23 @@ TEST_F(EventCountTest, WaitWithoutNotifyTimesOutAndUnregisters) {
 TEST_F(EventCountTest, NotifyWakesSleeperInAnotherProcess) {
   auto seg = Segment::anonymous(1 << 16);
   auto& ec = seg.make<EventCount>();
+  auto& flag = seg.make<std::atomic<std::uint32_t>>(0u);
+  // The waiter's protocol: register, look at the condition, sleep. (Without the look, a
+  // notify landing between the registration and the key's read would be missed by design.)
   auto child = Process::spawn([&] {
-    const EventCount::Key key = ec.prepare_wait();
-    const FutexResult r = ec.wait(key, Deadline::after(10s));
-    return r == FutexResult::timed_out ? 1 : 0;
+    const Deadline deadline = Deadline::after(10s);
+    for (;;) {
+      const EventCount::Key key = ec.prepare_wait();
+      if (flag.load(std::memory_order_acquire) != 0) {
+        ec.cancel_wait();
+        return 0;
+      }
+      if (ec.wait(key, deadline) == FutexResult::timed_out) return 1;
+    }
   });
   ASSERT_TRUE(eventually([&] { return ec.waiters() == 1; }));
   // Registered but maybe not yet asleep: the single notify must still reach it.
+  flag.store(1, std::memory_order_release);
   ec.notify_all();
   const auto st = child.wait_for(10s);
   ASSERT_TRUE(st.has_value()) << "the child never woke up";
