@@ -125,7 +125,17 @@ void channel_round(Rings& r, std::uint64_t round, Counters& c) {
   });
   std::vector<std::byte> m;
   for (std::uint64_t i = 0; i < kMessages; ++i) {
-    const auto msg = r.ring.peek();
+    // A producer that stops early ends the wait below with peer_dead: say how it ended.
+    const auto msg = [&] {
+      try {
+        return r.ring.peek();
+      } catch (const ipckit::Error& e) {
+        std::fprintf(stderr, "soak: round %llu, message %llu: %s; the producer %s\n",
+                     static_cast<unsigned long long>(round), static_cast<unsigned long long>(i),
+                     e.what(), producer.wait().describe().c_str());
+        throw;
+      }
+    }();
     c.bad +=
         !check(msg, round, i) ||
         msg.size() != size_of(round, i, std::min<std::size_t>(r.ring.max_message_size(), 4096));
