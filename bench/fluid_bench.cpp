@@ -9,8 +9,10 @@
 //                           reductions beyond what the interior update hides), and gb_per_s =
 //                           mlups x 144 bytes (72 for float: 9 populations read and written per
 //                           update)
-//   BM_pattern/procs:P      the kernel's memory pattern without arithmetic (9 arrays in, 9 out
-//                           with streaming stores), P processes; counter gb_per_s
+//   BM_pattern/procs:P      the kernel's memory pattern without arithmetic (9 arrays read and
+//                           written in place, all at once), P processes; counter gb_per_s
+//   BM_pattern_two_copies/procs:P  the two-copy pattern (9 arrays in, 9 out with streaming
+//                           stores), for comparison
 // bench/fluid_report.py sets them side by side: roofline fractions (1 process at 2048^2 and
 // 4096^2 against the 1-process triad), 1 -> 2 processes against the 2-process triad, and
 // adds the MpiComm run that bench/run.sh makes with fluid_cells under mpirun.
@@ -22,6 +24,7 @@
 #include <cstdlib>
 #include <string_view>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #if defined(__SSE2__)
@@ -79,32 +82,40 @@ void BM_triad(benchmark::State& state) {
   bandwidth(state, std::size_t{16} << 20, 3.0, triad_seconds);  // 128 MiB per array
 }
 
-// The kernel's memory pattern without its arithmetic: each process streams 9 arrays in and 9
-// out with streaming stores (what a lattice update with streaming stores moves, 144 bytes),
-// over blocks as large as the 2048^2 run's. What this reaches is the bandwidth the solver can
-// hope for; the triad's 3 streams with normal stores behave differently.
-double pattern_seconds(std::size_t n, int reps) {
-  std::vector<std::vector<double>> in(9, std::vector<double>(n + 8, 1.0));
-  std::vector<std::vector<double>> out(9, std::vector<double>(n + 8, 0.0));
+// The kernel's memory pattern without its arithmetic, over blocks as large as the 2048^2
+// run's: what this reaches is the bandwidth the solver can hope for (the triad's 3 streams
+// behave differently). In place (the kernel's AA pattern): 9 arrays read and written back a
+// chunk at a time, all 9 at once, 144 bytes per cell. Two copies (the kernel before it,
+// reported for the choice): 9 arrays in and 9 out with streaming stores, 18 streams at once.
+double pattern_seconds(std::size_t n, int reps, bool in_place) {
+  n = n / 8 * 8;
+  std::vector<std::vector<double>> in(9, std::vector<double>(n, 1.0));
+  std::vector<std::vector<double>> out(in_place ? 0 : 9, std::vector<double>(n, 0.0));
   double best = 1e30;
   for (int r = 0; r < reps; ++r) {
     const auto t0 = clock_type::now();
-    for (int i = 0; i < 9; ++i) {
-      const double* src = in[static_cast<std::size_t>(i)].data();
-      double* dst = out[static_cast<std::size_t>(i)].data();
-      std::size_t k = 0;
+    for (std::size_t k = 0; k < n; k += 8) {
+      for (std::size_t i = 0; i < 9; ++i) {
+        double* src = in[i].data() + k;
+        if (in_place) {
+          for (std::size_t j = 0; j < 8; ++j) src[j] += 1.0;
+          continue;
+        }
+        double* dst = out[i].data() + k;
 #if defined(__SSE2__)
-      while (k < n && reinterpret_cast<std::uintptr_t>(dst + k) % 16 != 0) {
-        dst[k] = src[k] + 1.0;
-        ++k;
-      }
-      const __m128d one = _mm_set1_pd(1.0);
-      for (; k + 2 <= n; k += 2) _mm_stream_pd(dst + k, _mm_add_pd(_mm_loadu_pd(src + k), one));
-      _mm_sfence();
+        const __m128d one = _mm_set1_pd(1.0);
+        for (std::size_t j = 0; j < 8; j += 2)
+          _mm_stream_pd(dst + j, _mm_add_pd(_mm_loadu_pd(src + j), one));
+#else
+        for (std::size_t j = 0; j < 8; ++j) dst[j] = src[j] + 1.0;
 #endif
-      for (; k < n; ++k) dst[k] = src[k] + 1.0;
+      }
     }
-    benchmark::DoNotOptimize(out[0].data());
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+    benchmark::DoNotOptimize(in[0].data());
+    if (!in_place) benchmark::DoNotOptimize(out[0].data());
     best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
   }
   return best;
@@ -112,7 +123,14 @@ double pattern_seconds(std::size_t n, int reps) {
 
 void BM_pattern(benchmark::State& state) {
   const auto procs = static_cast<std::size_t>(state.range(0));
-  bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0, pattern_seconds);
+  bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0,
+            [](std::size_t n, int reps) { return pattern_seconds(n, reps, true); });
+}
+
+void BM_pattern_two_copies(benchmark::State& state) {
+  const auto procs = static_cast<std::size_t>(state.range(0));
+  bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0,
+            [](std::size_t n, int reps) { return pattern_seconds(n, reps, false); });
 }
 
 void BM_lbm(benchmark::State& state) {
@@ -121,18 +139,6 @@ void BM_lbm(benchmark::State& state) {
   const bool single = state.range(2) != 0;
   fluid::Params p;
   p.single = single;
-  // FLUID_STORES=cached|streaming overrides the automatic choice (for A/B runs).
-  if (const char* e = std::getenv("FLUID_STORES"); e != nullptr) {
-    const std::string_view v(e);
-    if (v == "cached") {
-      p.stores = fluid::Params::Stores::cached;
-    } else if (v == "streaming") {
-      p.stores = fluid::Params::Stores::streaming;
-    } else {
-      state.SkipWithError("FLUID_STORES must be cached or streaming");
-      return;
-    }
-  }
   p.flow = fluid::Case::taylor_green;
   p.nx = p.ny = n;
   p.tau = 0.55;
@@ -206,12 +212,12 @@ int main(int argc, char** argv) {
         ->Arg(2)
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
-    benchmark::RegisterBenchmark("BM_pattern", BM_pattern)
-        ->ArgName("procs")
-        ->Arg(1)
-        ->Arg(2)
-        ->Iterations(1)
-        ->Unit(benchmark::kMillisecond);
+    using Bench = std::pair<const char*, void (*)(benchmark::State&)>;
+    for (const auto& [name, fn] :
+         {Bench{"BM_pattern", BM_pattern}, Bench{"BM_pattern_two_copies", BM_pattern_two_copies}}) {
+      benchmark::RegisterBenchmark(name, fn)->ArgName("procs")->Arg(1)->Arg(2)->Iterations(1)->Unit(
+          benchmark::kMillisecond);
+    }
     benchmark::RegisterBenchmark("BM_lbm", BM_lbm)
         ->ArgNames({"n", "procs", "float"})
         ->Args({1024, 1, 0})

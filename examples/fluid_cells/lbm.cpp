@@ -1,16 +1,9 @@
 #include "lbm.hpp"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <numbers>
 #include <stdexcept>
-
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
 
 namespace fluid {
 namespace {
@@ -82,47 +75,7 @@ inline void collide_trt(const Real* f, Real* out, Real om, Real om_minus, Real f
   }
 }
 
-// Writes the 64-byte line at `src` to `dst` (both line aligned) with streaming stores,
-// which do not read the line first.
-template <class Real>
-inline void stream_line(Real* dst, const Real* src) noexcept {
-#if defined(__AVX__)
-  if constexpr (sizeof(Real) == 8) {
-    _mm256_stream_pd(dst, _mm256_load_pd(src));
-    _mm256_stream_pd(dst + 4, _mm256_load_pd(src + 4));
-  } else {
-    _mm256_stream_ps(dst, _mm256_load_ps(src));
-    _mm256_stream_ps(dst + 8, _mm256_load_ps(src + 8));
-  }
-#elif defined(__SSE2__)
-  constexpr int kStep = 16 / sizeof(Real);
-  for (int j = 0; j < 64 / static_cast<int>(sizeof(Real)); j += kStep) {
-    if constexpr (sizeof(Real) == 8) {
-      _mm_stream_pd(dst + j, _mm_load_pd(src + j));
-    } else {
-      _mm_stream_ps(dst + j, _mm_load_ps(src + j));
-    }
-  }
-#else
-  std::memcpy(dst, src, 64);
-#endif
-}
-
-inline void stream_fence() noexcept {
-#if defined(__SSE2__)
-  _mm_sfence();  // streaming stores are weakly ordered: done before anyone reads them
-#endif
-}
-
 }  // namespace
-
-std::size_t last_level_cache() noexcept {
-  long bytes = -1;
-#if defined(_SC_LEVEL3_CACHE_SIZE)
-  bytes = ::sysconf(_SC_LEVEL3_CACHE_SIZE);
-#endif
-  return bytes > 0 ? static_cast<std::size_t>(bytes) : std::size_t{32} << 20;
-}
 
 namespace {
 
@@ -152,10 +105,6 @@ BlockT<Real>::BlockT(const Params& p, int x0, int y0, int nx, int ny)
   if (p.tau <= 0.5) throw std::invalid_argument("tau must be above 0.5");
   if (nx < 1 || ny < 1) throw std::invalid_argument("a block needs at least one cell");
   f_.assign(kQ * cells_, 0.0);
-  g_.assign(kQ * cells_, 0.0);
-  const std::size_t both = 2 * kQ * cells_ * sizeof(Real);
-  streaming_ = p.stores == Params::Stores::streaming ||
-               (p.stores == Params::Stores::automatic && both > last_level_cache());
   solid_.assign(cells_, kFluid);
   u_prev_.assign(2 * static_cast<std::size_t>(nx) * static_cast<std::size_t>(ny), 0.0);
   init();
@@ -179,6 +128,8 @@ void BlockT<Real>::set_wall(int dx, int dy, bool wall) noexcept {
   }
 }
 
+// The initial populations are the equilibrium, stored as post-collision populations in the
+// swapped layout: the first step is a neighbour step.
 template <class Real>
 void BlockT<Real>::init() {
   // Walls on the global boundary of non-periodic axes.
@@ -207,99 +158,86 @@ void BlockT<Real>::init() {
         rho = 1.0 + 3.0 * pr;
       }
       for (int i = 0; i < kQ; ++i) {
-        f_[i * cells_ + at(x, y)] =
+        f(kOpp[i], x, y) =
             feq<Real>(i, static_cast<Real>(rho), static_cast<Real>(ux), static_cast<Real>(uy));
       }
     }
   }
+  streamed_ = false;
 }
 
 template <class Real>
-void BlockT<Real>::wrap_x() {
-  for (int y = 0; y < ny_; ++y) {
-    for (int i = 0; i < kQ; ++i) {
-      f_[i * cells_ + at(-1, y)] = f_[i * cells_ + at(nx_ - 1, y)];
-      f_[i * cells_ + at(nx_, y)] = f_[i * cells_ + at(0, y)];
-    }
-  }
+Real BlockT<Real>::post(int i, int x, int y) const noexcept {
+  // Streamed: the population moved on into the neighbour's slot i (or, beside a wall, into
+  // the wall cell's slot, which the neighbour step keeps for this).
+  return streamed_ ? f(i, x + kCx[i], y + kCy[i]) : f(kOpp[i], x, y);
 }
 
+// The straight-line paths: cells whose neighbours are all fluid and whose words no message
+// carries take unit stride along x over the nine population arrays, which the compiler
+// vectorises. A cell reads and writes one set of words, disjoint from every other cell's:
+// the iterations are independent (ivdep), in place.
 template <class Real>
-void BlockT<Real>::wrap_y() {
-  for (int x = -1; x <= nx_; ++x) {
-    for (int i = 0; i < kQ; ++i) {
-      f_[i * cells_ + at(x, -1)] = f_[i * cells_ + at(x, ny_ - 1)];
-      f_[i * cells_ + at(x, ny_)] = f_[i * cells_ + at(x, 0)];
-    }
-  }
-}
-
-// Cells whose eight neighbours are all fluid (every cell not on the block's outer ring:
-// solids live only in the halo) take the straight-line path: no mask, unit stride along x
-// over the nine population arrays, which the compiler vectorises.
-// With Stream, the cells are updated a cache line at a time into a small buffer, and each
-// population's line goes to memory with streaming stores; the cells before the first whole
-// line and after the last are written normally. Same arithmetic, same bits.
-template <class Real>
-template <bool Trt, bool Stream>
-void BlockT<Real>::step_bulk_row(int y, int xa, int xb) noexcept {
-  const Real* __restrict src[kQ];
-  Real* __restrict dst[kQ];
+template <bool Trt>
+void BlockT<Real>::neighbour_row(int y, int xa, int xb) noexcept {
+  const Real* src[kQ];
+  Real* dst[kQ];
   for (int i = 0; i < kQ; ++i) {
-    src[i] = &f_[i * cells_ + at(xa - kCx[i], y - kCy[i])];
-    dst[i] = &g_[i * cells_ + at(xa, y)];
+    src[i] = &f_[kOpp[i] * cells_ + at(xa - kCx[i], y - kCy[i])];
+    dst[i] = &f_[i * cells_ + at(xa + kCx[i], y + kCy[i])];
   }
   const Real om = omega_, omm = omega_minus_;
-  // Cell k of the arrays `in` to cell k of `out` (pointer arrays: the row, or a line buffer).
-  const auto cell = [om, omm](const auto& in, const auto& out, int k) {
-    Real f[kQ];
-    Real o[kQ];
-    for (int i = 0; i < kQ; ++i) f[i] = in[i][k];
-    if constexpr (Trt) {
-      collide_trt(f, o, om, omm, Real(0));
-    } else {
-      collide(f, o, om, Real(0));
-    }
-    for (int i = 0; i < kQ; ++i) out[i][k] = o[i];
-  };
   const int n = xb - xa + 1;
-  int k = 0;
-  if constexpr (Stream) {
-    constexpr int kLine = 64 / sizeof(Real);
-    // Every array has the same offset within its line (cells_ is whole lines).
-    const auto misalign =
-        static_cast<int>((reinterpret_cast<std::uintptr_t>(dst[0]) % 64) / sizeof(Real));
-    const int head = std::min(n, misalign == 0 ? 0 : kLine - misalign);
-    for (; k < head; ++k) cell(src, dst, k);
-    alignas(64) Real line[kQ][kLine];
-    for (; k + kLine <= n; k += kLine) {
-      Real* const out[kQ] = {line[0], line[1], line[2], line[3], line[4],
-                             line[5], line[6], line[7], line[8]};
-      const Real* in[kQ];
-      for (int i = 0; i < kQ; ++i) in[i] = src[i] + k;
 #pragma GCC ivdep
-      for (int j = 0; j < kLine; ++j) cell(in, out, j);
-      for (int i = 0; i < kQ; ++i) stream_line(dst[i] + k, line[i]);
+  for (int k = 0; k < n; ++k) {
+    Real fi[kQ];
+    Real o[kQ];
+    for (int i = 0; i < kQ; ++i) fi[i] = src[i][k];
+    if constexpr (Trt) {
+      collide_trt(fi, o, om, omm, Real(0));
+    } else {
+      collide(fi, o, om, Real(0));
     }
+    for (int i = 0; i < kQ; ++i) dst[i][k] = o[i];
   }
-#pragma GCC ivdep
-  for (; k < n; ++k) cell(src, dst, k);
 }
 
 template <class Real>
-void BlockT<Real>::step_cell(int x, int y) noexcept {
+template <bool Trt>
+void BlockT<Real>::local_row(int y, int xa, int xb) noexcept {
+  Real* row[kQ];
+  for (int i = 0; i < kQ; ++i) row[i] = &f_[i * cells_ + at(xa, y)];
+  const Real om = omega_, omm = omega_minus_;
+  const int n = xb - xa + 1;
+#pragma GCC ivdep
+  for (int k = 0; k < n; ++k) {
+    Real fi[kQ];
+    Real o[kQ];
+    for (int i = 0; i < kQ; ++i) fi[i] = row[i][k];
+    if constexpr (Trt) {
+      collide_trt(fi, o, om, omm, Real(0));
+    } else {
+      collide(fi, o, om, Real(0));
+    }
+    for (int i = 0; i < kQ; ++i) row[kOpp[i]][k] = o[i];
+  }
+}
+
+// The general neighbour step of one cell: walls, the lid, the body force.
+template <class Real>
+void BlockT<Real>::neighbour_cell(int x, int y) noexcept {
   const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
   const Real lid = static_cast<Real>(p_.u_lid);
-  const std::size_t c = at(x, y);
   Real fi[kQ];
   for (int i = 0; i < kQ; ++i) {
-    const std::size_t src = at(x - kCx[i], y - kCy[i]);
-    const std::uint8_t s = solid_[src];
+    const int sx = x - kCx[i], sy = y - kCy[i];
+    const std::uint8_t s = solid_[at(sx, sy)];
     if (s == kFluid) {
-      fi[i] = f_[i * cells_ + src];
+      fi[i] = f(kOpp[i], sx, sy);
     } else {
-      // Half-way bounce-back: what left this cell towards the wall comes back.
-      fi[i] = f_[kOpp[i] * cells_ + c];
+      // Half-way bounce-back: what left this cell towards the wall comes back (the
+      // previous step left it in this cell's slot i, the swapped layout).
+      fi[i] = f(i, x, y);
       if (s == kLid) fi[i] += Real(6) * Real(kW[i]) * (Real(kCx[i]) * lid);
     }
   }
@@ -309,7 +247,34 @@ void BlockT<Real>::step_cell(int x, int y) noexcept {
   } else {
     collide(fi, out, omega_, fx);
   }
-  for (int i = 0; i < kQ; ++i) g_[i * cells_ + c] = out[i];
+  for (int i = 0; i < kQ; ++i) {
+    const int dx = x + kCx[i], dy = y + kCy[i];
+    const std::uint8_t s = solid_[at(dx, dy)];
+    // Into the wall cell's slot i too: post() reads it there (nothing else does).
+    f(i, dx, dy) = out[i];
+    if (s != kFluid) {
+      // Bounced back: it arrives here as the opposite population (the same sum a pull
+      // from the wall would make, so the same bits).
+      const int o = kOpp[i];
+      Real back = out[i];
+      if (s == kLid) back += Real(6) * Real(kW[o]) * (Real(kCx[o]) * lid);
+      f(o, x, y) = back;
+    }
+  }
+}
+
+template <class Real>
+void BlockT<Real>::local_cell(int x, int y) noexcept {
+  const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
+  Real fi[kQ];
+  for (int i = 0; i < kQ; ++i) fi[i] = f(i, x, y);
+  Real out[kQ];
+  if (p_.trt) {
+    collide_trt(fi, out, omega_, omega_minus_, fx);
+  } else {
+    collide(fi, out, omega_, fx);
+  }
+  for (int i = 0; i < kQ; ++i) f(kOpp[i], x, y) = out[i];
 }
 
 template <class Real>
@@ -319,63 +284,132 @@ void BlockT<Real>::step() {
   finish_step();
 }
 
-// Cells 1 .. n-2 on both axes: their neighbours are block cells, never halo.
+// Row y's x-sides of a block that is its own x-neighbour. Before a neighbour step: the
+// edge cells' post-collision populations that cross (opposite slots) into the halo on the
+// other side. Before a local step: what the neighbour step wrote into the halo on one side
+// into the edge cell on the other, of the populations that began in this block's row range
+// (the others came from a y-neighbour through a corner).
 template <class Real>
 void BlockT<Real>::wrap_row_x(int y) noexcept {
-  // The populations that cross x's sides (what a neighbouring block would send).
-  for (const int i : {1, 5, 8}) f_[i * cells_ + at(-1, y)] = f_[i * cells_ + at(nx_ - 1, y)];
-  for (const int i : {3, 6, 7}) f_[i * cells_ + at(nx_, y)] = f_[i * cells_ + at(0, y)];
+  if (!streamed_) {
+    for (const int i : {1, 5, 8}) f(kOpp[i], -1, y) = f(kOpp[i], nx_ - 1, y);
+    for (const int i : {3, 6, 7}) f(kOpp[i], nx_, y) = f(kOpp[i], 0, y);
+    return;
+  }
+  for (const int i : {1, 5, 8}) {
+    const int from = y - kCy[i];
+    if (from >= 0 && from < ny_) f(i, 0, y) = f(i, nx_, y);
+  }
+  for (const int i : {3, 6, 7}) {
+    const int from = y - kCy[i];
+    if (from >= 0 && from < ny_) f(i, nx_ - 1, y) = f(i, -1, y);
+  }
+}
+
+template <class Real>
+void BlockT<Real>::wrap(bool along_x, bool along_y) {
+  if (along_x) {
+    for (int y = 0; y < ny_; ++y) wrap_row_x(y);
+  }
+  if (along_y) {
+    if (!streamed_) {
+      for (int x = 0; x < nx_; ++x) {
+        for (const int i : {2, 5, 6}) f(kOpp[i], x, -1) = f(kOpp[i], x, ny_ - 1);
+        for (const int i : {4, 7, 8}) f(kOpp[i], x, ny_) = f(kOpp[i], x, 0);
+      }
+    } else {
+      for (int x = 0; x < nx_; ++x) {
+        for (const int i : {2, 5, 6}) {
+          const int from = x - kCx[i];
+          if (from >= 0 && from < nx_) f(i, x, 0) = f(i, x, ny_);
+        }
+        for (const int i : {4, 7, 8}) {
+          const int from = x - kCx[i];
+          if (from >= 0 && from < nx_) f(i, x, ny_ - 1) = f(i, x, -1);
+        }
+      }
+    }
+  }
+  if (along_x && along_y) {
+    // The corners: the diagonal neighbour is the block itself.
+    const int l = 0, r = nx_ - 1, b = 0, t = ny_ - 1;
+    if (!streamed_) {
+      f(kOpp[5], -1, -1) = f(kOpp[5], r, t);
+      f(kOpp[6], nx_, -1) = f(kOpp[6], l, t);
+      f(kOpp[7], nx_, ny_) = f(kOpp[7], l, b);
+      f(kOpp[8], -1, ny_) = f(kOpp[8], r, b);
+    } else {
+      f(5, l, b) = f(5, nx_, ny_);
+      f(6, r, b) = f(6, -1, ny_);
+      f(7, r, t) = f(7, -1, -1);
+      f(8, l, t) = f(8, nx_, -1);
+    }
+  }
 }
 
 template <class Real>
 void BlockT<Real>::step_interior(bool wrap_x) {
-  if (wrap_x) {
-    wrap_row_x(0);
-    if (ny_ > 1) wrap_row_x(ny_ - 1);
-  }
+  rows_whole_ = false;
   if (nx_ < 3 || ny_ < 3) {
-    for (int y = 1; wrap_x && y < ny_ - 1; ++y) wrap_row_x(y);
+    if (wrap_x) {
+      for (int y = 0; y < ny_; ++y) wrap_row_x(y);
+    }
     return;
   }
+  // The x-sides of rows 0 and ny-1 (rim rows; a neighbour step of row 1 reads row 0's).
+  if (wrap_x) {
+    wrap_row_x(0);
+    wrap_row_x(ny_ - 1);
+    if (!streamed_ && ny_ > 2) wrap_row_x(1);
+  }
+  rows_whole_ = wrap_x;
   // The body force needs the general path everywhere (the bulk path has none).
   const bool bulk = p_.flow != Case::channel || p_.force == 0.0;
+  const int xa = wrap_x ? 0 : 1, xb = wrap_x ? nx_ - 1 : nx_ - 2;
   for (int y = 1; y < ny_ - 1; ++y) {
-    if (wrap_x) wrap_row_x(y);  // the sweep reads this row's ends now: they are in cache
+    // While the rows are in cache: a neighbour step of row y reads rows y-1 .. y+1 of the
+    // halo; a local step of row y reads row y's edge cells.
+    if (wrap_x) {
+      if (!streamed_) {
+        if (y + 1 < ny_ - 1) wrap_row_x(y + 1);
+      } else {
+        wrap_row_x(y);
+      }
+    }
     if (!bulk) {
-      for (int x = 1; x < nx_ - 1; ++x) step_cell(x, y);
-    } else if (p_.trt) {
-      streaming_ ? step_bulk_row<true, true>(y, 1, nx_ - 2)
-                 : step_bulk_row<true, false>(y, 1, nx_ - 2);
+      for (int x = xa; x <= xb; ++x) cell(x, y);
+    } else if (!streamed_) {
+      p_.trt ? neighbour_row<true>(y, xa, xb) : neighbour_row<false>(y, xa, xb);
     } else {
-      streaming_ ? step_bulk_row<false, true>(y, 1, nx_ - 2)
-                 : step_bulk_row<false, false>(y, 1, nx_ - 2);
+      p_.trt ? local_row<true>(y, xa, xb) : local_row<false>(y, xa, xb);
     }
   }
-  if (streaming_) stream_fence();
 }
 
-// The outer ring of the block: rows 0 and ny-1, columns 0 and nx-1.
+// The rest of the block: rows 0 and ny-1, and columns 0 and nx-1 unless the interior took
+// whole rows.
 template <class Real>
 void BlockT<Real>::step_rim() {
   for (int y = 0; y < ny_; ++y) {
-    if (y == 0 || y == ny_ - 1) {
-      for (int x = 0; x < nx_; ++x) step_cell(x, y);
-    } else {
-      step_cell(0, y);
-      if (nx_ > 1) step_cell(nx_ - 1, y);
+    if (y == 0 || y == ny_ - 1 || nx_ < 3 || ny_ < 3) {
+      for (int x = 0; x < nx_; ++x) cell(x, y);
+    } else if (!rows_whole_) {
+      cell(0, y);
+      if (nx_ > 1) cell(nx_ - 1, y);
     }
   }
 }
 
 template <class Real>
 void BlockT<Real>::finish_step() noexcept {
-  f_.swap(g_);
+  streamed_ = !streamed_;
+  rows_whole_ = false;
 }
 
 template <class Real>
 double BlockT<Real>::rho(int x, int y) const {
   double r = 0;
-  for (int i = 0; i < kQ; ++i) r += f_[i * cells_ + at(x, y)];
+  for (int i = 0; i < kQ; ++i) r += post(i, x, y);
   return r;
 }
 
@@ -383,7 +417,7 @@ template <class Real>
 std::array<double, 2> BlockT<Real>::velocity(int x, int y) const {
   double r = 0, mx = 0, my = 0;
   for (int i = 0; i < kQ; ++i) {
-    const double v = f_[i * cells_ + at(x, y)];
+    const double v = post(i, x, y);
     r += v;
     mx += kCx[i] * v;
     my += kCy[i] * v;
@@ -424,34 +458,55 @@ std::size_t BlockT<Real>::halo_values(int dx, int dy) const noexcept {
   return edge_cells(dx, dy) * (dx != 0 && dy != 0 ? 1 : 3);
 }
 
-// A message towards (dx, dy) carries the populations that cross into that neighbour; the
-// halo cells on side (dx, dy) receive the ones the neighbour there sends towards us,
-// (-dx, -dy). The halo's other populations are never read.
+// Visits (i, x, y) for the cells of side (dx, dy) at depth `out` (0: the block's edge
+// cells, 1: the halo beyond them; a side's run along it, a corner's one cell) and the
+// populations i that cross (pdx, pdy). Sender and receiver visit in the same order.
+template <class Real>
+template <class Visit>
+void BlockT<Real>::side(int dx, int dy, int out, int pdx, int pdy, Visit&& visit) const {
+  const int cx = dx < 0 ? -out : nx_ - 1 + out, cy = dy < 0 ? -out : ny_ - 1 + out;
+  const int xa = dx == 0 ? 0 : cx, xb = dx == 0 ? nx_ - 1 : cx;
+  const int ya = dy == 0 ? 0 : cy, yb = dy == 0 ? ny_ - 1 : cy;
+  for (int i = 0; i < kQ; ++i) {
+    if (!crosses(i, pdx, pdy)) continue;
+    for (int y = ya; y <= yb; ++y) {
+      for (int x = xa; x <= xb; ++x) visit(i, x, y);
+    }
+  }
+}
+
+// Before a neighbour step, a message towards (dx, dy) carries the post-collision populations
+// of the edge cells that move that way (opposite slots), and the receiver keeps them in its
+// halo on the side they come from. Before a local step, it carries what this block's
+// neighbour step wrote into its halo on side (dx, dy), and the receiver stores them in its
+// edge cells on that side; a value that began outside the sender (in a corner block, whose
+// corner message brings it, or in a wall, which bounced it already) is sent but not stored.
 template <class Real>
 void BlockT<Real>::pack(int dx, int dy, std::vector<Real>& out) const {
   out.clear();
-  const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ - 1 : 0), xb = dx == 0 ? nx_ - 1 : xa;
-  const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ - 1 : 0), yb = dy == 0 ? ny_ - 1 : ya;
-  for (int i = 0; i < kQ; ++i) {
-    if (!crosses(i, dx, dy)) continue;
-    for (int y = ya; y <= yb; ++y) {
-      for (int x = xa; x <= xb; ++x) out.push_back(f_[i * cells_ + at(x, y)]);
-    }
+  if (!streamed_) {
+    side(dx, dy, 0, dx, dy, [&](int i, int x, int y) { out.push_back(f(kOpp[i], x, y)); });
+  } else {
+    side(dx, dy, 1, dx, dy, [&](int i, int x, int y) { out.push_back(f(i, x, y)); });
   }
 }
 
 template <class Real>
 void BlockT<Real>::unpack(int dx, int dy, const std::vector<Real>& in) {
   if (in.size() != halo_values(dx, dy)) throw std::invalid_argument("halo message of a wrong size");
-  const int xa = dx == 0 ? 0 : (dx > 0 ? nx_ : -1), xb = dx == 0 ? nx_ - 1 : xa;
-  const int ya = dy == 0 ? 0 : (dy > 0 ? ny_ : -1), yb = dy == 0 ? ny_ - 1 : ya;
   std::size_t k = 0;
-  for (int i = 0; i < kQ; ++i) {
-    if (!crosses(i, -dx, -dy)) continue;
-    for (int y = ya; y <= yb; ++y) {
-      for (int x = xa; x <= xb; ++x) f_[i * cells_ + at(x, y)] = in[k++];
-    }
+  if (!streamed_) {
+    side(dx, dy, 1, -dx, -dy, [&](int i, int x, int y) { f(kOpp[i], x, y) = in[k++]; });
+    return;
   }
+  const bool corner = dx != 0 && dy != 0;
+  side(dx, dy, 0, -dx, -dy, [&](int i, int x, int y) {
+    const Real v = in[k++];
+    // Where the value began, along the side: inside the sender's run, or not its to send.
+    const int from = dx == 0 ? x - kCx[i] : y - kCy[i];
+    const int len = dx == 0 ? nx_ : ny_;
+    if (corner || (from >= 0 && from < len)) f(i, x, y) = v;
+  });
 }
 
 template class BlockT<double>;

@@ -1,15 +1,26 @@
-// D2Q9 lattice Boltzmann (BGK) on one rank's block of the domain, with a one-cell halo.
-// Populations are stored structure-of-arrays, two copies (read the old, write the new);
-// each step pulls the post-collision populations of the previous step from the neighbours
-// (streaming) and collides in the same pass. Blocks larger than the last-level cache write
-// the new copy with streaming (non-temporal) stores: a normal store would first read each
-// line it writes, 216 bytes of memory traffic per update instead of 144. A step is split
-// into the interior (cells that read no halo) and the rim, so that the halo exchange can
-// run while the interior is updated. Walls are half-way bounce-back (a pull from a
-// solid halo cell returns the cell's own opposite population, plus the moving-wall term for
-// the lid). The halo is filled from the neighbouring blocks (CartComm::halo_exchange) or,
-// for a periodic axis of one block, from the block itself. The decomposition and the
-// time loop are in solver.hpp, the command line in main.cpp, the outputs in output.hpp.
+// D2Q9 lattice Boltzmann (BGK or TRT) on one rank's block of the domain, with a one-cell halo.
+// Populations are stored structure-of-arrays in ONE copy, updated in place with the AA
+// pattern (Bailey et al. 2009): steps alternate between
+//  - a neighbour step: each cell reads the post-collision populations its neighbours left
+//    in their opposite slots, collides, and writes each new population into the slot of the
+//    neighbour it moves to (the very slots it read: no two cells touch the same word);
+//  - a local step: each cell reads its own slots (what arrived), collides, and writes each
+//    new population into its own opposite slot.
+// Between them the copy is "streamed" (slot i of x holds what moves into x along i); after a
+// local step (and at the start) it is "swapped" (slot opp(i) of x holds x's post-collision
+// population i). One copy, each word read and written once per step: 9 read-modify-write
+// streams instead of two grids' 9 reads and 9 writes (18 streams, reaching ~25 % less
+// bandwidth here), and no write-allocate traffic. The arithmetic per cell is the same as a
+// two-grid pull scheme's: same bits.
+// A step is split into the interior (cells whose words no message carries) and the rim, so
+// that the halo exchange can run while the interior is updated. Before a neighbour step the
+// halo receives the neighbours' edge populations that cross; before a local step the edge
+// cells receive what the neighbours' neighbour step wrote into their halo. Walls are half-way
+// bounce-back (a population moving into a solid halo cell comes back into the cell's own
+// opposite slot, plus the moving-wall term for the lid). The halo is filled from the
+// neighbouring blocks (CartComm::halo_exchange) or, for a periodic axis of one block, from
+// the block itself. The decomposition and the time loop are in solver.hpp, the command line
+// in main.cpp, the outputs in output.hpp.
 #pragma once
 
 #include <array>
@@ -36,11 +47,6 @@ struct Params {
   double magic = 3.0 / 16;
   // Populations and the collision in float instead of double (half the memory traffic).
   bool single = false;
-  // How the bulk of a step writes the new populations: automatic = streaming stores when
-  // the two copies are larger than the last-level cache (fluid::solve decides for the whole
-  // domain, whose blocks share the cache). Every choice gives the same bits.
-  enum class Stores { automatic, cached, streaming };
-  Stores stores = Stores::automatic;
 };
 
 // Lattice constants.
@@ -58,12 +64,8 @@ struct Diagnostics {
   double residual = 0;  // sum of |u - u_prev|^2 (for steady-state detection)
 };
 
-// The last-level cache's size (sysconf; 32 MiB when unknown): Params::Stores::automatic
-// streams when the populations do not fit in it.
-std::size_t last_level_cache() noexcept;
-
 // A cache-line aligned allocator: every population array starts on a line (cells_ is a
-// whole number of lines), so streaming stores can write whole lines.
+// whole number of lines).
 template <class T>
 struct Aligned {
   using value_type = T;
@@ -92,22 +94,24 @@ class BlockT {
   [[nodiscard]] int nx() const noexcept { return nx_; }
   [[nodiscard]] int ny() const noexcept { return ny_; }
 
-  // One step: stream (pull) + collide. The halo of the current populations must be filled.
+  // One step (a neighbour step or a local step, alternately). The halo for it must be filled
+  // (pack/unpack, or wrap() for a periodic block alone along an axis).
   void step();
-  // The same step in three parts: step_interior() needs no halo (run it while the halo
-  // exchange is in flight), step_rim() needs it, finish_step() makes the new populations
-  // current.
-  // wrap_x: the block is its own neighbour along x (periodic, one block): its x-halo is
-  // filled during the sweep, row by row while the row is in cache, instead of by messages
-  // (a column of a row-major block costs a cache miss per cell to pack and to unpack).
+  // The same step in three parts: step_interior() needs nothing from the neighbours (run it
+  // while the halo exchange is in flight), step_rim() needs it, finish_step() ends the step.
+  // wrap_x: the block is its own neighbour along x (periodic, one block): it fills its own
+  // x-sides during the sweep, row by row while the row is in cache, instead of by messages
+  // (a column of a row-major block costs a cache miss per cell to pack and to unpack), and
+  // the sweep then takes whole rows.
   void step_interior(bool wrap_x = false);
   void step_rim();
   void finish_step() noexcept;
-  // True when the bulk of a step writes with streaming stores (Params::stores).
-  [[nodiscard]] bool streaming() const noexcept { return streaming_; }
-  // Fills the halo from this block itself on periodic axes (single block along that axis).
-  void wrap_x();
-  void wrap_y();
+  // True when the next step is a neighbour step (the copy is "swapped"); false before a local
+  // step. pack/unpack/wrap move what the next step needs.
+  [[nodiscard]] bool neighbour_step_next() const noexcept { return !streamed_; }
+  // Fills, for the next step, what a periodic axis of a single block needs from the block
+  // itself (x: the left and right sides, y: bottom and top, both: the corners too).
+  void wrap(bool along_x, bool along_y);
 
   // Cell (x, y) of the block, 0-based interior coordinates.
   [[nodiscard]] double rho(int x, int y) const;
@@ -115,14 +119,18 @@ class BlockT {
   // Sums over the interior; the residual is against the velocities of the previous call.
   [[nodiscard]] Diagnostics diagnostics();
 
-  // Halo buffers: of the interior cells along one side/corner, the populations that cross
-  // it (3 per side cell, 1 for a corner: what the neighbour's pull reads); and the halo
-  // cells on a side they go to. dir = (dx, dy), each in {-1, 0, 1}.
+  // Halo messages, for the next step: the populations that cross a side or corner of the
+  // block, 3 per side cell and 1 for a corner. Before a neighbour step, a block sends the
+  // post-collision populations of its edge cells that move towards dir, and the receiver
+  // keeps them in its halo; before a local step, it sends what its neighbour step wrote into
+  // its halo on side dir, and the receiver stores them in its edge cells (of a side's values,
+  // the two that began in a corner block are that block's to send, and are skipped).
+  // dir = (dx, dy), each in {-1, 0, 1}.
   [[nodiscard]] std::size_t edge_cells(int dx, int dy) const noexcept;
   // Values in a halo message towards or from dir: edge_cells() x crossing populations.
   [[nodiscard]] std::size_t halo_values(int dx, int dy) const noexcept;
-  void pack(int dx, int dy, std::vector<Real>& out) const;   // interior cells facing dir
-  void unpack(int dx, int dy, const std::vector<Real>& in);  // halo cells on side dir
+  void pack(int dx, int dy, std::vector<Real>& out) const;   // towards dir
+  void unpack(int dx, int dy, const std::vector<Real>& in);  // from the neighbour at dir
 
   // Marks the halo on a side as a wall (no neighbour): bounce-back there.
   void set_wall(int dx, int dy, bool wall) noexcept;
@@ -131,21 +139,32 @@ class BlockT {
   [[nodiscard]] std::size_t at(int x, int y) const noexcept {  // x, y from -1 (halo)
     return static_cast<std::size_t>(x + 1) + static_cast<std::size_t>(y + 1) * stride_;
   }
+  // Slot i of cell (x, y).
+  [[nodiscard]] Real& f(int i, int x, int y) noexcept { return f_[i * cells_ + at(x, y)]; }
+  [[nodiscard]] Real f(int i, int x, int y) const noexcept { return f_[i * cells_ + at(x, y)]; }
+  // Post-collision population i of cell (x, y) after the last step, in either layout.
+  [[nodiscard]] Real post(int i, int x, int y) const noexcept;
   void init();
-  void step_cell(int x, int y) noexcept;
+  void neighbour_cell(int x, int y) noexcept;
+  void local_cell(int x, int y) noexcept;
+  void cell(int x, int y) noexcept { streamed_ ? local_cell(x, y) : neighbour_cell(x, y); }
   void wrap_row_x(int y) noexcept;
-  template <bool Trt, bool Stream>
-  void step_bulk_row(int y, int xa, int xb) noexcept;
+  template <class Visit>
+  void side(int dx, int dy, int out, int pdx, int pdy, Visit&& visit) const;
+  template <bool Trt>
+  void neighbour_row(int y, int xa, int xb) noexcept;
+  template <bool Trt>
+  void local_row(int y, int xa, int xb) noexcept;
 
   Params p_;
   int x0_, y0_, nx_, ny_;
   std::size_t stride_;
   std::size_t cells_;
   Real omega_;
-  Real omega_minus_;  // TRT: the antisymmetric rate
-  bool streaming_ = false;
-  std::vector<Real, Aligned<Real>> f_;  // kQ arrays of cells_ values: current
-  std::vector<Real, Aligned<Real>> g_;  // next
+  Real omega_minus_;                    // TRT: the antisymmetric rate
+  bool streamed_ = false;               // the layout (see the top of this file); false after init()
+  bool rows_whole_ = false;             // the last step_interior() took whole rows (wrap_x)
+  std::vector<Real, Aligned<Real>> f_;  // kQ arrays of cells_ values
   std::vector<std::uint8_t> solid_;     // per halo/interior cell: 1 = wall, 2 = moving lid
   std::vector<double> u_prev_;
 };

@@ -56,13 +56,6 @@ namespace {
 
 template <class Real>
 SolveResult solve_t(ipckit::Comm& comm, Params p, const SolveOptions& o) {
-  // The blocks share the last-level cache: the automatic choice of stores is made for the
-  // whole domain, the same on every rank.
-  if (p.stores == Params::Stores::automatic) {
-    const double both = 2.0 * kQ * (p.nx + 2.0) * (p.ny + 2.0) * sizeof(Real);
-    p.stores = both > static_cast<double>(last_level_cache()) ? Params::Stores::streaming
-                                                              : Params::Stores::cached;
-  }
   using clock = std::chrono::steady_clock;
   const bool px = p.flow != Case::cavity;
   const bool py = p.flow == Case::taylor_green;
