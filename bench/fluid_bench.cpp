@@ -27,13 +27,10 @@
 #include <utility>
 #include <vector>
 
-#if defined(__SSE2__)
-#include <immintrin.h>
-#endif
-
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/shared_array.hpp"
 #include "ipckit/spmd/run.hpp"
+#include "pattern.hpp"
 #include "solver.hpp"
 
 namespace {
@@ -82,55 +79,16 @@ void BM_triad(benchmark::State& state) {
   bandwidth(state, std::size_t{16} << 20, 3.0, triad_seconds);  // 128 MiB per array
 }
 
-// The kernel's memory pattern without its arithmetic, over blocks as large as the 2048^2
-// run's: what this reaches is the bandwidth the solver can hope for (the triad's 3 streams
-// behave differently). In place (the kernel's AA pattern): 9 arrays read and written back a
-// chunk at a time, all 9 at once, 144 bytes per cell. Two copies (the kernel before it,
-// reported for the choice): 9 arrays in and 9 out with streaming stores, 18 streams at once.
-double pattern_seconds(std::size_t n, int reps, bool in_place) {
-  n = n / 8 * 8;
-  std::vector<std::vector<double>> in(9, std::vector<double>(n, 1.0));
-  std::vector<std::vector<double>> out(in_place ? 0 : 9, std::vector<double>(n, 0.0));
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    const auto t0 = clock_type::now();
-    for (std::size_t k = 0; k < n; k += 8) {
-      for (std::size_t i = 0; i < 9; ++i) {
-        double* src = in[i].data() + k;
-        if (in_place) {
-          for (std::size_t j = 0; j < 8; ++j) src[j] += 1.0;
-          continue;
-        }
-        double* dst = out[i].data() + k;
-#if defined(__SSE2__)
-        const __m128d one = _mm_set1_pd(1.0);
-        for (std::size_t j = 0; j < 8; j += 2)
-          _mm_stream_pd(dst + j, _mm_add_pd(_mm_loadu_pd(src + j), one));
-#else
-        for (std::size_t j = 0; j < 8; ++j) dst[j] = src[j] + 1.0;
-#endif
-      }
-    }
-#if defined(__SSE2__)
-    _mm_sfence();
-#endif
-    benchmark::DoNotOptimize(in[0].data());
-    if (!in_place) benchmark::DoNotOptimize(out[0].data());
-    best = std::min(best, std::chrono::duration<double>(clock_type::now() - t0).count());
-  }
-  return best;
-}
-
 void BM_pattern(benchmark::State& state) {
   const auto procs = static_cast<std::size_t>(state.range(0));
   bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0,
-            [](std::size_t n, int reps) { return pattern_seconds(n, reps, true); });
+            [](std::size_t n, int reps) { return fluid::pattern_seconds(n, reps, true); });
 }
 
 void BM_pattern_two_copies(benchmark::State& state) {
   const auto procs = static_cast<std::size_t>(state.range(0));
   bandwidth(state, std::size_t{2050} * 2050 / procs, 18.0,
-            [](std::size_t n, int reps) { return pattern_seconds(n, reps, false); });
+            [](std::size_t n, int reps) { return fluid::pattern_seconds(n, reps, false); });
 }
 
 void BM_lbm(benchmark::State& state) {

@@ -20,26 +20,33 @@ inline Real feq(int i, Real rho, Real ux, Real uy) {
 }
 
 // The BGK collision of one cell, the one expression every path uses (bulk rows, edge cells,
-// any decomposition): the same cell gets the same bits wherever it is computed. fx: Guo
-// body force along x (0: none).
+// any decomposition): the same cell gets the same bits wherever it is computed. Written as
+// (1 - om) f_i + om feq_i with each pair (i, opposite i) sharing its even part: 25 % fewer
+// operations than f_i - om (f_i - feq_i) per population, which matters now that the in-place
+// update leaves the kernel close to its arithmetic limit. fx: Guo body force along x (0: none).
 template <class Real>
 inline void collide(const Real* f, Real* out, Real om, Real fx) noexcept {
   const Real rho = f[0] + f[1] + f[2] + f[3] + f[4] + f[5] + f[6] + f[7] + f[8];
   const Real inv = Real(1) / rho;
   const Real ux = (f[1] - f[3] + f[5] - f[6] - f[7] + f[8] + Real(0.5) * fx) * inv;
   const Real uy = (f[2] - f[4] + f[5] + f[6] - f[7] - f[8]) * inv;
-  const Real usq = Real(1.5) * (ux * ux + uy * uy);
-  const Real r0 = rho * Real(4.0 / 9), r1 = rho * Real(1.0 / 9), r2 = rho * Real(1.0 / 36);
+  const Real base = Real(1) - Real(1.5) * (ux * ux + uy * uy);
+  const Real keep = Real(1) - om;
+  const Real orho = om * rho;
+  const Real r1 = orho * Real(1.0 / 9), r2 = orho * Real(1.0 / 36);
+  const Real t1 = Real(3) * r1, t2 = Real(3) * r2;
   const Real a = ux + uy, b = uy - ux;
-  out[0] = f[0] - om * (f[0] - r0 * (Real(1) - usq));
-  out[1] = f[1] - om * (f[1] - r1 * (Real(1) + Real(3) * ux + Real(4.5) * ux * ux - usq));
-  out[2] = f[2] - om * (f[2] - r1 * (Real(1) + Real(3) * uy + Real(4.5) * uy * uy - usq));
-  out[3] = f[3] - om * (f[3] - r1 * (Real(1) - Real(3) * ux + Real(4.5) * ux * ux - usq));
-  out[4] = f[4] - om * (f[4] - r1 * (Real(1) - Real(3) * uy + Real(4.5) * uy * uy - usq));
-  out[5] = f[5] - om * (f[5] - r2 * (Real(1) + Real(3) * a + Real(4.5) * a * a - usq));
-  out[6] = f[6] - om * (f[6] - r2 * (Real(1) + Real(3) * b + Real(4.5) * b * b - usq));
-  out[7] = f[7] - om * (f[7] - r2 * (Real(1) - Real(3) * a + Real(4.5) * a * a - usq));
-  out[8] = f[8] - om * (f[8] - r2 * (Real(1) - Real(3) * b + Real(4.5) * b * b - usq));
+  out[0] = keep * f[0] + orho * Real(4.0 / 9) * base;
+  const auto pair = [&](int i, int o, Real u, Real r, Real t) {
+    const Real s = r * (Real(4.5) * u * u + base);
+    const Real d = t * u;
+    out[i] = keep * f[i] + (s + d);
+    out[o] = keep * f[o] + (s - d);
+  };
+  pair(1, 3, ux, r1, t1);
+  pair(2, 4, uy, r1, t1);
+  pair(5, 7, a, r2, t2);
+  pair(6, 8, b, r2, t2);
   if (fx != Real(0)) {
     for (int i = 0; i < kQ; ++i) {
       const Real cu = Real(kCx[i]) * ux + Real(kCy[i]) * uy;

@@ -10,8 +10,8 @@
 // local step (and at the start) it is "swapped" (slot opp(i) of x holds x's post-collision
 // population i). One copy, each word read and written once per step: 9 read-modify-write
 // streams instead of two grids' 9 reads and 9 writes (18 streams, reaching ~25 % less
-// bandwidth here), and no write-allocate traffic. The arithmetic per cell is the same as a
-// two-grid pull scheme's: same bits.
+// bandwidth here), and no write-allocate traffic. The arithmetic per cell is a two-grid
+// pull scheme's (the in-place kernel gave the previous two-copy kernel's bits exactly).
 // A step is split into the interior (cells whose words no message carries) and the rim, so
 // that the halo exchange can run while the interior is updated. Before a neighbour step the
 // halo receives the neighbours' edge populations that cross; before a local step the edge
