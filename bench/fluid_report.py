@@ -8,8 +8,9 @@ and prints the markdown. Usage: fluid_report.py [--out DIR] fluid.json [mpi_summ
 Targets (issue 17): one process, double, 2048^2 and 4096^2 >= 85 % of the roofline (triad
 bandwidth / 144 bytes per update; float reported against triad / 72); 2048^2 on 2 processes
 >= 90 % of the 2-process triad roofline (the efficiency against the roofline for that many
-processes; the stricter bandwidth-normalised speed-up, (m2 / m1) / (triad2 / triad1), is
-reported beside it); ShmComm >= MpiComm in the same run."""
+processes, as the issue states its 16-process goal) and, the reading of earlier reports, the
+bandwidth-normalised speed-up (m2 / m1) / (triad2 / triad1) >= 90 % (which a single process
+beating the single-process triad makes harder); ShmComm >= MpiComm in the same run."""
 import argparse
 import json
 import os
@@ -73,7 +74,7 @@ def main():
     rows.append(("2048², 1 → 2 processes, speed-up ÷ triad's speed-up", f"{m1:.1f} → {m2:.1f} MLUPS" if m1 and m2 else "n/a",
                  f"triad {triad1:.1f} → {triad2:.1f} GB/s" if triad1 and triad2 else "n/a",
                  f"{100 * eff:.1f} % (speed-up {m2 / m1:.2f}× for bandwidth {triad2 / triad1:.2f}×)" if eff else "n/a",
-                 "reported", "–"))
+                 "≥ 90 % (stricter reading)", status(eff, 0.9)))
     m41, m42 = lbm(4096, 1), lbm(4096, 2)
     if m41 and m42 and triad1 and triad2:
         e4 = (m42 / triad2) / (m41 / triad1)

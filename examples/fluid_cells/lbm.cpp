@@ -295,7 +295,7 @@ void BlockT<Real>::step() {
 // edge cells' post-collision populations that cross (opposite slots) into the halo on the
 // other side. Before a local step: what the neighbour step wrote into the halo on one side
 // into the edge cell on the other, of the populations that began in this block's row range
-// (the others came from a y-neighbour through a corner).
+// (the others came from a y-neighbour through a corner, or bounced off a wall already).
 template <class Real>
 void BlockT<Real>::wrap_row_x(int y) noexcept {
   if (!streamed_) {

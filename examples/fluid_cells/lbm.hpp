@@ -9,11 +9,11 @@
 // Between them the copy is "streamed" (slot i of x holds what moves into x along i); after a
 // local step (and at the start) it is "swapped" (slot opp(i) of x holds x's post-collision
 // population i). One copy, each word read and written once per step: 9 read-modify-write
-// streams instead of two grids' 9 reads and 9 writes (18 streams, reaching ~25 % less
-// bandwidth here), and no write-allocate traffic. The arithmetic per cell is a two-grid
-// pull scheme's (the in-place kernel gave the previous two-copy kernel's bits exactly).
-// A step is split into the interior (cells whose words no message carries) and the rim, so
-// that the halo exchange can run while the interior is updated. Before a neighbour step the
+// streams instead of two grids' 9 reads and 9 writes (18 streams, reaching about a third
+// less bandwidth here: fluid_bench's pattern rows), and no write-allocate traffic. The arithmetic
+// per cell is a two-grid pull scheme's (the in-place kernel gave the previous two-copy kernel's
+// bits exactly). A step is split into the interior (cells whose words no message carries) and the
+// rim, so that the halo exchange can run while the interior is updated. Before a neighbour step the
 // halo receives the neighbours' edge populations that cross; before a local step the edge
 // cells receive what the neighbours' neighbour step wrote into their halo. Walls are half-way
 // bounce-back (a population moving into a solid halo cell comes back into the cell's own
@@ -124,7 +124,8 @@ class BlockT {
   // post-collision populations of its edge cells that move towards dir, and the receiver
   // keeps them in its halo; before a local step, it sends what its neighbour step wrote into
   // its halo on side dir, and the receiver stores them in its edge cells (of a side's values,
-  // the two that began in a corner block are that block's to send, and are skipped).
+  // the two that began outside the sender, in a corner block or a wall, are skipped: the
+  // corner block's message brings the one, the receiver's own bounce-back made the other).
   // dir = (dx, dy), each in {-1, 0, 1}.
   [[nodiscard]] std::size_t edge_cells(int dx, int dy) const noexcept;
   // Values in a halo message towards or from dir: edge_cells() x crossing populations.
