@@ -11,6 +11,7 @@
 //                           update)
 //   BM_pattern/procs:P      the kernel's memory pattern without arithmetic (9 arrays read and
 //                           written in place, all at once), P processes; counter gb_per_s
+//   BM_lbm_weak/block:B/procs:P  (--scaling) a B x B block per rank, P ranks: weak scaling
 //   BM_pattern_two_copies/procs:P  the two-copy pattern (9 arrays in, 9 out with streaming
 //                           stores), for comparison
 // bench/fluid_report.py sets them side by side: roofline fractions (1 process at 2048^2 and
@@ -21,6 +22,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
 #include <string_view>
 #include <thread>
 #include <utility>
@@ -28,6 +30,7 @@
 
 #include "ipckit/core/process.hpp"
 #include "ipckit/shm/shared_array.hpp"
+#include "ipckit/spmd/cart_comm.hpp"
 #include "ipckit/spmd/run.hpp"
 #include "pattern.hpp"
 #include "solver.hpp"
@@ -90,14 +93,13 @@ void BM_pattern_two_copies(benchmark::State& state) {
             [](std::size_t n, int reps) { return fluid::pattern_seconds(n, reps, false); });
 }
 
-void BM_lbm(benchmark::State& state) {
-  const int n = static_cast<int>(state.range(0));
-  const int procs = static_cast<int>(state.range(1));
-  const bool single = state.range(2) != 0;
+// Taylor-Green on nx x ny over `procs` ranks, 50 steps per iteration.
+void run_lbm(benchmark::State& state, int nx, int ny, int procs, bool single) {
   fluid::Params p;
   p.single = single;
   p.flow = fluid::Case::taylor_green;
-  p.nx = p.ny = n;
+  p.nx = nx;
+  p.ny = ny;
   p.tau = 0.55;
   p.tg_u0 = 0.05;
   fluid::SolveOptions o;
@@ -124,9 +126,24 @@ void BM_lbm(benchmark::State& state) {
   state.counters["gb_per_s"] = mlups * kBytesPerUpdate / (single ? 2 : 1) / 1e3;
 }
 
+void BM_lbm(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  run_lbm(state, n, n, static_cast<int>(state.range(1)), state.range(2) != 0);
+}
+
+// Weak scaling: every rank gets a block x block block of its own (the lattice grows with the
+// process grid that fluid::solve picks: the larger factor along the longer axis).
+void BM_lbm_weak(benchmark::State& state) {
+  const int block = static_cast<int>(state.range(0));
+  const int procs = static_cast<int>(state.range(1));
+  const auto d = ipckit::CartComm::dims_for(procs, 2);  // d[0] >= d[1]
+  run_lbm(state, block * d[1], block * d[0], procs, false);
+}
+
 // The default set, for the 2-CPU figures of bench/run.sh; `--scaling` runs instead the
 // triad and the solver at 4096^2 on 1, 2, 4, ... processes up to every CPU (strong scaling
-// past two cores, on a machine that has them).
+// past two cores, on a machine that has them), and the solver with a 1024^2 and a 256^2
+// block per process on as many (weak scaling, and the communication share of small blocks).
 std::vector<int> process_counts() {
   const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<int> counts;
@@ -162,6 +179,15 @@ int main(int argc, char** argv) {
           ->Iterations(1)
           ->Unit(benchmark::kMillisecond);
     }
+    for (const int block : {1024, 256}) {
+      for (int p : process_counts()) {
+        benchmark::RegisterBenchmark("BM_lbm_weak", BM_lbm_weak)
+            ->ArgNames({"block", "procs"})
+            ->Args({block, p})
+            ->Iterations(1)
+            ->Unit(benchmark::kMillisecond);
+      }
+    }
   } else {
     benchmark::RegisterBenchmark("BM_triad", BM_triad)
         ->ArgName("procs")
@@ -188,6 +214,10 @@ int main(int argc, char** argv) {
         ->Args({1024, 4, 0})
         ->Iterations(1)
         ->Unit(benchmark::kMillisecond);
+  }
+  // The library revision, for the reports (bench/run.sh and bench/scaling.sh export it).
+  if (const char* rev = std::getenv("IPCKIT_BENCH_REVISION"); rev != nullptr) {
+    benchmark::AddCustomContext("ipckit_revision", rev);
   }
   int n = static_cast<int>(args.size());
   benchmark::Initialize(&n, args.data());

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Past two cores: the fluid solver's strong scaling beside the triad roofline, and the long
+# Past two cores: the fluid solver's strong and weak scaling beside the triad roofline, and the long
 # chaos and soak runs on every CPU of a bigger machine. Used for the README's many-core rows
 # (measured on a 16-CPU machine lent for it); needs only the three programs, so a Release
 # build of another machine's can be copied over:
@@ -13,6 +13,11 @@ iterations=${3:-3000}
 soak=${4:-60}
 reps=${5:-1}
 mkdir -p "$out"
+# The library revision goes into fluid_scaling.json's context (docs_report.py prints it).
+if [[ -z "${IPCKIT_BENCH_REVISION:-}" ]]; then
+  IPCKIT_BENCH_REVISION=$(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)
+fi
+export IPCKIT_BENCH_REVISION
 echo "scaling: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)" | tee "$out/machine.txt"
 free -g | head -2 >> "$out/machine.txt"
 "$bin/fluid_bench" --scaling --benchmark_repetitions="$reps" --benchmark_out="$out/fluid_scaling.json" \
