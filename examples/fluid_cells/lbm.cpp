@@ -397,14 +397,39 @@ void BlockT<Real>::step_interior(bool wrap_x) {
 // whole rows.
 template <class Real>
 void BlockT<Real>::step_rim() {
+  // Whole rim rows take the straight-line path too when they can: a local step always (it
+  // touches no neighbour), a neighbour step when no wall is within reach of the row. Same
+  // arithmetic as cell(), so the same bits; on a 256² block the general path for the two
+  // rows cost ~5 % of a step.
+  const bool bulk = p_.flow != Case::channel || p_.force == 0.0;
+  const auto row = [&](int y) {
+    if (bulk && streamed_) {
+      p_.trt ? local_row<true>(y, 0, nx_ - 1) : local_row<false>(y, 0, nx_ - 1);
+    } else if (bulk && clear_around_row(y)) {
+      p_.trt ? neighbour_row<true>(y, 0, nx_ - 1) : neighbour_row<false>(y, 0, nx_ - 1);
+    } else {
+      for (int x = 0; x < nx_; ++x) cell(x, y);
+    }
+  };
   for (int y = 0; y < ny_; ++y) {
     if (y == 0 || y == ny_ - 1 || nx_ < 3 || ny_ < 3) {
-      for (int x = 0; x < nx_; ++x) cell(x, y);
+      row(y);
     } else if (!rows_whole_) {
       cell(0, y);
       if (nx_ > 1) cell(nx_ - 1, y);
     }
   }
+}
+
+// No wall in rows y-1 .. y+1 from x = -1 to nx: what a neighbour step of row y touches.
+template <class Real>
+bool BlockT<Real>::clear_around_row(int y) const noexcept {
+  for (int r = y - 1; r <= y + 1; ++r) {
+    for (int x = -1; x <= nx_; ++x) {
+      if (solid_[at(x, r)] != kFluid) return false;
+    }
+  }
+  return true;
 }
 
 template <class Real>

@@ -150,6 +150,7 @@ class BlockT {
   void local_cell(int x, int y) noexcept;
   void cell(int x, int y) noexcept { streamed_ ? local_cell(x, y) : neighbour_cell(x, y); }
   void wrap_row_x(int y) noexcept;
+  [[nodiscard]] bool clear_around_row(int y) const noexcept;
   template <class Visit>
   void side(int dx, int dy, int out, int pdx, int pdy, Visit&& visit) const;
   template <bool Trt>
