@@ -124,8 +124,8 @@ class BlockT {
   // post-collision populations of its edge cells that move towards dir, and the receiver
   // keeps them in its halo; before a local step, it sends what its neighbour step wrote into
   // its halo on side dir, and the receiver stores them in its edge cells (of a side's values,
-  // the two that began outside the sender, in a corner block or a wall, are skipped: the
-  // corner block's message brings the one, the receiver's own bounce-back made the other).
+  // the two that began outside the sender's run are skipped: the corner block's message
+  // brings such a value, or, beside a wall, the receiver's own bounce-back made it).
   // dir = (dx, dy), each in {-1, 0, 1}.
   [[nodiscard]] std::size_t edge_cells(int dx, int dy) const noexcept;
   // Values in a halo message towards or from dir: edge_cells() x crossing populations.
