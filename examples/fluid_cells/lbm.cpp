@@ -193,8 +193,28 @@ void BlockT<Real>::neighbour_row(int y, int xa, int xb) noexcept {
     src[i] = &f_[kOpp[i] * cells_ + at(xa - kCx[i], y - kCy[i])];
     dst[i] = &f_[i * cells_ + at(xa + kCx[i], y + kCy[i])];
   }
+  sweep<Trt>(src, dst, xb - xa + 1);
+}
+
+template <class Real>
+template <bool Trt>
+void BlockT<Real>::local_row(int y, int xa, int xb) noexcept {
+  const Real* src[kQ];
+  Real* dst[kQ];
+  for (int i = 0; i < kQ; ++i) {
+    src[i] = &f_[i * cells_ + at(xa, y)];
+    dst[i] = &f_[kOpp[i] * cells_ + at(xa, y)];
+  }
+  sweep<Trt>(src, dst, xb - xa + 1);
+}
+
+// Cell k: the populations at src[i][k] in, the new ones to dst[i][k]. The words one cell
+// reads are the words it writes, and no other cell's (both row kinds): the iterations are
+// independent, in place.
+template <class Real>
+template <bool Trt>
+void BlockT<Real>::sweep(const Real* const* src, Real* const* dst, int n) noexcept {
   const Real om = omega_, omm = omega_minus_;
-  const int n = xb - xa + 1;
 #pragma GCC ivdep
   for (int k = 0; k < n; ++k) {
     Real fi[kQ];
@@ -209,31 +229,20 @@ void BlockT<Real>::neighbour_row(int y, int xa, int xb) noexcept {
   }
 }
 
+// One cell's collision on the general path (either model, the body force).
 template <class Real>
-template <bool Trt>
-void BlockT<Real>::local_row(int y, int xa, int xb) noexcept {
-  Real* row[kQ];
-  for (int i = 0; i < kQ; ++i) row[i] = &f_[i * cells_ + at(xa, y)];
-  const Real om = omega_, omm = omega_minus_;
-  const int n = xb - xa + 1;
-#pragma GCC ivdep
-  for (int k = 0; k < n; ++k) {
-    Real fi[kQ];
-    Real o[kQ];
-    for (int i = 0; i < kQ; ++i) fi[i] = row[i][k];
-    if constexpr (Trt) {
-      collide_trt(fi, o, om, omm, Real(0));
-    } else {
-      collide(fi, o, om, Real(0));
-    }
-    for (int i = 0; i < kQ; ++i) row[kOpp[i]][k] = o[i];
+void BlockT<Real>::collide_cell(const Real* fi, Real* out) const noexcept {
+  const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
+  if (p_.trt) {
+    collide_trt(fi, out, omega_, omega_minus_, fx);
+  } else {
+    collide(fi, out, omega_, fx);
   }
 }
 
 // The general neighbour step of one cell: walls, the lid, the body force.
 template <class Real>
 void BlockT<Real>::neighbour_cell(int x, int y) noexcept {
-  const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
   const Real lid = static_cast<Real>(p_.u_lid);
   Real fi[kQ];
   for (int i = 0; i < kQ; ++i) {
@@ -249,11 +258,7 @@ void BlockT<Real>::neighbour_cell(int x, int y) noexcept {
     }
   }
   Real out[kQ];
-  if (p_.trt) {
-    collide_trt(fi, out, omega_, omega_minus_, fx);
-  } else {
-    collide(fi, out, omega_, fx);
-  }
+  collide_cell(fi, out);
   for (int i = 0; i < kQ; ++i) {
     const int dx = x + kCx[i], dy = y + kCy[i];
     const std::uint8_t s = solid_[at(dx, dy)];
@@ -272,15 +277,10 @@ void BlockT<Real>::neighbour_cell(int x, int y) noexcept {
 
 template <class Real>
 void BlockT<Real>::local_cell(int x, int y) noexcept {
-  const Real fx = static_cast<Real>(p_.flow == Case::channel ? p_.force : 0.0);
   Real fi[kQ];
   for (int i = 0; i < kQ; ++i) fi[i] = f(i, x, y);
   Real out[kQ];
-  if (p_.trt) {
-    collide_trt(fi, out, omega_, omega_minus_, fx);
-  } else {
-    collide(fi, out, omega_, fx);
-  }
+  collide_cell(fi, out);
   for (int i = 0; i < kQ; ++i) f(kOpp[i], x, y) = out[i];
 }
 

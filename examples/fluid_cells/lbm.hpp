@@ -106,9 +106,6 @@ class BlockT {
   void step_interior(bool wrap_x = false);
   void step_rim();
   void finish_step() noexcept;
-  // True when the next step is a neighbour step (the copy is "swapped"); false before a local
-  // step. pack/unpack/wrap move what the next step needs.
-  [[nodiscard]] bool neighbour_step_next() const noexcept { return !streamed_; }
   // Fills, for the next step, what a periodic axis of a single block needs from the block
   // itself (x: the left and right sides, y: bottom and top, both: the corners too).
   void wrap(bool along_x, bool along_y);
@@ -157,6 +154,9 @@ class BlockT {
   void neighbour_row(int y, int xa, int xb) noexcept;
   template <bool Trt>
   void local_row(int y, int xa, int xb) noexcept;
+  template <bool Trt>
+  void sweep(const Real* const* src, Real* const* dst, int n) noexcept;
+  void collide_cell(const Real* fi, Real* out) const noexcept;
 
   Params p_;
   int x0_, y0_, nx_, ny_;
